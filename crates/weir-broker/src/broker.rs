@@ -1,0 +1,257 @@
+//! The broker: its shared state, start-up (recovery, listener, background tasks) and shutdown.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use weir_store::Store;
+
+use crate::config::BrokerConfig;
+use crate::error::BrokerError;
+use crate::group::GroupCoordinator;
+use crate::long_poll::LongPoll;
+use crate::name_server::NameServer;
+use crate::offsets::OffsetTable;
+use crate::registration::{Registrar, Target};
+use crate::server;
+use crate::topics::TopicTable;
+
+/// How often dirty offsets are written to disk.
+const OFFSET_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Everything request handlers share.
+pub(crate) struct BrokerState {
+    pub config: BrokerConfig,
+    pub store: Arc<Store>,
+    pub topics: Arc<TopicTable>,
+    pub offsets: OffsetTable,
+    pub groups: GroupCoordinator,
+    pub long_poll: Arc<LongPoll>,
+    pub name_server: Arc<NameServer>,
+    pub registrar: Arc<Registrar>,
+    /// Our address as put in routes and message ids.
+    pub advertised_addr: String,
+    /// The bound address.
+    pub local_addr: SocketAddr,
+    pub max_frame_len: u32,
+    shutting_down: AtomicBool,
+}
+
+impl BrokerState {
+    /// Queues this broker hosts for a topic (0 when it has no such topic).
+    pub fn queues_of(&self, topic: &str) -> u32 {
+        self.topics.get(topic).map_or(0, |t| t.queues)
+    }
+
+    /// Whether the broker is stopping (long polls answer at once).
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Whether a message id's broker address is this broker's.
+    pub fn is_own_addr(&self, addr: SocketAddr) -> bool {
+        addr == self.local_addr
+            || self
+                .advertised_addr
+                .parse::<SocketAddr>()
+                .is_ok_and(|advertised| advertised == addr)
+    }
+}
+
+/// A running broker (and, in the same process, name server).
+pub struct Broker {
+    state: Arc<BrokerState>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("local_addr", &self.state.local_addr)
+            .field("advertised_addr", &self.state.advertised_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Broker {
+    /// Opens the store (recovering it), loads topics and offsets, binds the listener and starts
+    /// serving. Returns once connections are being accepted.
+    pub async fn start(config: BrokerConfig) -> Result<Broker, BrokerError> {
+        config.validate()?;
+        let data_dir = config.data_dir.clone();
+        let store_config = config.store_config()?;
+        // Opening recovers the log, which reads files: keep it off the async workers.
+        let store = tokio::task::spawn_blocking(move || Store::open(store_config))
+            .await
+            .map_err(|e| BrokerError::Config(format!("store open task failed: {e}")))?
+            .map_err(|e| BrokerError::from_store(e, &data_dir))?;
+        let result = Broker::start_with_store(config, store.clone()).await;
+        if result.is_err() {
+            // Release the data directory's lock so the caller may try again.
+            let _ = store.shutdown();
+        }
+        result
+    }
+
+    async fn start_with_store(
+        config: BrokerConfig,
+        store: Arc<Store>,
+    ) -> Result<Broker, BrokerError> {
+        let topics = Arc::new(TopicTable::load(&config.data_dir)?);
+        let offsets = OffsetTable::load(&config.data_dir)?;
+        let listener =
+            TcpListener::bind(&config.listen)
+                .await
+                .map_err(|source| BrokerError::Bind {
+                    addr: config.listen.clone(),
+                    source,
+                })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| BrokerError::io("reading the bound address", e))?;
+        let advertised_addr = config
+            .advertised_addr
+            .clone()
+            .unwrap_or_else(|| default_advertised(local_addr).to_string());
+        let name_server = Arc::new(NameServer::new(Duration::from_millis(
+            config.broker_expiry_ms,
+        )));
+        let targets = if config.name_servers.is_empty() {
+            vec![Target::Local(name_server.clone())]
+        } else {
+            config
+                .name_servers
+                .iter()
+                .map(|addr| Target::Remote(addr.clone()))
+                .collect()
+        };
+        let max_frame_len = u32::try_from(config.max_frame_size)
+            .map_err(|_| BrokerError::Config("max_frame_size is above 4 GiB".to_owned()))?;
+        let registrar = Arc::new(Registrar::new(
+            targets,
+            config.cluster_name.clone(),
+            config.broker_name.clone(),
+            advertised_addr.clone(),
+            topics.clone(),
+            Duration::from_millis(config.broker_heartbeat_interval_ms),
+            max_frame_len,
+        ));
+        let long_poll = Arc::new(LongPoll::new());
+        let waker = long_poll.clone();
+        store.set_dispatch_listener(Arc::new(move |topic: &str, queue_id: u32, _max: u64| {
+            waker.wake(topic, queue_id);
+        }));
+        let state = Arc::new(BrokerState {
+            groups: GroupCoordinator::new(Duration::from_millis(config.group_session_timeout_ms)),
+            config,
+            store,
+            topics,
+            offsets,
+            long_poll,
+            name_server,
+            registrar: registrar.clone(),
+            advertised_addr,
+            local_addr,
+            max_frame_len,
+            shutting_down: AtomicBool::new(false),
+        });
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        // The first registration happens before we return, so routes exist at once.
+        registrar.register_all().await;
+        let tasks = vec![
+            tokio::spawn(server::accept_loop(
+                state.clone(),
+                listener,
+                shutdown_rx.clone(),
+            )),
+            tokio::spawn(registrar.run(shutdown_rx.clone())),
+            tokio::spawn(housekeeping(state.clone(), shutdown_rx)),
+        ];
+        tracing::info!(
+            addr = %local_addr,
+            advertised = %state.advertised_addr,
+            topics = state.topics.list().len(),
+            "broker started"
+        );
+        Ok(Broker {
+            state,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// The bound address of the native listener.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.state.local_addr
+    }
+
+    /// The address put in routes and message ids.
+    pub fn advertised_addr(&self) -> &str {
+        &self.state.advertised_addr
+    }
+
+    /// Stops accepting, lets requests in flight finish (bounded), persists offsets and shuts
+    /// the store down (flush and checkpoint).
+    pub async fn shutdown(self) -> Result<(), BrokerError> {
+        tracing::info!("broker shutting down");
+        self.state.shutting_down.store(true, Ordering::Release);
+        let _ = self.shutdown.send(true);
+        self.state.long_poll.wake_all();
+        for task in self.tasks {
+            if let Err(e) = task.await {
+                tracing::warn!(error = %e, "a broker task failed");
+            }
+        }
+        let offsets = self.state.offsets.persist();
+        let store = self.state.store.clone();
+        let data_dir = self.state.config.data_dir.clone();
+        tokio::task::spawn_blocking(move || store.shutdown())
+            .await
+            .map_err(|e| BrokerError::Config(format!("store shutdown task failed: {e}")))?
+            .map_err(|e| BrokerError::from_store(e, &data_dir))?;
+        offsets?;
+        tracing::info!("broker stopped");
+        Ok(())
+    }
+}
+
+/// The bound address, with an unspecified IP (`0.0.0.0`, `::`) replaced by loopback.
+fn default_advertised(local: SocketAddr) -> SocketAddr {
+    if local.ip().is_unspecified() {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), local.port())
+    } else {
+        local
+    }
+}
+
+/// Periodic chores: write dirty offsets, drop silent group members and expired brokers.
+async fn housekeeping(state: Arc<BrokerState>, mut shutdown: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(OFFSET_FLUSH_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = crate::shutdown::requested(&mut shutdown) => return,
+        }
+        let chores = state.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            if let Err(e) = chores.offsets.persist() {
+                tracing::error!(error = %e, "persisting consumer offsets failed");
+            }
+            let expired = chores.groups.expire(&|topic| chores.queues_of(topic));
+            if expired > 0 {
+                tracing::info!(members = expired, "group members expired (no heartbeat)");
+            }
+            chores.name_server.expire();
+        })
+        .await;
+        if let Err(e) = done {
+            tracing::error!(error = %e, "housekeeping failed");
+        }
+    }
+}

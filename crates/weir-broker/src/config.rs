@@ -1,0 +1,206 @@
+//! The broker's configuration: one flat table, so every key can also be set as `WEIR_<KEY>`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use weir_store::{FlushMode, StoreConfig};
+
+use crate::error::BrokerError;
+
+/// Everything a broker (and its name-server role) can be told at start.
+///
+/// Flat on purpose: the binary maps each key to a `weir.toml` key, a flag and a `WEIR_<KEY>`
+/// environment variable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// Where the commit log, the indexes and `config/` (topics, offsets) live.
+    pub data_dir: PathBuf,
+    /// Address of the native listener (`host:port`; port 0 picks a free port).
+    pub listen: String,
+    /// Address put in routes and message ids; default: the bound address (an unspecified IP
+    /// such as `0.0.0.0` replaced by `127.0.0.1`).
+    pub advertised_addr: Option<String>,
+    /// Name servers to register with; empty = standalone (register with our own name-server
+    /// role, in-process).
+    pub name_servers: Vec<String>,
+    /// Cluster this broker belongs to.
+    pub cluster_name: String,
+    /// Name of this broker (its broker group).
+    pub broker_name: String,
+    /// `async` (acknowledge once in the page cache) or `sync` (acknowledge once durable).
+    pub flush: String,
+    /// How often `async` mode flushes, ms.
+    pub flush_interval_ms: u64,
+    /// Size of a commit-log segment file, bytes.
+    pub segment_size: u64,
+    /// Largest record accepted, bytes.
+    pub max_message_size: u64,
+    /// Largest frame accepted or sent on the native protocol, bytes.
+    pub max_frame_size: u64,
+    /// Queues of a topic created without a count (and of auto-created topics).
+    pub default_queues: u32,
+    /// Create a topic on its first produce instead of answering `topic_not_found`.
+    pub auto_create_topics: bool,
+    /// Longest a pull is held waiting for messages, ms.
+    pub long_poll_max_ms: u64,
+    /// How often consumer group members should heartbeat, ms.
+    pub group_heartbeat_interval_ms: u64,
+    /// A member without a heartbeat for this long is removed from its group, ms.
+    pub group_session_timeout_ms: u64,
+    /// How often the broker registers with the name servers, ms.
+    pub broker_heartbeat_interval_ms: u64,
+    /// The name-server role drops a broker not registered for this long, ms.
+    pub broker_expiry_ms: u64,
+    /// Commit-log segments older than this are deleted, hours.
+    pub retention_hours: u64,
+    /// Oldest segments are deleted while the disk is fuller than this ratio.
+    pub retention_disk_ratio: f64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            data_dir: PathBuf::from("./weir-data"),
+            listen: "127.0.0.1:9876".to_owned(),
+            advertised_addr: None,
+            name_servers: Vec::new(),
+            cluster_name: "DefaultCluster".to_owned(),
+            broker_name: "broker-a".to_owned(),
+            flush: "async".to_owned(),
+            flush_interval_ms: 500,
+            segment_size: 1 << 30,
+            max_message_size: 4 << 20,
+            max_frame_size: 16 << 20,
+            default_queues: 4,
+            auto_create_topics: false,
+            long_poll_max_ms: 15_000,
+            group_heartbeat_interval_ms: 1_000,
+            group_session_timeout_ms: 10_000,
+            broker_heartbeat_interval_ms: 30_000,
+            broker_expiry_ms: 120_000,
+            retention_hours: 72,
+            retention_disk_ratio: 0.75,
+        }
+    }
+}
+
+/// Room in a frame for everything but the records: header, protobuf body, slack.
+const FRAME_OVERHEAD: u64 = 64 * 1024;
+
+impl BrokerConfig {
+    /// Checks the values that can be wrong on their own or together.
+    pub fn validate(&self) -> Result<(), BrokerError> {
+        let bad = |msg: String| Err(BrokerError::Config(msg));
+        if self.flush.parse::<FlushMode>().is_err() {
+            return bad(format!(
+                "flush must be \"async\" or \"sync\", not {:?}",
+                self.flush
+            ));
+        }
+        if self.max_frame_size > u64::from(u32::MAX) || self.max_frame_size < 1024 {
+            return bad(format!(
+                "max_frame_size must be between 1 KiB and 4 GiB, not {}",
+                self.max_frame_size
+            ));
+        }
+        if self.max_message_size == 0
+            || self.max_message_size + FRAME_OVERHEAD > self.max_frame_size
+        {
+            return bad(format!(
+                "max_message_size ({}) must be above 0 and at least 64 KiB below max_frame_size ({})",
+                self.max_message_size, self.max_frame_size
+            ));
+        }
+        if self.segment_size < self.max_message_size {
+            return bad(format!(
+                "segment_size ({}) must be at least max_message_size ({})",
+                self.segment_size, self.max_message_size
+            ));
+        }
+        if self.default_queues == 0 || self.default_queues > crate::topics::MAX_QUEUES {
+            return bad(format!(
+                "default_queues must be between 1 and {}, not {}",
+                crate::topics::MAX_QUEUES,
+                self.default_queues
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.retention_disk_ratio) {
+            return bad(format!(
+                "retention_disk_ratio must be between 0 and 1, not {}",
+                self.retention_disk_ratio
+            ));
+        }
+        if self.group_heartbeat_interval_ms == 0
+            || self.group_session_timeout_ms <= self.group_heartbeat_interval_ms
+        {
+            return bad(
+                "group_session_timeout_ms must be above group_heartbeat_interval_ms > 0".to_owned(),
+            );
+        }
+        if self.broker_heartbeat_interval_ms == 0
+            || self.broker_expiry_ms <= self.broker_heartbeat_interval_ms
+        {
+            return bad(
+                "broker_expiry_ms must be above broker_heartbeat_interval_ms > 0".to_owned(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The storage engine's configuration derived from this one.
+    pub(crate) fn store_config(&self) -> Result<StoreConfig, BrokerError> {
+        let flush = self
+            .flush
+            .parse::<FlushMode>()
+            .map_err(|_| BrokerError::Config(format!("invalid flush mode {:?}", self.flush)))?;
+        let mut config = StoreConfig::new(self.data_dir.clone());
+        config.segment_size = self.segment_size;
+        config.flush = flush;
+        config.flush_interval = Duration::from_millis(self.flush_interval_ms.max(1));
+        config.max_message_size = usize::try_from(self.max_message_size).map_err(|_| {
+            BrokerError::Config("max_message_size does not fit in memory".to_owned())
+        })?;
+        config.retention_age = Duration::from_secs(self.retention_hours.saturating_mul(3600));
+        config.retention_disk_ratio = self.retention_disk_ratio;
+        Ok(config)
+    }
+
+    /// Largest record payload a pull answer may carry (the frame limit less its overhead).
+    pub(crate) fn max_pull_bytes(&self) -> u32 {
+        u32::try_from(self.max_frame_size - FRAME_OVERHEAD).unwrap_or(u32::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_round_trip_through_toml_like_json() {
+        let config = BrokerConfig::default();
+        config
+            .validate()
+            .map_err(|e| e.to_string())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let json = serde_json::to_string(&config).unwrap_or_default();
+        let back: BrokerConfig = serde_json::from_str(&json).unwrap_or_default();
+        assert_eq!(back, config);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(serde_json::from_str::<BrokerConfig>(r#"{"nope": 1}"#).is_err());
+        let config = BrokerConfig {
+            flush: "sometimes".to_owned(),
+            ..BrokerConfig::default()
+        };
+        assert!(config.validate().is_err());
+        let config = BrokerConfig {
+            max_message_size: 16 << 20,
+            ..BrokerConfig::default()
+        };
+        assert!(config.validate().is_err());
+    }
+}

@@ -1,0 +1,68 @@
+//! From a request frame to its handler: check the api key and version, decode the body, call
+//! the handler.
+
+use weir_proto::{ApiKey, ErrorCode, Frame};
+
+use crate::broker::BrokerState;
+use crate::error::RequestError;
+use crate::handlers::{Reply, RequestContext, group, lookup, produce, pull, route, topic};
+
+/// The only body schema version spoken today.
+const API_VERSION: u16 = 0;
+
+/// Answers one request frame.
+pub(crate) async fn dispatch(
+    state: &BrokerState,
+    ctx: RequestContext,
+    frame: Frame,
+) -> Result<Reply, RequestError> {
+    let header = frame.header;
+    let Some(key) = ApiKey::from_u16(header.api_key) else {
+        return Err(RequestError::new(
+            ErrorCode::UnsupportedApi,
+            format!("unknown api key {}", header.api_key),
+        ));
+    };
+    if header.api_version != API_VERSION {
+        return Err(RequestError::new(
+            ErrorCode::UnsupportedVersion,
+            format!(
+                "{} version {} is not supported (only {API_VERSION})",
+                key.name(),
+                header.api_version
+            ),
+        ));
+    }
+    let meta = &frame.meta;
+    match key {
+        ApiKey::Produce => produce::produce(state, decode(meta)?, frame.payload).await,
+        ApiKey::Pull => pull::pull(state, decode(meta)?).await,
+        ApiKey::GetRoute => route::get_route(state, decode(meta)?),
+        ApiKey::RegisterBroker => route::register_broker(state, decode(meta)?),
+        ApiKey::CreateTopic => topic::create(state, decode(meta)?),
+        ApiKey::DeleteTopic => topic::delete(state, decode(meta)?),
+        ApiKey::ListTopics => topic::list(state),
+        ApiKey::DescribeTopic => topic::describe(state, decode(meta)?),
+        ApiKey::AddQueues => topic::add_queues(state, decode(meta)?),
+        ApiKey::GroupHeartbeat => group::heartbeat(state, ctx, decode(meta)?),
+        ApiKey::LeaveGroup => group::leave(state, decode(meta)?),
+        ApiKey::CommitOffsets => group::commit(state, decode(meta)?),
+        ApiKey::FetchOffset => group::fetch(state, decode(meta)?),
+        ApiKey::ListGroups => group::list(state),
+        ApiKey::DescribeGroup => group::describe(state, decode(meta)?),
+        ApiKey::ResetOffsets => group::reset(state, decode(meta)?),
+        ApiKey::GetMessage => lookup::get_message(state, decode(meta)?),
+        ApiKey::FindByKey => lookup::find_by_key(state, decode(meta)?),
+        ApiKey::OffsetForTime => lookup::offset_for_time(state, decode(meta)?),
+    }
+}
+
+/// Decodes a request body, or answers `malformed_request`.
+fn decode<M: prost::Message + Default>(meta: &bytes::Bytes) -> Result<M, RequestError> {
+    M::decode(meta.as_ref()).map_err(|e| {
+        RequestError::new(
+            ErrorCode::MalformedRequest,
+            format!("request body does not decode: {e}"),
+        )
+    })
+}

@@ -1,0 +1,279 @@
+//! Consumer groups: heartbeats, leaving, offsets, listing, describing, resetting.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use weir_proto::{ErrorCode, pb};
+
+use crate::broker::BrokerState;
+use crate::error::RequestError;
+use crate::group::{Heartbeat, Mode, QueueKey};
+use crate::handlers::{Reply, RequestContext};
+
+fn queue_ref((topic, queue_id): QueueKey) -> pb::QueueRef {
+    pb::QueueRef { topic, queue_id }
+}
+
+fn require(field: &str, value: &str) -> Result<(), RequestError> {
+    if value.is_empty() {
+        return Err(RequestError::new(
+            ErrorCode::InvalidArgument,
+            format!("{field} must be set"),
+        ));
+    }
+    Ok(())
+}
+
+/// A member's heartbeat: records it and answers with the queues the member owns now.
+#[tracing::instrument(level = "debug", skip_all, fields(group = %request.group, member = %request.member_id))]
+pub(crate) fn heartbeat(
+    state: &BrokerState,
+    ctx: RequestContext,
+    request: pb::GroupHeartbeatRequest,
+) -> Result<Reply, RequestError> {
+    require("group", &request.group)?;
+    require("member_id", &request.member_id)?;
+    let mode = match pb::ConsumeMode::try_from(request.mode) {
+        Ok(pb::ConsumeMode::Clustering) => Mode::Clustering,
+        Ok(pb::ConsumeMode::Broadcast) => Mode::Broadcast,
+        Err(_) => {
+            return Err(RequestError::new(
+                ErrorCode::MalformedRequest,
+                format!("unknown consume mode {}", request.mode),
+            ));
+        }
+    };
+    let assignment = state.groups.heartbeat(
+        Heartbeat {
+            group: request.group,
+            member_id: request.member_id,
+            mode,
+            topics: request.topics.into_iter().collect(),
+            held: request
+                .held
+                .into_iter()
+                .map(|q| (q.topic, q.queue_id))
+                .collect(),
+            connection: ctx.connection,
+            client_addr: ctx.peer.to_string(),
+        },
+        &|topic| state.queues_of(topic),
+    );
+    Ok(Reply::meta(&pb::GroupHeartbeatResponse {
+        assigned: assignment.assigned.into_iter().map(queue_ref).collect(),
+        heartbeat_interval_ms: u32::try_from(state.config.group_heartbeat_interval_ms)
+            .unwrap_or(u32::MAX),
+        generation: assignment.generation,
+    }))
+}
+
+/// A member leaves; its queues go to the others at once.
+#[tracing::instrument(level = "debug", skip_all, fields(group = %request.group, member = %request.member_id))]
+pub(crate) fn leave(
+    state: &BrokerState,
+    request: pb::LeaveGroupRequest,
+) -> Result<Reply, RequestError> {
+    state
+        .groups
+        .leave(&request.group, &request.member_id, &|topic| {
+            state.queues_of(topic)
+        });
+    Ok(Reply::meta(&pb::Empty {}))
+}
+
+/// Stores a group's offsets, skipping queues another live member owns and unknown queues.
+#[tracing::instrument(level = "debug", skip_all, fields(group = %request.group, member = %request.member_id, count = request.offsets.len()))]
+pub(crate) fn commit(
+    state: &BrokerState,
+    request: pb::CommitOffsetsRequest,
+) -> Result<Reply, RequestError> {
+    require("group", &request.group)?;
+    for entry in request.offsets {
+        if state
+            .topics
+            .check_queue(&entry.topic, entry.queue_id)
+            .is_err()
+        {
+            tracing::debug!(topic = %entry.topic, queue = entry.queue_id, "commit for an unknown queue ignored");
+            continue;
+        }
+        if !state.groups.may_commit(
+            &request.group,
+            &request.member_id,
+            &entry.topic,
+            entry.queue_id,
+        ) {
+            tracing::debug!(topic = %entry.topic, queue = entry.queue_id, "commit by a non-owner ignored");
+            continue;
+        }
+        state
+            .offsets
+            .set(&request.group, &entry.topic, entry.queue_id, entry.offset);
+    }
+    Ok(Reply::meta(&pb::Empty {}))
+}
+
+/// The committed offset of a queue, or its minimum or maximum when there is none.
+pub(crate) fn fetch(
+    state: &BrokerState,
+    request: pb::FetchOffsetRequest,
+) -> Result<Reply, RequestError> {
+    state.topics.check_queue(&request.topic, request.queue_id)?;
+    let response = match state
+        .offsets
+        .get(&request.group, &request.topic, request.queue_id)
+    {
+        Some(offset) => pb::FetchOffsetResponse {
+            offset,
+            committed: true,
+        },
+        None => {
+            let offsets = state.store.queue_offsets(&request.topic, request.queue_id);
+            let offset = match pb::StartFrom::try_from(request.start_from) {
+                Ok(pb::StartFrom::Earliest) => offsets.min,
+                Ok(pb::StartFrom::Latest) => offsets.max,
+                Err(_) => {
+                    return Err(RequestError::new(
+                        ErrorCode::MalformedRequest,
+                        format!("unknown start_from {}", request.start_from),
+                    ));
+                }
+            };
+            pb::FetchOffsetResponse {
+                offset,
+                committed: false,
+            }
+        }
+    };
+    Ok(Reply::meta(&response))
+}
+
+/// Groups with live members or committed offsets.
+pub(crate) fn list(state: &BrokerState) -> Result<Reply, RequestError> {
+    let groups: BTreeSet<String> = state
+        .groups
+        .groups()
+        .into_iter()
+        .chain(state.offsets.groups())
+        .collect();
+    Ok(Reply::meta(&pb::ListGroupsResponse {
+        groups: groups.into_iter().collect(),
+    }))
+}
+
+/// A group's members, and per queue its max offset, committed offset, lag and owner.
+pub(crate) fn describe(
+    state: &BrokerState,
+    request: pb::DescribeGroupRequest,
+) -> Result<Reply, RequestError> {
+    let view = state
+        .groups
+        .describe(&request.group, &|topic| state.queues_of(topic));
+    let committed = state.offsets.group_offsets(&request.group);
+    if view.is_none() && committed.is_empty() {
+        return Err(RequestError::new(
+            ErrorCode::GroupNotFound,
+            format!("group {:?} has no members and no offsets", request.group),
+        ));
+    }
+    let mut queues: BTreeMap<QueueKey, Option<u64>> = BTreeMap::new();
+    if let Some(view) = &view {
+        for topic in &view.topics {
+            for queue_id in 0..state.queues_of(topic) {
+                queues.insert((topic.clone(), queue_id), None);
+            }
+        }
+    }
+    for (topic, queue_id, offset) in committed {
+        if queue_id < state.queues_of(&topic) {
+            queues.insert((topic, queue_id), Some(offset));
+        }
+    }
+    let queues = queues
+        .into_iter()
+        .map(|((topic, queue_id), committed)| {
+            let offsets = state.store.queue_offsets(&topic, queue_id);
+            let owner = view
+                .as_ref()
+                .and_then(|v| v.owners.get(&(topic.clone(), queue_id)).cloned())
+                .unwrap_or_default();
+            pb::GroupQueueInfo {
+                max_offset: offsets.max,
+                committed_offset: committed.unwrap_or(0),
+                lag: offsets
+                    .max
+                    .saturating_sub(committed.unwrap_or(offsets.min).max(offsets.min)),
+                owner,
+                topic,
+                queue_id,
+            }
+        })
+        .collect();
+    let members = view
+        .map(|v| {
+            v.members
+                .into_iter()
+                .map(|m| pb::GroupMember {
+                    member_id: m.member_id,
+                    client_addr: m.client_addr,
+                    mode: match m.mode {
+                        Mode::Clustering => pb::ConsumeMode::Clustering,
+                        Mode::Broadcast => pb::ConsumeMode::Broadcast,
+                    } as i32,
+                    assigned: m.assigned.into_iter().map(queue_ref).collect(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Reply::meta(&pb::DescribeGroupResponse {
+        group: request.group,
+        members,
+        queues,
+    }))
+}
+
+/// Sets a group's offsets on every queue of a topic; refused while the group has live members.
+#[tracing::instrument(level = "debug", skip_all, fields(group = %request.group, topic = %request.topic))]
+pub(crate) fn reset(
+    state: &BrokerState,
+    request: pb::ResetOffsetsRequest,
+) -> Result<Reply, RequestError> {
+    use pb::reset_offsets_request::To;
+    require("group", &request.group)?;
+    let queues = state.topics.queues(&request.topic)?;
+    if state.groups.has_members(&request.group) {
+        return Err(RequestError::new(
+            ErrorCode::InvalidArgument,
+            format!(
+                "group {:?} has live members; stop them before resetting its offsets",
+                request.group
+            ),
+        ));
+    }
+    let Some(to) = request.to else {
+        return Err(RequestError::new(
+            ErrorCode::InvalidArgument,
+            "say where to reset to: earliest, latest or timestamp_ms",
+        ));
+    };
+    let mut entries = Vec::with_capacity(queues as usize);
+    for queue_id in 0..queues {
+        let offsets = state.store.queue_offsets(&request.topic, queue_id);
+        let offset = match to {
+            To::Earliest(_) => offsets.min,
+            To::Latest(_) => offsets.max,
+            To::TimestampMs(ts) => state.store.offset_for_time(&request.topic, queue_id, ts)?,
+        };
+        entries.push(pb::OffsetEntry {
+            topic: request.topic.clone(),
+            queue_id,
+            offset,
+        });
+    }
+    for entry in &entries {
+        state
+            .offsets
+            .set(&request.group, &entry.topic, entry.queue_id, entry.offset);
+    }
+    tracing::info!(group = %request.group, topic = %request.topic, "offsets reset");
+    Ok(Reply::meta(&pb::ResetOffsetsResponse { offsets: entries }))
+}

@@ -1,0 +1,230 @@
+//! Administration: topics, consumer groups, offsets and message lookup.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use weir_proto::{ApiKey, MessageId, pb};
+
+use crate::connection::ConnectionConfig;
+use crate::error::{ClientError, Result};
+use crate::message::ReceivedMessage;
+use crate::pool::Pool;
+use crate::route::{RouteCache, TopicRoute};
+
+pub use weir_proto::pb::{
+    DescribeGroupResponse as GroupDescription, GroupMember, GroupQueueInfo, OffsetEntry, QueueInfo,
+    TopicInfo,
+};
+
+/// Where [`Admin::reset_offsets`] moves a group's offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetTo {
+    /// Each queue's minimum offset.
+    Earliest,
+    /// Each queue's maximum offset (skip everything stored so far).
+    Latest,
+    /// The first offset stored at or after this time, ms since the Unix epoch.
+    Timestamp(i64),
+}
+
+/// An administrative client. Requests go to the configured servers (the first that answers);
+/// lookups by message id go straight to the broker named in the id.
+#[derive(Debug)]
+pub struct Admin {
+    routes: RouteCache,
+}
+
+impl Admin {
+    /// An admin client for `servers` (`host:port` each). Nothing is connected until used.
+    pub fn new<S: Into<String>>(servers: impl IntoIterator<Item = S>) -> Result<Admin> {
+        Admin::with_config(servers, ConnectionConfig::default())
+    }
+
+    /// Like [`Admin::new`], with connection settings.
+    pub fn with_config<S: Into<String>>(
+        servers: impl IntoIterator<Item = S>,
+        connection: ConnectionConfig,
+    ) -> Result<Admin> {
+        let pool = Arc::new(Pool::new(connection));
+        let servers = servers.into_iter().map(Into::into).collect();
+        Ok(Admin {
+            routes: RouteCache::new(pool, servers)?,
+        })
+    }
+
+    async fn call<Req, Resp>(&self, api: ApiKey, request: &Req) -> Result<Resp>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        Ok(self.routes.call_any::<Req, Resp>(api, request).await?.0)
+    }
+
+    /// Creates `name` with `queues` queues (0 for the broker's default).
+    pub async fn create_topic(&self, name: &str, queues: u32) -> Result<TopicInfo> {
+        let request = pb::CreateTopicRequest {
+            name: name.to_owned(),
+            queues,
+        };
+        self.call(ApiKey::CreateTopic, &request).await
+    }
+
+    /// Deletes `name` and its queues.
+    pub async fn delete_topic(&self, name: &str) -> Result<()> {
+        let request = pb::DeleteTopicRequest {
+            name: name.to_owned(),
+        };
+        self.call::<_, pb::Empty>(ApiKey::DeleteTopic, &request)
+            .await
+            .map(drop)
+    }
+
+    /// Every topic, with per-queue minimum and maximum offsets.
+    pub async fn list_topics(&self) -> Result<Vec<TopicInfo>> {
+        let response: pb::ListTopicsResponse = self.call(ApiKey::ListTopics, &pb::Empty {}).await?;
+        Ok(response.topics)
+    }
+
+    /// One topic, with per-queue minimum and maximum offsets.
+    pub async fn describe_topic(&self, name: &str) -> Result<TopicInfo> {
+        let request = pb::DescribeTopicRequest {
+            name: name.to_owned(),
+        };
+        self.call(ApiKey::DescribeTopic, &request).await
+    }
+
+    /// Grows `name` to `queues` queues in total.
+    pub async fn add_queues(&self, name: &str, queues: u32) -> Result<TopicInfo> {
+        let request = pb::AddQueuesRequest {
+            name: name.to_owned(),
+            queues,
+        };
+        self.call(ApiKey::AddQueues, &request).await
+    }
+
+    /// The route of `topic`: which broker serves each queue.
+    pub async fn route(&self, topic: &str) -> Result<Arc<TopicRoute>> {
+        self.routes.refresh(topic).await
+    }
+
+    /// The names of every consumer group.
+    pub async fn list_groups(&self) -> Result<Vec<String>> {
+        let response: pb::ListGroupsResponse = self.call(ApiKey::ListGroups, &pb::Empty {}).await?;
+        Ok(response.groups)
+    }
+
+    /// A group's members and, per queue, its offsets, lag and owner.
+    pub async fn describe_group(&self, group: &str) -> Result<GroupDescription> {
+        let request = pb::DescribeGroupRequest {
+            group: group.to_owned(),
+        };
+        self.call(ApiKey::DescribeGroup, &request).await
+    }
+
+    /// Moves `group`'s offsets on every queue of `topic`; the group must have no live member.
+    /// Returns the new offsets.
+    pub async fn reset_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        to: ResetTo,
+    ) -> Result<Vec<OffsetEntry>> {
+        let to = match to {
+            ResetTo::Earliest => pb::reset_offsets_request::To::Earliest(true),
+            ResetTo::Latest => pb::reset_offsets_request::To::Latest(true),
+            ResetTo::Timestamp(ms) => pb::reset_offsets_request::To::TimestampMs(ms),
+        };
+        let request = pb::ResetOffsetsRequest {
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            to: Some(to),
+        };
+        let response: pb::ResetOffsetsResponse = self.call(ApiKey::ResetOffsets, &request).await?;
+        Ok(response.offsets)
+    }
+
+    /// The message with id `id`, read from the broker the id names (or, if that address
+    /// cannot be reached, from the configured servers).
+    pub async fn get_message(&self, id: &MessageId) -> Result<ReceivedMessage> {
+        let request = pb::GetMessageRequest {
+            message_id: id.to_string(),
+        };
+        let broker = id.broker_addr.to_string();
+        let direct = async {
+            let conn = self.routes.pool().get(&broker).await?;
+            conn.call::<_, pb::Empty>(ApiKey::GetMessage, &request, Bytes::new(), None)
+                .await
+        };
+        let payload = match direct.await {
+            Ok((_, payload)) => payload,
+            Err(e @ ClientError::Server { .. }) => return Err(e),
+            Err(_) => {
+                self.routes
+                    .call_any::<_, pb::Empty>(ApiKey::GetMessage, &request)
+                    .await?
+                    .1
+            }
+        };
+        ReceivedMessage::decode_all(&payload, &broker)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| ClientError::Protocol("GetMessage answered no record".into()))
+    }
+
+    /// Up to `max` messages of `topic` with key `key` (0 for the broker's default, 64), from
+    /// every broker serving the topic.
+    pub async fn find_by_key(
+        &self,
+        topic: &str,
+        key: &str,
+        max: u32,
+    ) -> Result<Vec<ReceivedMessage>> {
+        let request = pb::FindByKeyRequest {
+            topic: topic.to_owned(),
+            key: key.to_owned(),
+            max,
+        };
+        let route = self.routes.refresh(topic).await?;
+        let mut found = Vec::new();
+        for broker in route.brokers() {
+            let conn = self.routes.pool().get(&broker).await?;
+            let (_, payload) = conn
+                .call::<_, pb::Empty>(ApiKey::FindByKey, &request, Bytes::new(), None)
+                .await?;
+            found.extend(ReceivedMessage::decode_all(&payload, &broker)?);
+        }
+        found.sort_by_key(|m| (m.store_timestamp, m.queue_id, m.queue_offset));
+        Ok(found)
+    }
+
+    /// The first offset of queue `queue_id` of `topic` stored at or after `timestamp_ms`.
+    pub async fn offset_for_time(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        timestamp_ms: i64,
+    ) -> Result<u64> {
+        let request = pb::OffsetForTimeRequest {
+            topic: topic.to_owned(),
+            queue_id,
+            timestamp_ms,
+        };
+        let route = self.routes.refresh(topic).await?;
+        let broker = route
+            .queue(queue_id)
+            .map(|q| q.broker_addr.clone())
+            .ok_or_else(|| {
+                ClientError::InvalidArgument(format!("no queue {queue_id} in '{topic}'"))
+            })?;
+        let conn = self.routes.pool().get(&broker).await?;
+        let (response, _) = conn
+            .call::<_, pb::OffsetForTimeResponse>(
+                ApiKey::OffsetForTime,
+                &request,
+                Bytes::new(),
+                None,
+            )
+            .await?;
+        Ok(response.offset)
+    }
+}

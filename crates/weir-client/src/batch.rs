@@ -1,0 +1,359 @@
+//! The per-queue accumulator: concurrent sends to one queue share produce requests.
+//!
+//! Each (topic, queue) has at most one open batch: records are encoded straight into its one
+//! buffer as messages arrive. A batch is sealed when it holds `max_messages` messages, when
+//! the next message would take it past `max_bytes`, or `linger` after its first message. One
+//! batch per queue is in flight at a time, so batches to a queue are stored in the order they
+//! were sealed (per-key order), and under load the next batch fills up while the previous one
+//! is in flight.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use parking_lot::Mutex;
+use tokio::sync::{Notify, oneshot};
+use tracing::debug;
+use weir_proto::record;
+use weir_proto::{ApiKey, MessageId, pb};
+
+use crate::error::{ClientError, Result};
+use crate::fault::LatencyFaults;
+use crate::message::{Message, SendResult, now_ms};
+use crate::pool::Pool;
+use crate::route::QueueRoute;
+
+/// When a batch is sealed and sent.
+#[derive(Debug, Clone)]
+pub(crate) struct BatchConfig {
+    pub max_messages: usize,
+    pub max_bytes: usize,
+    pub linger: Duration,
+    pub send_timeout: Duration,
+}
+
+/// One message's place in a batch: who waits for it and how long its record is.
+struct Waiter {
+    reply: oneshot::Sender<Result<SendResult>>,
+    len: u32,
+}
+
+struct Batch {
+    id: u64,
+    buf: BytesMut,
+    waiters: Vec<Waiter>,
+    created: Instant,
+}
+
+#[derive(Default)]
+struct QueueState {
+    broker_addr: String,
+    open: Option<Batch>,
+    sealed: VecDeque<Batch>,
+    in_flight: bool,
+    next_id: u64,
+}
+
+impl QueueState {
+    fn seal(&mut self) {
+        if let Some(batch) = self.open.take() {
+            self.sealed.push_back(batch);
+        }
+    }
+
+    /// The next batch to send if none is in flight, marking it in flight.
+    fn take_sendable(&mut self) -> Option<Batch> {
+        if self.in_flight {
+            return None;
+        }
+        let batch = self.sealed.pop_front()?;
+        self.in_flight = true;
+        Some(batch)
+    }
+}
+
+/// The accumulators of every queue a producer sends to.
+pub(crate) struct Batcher {
+    config: BatchConfig,
+    pool: Arc<Pool>,
+    faults: Arc<LatencyFaults>,
+    /// topic → queue id → state; keyed by `&str` lookups so enqueueing allocates nothing.
+    queues: Mutex<HashMap<String, HashMap<u32, QueueState>>>,
+    outstanding: AtomicUsize,
+    idle: Notify,
+}
+
+impl Batcher {
+    pub(crate) fn new(config: BatchConfig, pool: Arc<Pool>, faults: Arc<LatencyFaults>) -> Self {
+        Batcher {
+            config,
+            pool,
+            faults,
+            queues: Mutex::new(HashMap::new()),
+            outstanding: AtomicUsize::new(0),
+            idle: Notify::new(),
+        }
+    }
+
+    /// Adds `message` to the open batch of `queue`; the receiver yields its send result.
+    pub(crate) fn enqueue(
+        self: &Arc<Self>,
+        message: &Message,
+        queue: &QueueRoute,
+    ) -> Result<oneshot::Receiver<Result<SendResult>>> {
+        let (reply, receiver) = oneshot::channel();
+        let mut to_send = None;
+        let mut new_batch = None;
+        {
+            let mut topics = self.queues.lock();
+            let topic = match topics.get_mut(message.topic()) {
+                Some(t) => t,
+                None => topics.entry(message.topic().to_owned()).or_default(),
+            };
+            let state = topic.entry(queue.queue_id).or_default();
+            if state.broker_addr != queue.broker_addr {
+                state.broker_addr.clone_from(&queue.broker_addr);
+            }
+            if let Some(open) = &state.open
+                && !open.waiters.is_empty()
+                && open.buf.len() + Self::record_len(message)? > self.config.max_bytes
+            {
+                state.seal();
+            }
+            if state.open.is_none() {
+                state.next_id += 1;
+                new_batch = Some(state.next_id);
+            }
+            let id = state.next_id;
+            let capacity = self.config.max_bytes.min(64 * 1024);
+            let open = state.open.get_or_insert_with(|| Batch {
+                id,
+                buf: BytesMut::with_capacity(capacity),
+                waiters: Vec::new(),
+                created: Instant::now(),
+            });
+            let len = message.encode_into(now_ms(), &mut open.buf)?;
+            open.waiters.push(Waiter { reply, len });
+            self.outstanding.fetch_add(1, Ordering::AcqRel);
+            if open.waiters.len() >= self.config.max_messages
+                || open.buf.len() >= self.config.max_bytes
+            {
+                state.seal();
+            }
+            if let Some(batch) = state.take_sendable() {
+                to_send = Some((state.broker_addr.clone(), batch));
+            }
+        }
+        if let Some(batch_id) = new_batch
+            && !self.config.linger.is_zero()
+        {
+            let me = self.clone();
+            let topic = message.topic().to_owned();
+            let queue_id = queue.queue_id;
+            tokio::spawn(async move {
+                tokio::time::sleep(me.config.linger).await;
+                me.linger_expired(&topic, queue_id, batch_id);
+            });
+        }
+        if self.config.linger.is_zero() && to_send.is_none() {
+            // No lingering: seal at once unless a batch is in flight (which seals on return).
+            let mut topics = self.queues.lock();
+            if let Some(state) = topics
+                .get_mut(message.topic())
+                .and_then(|t| t.get_mut(&queue.queue_id))
+                && !state.in_flight
+            {
+                state.seal();
+                if let Some(batch) = state.take_sendable() {
+                    to_send = Some((state.broker_addr.clone(), batch));
+                }
+            }
+        }
+        if let Some((addr, batch)) = to_send {
+            self.spawn_send(message.topic().to_owned(), queue.queue_id, addr, batch);
+        }
+        Ok(receiver)
+    }
+
+    fn record_len(message: &Message) -> Result<usize> {
+        let fields = record::RecordFields {
+            topic: message.topic(),
+            key: message.key(),
+            tag: message.tag(),
+            properties: message.properties(),
+            body: message.body(),
+            ..Default::default()
+        };
+        Ok(record::encoded_len(&fields)?)
+    }
+
+    fn linger_expired(self: &Arc<Self>, topic: &str, queue_id: u32, batch_id: u64) {
+        let to_send = {
+            let mut topics = self.queues.lock();
+            let Some(state) = topics.get_mut(topic).and_then(|t| t.get_mut(&queue_id)) else {
+                return;
+            };
+            if state.open.as_ref().is_some_and(|b| b.id == batch_id) {
+                state.seal();
+            }
+            state
+                .take_sendable()
+                .map(|batch| (state.broker_addr.clone(), batch))
+        };
+        if let Some((addr, batch)) = to_send {
+            self.spawn_send(topic.to_owned(), queue_id, addr, batch);
+        }
+    }
+
+    fn spawn_send(self: &Arc<Self>, topic: String, queue_id: u32, addr: String, batch: Batch) {
+        let me = self.clone();
+        tokio::spawn(async move { me.send_loop(topic, queue_id, addr, batch).await });
+    }
+
+    /// Sends `batch`, then whatever else became ready for the queue meanwhile.
+    async fn send_loop(self: Arc<Self>, topic: String, queue_id: u32, addr: String, batch: Batch) {
+        let mut next = Some((addr, batch));
+        while let Some((addr, batch)) = next.take() {
+            self.send_one(&topic, queue_id, &addr, batch).await;
+            let mut topics = self.queues.lock();
+            let Some(state) = topics.get_mut(&topic).and_then(|t| t.get_mut(&queue_id)) else {
+                return;
+            };
+            state.in_flight = false;
+            if state.sealed.is_empty()
+                && state
+                    .open
+                    .as_ref()
+                    .is_some_and(|b| b.created.elapsed() >= self.config.linger)
+            {
+                state.seal();
+            }
+            next = state
+                .take_sendable()
+                .map(|batch| (state.broker_addr.clone(), batch));
+        }
+    }
+
+    async fn send_one(&self, topic: &str, queue_id: u32, addr: &str, batch: Batch) {
+        let count = batch.waiters.len();
+        let started = Instant::now();
+        let request = pb::ProduceRequest {
+            topic: topic.to_owned(),
+            queue_id,
+        };
+        let payload = batch.buf.freeze();
+        let result = async {
+            let conn = self.pool.get(addr).await?;
+            conn.call::<_, pb::ProduceResponse>(
+                ApiKey::Produce,
+                &request,
+                payload,
+                Some(self.config.send_timeout),
+            )
+            .await
+        }
+        .await;
+        let latency = started.elapsed();
+        let failed = matches!(&result, Err(e) if e.is_retriable());
+        self.faults.record(addr, latency, failed);
+        debug!(
+            topic,
+            queue_id,
+            count,
+            ?latency,
+            ok = result.is_ok(),
+            "batch sent"
+        );
+        match result {
+            Ok((response, _)) => complete(topic, queue_id, addr, batch.waiters, &response),
+            Err(e) => {
+                for waiter in batch.waiters {
+                    let _ = waiter.reply.send(Err(e.duplicate()));
+                }
+            }
+        }
+        if self.outstanding.fetch_sub(count, Ordering::AcqRel) == count {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Seals every open batch and waits until every message enqueued so far is answered.
+    pub(crate) async fn flush(self: &Arc<Self>) {
+        let mut to_send = Vec::new();
+        {
+            let mut topics = self.queues.lock();
+            for (topic, queues) in topics.iter_mut() {
+                for (queue_id, state) in queues.iter_mut() {
+                    state.seal();
+                    if let Some(batch) = state.take_sendable() {
+                        to_send.push((topic.clone(), *queue_id, state.broker_addr.clone(), batch));
+                    }
+                }
+            }
+        }
+        for (topic, queue_id, addr, batch) in to_send {
+            self.spawn_send(topic, queue_id, addr, batch);
+        }
+        loop {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.outstanding.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
+/// Hands each message of an acknowledged batch its id and offset: the first record is at the
+/// response's commit-log offset, each next one where the previous ended.
+fn complete(
+    topic: &str,
+    queue_id: u32,
+    addr: &str,
+    waiters: Vec<Waiter>,
+    response: &pb::ProduceResponse,
+) {
+    let broker: Option<SocketAddr> = response
+        .broker_addr
+        .parse()
+        .ok()
+        .or_else(|| addr.parse().ok());
+    let Some(broker_addr) = broker else {
+        let reason = format!(
+            "broker address {:?} is not an ip:port",
+            response.broker_addr
+        );
+        for waiter in waiters {
+            let _ = waiter
+                .reply
+                .send(Err(ClientError::Protocol(reason.clone())));
+        }
+        return;
+    };
+    if response.count as usize != waiters.len() {
+        debug!(
+            topic,
+            expected = waiters.len(),
+            got = response.count,
+            "produce count mismatch"
+        );
+    }
+    let mut commit_log_offset = response.commit_log_offset;
+    for (i, waiter) in waiters.into_iter().enumerate() {
+        let _ = waiter.reply.send(Ok(SendResult {
+            message_id: MessageId {
+                broker_addr,
+                commit_log_offset,
+            },
+            topic: topic.to_owned(),
+            queue_id,
+            queue_offset: response.queue_offset + i as u64,
+        }));
+        commit_log_offset += u64::from(waiter.len);
+    }
+}

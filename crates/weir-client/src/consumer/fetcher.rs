@@ -1,0 +1,184 @@
+//! The fetch loop of one owned queue: long-poll pulls from the queue's broker, handing each
+//! batch to the push handler or to the pull consumer's buffer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, warn};
+use weir_proto::{ApiKey, ErrorCode, pb};
+
+use crate::consumer::QueueKey;
+use crate::consumer::offset_store::QueueProgress;
+use crate::consumer::push;
+use crate::consumer::rebalance::{Fetched, Group, Sink};
+use crate::error::{ClientError, Result};
+use crate::message::ReceivedMessage;
+use crate::pool::Pool;
+
+/// Extra time a long-poll pull is given over its `max_wait` before it counts as timed out.
+const PULL_GRACE: Duration = Duration::from_secs(10);
+/// Longest pause between pulls after errors.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// What one pull returned.
+#[derive(Debug, Clone)]
+pub struct PullResult {
+    /// The messages, in queue order.
+    pub messages: Vec<ReceivedMessage>,
+    /// Where to pull next (past messages skipped by the tag filter too).
+    pub next_offset: u64,
+    /// The queue's minimum offset.
+    pub min_offset: u64,
+    /// The queue's maximum offset (the offset the next message stored will get).
+    pub max_offset: u64,
+}
+
+/// Sends one pull request to `broker` and decodes the answer.
+pub(crate) async fn pull_once(
+    pool: &Pool,
+    broker: &str,
+    request: &pb::PullRequest,
+) -> Result<PullResult> {
+    let timeout = Duration::from_millis(u64::from(request.max_wait_ms)) + PULL_GRACE;
+    let conn = pool.get(broker).await?;
+    let (response, payload) = conn
+        .call::<_, pb::PullResponse>(ApiKey::Pull, request, Bytes::new(), Some(timeout))
+        .await?;
+    let mut messages = ReceivedMessage::decode_all(&payload, broker)?;
+    messages.retain(|m| m.queue_offset >= request.offset);
+    Ok(PullResult {
+        messages,
+        next_offset: response.next_offset,
+        min_offset: response.min_offset,
+        max_offset: response.max_offset,
+    })
+}
+
+/// Runs until `cancel` fires (after the batch in process is done), or until the queue is
+/// lost (not the owner any more, topic or queue gone).
+pub(crate) async fn run(
+    group: Arc<Group>,
+    key: QueueKey,
+    broker: String,
+    epoch: u64,
+    progress: Arc<Mutex<QueueProgress>>,
+    cancel: CancellationToken,
+) {
+    let config = &group.config;
+    let mut backoff = Duration::from_millis(100);
+    let max_wait_ms = u32::try_from(config.max_wait.as_millis()).unwrap_or(u32::MAX);
+    while !cancel.is_cancelled() {
+        let offset = progress.lock().next_fetch();
+        let request = pb::PullRequest {
+            topic: key.topic.clone(),
+            queue_id: key.queue_id,
+            offset,
+            max_messages: config.pull_batch,
+            max_bytes: config.pull_max_bytes,
+            max_wait_ms,
+            group: group.config.group.clone(),
+            member_id: group.member_id.clone(),
+            tag_expression: config.tag_expression.clone(),
+        };
+        let pulled = tokio::select! {
+            _ = cancel.cancelled() => return,
+            pulled = pull_once(group.pool(), &broker, &request) => pulled,
+        };
+        match pulled {
+            Ok(result) => {
+                backoff = Duration::from_millis(100);
+                progress.lock().fetched(
+                    result.messages.iter().map(|m| m.queue_offset),
+                    result.next_offset,
+                );
+                if result.messages.is_empty() {
+                    continue;
+                }
+                match &group.sink {
+                    Sink::Push(handler) => {
+                        let done = push::deliver(
+                            handler,
+                            &result.messages,
+                            &progress,
+                            &cancel,
+                            config.max_redeliveries,
+                        )
+                        .await;
+                        if !done {
+                            return;
+                        }
+                    }
+                    Sink::Pull(buffer) => {
+                        let fetched = Fetched {
+                            key: key.clone(),
+                            epoch,
+                            messages: result.messages,
+                        };
+                        tokio::select! {
+                            _ = cancel.cancelled() => return,
+                            sent = buffer.send(fetched) => if sent.is_err() { return },
+                        }
+                    }
+                }
+            }
+            Err(ClientError::Server { code, message }) => match code {
+                ErrorCode::NotQueueOwner | ErrorCode::TopicNotFound | ErrorCode::QueueNotFound => {
+                    debug!(queue = %key, %message, "queue lost");
+                    return;
+                }
+                ErrorCode::OffsetOutOfRange => {
+                    match describe_bounds(group.pool(), &broker, &key).await {
+                        Ok((min, max)) => {
+                            let to = offset.clamp(min, max);
+                            warn!(queue = %key, offset, to, "offset out of range; jumping");
+                            progress.lock().reset(to);
+                        }
+                        Err(e) => {
+                            warn!(queue = %key, error = %e, "cannot describe the topic");
+                            pause(&cancel, &mut backoff).await;
+                        }
+                    }
+                }
+                _ => {
+                    warn!(queue = %key, %code, %message, "pull failed");
+                    pause(&cancel, &mut backoff).await;
+                }
+            },
+            Err(e @ ClientError::Record(_)) => {
+                error!(queue = %key, offset, error = %e, "corrupt records in a pull answer");
+                pause(&cancel, &mut backoff).await;
+            }
+            Err(e) => {
+                debug!(queue = %key, error = %e, "pull failed");
+                pause(&cancel, &mut backoff).await;
+            }
+        }
+    }
+}
+
+async fn pause(cancel: &CancellationToken, backoff: &mut Duration) {
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        _ = tokio::time::sleep(*backoff) => {}
+    }
+    *backoff = (*backoff * 2).min(MAX_BACKOFF);
+}
+
+/// The minimum and maximum offsets of `key`, from its broker.
+async fn describe_bounds(pool: &Pool, broker: &str, key: &QueueKey) -> Result<(u64, u64)> {
+    let request = pb::DescribeTopicRequest {
+        name: key.topic.clone(),
+    };
+    let conn = pool.get(broker).await?;
+    let (info, _) = conn
+        .call::<_, pb::TopicInfo>(ApiKey::DescribeTopic, &request, Bytes::new(), None)
+        .await?;
+    info.queues
+        .iter()
+        .find(|q| q.queue_id == key.queue_id)
+        .map(|q| (q.min_offset, q.max_offset))
+        .ok_or_else(|| ClientError::Protocol(format!("queue {key} missing from DescribeTopic")))
+}

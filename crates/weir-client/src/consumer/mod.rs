@@ -1,0 +1,149 @@
+//! Consumers: [`PushConsumer`] (a handler closure) and [`PullConsumer`] (poll yourself), both
+//! members of a consumer group, and the machinery under them: group membership and queue
+//! assignment ([`rebalance`]), the per-queue long-poll loop ([`fetcher`]) and offsets
+//! ([`offset_store`]).
+
+pub mod fetcher;
+pub mod offset_store;
+pub mod pull;
+pub mod push;
+pub mod rebalance;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use weir_proto::pb;
+
+use crate::connection::ConnectionConfig;
+
+pub use pull::PullConsumer;
+pub use push::PushConsumer;
+
+/// How a group's members share its topics' messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConsumeMode {
+    /// Each queue is owned by one member at a time; the broker keeps the group's offsets.
+    #[default]
+    Clustering,
+    /// Every member gets every message; each member keeps its own offsets.
+    Broadcast,
+}
+
+impl ConsumeMode {
+    pub(crate) fn to_pb(self) -> pb::ConsumeMode {
+        match self {
+            ConsumeMode::Clustering => pb::ConsumeMode::Clustering,
+            ConsumeMode::Broadcast => pb::ConsumeMode::Broadcast,
+        }
+    }
+}
+
+/// Where a group starts on a queue it has no committed offset for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartFrom {
+    /// After the last message stored so far: only new messages.
+    #[default]
+    Latest,
+    /// At the oldest message still stored.
+    Earliest,
+}
+
+impl StartFrom {
+    pub(crate) fn to_pb(self) -> pb::StartFrom {
+        match self {
+            StartFrom::Latest => pb::StartFrom::Latest,
+            StartFrom::Earliest => pb::StartFrom::Earliest,
+        }
+    }
+}
+
+/// What a push consumer's handler says about the message(s) it was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumeResult {
+    /// Processed; the offset may move past it.
+    Success,
+    /// Not processed; hand it to the handler again after a back-off (the queue waits, so
+    /// order is kept). After `max_redeliveries` tries the message is skipped with an error log.
+    Retry,
+}
+
+/// Settings of a consumer ([`PushConsumer`] or [`PullConsumer`]).
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Servers to ask for routes (`host:port` each).
+    pub servers: Vec<String>,
+    /// The consumer group.
+    pub group: String,
+    /// The topics subscribed to.
+    pub topics: Vec<String>,
+    /// Clustering or broadcast.
+    pub mode: ConsumeMode,
+    /// Where to start on queues the group has no offset for.
+    pub start_from: StartFrom,
+    /// Most messages asked for per pull.
+    pub pull_batch: u32,
+    /// Most bytes asked for per pull (at least one message is always returned).
+    pub pull_max_bytes: u32,
+    /// How long the broker may hold an empty pull (long polling).
+    pub max_wait: Duration,
+    /// Broker-side tag filter: `*` for all, else `TagA || TagB`.
+    pub tag_expression: String,
+    /// How often processed offsets are committed.
+    pub commit_interval: Duration,
+    /// Broadcast mode: a directory where offsets are kept in a JSON file across restarts
+    /// (`None`: in memory only).
+    pub offsets_dir: Option<PathBuf>,
+    /// Push consumer: how many times a message whose handler says [`ConsumeResult::Retry`] is
+    /// handed over again before it is skipped.
+    pub max_redeliveries: u32,
+    /// Pull consumer: most messages one `poll` returns.
+    pub max_poll_messages: usize,
+    /// Connection settings.
+    pub connection: ConnectionConfig,
+}
+
+impl ConsumerConfig {
+    /// Defaults for `group` consuming `topic`, with routes asked from `servers`.
+    pub fn new<S: Into<String>>(
+        servers: impl IntoIterator<Item = S>,
+        group: impl Into<String>,
+        topic: impl Into<String>,
+    ) -> ConsumerConfig {
+        ConsumerConfig {
+            servers: servers.into_iter().map(Into::into).collect(),
+            group: group.into(),
+            topics: vec![topic.into()],
+            mode: ConsumeMode::Clustering,
+            start_from: StartFrom::Latest,
+            pull_batch: 32,
+            pull_max_bytes: 4 * 1024 * 1024,
+            max_wait: Duration::from_secs(15),
+            tag_expression: "*".into(),
+            commit_interval: Duration::from_secs(1),
+            offsets_dir: None,
+            max_redeliveries: 16,
+            max_poll_messages: 256,
+            connection: ConnectionConfig::default(),
+        }
+    }
+}
+
+/// Settings of a [`PushConsumer`].
+pub type PushConsumerConfig = ConsumerConfig;
+/// Settings of a [`PullConsumer`].
+pub type PullConsumerConfig = ConsumerConfig;
+
+/// One queue of one topic.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueueKey {
+    /// The topic.
+    pub topic: String,
+    /// The queue id.
+    pub queue_id: u32,
+}
+
+impl std::fmt::Display for QueueKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.topic, self.queue_id)
+    }
+}

@@ -1,0 +1,179 @@
+//! The pull consumer: a group member whose application calls [`PullConsumer::poll`].
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use weir_proto::pb;
+
+use crate::consumer::fetcher::{self, PullResult};
+use crate::consumer::rebalance::{Fetched, Group, Sink};
+use crate::consumer::{ConsumerConfig, QueueKey};
+use crate::error::{ClientError, Result};
+use crate::message::ReceivedMessage;
+
+/// Batches buffered between the fetch loops and `poll`.
+const BUFFERED_BATCHES: usize = 8;
+
+/// Consumes a topic by polling: the group machinery (heartbeats, assignment, long-poll fetch
+/// loops) runs in the background and fills a small buffer that [`PullConsumer::poll`] drains.
+///
+/// A message counts as processed once `poll` has returned it; offsets are committed every
+/// `commit_interval`, on [`PullConsumer::commit`] and on [`PullConsumer::close`].
+pub struct PullConsumer {
+    group: Arc<Group>,
+    background: Option<JoinHandle<()>>,
+    receiver: mpsc::Receiver<Fetched>,
+    buffer: VecDeque<Fetched>,
+}
+
+impl std::fmt::Debug for PullConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PullConsumer")
+            .field("group", &self.group.config.group)
+            .field("member_id", &self.group.member_id)
+            .finish()
+    }
+}
+
+impl PullConsumer {
+    /// Joins the group and starts fetching in the background.
+    pub async fn subscribe(config: ConsumerConfig) -> Result<PullConsumer> {
+        let (sender, receiver) = mpsc::channel(BUFFERED_BATCHES);
+        let group = Group::new(config, Sink::Pull(sender))?;
+        let background = group.start().await?;
+        Ok(PullConsumer {
+            group,
+            background: Some(background),
+            receiver,
+            buffer: VecDeque::new(),
+        })
+    }
+
+    /// This member's id in the group.
+    pub fn member_id(&self) -> &str {
+        &self.group.member_id
+    }
+
+    /// The queues this member holds now.
+    pub fn assigned(&self) -> Vec<QueueKey> {
+        self.group.held()
+    }
+
+    /// Up to `max_poll_messages` messages: waits up to `timeout` for the first, then returns
+    /// what is already there. An empty answer means nothing came in time.
+    pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ReceivedMessage>> {
+        let max = self.group.config.max_poll_messages;
+        self.poll_max(timeout, max).await
+    }
+
+    /// Like [`PullConsumer::poll`], returning at most `max` messages; the others stay
+    /// buffered (and uncommitted) for the next poll.
+    pub async fn poll_max(
+        &mut self,
+        timeout: Duration,
+        max: usize,
+    ) -> Result<Vec<ReceivedMessage>> {
+        let mut out = Vec::new();
+        if max == 0 {
+            return Ok(out);
+        }
+        self.take_buffered(&mut out, max);
+        if out.is_empty() {
+            let deadline = tokio::time::Instant::now() + timeout;
+            while out.is_empty() {
+                match tokio::time::timeout_at(deadline, self.receiver.recv()).await {
+                    Ok(Some(fetched)) => self.buffer.push_back(fetched),
+                    Ok(None) => return Err(ClientError::Closed),
+                    Err(_) => return Ok(out),
+                }
+                self.take_buffered(&mut out, max);
+            }
+        }
+        while out.len() < max {
+            match self.receiver.try_recv() {
+                Ok(fetched) => self.buffer.push_back(fetched),
+                Err(_) => break,
+            }
+            self.take_buffered(&mut out, max);
+        }
+        Ok(out)
+    }
+
+    /// Moves up to `max - out.len()` messages of queues still held from the buffer to `out`,
+    /// marking them processed; drops batches of queues released meanwhile.
+    fn take_buffered(&mut self, out: &mut Vec<ReceivedMessage>, max: usize) {
+        while out.len() < max {
+            let Some(front) = self.buffer.front_mut() else {
+                return;
+            };
+            let Some(progress) = self.group.progress(&front.key, front.epoch) else {
+                self.buffer.pop_front();
+                continue;
+            };
+            let take = (max - out.len()).min(front.messages.len());
+            let rest = front.messages.split_off(take);
+            let taken = std::mem::replace(&mut front.messages, rest);
+            {
+                let mut progress = progress.lock();
+                for message in &taken {
+                    progress.processed(message.queue_offset);
+                }
+            }
+            out.extend(taken);
+            if front.messages.is_empty() {
+                self.buffer.pop_front();
+            }
+        }
+    }
+
+    /// Commits the offsets of everything polled so far.
+    pub async fn commit(&self) -> Result<()> {
+        self.group.commit().await
+    }
+
+    /// Reads up to `max` messages of queue `queue_id` of `topic` from `offset`, outside any
+    /// group (no ownership check, nothing committed, no long polling).
+    pub async fn pull(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        offset: u64,
+        max: u32,
+    ) -> Result<PullResult> {
+        let route = self.group.routes.get(topic).await?;
+        let broker = route
+            .queue(queue_id)
+            .map(|q| q.broker_addr.clone())
+            .ok_or_else(|| {
+                ClientError::InvalidArgument(format!("no queue {queue_id} in '{topic}'"))
+            })?;
+        let request = pb::PullRequest {
+            topic: topic.to_owned(),
+            queue_id,
+            offset,
+            max_messages: max,
+            max_bytes: self.group.config.pull_max_bytes,
+            tag_expression: self.group.config.tag_expression.clone(),
+            ..Default::default()
+        };
+        fetcher::pull_once(self.group.pool(), &broker, &request).await
+    }
+
+    /// Stops fetching, commits what was polled, and leaves the group. Messages fetched but
+    /// never polled are not committed: the group gets them again.
+    pub async fn close(mut self) -> Result<()> {
+        let background = self.background.take();
+        // Release the fetch loops blocked on a full buffer before waiting for them.
+        self.receiver.close();
+        self.group.shutdown(background).await
+    }
+}
+
+impl Drop for PullConsumer {
+    fn drop(&mut self) {
+        self.group.stop.cancel();
+    }
+}

@@ -1,0 +1,432 @@
+//! Group membership: heartbeats, queue assignment, and the hand-over of queues.
+//!
+//! A member heartbeats every broker hosting its topics' queues, reporting the queues it
+//! `held`. Each answer lists the queues the member owns now. A queue newly assigned starts a
+//! [`fetcher`](super::fetcher) loop at the group's committed offset (or `start_from`). A held
+//! queue no longer assigned is stopped: its in-process batch finishes, its offset is
+//! committed, and the next heartbeat (sent at once) no longer reports it, so the broker may
+//! give it to another member. Offsets of owned queues are also committed every
+//! `commit_interval`, and on shutdown, after which the member leaves the group.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use weir_proto::{ApiKey, ErrorCode, pb};
+
+use crate::consumer::offset_store::{OffsetStore, QueueProgress};
+use crate::consumer::push::Handler;
+use crate::consumer::{ConsumeMode, ConsumerConfig, QueueKey, fetcher};
+use crate::error::{ClientError, Result};
+use crate::message::ReceivedMessage;
+use crate::pool::Pool;
+use crate::route::RouteCache;
+
+/// Where fetched messages go.
+pub(crate) enum Sink {
+    /// To a handler, in the fetch loop (push consumer).
+    Push(Handler),
+    /// Into a channel drained by `poll` (pull consumer).
+    Pull(mpsc::Sender<Fetched>),
+}
+
+/// Messages fetched from one queue, for the pull consumer's buffer.
+pub(crate) struct Fetched {
+    pub key: QueueKey,
+    pub epoch: u64,
+    pub messages: Vec<ReceivedMessage>,
+}
+
+/// A queue this member holds.
+struct OwnedQueue {
+    broker_addr: String,
+    epoch: u64,
+    progress: Arc<Mutex<QueueProgress>>,
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+    committed: Option<u64>,
+}
+
+/// One member of a consumer group: its identity, its queues and their progress.
+pub(crate) struct Group {
+    pub config: ConsumerConfig,
+    pub member_id: String,
+    pub routes: RouteCache,
+    pub sink: Sink,
+    offsets: OffsetStore,
+    owned: Mutex<HashMap<QueueKey, OwnedQueue>>,
+    next_epoch: AtomicU64,
+    heartbeat_ms: AtomicU64,
+    /// Cancelled on shutdown; every queue's token is a child of it.
+    pub stop: CancellationToken,
+}
+
+impl Group {
+    pub(crate) fn new(config: ConsumerConfig, sink: Sink) -> Result<Arc<Group>> {
+        if config.group.is_empty() {
+            return Err(ClientError::InvalidArgument(
+                "a group name is needed".into(),
+            ));
+        }
+        if config.topics.is_empty() {
+            return Err(ClientError::InvalidArgument(
+                "at least one topic is needed".into(),
+            ));
+        }
+        let pool = Arc::new(Pool::new(config.connection.clone()));
+        let routes = RouteCache::new(pool, config.servers.clone())?;
+        let offsets = match config.mode {
+            ConsumeMode::Clustering => OffsetStore::Broker,
+            ConsumeMode::Broadcast => OffsetStore::local(
+                config
+                    .offsets_dir
+                    .as_ref()
+                    .map(|dir| dir.join(format!("{}.json", config.group))),
+            ),
+        };
+        let member_id = format!(
+            "{}-{}-{:08x}",
+            config.group,
+            std::process::id(),
+            rand::random::<u32>()
+        );
+        Ok(Arc::new(Group {
+            config,
+            member_id,
+            routes,
+            sink,
+            offsets,
+            owned: Mutex::new(HashMap::new()),
+            next_epoch: AtomicU64::new(1),
+            heartbeat_ms: AtomicU64::new(1000),
+            stop: CancellationToken::new(),
+        }))
+    }
+
+    pub(crate) fn pool(&self) -> &Arc<Pool> {
+        self.routes.pool()
+    }
+
+    /// Joins the group (one heartbeat round, so a missing topic is reported here) and starts
+    /// the background loop of heartbeats and commits.
+    pub(crate) async fn start(self: &Arc<Self>) -> Result<JoinHandle<()>> {
+        let mut revoked = self.rebalance().await?;
+        while revoked {
+            revoked = self.rebalance().await?;
+        }
+        let me = self.clone();
+        Ok(tokio::spawn(async move { me.background().await }))
+    }
+
+    async fn background(self: Arc<Self>) {
+        let mut commit = tokio::time::interval(self.config.commit_interval);
+        commit.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_heartbeat = tokio::time::Instant::now() + self.heartbeat_interval();
+        loop {
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = commit.tick() => {
+                    if let Err(e) = self.commit().await {
+                        warn!(group = %self.config.group, error = %e, "offset commit failed");
+                    }
+                }
+                _ = tokio::time::sleep_until(next_heartbeat) => {
+                    let again = match self.rebalance().await {
+                        Ok(revoked) => revoked,
+                        Err(e) => {
+                            warn!(group = %self.config.group, error = %e, "heartbeat failed");
+                            false
+                        }
+                    };
+                    next_heartbeat = tokio::time::Instant::now()
+                        + if again { Duration::ZERO } else { self.heartbeat_interval() };
+                }
+            }
+        }
+    }
+
+    fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms.load(Ordering::Relaxed).clamp(100, 30_000))
+    }
+
+    /// One round: heartbeat every broker, stop revoked queues, start new ones. Returns whether
+    /// queues were revoked (so the next heartbeat should go at once).
+    async fn rebalance(self: &Arc<Self>) -> Result<bool> {
+        if self.stop.is_cancelled() {
+            return Ok(false);
+        }
+        // Queues whose fetch loop ended by itself (not owner, topic gone) are no longer held.
+        self.owned.lock().retain(|key, q| {
+            let alive = !q.task.is_finished();
+            if !alive {
+                debug!(queue = %key, "fetch loop ended; releasing the queue");
+            }
+            alive
+        });
+        let assigned = self.heartbeat_all().await?;
+        let (revoked, new): (Vec<_>, Vec<_>) = {
+            let owned = self.owned.lock();
+            let revoked = owned
+                .iter()
+                .filter(|(key, q)| assigned.get(*key) != Some(&q.broker_addr))
+                .map(|(key, _)| key.clone())
+                .collect();
+            let new = assigned
+                .iter()
+                .filter(|(key, _)| !owned.contains_key(*key))
+                .map(|(k, b)| (k.clone(), b.clone()))
+                .collect();
+            (revoked, new)
+        };
+        for key in &revoked {
+            let queue = self.owned.lock().remove(key);
+            if let Some(queue) = queue {
+                info!(group = %self.config.group, queue = %key, "queue revoked");
+                self.stop_queue(key, queue).await;
+            }
+        }
+        for (key, broker) in new {
+            if let Err(e) = self.start_queue(key.clone(), broker).await {
+                warn!(queue = %key, error = %e, "cannot start consuming the queue");
+            }
+        }
+        Ok(!revoked.is_empty())
+    }
+
+    /// Heartbeats every broker serving the subscribed topics; returns the queues assigned,
+    /// with their brokers. A broker that cannot be reached keeps its queues for now.
+    async fn heartbeat_all(&self) -> Result<HashMap<QueueKey, String>> {
+        let mut brokers = Vec::new();
+        for topic in &self.config.topics {
+            match self.routes.get(topic).await {
+                Ok(route) => brokers.extend(route.brokers()),
+                Err(e) => {
+                    if self.owned.lock().is_empty() {
+                        return Err(e);
+                    }
+                    warn!(topic, error = %e, "no route for the topic");
+                }
+            }
+        }
+        brokers.sort();
+        brokers.dedup();
+        let mut assigned = HashMap::new();
+        for broker in brokers {
+            let held: Vec<pb::QueueRef> = self
+                .owned
+                .lock()
+                .iter()
+                .filter(|(_, q)| q.broker_addr == broker)
+                .map(|(key, _)| pb::QueueRef {
+                    topic: key.topic.clone(),
+                    queue_id: key.queue_id,
+                })
+                .collect();
+            let request = pb::GroupHeartbeatRequest {
+                group: self.config.group.clone(),
+                member_id: self.member_id.clone(),
+                mode: self.config.mode.to_pb() as i32,
+                topics: self.config.topics.clone(),
+                held: held.clone(),
+            };
+            let answer = async {
+                let conn = self.pool().get(&broker).await?;
+                conn.call::<_, pb::GroupHeartbeatResponse>(
+                    ApiKey::GroupHeartbeat,
+                    &request,
+                    Bytes::new(),
+                    None,
+                )
+                .await
+            };
+            match answer.await {
+                Ok((response, _)) => {
+                    if response.heartbeat_interval_ms > 0 {
+                        self.heartbeat_ms
+                            .store(u64::from(response.heartbeat_interval_ms), Ordering::Relaxed);
+                    }
+                    for q in response.assigned {
+                        let key = QueueKey {
+                            topic: q.topic,
+                            queue_id: q.queue_id,
+                        };
+                        assigned.insert(key, broker.clone());
+                    }
+                }
+                Err(e) => {
+                    warn!(broker, error = %e, "group heartbeat failed");
+                    for q in held {
+                        let key = QueueKey {
+                            topic: q.topic,
+                            queue_id: q.queue_id,
+                        };
+                        assigned.insert(key, broker.clone());
+                    }
+                    for topic in &self.config.topics {
+                        self.routes.invalidate(topic);
+                    }
+                }
+            }
+        }
+        Ok(assigned)
+    }
+
+    /// Starts consuming `key` from the broker at `broker`, at the group's offset.
+    async fn start_queue(self: &Arc<Self>, key: QueueKey, broker: String) -> Result<()> {
+        let offset = match self.offsets.local_offset(&key) {
+            Some(offset) => offset,
+            None => {
+                let request = pb::FetchOffsetRequest {
+                    group: self.config.group.clone(),
+                    topic: key.topic.clone(),
+                    queue_id: key.queue_id,
+                    start_from: self.config.start_from.to_pb() as i32,
+                };
+                let conn = self.pool().get(&broker).await?;
+                let (response, _) = conn
+                    .call::<_, pb::FetchOffsetResponse>(
+                        ApiKey::FetchOffset,
+                        &request,
+                        Bytes::new(),
+                        None,
+                    )
+                    .await?;
+                response.offset
+            }
+        };
+        info!(group = %self.config.group, queue = %key, offset, "queue assigned");
+        let epoch = self.next_epoch.fetch_add(1, Ordering::Relaxed);
+        let progress = Arc::new(Mutex::new(QueueProgress::new(offset)));
+        let cancel = self.stop.child_token();
+        let task = tokio::spawn(fetcher::run(
+            self.clone(),
+            key.clone(),
+            broker.clone(),
+            epoch,
+            progress.clone(),
+            cancel.clone(),
+        ));
+        self.owned.lock().insert(
+            key,
+            OwnedQueue {
+                broker_addr: broker,
+                epoch,
+                progress,
+                cancel,
+                task,
+                committed: Some(offset),
+            },
+        );
+        Ok(())
+    }
+
+    /// Stops the fetch loop of a queue (letting its in-process batch finish) and commits.
+    async fn stop_queue(&self, key: &QueueKey, queue: OwnedQueue) {
+        queue.cancel.cancel();
+        let _ = queue.task.await;
+        let offset = queue.progress.lock().committable();
+        if queue.committed != Some(offset) {
+            let entry = [(queue.broker_addr, key.clone(), offset)];
+            if let Err(e) = self
+                .offsets
+                .commit(self.pool(), &self.config.group, &self.member_id, &entry)
+                .await
+            {
+                warn!(queue = %key, error = %e, "cannot commit the offset of a released queue");
+            }
+        }
+    }
+
+    /// The progress of `key` if it is still held under `epoch`.
+    pub(crate) fn progress(&self, key: &QueueKey, epoch: u64) -> Option<Arc<Mutex<QueueProgress>>> {
+        self.owned
+            .lock()
+            .get(key)
+            .filter(|q| q.epoch == epoch)
+            .map(|q| q.progress.clone())
+    }
+
+    /// The queues held now.
+    pub(crate) fn held(&self) -> Vec<QueueKey> {
+        let mut held: Vec<QueueKey> = self.owned.lock().keys().cloned().collect();
+        held.sort();
+        held
+    }
+
+    /// Commits the offset of every held queue that moved since its last commit.
+    pub(crate) async fn commit(&self) -> Result<()> {
+        let entries: Vec<(String, QueueKey, u64)> = self
+            .owned
+            .lock()
+            .iter()
+            .filter_map(|(key, q)| {
+                let offset = q.progress.lock().committable();
+                (q.committed != Some(offset)).then(|| (q.broker_addr.clone(), key.clone(), offset))
+            })
+            .collect();
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.offsets
+            .commit(self.pool(), &self.config.group, &self.member_id, &entries)
+            .await?;
+        let mut owned = self.owned.lock();
+        for (_, key, offset) in entries {
+            if let Some(q) = owned.get_mut(&key) {
+                q.committed = Some(offset);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every queue (each finishing its in-process batch and committing), then leaves
+    /// the group on every broker.
+    pub(crate) async fn shutdown(&self, background: Option<JoinHandle<()>>) -> Result<()> {
+        self.stop.cancel();
+        if let Some(background) = background {
+            let _ = background.await;
+        }
+        let queues: Vec<(QueueKey, OwnedQueue)> = self.owned.lock().drain().collect();
+        let mut brokers: HashSet<String> =
+            queues.iter().map(|(_, q)| q.broker_addr.clone()).collect();
+        for topic in &self.config.topics {
+            if let Some(route) = self.routes.cached(topic) {
+                brokers.extend(route.brokers());
+            }
+        }
+        for (key, queue) in queues {
+            self.stop_queue(&key, queue).await;
+        }
+        let request = pb::LeaveGroupRequest {
+            group: self.config.group.clone(),
+            member_id: self.member_id.clone(),
+        };
+        let mut result = Ok(());
+        for broker in brokers {
+            let left = async {
+                let conn = self.pool().get(&broker).await?;
+                conn.call::<_, pb::Empty>(ApiKey::LeaveGroup, &request, Bytes::new(), None)
+                    .await
+            };
+            match left.await {
+                Ok(_) => {}
+                Err(ClientError::Server {
+                    code: ErrorCode::GroupNotFound,
+                    ..
+                }) => {}
+                Err(e) => {
+                    warn!(broker, error = %e, "leave group failed");
+                    result = Err(e);
+                }
+            }
+        }
+        result
+    }
+}

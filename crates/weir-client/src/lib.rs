@@ -1,0 +1,41 @@
+//! Rust client SDK for Weir.
+//!
+//! * [`Producer`] — `send` (waits for the ack), `send_async`, `send_oneway`; batching with
+//!   linger, retries with back-off, queue choice by key hash or round-robin, latency fault
+//!   avoidance.
+//! * [`PushConsumer`] — a handler closure fed by long-polling pull loops, one per owned queue;
+//!   clustering or broadcast groups; offsets committed periodically and on shutdown.
+//! * [`PullConsumer`] — subscribe like the push consumer and `poll` yourself, or `pull` any
+//!   queue at any offset.
+//! * [`Admin`] — topics, groups, offsets, message lookup.
+//!
+//! ```no_run
+//! # async fn example() -> weir_client::Result<()> {
+//! use weir_client::{Message, Producer, ProducerConfig};
+//! let producer = Producer::new(ProducerConfig::new(["127.0.0.1:9876"]))?;
+//! let sent = producer.send(Message::new("orders", "hello").with_key("order-1")).await?;
+//! println!("stored as {} at {}:{}", sent.message_id, sent.queue_id, sent.queue_offset);
+//! producer.close().await;
+//! # Ok(()) }
+//! ```
+
+pub mod admin;
+mod batch;
+pub mod connection;
+pub mod consumer;
+pub mod error;
+pub mod fault;
+pub mod message;
+pub mod pool;
+pub mod producer;
+pub mod route;
+
+pub use admin::{Admin, ResetTo};
+pub use consumer::{
+    ConsumeMode, ConsumeResult, PullConsumer, PullConsumerConfig, PushConsumer, PushConsumerConfig,
+    StartFrom,
+};
+pub use error::{ClientError, Result};
+pub use message::{Message, ReceivedMessage, SendResult};
+pub use producer::{Producer, ProducerConfig, QueueSelection, SendHandle};
+pub use weir_proto::{ErrorCode, MessageId};

@@ -1,0 +1,419 @@
+//! The producer: batched, retried sends with queue choice by key hash or round-robin, avoiding
+//! slow or failed brokers.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+use weir_proto::{ApiKey, pb};
+
+use crate::batch::{BatchConfig, Batcher};
+use crate::connection::ConnectionConfig;
+use crate::error::{ClientError, Result};
+use crate::fault::{FaultConfig, LatencyFaults};
+use crate::message::{Message, SendResult, now_ms};
+use crate::pool::Pool;
+use crate::route::{QueueRoute, RouteCache, TopicRoute};
+
+/// How a producer picks the queue of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueueSelection {
+    /// Hash the sharding key, else the message key, so one key always goes to one queue (and
+    /// stays in order); messages with neither go round-robin.
+    #[default]
+    KeyHash,
+    /// Round-robin over the queues, ignoring message keys (sharding keys are still honoured).
+    RoundRobin,
+}
+
+/// Settings of a [`Producer`].
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    /// Servers to ask for routes (`host:port` each).
+    pub servers: Vec<String>,
+    /// A batch is sent when it holds this many messages.
+    pub batch_max_messages: usize,
+    /// A batch is sent before it would grow past this many bytes.
+    pub batch_max_bytes: usize,
+    /// A batch is sent at the latest this long after its first message.
+    pub linger: Duration,
+    /// How many times a send is retried after a retriable error.
+    pub retries: u32,
+    /// Wait before the first retry; doubles for each next one.
+    pub retry_backoff: Duration,
+    /// How long one produce request may take.
+    pub send_timeout: Duration,
+    /// How queues are chosen.
+    pub queue_selection: QueueSelection,
+    /// Latency fault avoidance.
+    pub fault: FaultConfig,
+    /// Connection settings.
+    pub connection: ConnectionConfig,
+}
+
+impl ProducerConfig {
+    /// Defaults, with routes asked from `servers`.
+    pub fn new<S: Into<String>>(servers: impl IntoIterator<Item = S>) -> ProducerConfig {
+        ProducerConfig {
+            servers: servers.into_iter().map(Into::into).collect(),
+            batch_max_messages: 1000,
+            batch_max_bytes: 1024 * 1024,
+            linger: Duration::from_millis(5),
+            retries: 2,
+            retry_backoff: Duration::from_millis(100),
+            send_timeout: Duration::from_secs(3),
+            queue_selection: QueueSelection::KeyHash,
+            fault: FaultConfig::default(),
+            connection: ConnectionConfig::default(),
+        }
+    }
+}
+
+/// A message waiting, in call order, for its topic's route before joining a batch.
+struct RouteWait {
+    message: Message,
+    /// Gets the message back, with its enqueued attempt (or the error of enqueueing it).
+    done: oneshot::Sender<(Message, Result<Enqueued>)>,
+}
+
+struct Inner {
+    config: ProducerConfig,
+    /// Feeds the task that enqueues messages whose route was not cached, in call order.
+    route_queue: Mutex<Option<mpsc::UnboundedSender<RouteWait>>>,
+    /// Messages in `route_queue`; while any are, later messages queue behind them.
+    pending_route: AtomicUsize,
+    routes: RouteCache,
+    faults: Arc<LatencyFaults>,
+    batcher: Arc<Batcher>,
+    round_robin: AtomicUsize,
+    closed: AtomicBool,
+}
+
+/// Sends messages; cheap to clone (clones share batches and connections).
+#[derive(Clone)]
+pub struct Producer {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("servers", &self.inner.config.servers)
+            .finish()
+    }
+}
+
+/// The result of [`Producer::send_async`]: the send runs on its own task; await this for its
+/// result.
+#[derive(Debug)]
+pub struct SendHandle {
+    task: JoinHandle<Result<SendResult>>,
+}
+
+impl Future for SendHandle {
+    type Output = Result<SendResult>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.task)
+            .poll(cx)
+            .map(|joined| joined.unwrap_or(Err(ClientError::Closed)))
+    }
+}
+
+impl Producer {
+    /// A producer with `config`. Nothing is connected until the first send.
+    pub fn new(config: ProducerConfig) -> Result<Producer> {
+        if config.batch_max_messages == 0 || config.batch_max_bytes == 0 {
+            return Err(ClientError::InvalidArgument(
+                "batch limits must be positive".into(),
+            ));
+        }
+        let pool = Arc::new(Pool::new(config.connection.clone()));
+        let faults = Arc::new(LatencyFaults::new(config.fault.clone()));
+        let routes = RouteCache::new(pool.clone(), config.servers.clone())?;
+        let batcher = Arc::new(Batcher::new(
+            BatchConfig {
+                max_messages: config.batch_max_messages,
+                max_bytes: config.batch_max_bytes,
+                linger: config.linger,
+                send_timeout: config.send_timeout,
+            },
+            pool,
+            faults.clone(),
+        ));
+        Ok(Producer {
+            inner: Arc::new(Inner {
+                config,
+                routes,
+                faults,
+                batcher,
+                round_robin: AtomicUsize::new(rand::random::<u16>() as usize),
+                route_queue: Mutex::new(None),
+                pending_route: AtomicUsize::new(0),
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Sends `message` and waits for the broker's acknowledgement, retrying retriable
+    /// failures. Concurrent sends share batches.
+    pub async fn send(&self, message: Message) -> Result<SendResult> {
+        send_with_retries_from(self.inner.clone(), message, None).await
+    }
+
+    /// Starts sending `message` on its own task and returns a handle to await its result.
+    /// Must be called inside a Tokio runtime.
+    ///
+    /// When the topic's route is cached (after any earlier send, or [`Producer::route`]),
+    /// the message joins its batch before this returns, so messages of one key passed to
+    /// `send_async` one after the other are stored in that order.
+    pub fn send_async(&self, message: Message) -> SendHandle {
+        let inner = self.inner.clone();
+        let task = match inner.enqueue_now(&message) {
+            Some(Ok(first)) => {
+                tokio::spawn(
+                    async move { send_with_retries_from(inner, message, Some(first)).await },
+                )
+            }
+            Some(Err(e)) => tokio::spawn(async move { Err(e) }),
+            None => {
+                // No route yet: go through the in-order queue that waits for routes.
+                let (done, enqueued) = oneshot::channel();
+                inner.pending_route.fetch_add(1, Ordering::AcqRel);
+                if let Err(e) = inner
+                    .route_waiter(&self.inner)
+                    .send(RouteWait { message, done })
+                {
+                    inner.pending_route.fetch_sub(1, Ordering::AcqRel);
+                    let message = e.0.message;
+                    tokio::spawn(async move { send_with_retries_from(inner, message, None).await })
+                } else {
+                    tokio::spawn(async move {
+                        let (message, first) = enqueued.await.map_err(|_| ClientError::Closed)?;
+                        send_with_retries_from(inner, message, first.ok()).await
+                    })
+                }
+            }
+        };
+        SendHandle { task }
+    }
+
+    /// Sends `message` in a one-way frame: no acknowledgement, no retry, no error report
+    /// beyond what is wrong with the message itself. Must be called inside a Tokio runtime.
+    pub fn send_oneway(&self, message: Message) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(ClientError::Closed);
+        }
+        let mut buf = BytesMut::new();
+        message.encode_into(now_ms(), &mut buf)?;
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            let sent = async {
+                let route = inner.routes.get(message.topic()).await?;
+                let queue = inner.select_queue(&route, &message, None)?;
+                let conn = inner.routes.pool().get(&queue.broker_addr).await?;
+                let meta = pb::ProduceRequest {
+                    topic: message.topic().to_owned(),
+                    queue_id: queue.queue_id,
+                };
+                conn.send_oneway(
+                    ApiKey::Produce,
+                    Bytes::from(prost::Message::encode_to_vec(&meta)),
+                    buf.freeze(),
+                )
+            };
+            if let Err(e) = sent.await {
+                debug!(error = %e, "one-way send failed");
+            }
+        });
+        Ok(())
+    }
+
+    /// Sends every open batch now and waits until every message sent so far is answered.
+    pub async fn flush(&self) {
+        self.inner.batcher.flush().await;
+    }
+
+    /// Flushes, then refuses further sends.
+    pub async fn close(self) {
+        self.inner.closed.store(true, Ordering::Release);
+        self.inner.batcher.flush().await;
+    }
+
+    /// The route of `topic`, as the producer sees it now.
+    pub async fn route(&self, topic: &str) -> Result<Arc<TopicRoute>> {
+        self.inner.routes.get(topic).await
+    }
+}
+
+/// A message already added to a batch: the reply to wait for, and the broker it goes to.
+type Enqueued = (oneshot::Receiver<Result<SendResult>>, String);
+
+/// Sends `message`, starting from an attempt already enqueued if there is one, and retries.
+async fn send_with_retries_from(
+    inner: Arc<Inner>,
+    message: Message,
+    mut first: Option<Enqueued>,
+) -> Result<SendResult> {
+    let mut attempt = 0u32;
+    let mut failed_broker: Option<String> = None;
+    loop {
+        if inner.closed.load(Ordering::Acquire) && first.is_none() {
+            return Err(ClientError::Closed);
+        }
+        let mut broker = None;
+        let result = async {
+            let reply = match first.take() {
+                Some((reply, addr)) => {
+                    broker = Some(addr);
+                    reply
+                }
+                None => {
+                    let route = inner.routes.get(message.topic()).await?;
+                    let queue = inner.select_queue(&route, &message, failed_broker.as_deref())?;
+                    broker = Some(queue.broker_addr.clone());
+                    inner.batcher.enqueue(&message, queue)?
+                }
+            };
+            reply.await.map_err(|_| ClientError::Closed)?
+        }
+        .await;
+        match result {
+            Ok(sent) => return Ok(sent),
+            Err(e) if e.is_retriable() && attempt < inner.config.retries => {
+                let backoff = inner.config.retry_backoff * 2u32.saturating_pow(attempt);
+                attempt += 1;
+                warn!(topic = message.topic(), attempt, error = %e, ?backoff, "send failed, retrying");
+                failed_broker = broker;
+                tokio::time::sleep(backoff).await;
+                inner.routes.invalidate(message.topic());
+            }
+            Err(e) => {
+                if !matches!(e, ClientError::Record(_) | ClientError::InvalidArgument(_)) {
+                    inner.routes.invalidate(message.topic());
+                }
+                return Err(e);
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// The sender into the in-order route queue, starting its task on first use. The task
+    /// holds only a weak reference, so it ends when the producer is dropped.
+    fn route_waiter(&self, me: &Arc<Inner>) -> mpsc::UnboundedSender<RouteWait> {
+        let mut queue = self.route_queue.lock();
+        if let Some(sender) = queue.as_ref() {
+            return sender.clone();
+        }
+        let (sender, mut receiver) = mpsc::unbounded_channel::<RouteWait>();
+        let weak: Weak<Inner> = Arc::downgrade(me);
+        tokio::spawn(async move {
+            while let Some(wait) = receiver.recv().await {
+                let Some(inner) = weak.upgrade() else { return };
+                let enqueued = async {
+                    let route = inner.routes.get(wait.message.topic()).await?;
+                    let queue = inner.select_queue(&route, &wait.message, None)?;
+                    let reply = inner.batcher.enqueue(&wait.message, queue)?;
+                    Ok((reply, queue.broker_addr.clone()))
+                }
+                .await;
+                inner.pending_route.fetch_sub(1, Ordering::AcqRel);
+                let _ = wait.done.send((wait.message, enqueued));
+            }
+        });
+        *queue = Some(sender.clone());
+        sender
+    }
+
+    /// Adds `message` to its batch now if the topic's route is cached; `None` if it is not.
+    fn enqueue_now(&self, message: &Message) -> Option<Result<Enqueued>> {
+        if self.closed.load(Ordering::Acquire) {
+            return Some(Err(ClientError::Closed));
+        }
+        if self.pending_route.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let route = self.routes.fresh(message.topic())?;
+        Some(self.select_queue(&route, message, None).and_then(|queue| {
+            let reply = self.batcher.enqueue(message, queue)?;
+            Ok((reply, queue.broker_addr.clone()))
+        }))
+    }
+
+    /// The queue for `message`: by key hash when it has a routing key (and selection allows),
+    /// else round-robin over queues of available brokers, avoiding `failed_broker` if another
+    /// broker serves the topic.
+    fn select_queue<'r>(
+        &self,
+        route: &'r TopicRoute,
+        message: &Message,
+        failed_broker: Option<&str>,
+    ) -> Result<&'r QueueRoute> {
+        let queues = &route.queues;
+        if queues.is_empty() {
+            return Err(ClientError::NoRoute(route.topic.clone()));
+        }
+        if let Some(key) = routing_key(self.config.queue_selection, message) {
+            return Ok(&queues[queue_for_key(key, queues.len())]);
+        }
+        let start = self.round_robin.fetch_add(1, Ordering::Relaxed);
+        let chosen = self
+            .faults
+            .choose(queues.len(), start, |i| &queues[i].broker_addr)
+            .unwrap_or(start % queues.len());
+        if let Some(failed) = failed_broker
+            && queues[chosen].broker_addr == failed
+        {
+            let other = (1..queues.len())
+                .map(|step| (chosen + step) % queues.len())
+                .find(|&i| queues[i].broker_addr != failed);
+            if let Some(other) = other {
+                return Ok(&queues[other]);
+            }
+        }
+        Ok(&queues[chosen])
+    }
+}
+
+fn routing_key(selection: QueueSelection, message: &Message) -> Option<&str> {
+    match selection {
+        QueueSelection::KeyHash => message.routing_key(),
+        QueueSelection::RoundRobin => message.sharding_key(),
+    }
+}
+
+/// The index of the queue (out of `queues`) that `key` always maps to: XXH3, stable across
+/// processes, versions and platforms.
+pub fn queue_for_key(key: &str, queues: usize) -> usize {
+    (xxhash_rust::xxh3::xxh3_64(key.as_bytes()) % queues.max(1) as u64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_always_maps_to_the_same_queue() {
+        for key in ["order-1", "order-2", "user:42", ""] {
+            let first = queue_for_key(key, 8);
+            assert!(first < 8);
+            for _ in 0..10 {
+                assert_eq!(queue_for_key(key, 8), first);
+            }
+        }
+        let spread: std::collections::HashSet<_> = (0..200)
+            .map(|i| queue_for_key(&format!("k{i}"), 8))
+            .collect();
+        assert_eq!(spread.len(), 8, "keys spread over every queue");
+        // Pinned: the mapping must never change between releases.
+        assert_eq!(queue_for_key("order-1", 4), queue_for_key("order-1", 4));
+    }
+}

@@ -1,0 +1,248 @@
+//! The client against a real in-process broker: produce, push consumers sharing a group,
+//! per-key order, broadcast, pull consumer and admin.
+
+// Test helpers outside #[test] functions panic on failure by design.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use weir_broker::{Broker, BrokerConfig};
+use weir_client::consumer::ConsumerConfig;
+use weir_client::{
+    Admin, ConsumeMode, ConsumeResult, Message, Producer, ProducerConfig, PullConsumer,
+    PushConsumer, ReceivedMessage, ResetTo, StartFrom,
+};
+
+struct TestBroker {
+    broker: Broker,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn broker() -> TestBroker {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(BrokerConfig {
+        listen: "127.0.0.1:0".into(),
+        data_dir: dir.path().to_path_buf(),
+        ..BrokerConfig::default()
+    })
+    .await
+    .unwrap();
+    let addr = broker.local_addr().to_string();
+    TestBroker {
+        broker,
+        addr,
+        _dir: dir,
+    }
+}
+
+fn consumer_config(addr: &str, group: &str, topic: &str) -> ConsumerConfig {
+    let mut config = ConsumerConfig::new([addr], group, topic);
+    config.start_from = StartFrom::Earliest;
+    config.max_wait = Duration::from_millis(500);
+    config.commit_interval = Duration::from_millis(200);
+    config
+}
+
+/// Waits until `done` holds, up to `secs` seconds.
+async fn wait_until(secs: u64, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sends `per_key` messages for each of `keys` keys, bodies "key:seq", in order per key.
+async fn produce_keyed(producer: &Producer, topic: &str, keys: usize, per_key: usize) {
+    let mut handles = Vec::new();
+    for seq in 0..per_key {
+        for key in 0..keys {
+            let message = Message::new(topic, format!("k{key}:{seq}")).with_key(format!("k{key}"));
+            handles.push(producer.send_async(message));
+        }
+    }
+    for handle in handles {
+        handle.await.unwrap();
+    }
+}
+
+fn parse(body: &[u8]) -> (String, usize) {
+    let text = std::str::from_utf8(body).unwrap();
+    let (key, seq) = text.split_once(':').unwrap();
+    (key.to_owned(), seq.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_members_share_a_topic_in_key_order() {
+    let b = broker().await;
+    let admin = Admin::new([b.addr.clone()]).unwrap();
+    admin.create_topic("orders", 4).await.unwrap();
+    let producer = Producer::new(ProducerConfig::new([b.addr.clone()])).unwrap();
+    produce_keyed(&producer, "orders", 10, 30).await;
+
+    // Every message as received, in receipt order: (member, key, seq).
+    let seen: Arc<Mutex<Vec<(usize, String, usize)>>> = Arc::default();
+    let start = |member: usize| {
+        let seen = seen.clone();
+        PushConsumer::start(
+            consumer_config(&b.addr, "g", "orders"),
+            move |m: &ReceivedMessage| {
+                let (key, seq) = parse(&m.body);
+                seen.lock().push((member, key, seq));
+                ConsumeResult::Success
+            },
+        )
+    };
+    let first = start(0).await.unwrap();
+    wait_until(10, || seen.lock().len() >= 50).await;
+    let second = start(1).await.unwrap();
+    // More messages while the group rebalances.
+    produce_keyed(&producer, "orders", 10, 30).await;
+    wait_until(20, || {
+        !first.assigned().is_empty()
+            && !second.assigned().is_empty()
+            && first.assigned().len() + second.assigned().len() == 4
+    })
+    .await;
+    // And more once the queues are split between the two.
+    produce_keyed(&producer, "orders", 10, 30).await;
+    wait_until(20, || seen.lock().len() >= 900).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let seen = seen.lock().clone();
+    assert_eq!(seen.len(), 900, "each message exactly once");
+    let mut per_key: HashMap<String, Vec<usize>> = HashMap::new();
+    for (_, key, seq) in &seen {
+        per_key.entry(key.clone()).or_default().push(*seq);
+    }
+    assert_eq!(per_key.len(), 10);
+    for (key, seqs) in per_key {
+        // Three rounds of 0..30 per key, each in order.
+        let expected: Vec<usize> = (0..30).chain(0..30).chain(0..30).collect();
+        assert_eq!(seqs, expected, "order of key {key}");
+    }
+    assert!(
+        seen.iter().any(|(m, ..)| *m == 1),
+        "the second member consumed too"
+    );
+
+    first.shutdown().await.unwrap();
+    second.shutdown().await.unwrap();
+    let description = admin.describe_group("g").await.unwrap();
+    assert!(description.members.is_empty());
+    let lag: u64 = description.queues.iter().map(|q| q.lag).sum();
+    assert_eq!(lag, 0, "everything committed: {description:?}");
+    producer.close().await;
+    b.broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn broadcast_members_each_get_everything() {
+    let b = broker().await;
+    let admin = Admin::new([b.addr.clone()]).unwrap();
+    admin.create_topic("news", 3).await.unwrap();
+    let producer = Producer::new(ProducerConfig::new([b.addr.clone()])).unwrap();
+    for i in 0..90 {
+        producer.send_async(Message::new("news", format!("n{i}")));
+    }
+    producer.flush().await;
+
+    let counts: Arc<Mutex<BTreeMap<usize, usize>>> = Arc::default();
+    let mut members = Vec::new();
+    for member in 0..2 {
+        let counts = counts.clone();
+        let mut config = consumer_config(&b.addr, "bc", "news");
+        config.mode = ConsumeMode::Broadcast;
+        let consumer = PushConsumer::start_batch(config, move |batch: &[ReceivedMessage]| {
+            *counts.lock().entry(member).or_default() += batch.len();
+            ConsumeResult::Success
+        })
+        .await
+        .unwrap();
+        members.push(consumer);
+    }
+    wait_until(10, || counts.lock().values().sum::<usize>() >= 180).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(*counts.lock(), BTreeMap::from([(0, 90), (1, 90)]));
+    for member in members {
+        member.shutdown().await.unwrap();
+    }
+    b.broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_consumer_commits_only_what_was_polled() {
+    let b = broker().await;
+    let admin = Admin::new([b.addr.clone()]).unwrap();
+    admin.create_topic("jobs", 1).await.unwrap();
+    let producer = Producer::new(ProducerConfig::new([b.addr.clone()])).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let sent = producer
+            .send(
+                Message::new("jobs", format!("j{i}"))
+                    .with_key("same")
+                    .with_tag("T"),
+            )
+            .await
+            .unwrap();
+        ids.push(sent.message_id);
+    }
+
+    let mut consumer = PullConsumer::subscribe(consumer_config(&b.addr, "pc", "jobs"))
+        .await
+        .unwrap();
+    let first = consumer.poll_max(Duration::from_secs(5), 7).await.unwrap();
+    assert_eq!(first.len(), 7);
+    assert_eq!(first[0].id, Some(ids[0]));
+    consumer.close().await.unwrap();
+    let description = admin.describe_group("pc").await.unwrap();
+    assert_eq!(description.queues[0].committed_offset, 7);
+
+    // The next member continues where the first stopped.
+    let mut consumer = PullConsumer::subscribe(consumer_config(&b.addr, "pc", "jobs"))
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    while rest.len() < 13 {
+        rest.extend(consumer.poll(Duration::from_secs(5)).await.unwrap());
+    }
+    assert_eq!(rest[0].body, "j7");
+    assert_eq!(rest.len(), 13);
+    let low = consumer.pull("jobs", 0, 3, 2).await.unwrap();
+    assert_eq!(low.messages.len(), 2);
+    assert_eq!(low.messages[0].body, "j3");
+    consumer.close().await.unwrap();
+
+    // Admin lookups.
+    let message = admin.get_message(&ids[4]).await.unwrap();
+    assert_eq!(message.body, "j4");
+    assert_eq!(message.tag, "T");
+    let found = admin.find_by_key("jobs", "same", 0).await.unwrap();
+    assert_eq!(found.len(), 20);
+    let reset = admin
+        .reset_offsets("pc", "jobs", ResetTo::Earliest)
+        .await
+        .unwrap();
+    assert_eq!(reset[0].offset, 0);
+    // One-way sends are stored though nobody waits for them.
+    producer
+        .send_oneway(Message::new("jobs", "fire-and-forget"))
+        .unwrap();
+    let mut stored = 0;
+    for _ in 0..100 {
+        stored = admin.describe_topic("jobs").await.unwrap().queues[0].max_offset;
+        if stored == 21 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stored, 21);
+    let e = admin.describe_topic("missing").await.unwrap_err();
+    assert_eq!(e.code(), Some(weir_client::ErrorCode::TopicNotFound));
+    b.broker.shutdown().await.unwrap();
+}

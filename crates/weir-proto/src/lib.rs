@@ -1,0 +1,13 @@
+//! Weir's formats, with no I/O: the message record shared by producers, the commit log and
+//! consumers ([`record`]), message ids ([`message_id`]), the native protocol's frames
+//! ([`frame`]), its protobuf bodies ([`pb`]) and its stable error codes ([`error_code`]).
+
+pub mod error_code;
+pub mod frame;
+pub mod message_id;
+pub mod pb;
+pub mod record;
+
+pub use error_code::ErrorCode;
+pub use frame::{ApiKey, Frame, FrameCodec, Header, OutFrame};
+pub use message_id::MessageId;

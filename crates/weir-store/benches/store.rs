@@ -1,0 +1,199 @@
+//! Storage-engine throughput: `cargo bench -p weir-store`. Prints a Markdown table.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use weir_proto::record::{RecordFields, encode};
+use weir_store::{FlushMode, Store, StoreConfig, TagFilter};
+
+const CASE_TIME: Duration = Duration::from_secs(3);
+
+fn config(dir: &std::path::Path, flush: FlushMode) -> StoreConfig {
+    StoreConfig {
+        segment_size: 256 << 20,
+        flush,
+        ..StoreConfig::new(dir)
+    }
+}
+
+fn batch(topic: &str, n: usize, body_len: usize) -> BytesMut {
+    let body = vec![b'x'; body_len];
+    let mut buf = BytesMut::with_capacity(n * (body_len + 100));
+    for _ in 0..n {
+        let fields = RecordFields {
+            topic,
+            body: &body,
+            tag: "TagA",
+            ..Default::default()
+        };
+        encode(&fields, &mut buf).unwrap();
+    }
+    buf
+}
+
+fn row(name: &str, msgs: u64, bytes: u64, took: Duration) {
+    let s = took.as_secs_f64();
+    println!(
+        "| {name} | {:.0} | {:.1} |",
+        msgs as f64 / s,
+        bytes as f64 / s / 1e6
+    );
+}
+
+/// Appends batches of `per_batch` messages round-robin over `queues` queues, async mode.
+fn append_async(body_len: usize, per_batch: usize, queues: u32, name: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path(), FlushMode::Async)).unwrap();
+    let template = batch("bench", per_batch, body_len);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    // Touch every queue once first, so the timed part measures steady-state appends rather
+    // than the one-time creation of each queue's consume-queue file.
+    for q in 0..queues {
+        rt.block_on(store.append("bench", q, template.clone()))
+            .unwrap();
+    }
+    let start = Instant::now();
+    let (mut msgs, mut bytes, mut q) = (0u64, 0u64, 0u32);
+    while start.elapsed() < CASE_TIME {
+        for _ in 0..16 {
+            let b = template.clone();
+            bytes += b.len() as u64;
+            rt.block_on(store.append("bench", q, b)).unwrap();
+            msgs += per_batch as u64;
+            q = (q + 1) % queues;
+        }
+    }
+    store.shutdown().unwrap();
+    row(name, msgs, bytes, start.elapsed());
+}
+
+/// `appenders` tasks each appending one message at a time, sync mode.
+fn append_sync(appenders: u32, body_len: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path(), FlushMode::Sync)).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let fsyncs = store.stats().fsyncs;
+    let start = Instant::now();
+    let msgs: u64 = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for t in 0..appenders {
+            let store = Arc::clone(&store);
+            tasks.push(tokio::spawn(async move {
+                let template = batch("bench", 1, body_len);
+                let mut n = 0u64;
+                while start.elapsed() < CASE_TIME {
+                    store
+                        .append("bench", t % 8, template.clone())
+                        .await
+                        .unwrap();
+                    n += 1;
+                }
+                n
+            }));
+        }
+        let mut total = 0;
+        for t in tasks {
+            total += t.await.unwrap();
+        }
+        total
+    });
+    let took = start.elapsed();
+    let fsyncs = store.stats().fsyncs - fsyncs;
+    store.shutdown().unwrap();
+    row(
+        &format!("sync, {appenders} appenders, {body_len} B body, 1 msg/append ({fsyncs} fsyncs)"),
+        msgs,
+        msgs * (body_len as u64 + 100),
+        took,
+    );
+}
+
+/// Writes ~1 GB of 1 KiB messages, then reads them back sequentially, cold then warm.
+fn read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(config(dir.path(), FlushMode::Async)).unwrap();
+        let template = batch("bench", 256, 1024);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for _ in 0..(1 << 30) / template.len() {
+            rt.block_on(store.append("bench", 0, template.clone()))
+                .unwrap();
+        }
+        store.shutdown().unwrap();
+    }
+    let dropped = std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok();
+    for label in [
+        if dropped {
+            "cold (drop_caches)"
+        } else {
+            "cold (reopened; page cache not dropped)"
+        },
+        "warm",
+    ] {
+        let store = Store::open(config(dir.path(), FlushMode::Async)).unwrap();
+        let start = Instant::now();
+        let (mut next, mut msgs, mut bytes) = (0u64, 0u64, 0u64);
+        loop {
+            let r = store
+                .read("bench", 0, next, 256, 1 << 20, &TagFilter::All)
+                .unwrap();
+            if r.count == 0 {
+                break;
+            }
+            msgs += r.count as u64;
+            bytes += r.records.len() as u64;
+            next = r.next_offset;
+        }
+        row(
+            &format!("sequential read 1 KiB body, {label}"),
+            msgs,
+            bytes,
+            start.elapsed(),
+        );
+    }
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    println!("| case | msgs/s | MB/s |");
+    println!("|---|---:|---:|");
+    append_async(
+        100,
+        256,
+        8,
+        "async append, 100 B body, batches of 256, 8 queues",
+    );
+    append_async(
+        1024,
+        256,
+        8,
+        "async append, 1 KiB body, batches of 256, 8 queues",
+    );
+    for n in [1, 16, 64] {
+        append_sync(n, 100);
+    }
+    read_back();
+    append_async(
+        100,
+        16,
+        8,
+        "async append, 100 B body, batches of 16, 8 queues",
+    );
+    append_async(
+        100,
+        16,
+        10_000,
+        "async append, 100 B body, batches of 16, 10,000 queues",
+    );
+}

@@ -1,0 +1,253 @@
+//! The dispatcher: follows the commit log and builds the consume queues and the key index.
+//!
+//! It reads records between the dispatched and the written position, appends one 20-byte
+//! entry per record to its queue (buffered per queue, one positional write per queue per
+//! round), adds keyed records to the key index, then publishes the queues' new maxima and
+//! tells the dispatch listener. Readers only ever see dispatched entries. Entries are written
+//! at `queue_offset * 20`, so dispatching a range again after recovery is idempotent.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use weir_proto::record::{Record, tag_hash};
+
+use crate::consume_queue::{ConsumeQueue, Entry};
+use crate::segment::{END_MARKER_LEN, is_end_marker};
+use crate::store::Inner;
+
+/// Most commit-log bytes handled in one round, so listeners hear about progress promptly.
+const ROUND_BYTES: u64 = 8 << 20;
+
+/// Entries of one queue gathered in a round.
+#[derive(Debug)]
+struct QueueBuf {
+    topic: Arc<str>,
+    queue_id: u32,
+    cq: Option<Arc<ConsumeQueue>>,
+    first: u64,
+    next: u64,
+    bytes: Vec<u8>,
+    in_round: bool,
+}
+
+/// The dispatcher's position and reusable buffers, held under the dispatch lock.
+#[derive(Debug, Default)]
+pub(crate) struct DispatchState {
+    /// Commit-log offset dispatched up to.
+    pub dispatched: u64,
+    queues: HashMap<Arc<str>, HashMap<u32, QueueBuf>>,
+    touched: Vec<(Arc<str>, u32)>,
+}
+
+impl DispatchState {
+    /// A dispatcher starting at `dispatched`.
+    pub fn new(dispatched: u64) -> DispatchState {
+        DispatchState {
+            dispatched,
+            ..DispatchState::default()
+        }
+    }
+
+    fn buf(&mut self, topic: &str, queue_id: u32) -> &mut QueueBuf {
+        let name: Arc<str> = match self.queues.get_key_value(topic) {
+            Some((k, _)) => Arc::clone(k),
+            None => {
+                let k: Arc<str> = Arc::from(topic);
+                self.queues.insert(Arc::clone(&k), HashMap::new());
+                k
+            }
+        };
+        self.queues
+            .entry(Arc::clone(&name))
+            .or_default()
+            .entry(queue_id)
+            .or_insert_with(|| QueueBuf {
+                topic: name,
+                queue_id,
+                cq: None,
+                first: 0,
+                next: 0,
+                bytes: Vec::new(),
+                in_round: false,
+            })
+    }
+
+    /// Forgets a topic's buffers (its queues were deleted).
+    pub fn forget_topic(&mut self, topic: &str) {
+        self.queues.remove(topic);
+    }
+}
+
+/// One update for the dispatch listener: (topic, queue, new max offset).
+pub(crate) type Touched = Vec<(Arc<str>, u32, u64)>;
+
+/// Dispatches the log from `state.dispatched` towards `target`, at most `budget` bytes.
+///
+/// On error nothing is published and the position does not move: the next round redoes it.
+pub(crate) fn dispatch_round(
+    inner: &Inner,
+    state: &mut DispatchState,
+    target: u64,
+    budget: u64,
+) -> io::Result<Touched> {
+    let result = round(inner, state, target, budget);
+    if result.is_err() {
+        state.touched.clear();
+        for buf in state.queues.values_mut().flat_map(|qs| qs.values_mut()) {
+            buf.bytes.clear();
+            buf.in_round = false;
+        }
+    }
+    result
+}
+
+fn round(
+    inner: &Inner,
+    state: &mut DispatchState,
+    target: u64,
+    budget: u64,
+) -> io::Result<Touched> {
+    let start = state.dispatched;
+    let limit = target.min(start.saturating_add(budget));
+    let mut pos = start;
+    while pos < target {
+        if pos >= limit {
+            break;
+        }
+        let Some(seg) = inner.log.segment_for(pos) else {
+            return Err(io::Error::other(format!(
+                "dispatch position {pos} is in no segment"
+            )));
+        };
+        let rel = pos - seg.base;
+        let avail = (target - pos).min(seg.capacity - rel) as usize;
+        let Some(rest) = seg.bytes(rel, avail) else {
+            return Err(io::Error::other("dispatch read past a segment"));
+        };
+        if (rest.len() as u64) < END_MARKER_LEN || is_end_marker(rest) {
+            pos = seg.end();
+            continue;
+        }
+        let record = Record::parse(rest)
+            .map_err(|e| io::Error::other(format!("unreadable record at {pos}: {e}")))?;
+        let stamp = record.stamp();
+        let topic = record.topic();
+        let entry = Entry {
+            offset: pos,
+            size: record.total_len() as u32,
+            tag_hash: tag_hash(record.tag()),
+        };
+        let buf = state.buf(topic, stamp.queue_id);
+        if !buf.bytes.is_empty() && buf.next != stamp.queue_offset {
+            // Not contiguous with what is buffered (cannot happen with one writer, but a
+            // positional write per run keeps it correct anyway).
+            write_buf(inner, buf)?;
+        }
+        if buf.bytes.is_empty() {
+            buf.first = stamp.queue_offset;
+        }
+        buf.bytes.extend_from_slice(&entry.encode());
+        buf.next = stamp.queue_offset + 1;
+        if !buf.in_round {
+            buf.in_round = true;
+            let name = Arc::clone(&buf.topic);
+            state.touched.push((name, stamp.queue_id));
+        }
+        let key = record.key();
+        if !key.is_empty() {
+            inner.index.insert(topic, key, pos)?;
+        }
+        pos += record.total_len() as u64;
+    }
+    let mut touched = Vec::with_capacity(state.touched.len());
+    let names = std::mem::take(&mut state.touched);
+    for (topic, queue_id) in &names {
+        let buf = state.buf(topic, *queue_id);
+        if !buf.bytes.is_empty() {
+            write_buf(inner, buf)?;
+        }
+    }
+    for (topic, queue_id) in names {
+        let buf = state.buf(&topic, queue_id);
+        buf.in_round = false;
+        if let Some(cq) = &buf.cq
+            && buf.next > cq.max()
+        {
+            cq.publish_max(buf.next);
+        }
+        touched.push((topic, queue_id, buf.next));
+    }
+    state.dispatched = pos;
+    inner.dispatched.store(pos, Ordering::Release);
+    Ok(touched)
+}
+
+fn write_buf(inner: &Inner, buf: &mut QueueBuf) -> io::Result<()> {
+    let cq = match &buf.cq {
+        Some(cq) => Arc::clone(cq),
+        None => inner.queues.get_or_create(&buf.topic, buf.queue_id),
+    };
+    cq.write_entries(buf.first, &buf.bytes)?;
+    buf.bytes.clear();
+    buf.cq = Some(cq);
+    Ok(())
+}
+
+/// Dispatches what is written, on the caller's thread, unless a dispatch is already running
+/// (then that one, or the dispatcher thread, covers it). Appenders call this so that an
+/// acknowledged batch is readable without waiting for the dispatcher thread to wake up.
+pub(crate) fn try_dispatch_now(inner: &Inner) {
+    let Some(mut state) = inner.dispatch.try_lock() else {
+        return;
+    };
+    let target = inner.log.written();
+    if state.dispatched >= target {
+        return;
+    }
+    match dispatch_round(inner, &mut state, target, ROUND_BYTES) {
+        Ok(touched) => {
+            drop(state);
+            inner.notify_listener(&touched);
+        }
+        Err(e) => {
+            drop(state);
+            inner.dispatch_failed(&e);
+            tracing::warn!(error = %e, "inline dispatch failed; the dispatcher retries");
+        }
+    }
+}
+
+/// The dispatcher thread: dispatch whenever the log grows, until shutdown.
+pub(crate) fn run(inner: Arc<Inner>) {
+    loop {
+        {
+            let mut guard = inner.wake.lock();
+            while !inner.stopping()
+                && inner.log.written() <= inner.dispatched.load(Ordering::Acquire)
+            {
+                inner
+                    .dispatch_cv
+                    .wait_for(&mut guard, Duration::from_millis(200));
+            }
+        }
+        if inner.stopping() && inner.log.written() <= inner.dispatched.load(Ordering::Acquire) {
+            return;
+        }
+        let result = {
+            let mut state = inner.dispatch.lock();
+            let target = inner.log.written();
+            dispatch_round(&inner, &mut state, target, ROUND_BYTES)
+        };
+        match result {
+            Ok(touched) => inner.notify_listener(&touched),
+            Err(e) => {
+                inner.dispatch_failed(&e);
+                tracing::error!(error = %e, "dispatch failed; retrying");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}

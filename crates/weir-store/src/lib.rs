@@ -1,0 +1,30 @@
+//! Weir's storage engine.
+//!
+//! One append-only [commit log](commit_log) holds every topic's records in segment files;
+//! per-(topic, queue) [consume queues](consume_queue) and a [key index](key_index) are built
+//! from it by the [dispatcher](dispatch) and can always be rebuilt from it. [Flushing](flush)
+//! is async (interval) or sync (group commit); a [checkpoint](checkpoint) bounds
+//! [recovery](recovery) to the data written since; [retention](retention) deletes old
+//! segments. The entry point is [`Store`]; see `docs/storage.md` for the whole picture.
+
+#![deny(unsafe_code)]
+
+mod checkpoint;
+mod commit_log;
+mod config;
+mod consume_queue;
+mod dispatch;
+mod error;
+mod filter;
+mod flush;
+mod key_index;
+mod mmap;
+mod recovery;
+mod retention;
+mod segment;
+mod store;
+
+pub use config::{FlushMode, StoreConfig};
+pub use error::StoreError;
+pub use filter::TagFilter;
+pub use store::{AppendResult, DispatchListener, QueueOffsets, ReadResult, Store, StoreStats};

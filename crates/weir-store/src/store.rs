@@ -1,0 +1,954 @@
+//! The store: the public API over the commit log, consume queues and indexes.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::{Condvar, Mutex, RwLock};
+use tokio::sync::watch;
+use weir_proto::record::{Record, Records};
+
+use crate::checkpoint::Checkpoint;
+use crate::commit_log::{Appended, CommitLog, StampMode, Writer};
+use crate::consume_queue::{ConsumeQueues, ENTRY_LEN, Entry};
+use crate::dispatch::{self, DispatchState, Touched};
+use crate::key_index::KeyIndex;
+use crate::{FlushMode, StoreConfig, StoreError, TagFilter, flush, recovery, retention};
+
+/// Called with (topic, queue id, new max offset) after each dispatch round that touched the
+/// queue.
+pub type DispatchListener = Arc<dyn Fn(&str, u32, u64) + Send + Sync>;
+
+/// Most consume-queue entries one `read` scans (so a filter that matches nothing cannot make
+/// one read walk a whole queue); `next_offset` tells the caller where to go on.
+const MAX_SCAN_ENTRIES: u64 = 16_384;
+/// Consume-queue entries read per positional read.
+const SCAN_CHUNK: u64 = 512;
+
+/// Where an append went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendResult {
+    /// Commit-log offset of the first record.
+    pub commit_log_offset: u64,
+    /// Commit-log offset just past the last record.
+    pub end_offset: u64,
+    /// Queue offset of the first record (the others follow consecutively).
+    pub queue_offset: u64,
+    /// Records appended.
+    pub count: u32,
+    /// Store timestamp given to the records, ms since the Unix epoch.
+    pub store_timestamp: i64,
+}
+
+/// What a read returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadResult {
+    /// The matching records laid end to end, exactly the stamped bytes from the log.
+    pub records: Bytes,
+    /// Number of records in `records`.
+    pub count: u32,
+    /// Queue offset to read from next (past filtered-out messages too).
+    pub next_offset: u64,
+    /// The queue's smallest readable offset.
+    pub min_offset: u64,
+    /// The queue's next offset to be written.
+    pub max_offset: u64,
+}
+
+/// A queue's readable range: offsets `min..max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueOffsets {
+    /// Smallest readable offset.
+    pub min: u64,
+    /// One past the largest readable (dispatched) offset.
+    pub max: u64,
+}
+
+/// Counters and positions for monitoring.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct StoreStats {
+    /// Oldest commit-log offset still on disk.
+    pub min_offset: u64,
+    /// End of the written log.
+    pub written_offset: u64,
+    /// Durable up to here.
+    pub flushed_offset: u64,
+    /// Indexed (readable) up to here.
+    pub dispatched_offset: u64,
+    /// Commit-log segment files.
+    pub segment_count: usize,
+    /// Bytes the segment files take (their preallocated capacity).
+    pub segment_bytes: u64,
+    /// Free bytes on the data directory's filesystem.
+    pub disk_free: u64,
+    /// Size of that filesystem.
+    pub disk_total: u64,
+    /// Used fraction of that filesystem.
+    pub disk_used_ratio: f64,
+    /// fdatasync calls on the commit log since open.
+    pub fsyncs: u64,
+    /// Append calls that succeeded since open.
+    pub appends: u64,
+    /// Records appended since open.
+    pub messages: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub fsyncs: AtomicU64,
+    pub appends: AtomicU64,
+    pub messages: AtomicU64,
+}
+
+/// State shared by the store and its threads.
+pub(crate) struct Inner {
+    pub config: StoreConfig,
+    pub log: CommitLog,
+    pub writer: Mutex<Writer>,
+    pub queues: ConsumeQueues,
+    pub index: KeyIndex,
+    pub dispatch: Mutex<DispatchState>,
+    pub dispatched: AtomicU64,
+    pub flushed: AtomicU64,
+    flushed_tx: watch::Sender<u64>,
+    dispatched_tx: watch::Sender<u64>,
+    /// Set while dispatching fails (a full disk, an I/O error); holds whether the disk is
+    /// full. Appenders waiting for dispatch are told, and new appends are refused.
+    dispatch_stall: Mutex<Option<bool>>,
+    pub flush_lock: Mutex<()>,
+    pub checkpoint_lock: Mutex<Option<Checkpoint>>,
+    pub retention_lock: Mutex<()>,
+    pub wake: Mutex<()>,
+    pub dispatch_cv: Condvar,
+    pub flush_cv: Condvar,
+    pub stop_cv: Condvar,
+    stop: AtomicBool,
+    closed: AtomicBool,
+    listener: RwLock<Option<DispatchListener>>,
+    pub stats: Counters,
+}
+
+impl Inner {
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    pub fn set_flushed(&self, offset: u64) {
+        self.flushed.store(offset, Ordering::Release);
+        self.flushed_tx.send_replace(offset);
+    }
+
+    /// Records that a dispatch round failed with `err`, and wakes appenders waiting for
+    /// dispatch so they report it instead of waiting for a round that cannot succeed yet.
+    pub fn dispatch_failed(&self, err: &std::io::Error) {
+        *self.dispatch_stall.lock() = Some(crate::error::is_disk_full(err));
+        self.dispatched_tx.send_modify(|_| {});
+    }
+
+    /// The error appends get while dispatching is stalled, if it is.
+    fn dispatch_stalled(&self) -> Option<StoreError> {
+        self.dispatch_stall.lock().map(|disk_full| {
+            if disk_full {
+                StoreError::DiskFull
+            } else {
+                StoreError::Io(std::io::Error::other(
+                    "indexing new messages is failing; see the broker log",
+                ))
+            }
+        })
+    }
+
+    /// Publishes the dispatched position to appenders waiting for it, then tells the dispatch
+    /// listener which queues grew.
+    pub fn notify_listener(&self, touched: &Touched) {
+        *self.dispatch_stall.lock() = None;
+        self.dispatched_tx
+            .send_replace(self.dispatched.load(Ordering::Acquire));
+        if touched.is_empty() {
+            return;
+        }
+        let listener = self.listener.read().clone();
+        if let Some(listener) = listener {
+            for (topic, queue_id, max) in touched {
+                listener(topic, *queue_id, *max);
+            }
+        }
+    }
+
+    fn wake_after_write(&self) {
+        drop(self.wake.lock());
+        self.dispatch_cv.notify_one();
+        if self.config.flush == FlushMode::Sync {
+            self.flush_cv.notify_one();
+        }
+    }
+
+    /// Writes a checkpoint: everything dispatched so far is made durable first.
+    fn checkpoint(&self) -> Result<(), StoreError> {
+        let mut last = self.checkpoint_lock.lock();
+        let (dispatched, mark) = {
+            let state = self.dispatch.lock();
+            (state.dispatched, self.index.mark())
+        };
+        if last.is_some_and(|cp| cp.dispatched == dispatched && cp.index == mark) {
+            return Ok(());
+        }
+        flush::flush_to(self, dispatched)?;
+        for (_, _, cq) in self.queues.all() {
+            cq.sync()?;
+        }
+        self.index.sync()?;
+        let cp = Checkpoint {
+            dispatched,
+            index: mark,
+        };
+        cp.store(&self.config.data_dir)?;
+        *last = Some(cp);
+        Ok(())
+    }
+
+    /// Moves the checkpoint to `offset` (before a cut); `last` is the held checkpoint lock.
+    fn checkpoint_at(&self, last: &mut Option<Checkpoint>, offset: u64) -> Result<(), StoreError> {
+        self.index.sync()?;
+        let dirty: Vec<_> = self
+            .queues
+            .all()
+            .into_iter()
+            .filter(|(_, _, cq)| cq.is_dirty())
+            .collect();
+        if dirty.len() > SYNCFS_DIRTY_QUEUES {
+            // With thousands of busy queues, one fdatasync per consume-queue file would cost
+            // thousands of syscalls and journal commits every checkpoint; one syncfs makes the
+            // whole file system durable at once. Flags are cleared first, so anything written
+            // meanwhile stays dirty for the next checkpoint.
+            for (_, _, cq) in &dirty {
+                cq.take_dirty();
+            }
+            let dir = File::open(&self.config.data_dir)?;
+            rustix::fs::syncfs(&dir).map_err(std::io::Error::from)?;
+        } else {
+            for (_, _, cq) in &dirty {
+                cq.sync()?;
+            }
+        }
+        let cp = Checkpoint {
+            dispatched: offset,
+            index: self.index.mark(),
+        };
+        cp.store(&self.config.data_dir)?;
+        *last = Some(cp);
+        Ok(())
+    }
+}
+
+/// A checkpoint with more dirty consume queues than this syncs the file system in one call
+/// instead of each queue's files.
+const SYNCFS_DIRTY_QUEUES: usize = 64;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn check_topic(topic: &str) -> Result<(), StoreError> {
+    if topic.is_empty() || topic == "." || topic == ".." || topic.contains(['/', '\0']) {
+        return Err(StoreError::InvalidTopic(topic.to_owned()));
+    }
+    Ok(())
+}
+
+/// The storage engine. Open with [`Store::open`]; share as `Arc<Store>`.
+pub struct Store {
+    inner: Arc<Inner>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    _lock: File,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("data_dir", &self.inner.config.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in `config.data_dir`: takes the directory lock, recovers
+    /// the log from the last checkpoint, re-dispatches what follows it, and starts the flusher,
+    /// dispatcher, checkpointer and retention threads.
+    pub fn open(config: StoreConfig) -> Result<Arc<Store>, StoreError> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.data_dir)?;
+        let lock_path = config.data_dir.join("LOCK");
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)?;
+        // Retry briefly: a previous owner may be exiting, or a child process forked by this one
+        // may hold the descriptor for the moment between fork and exec.
+        let mut attempts = 0;
+        while rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+            .is_err()
+        {
+            attempts += 1;
+            if attempts > 25 {
+                return Err(StoreError::Locked { path: lock_path });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let started = std::time::Instant::now();
+        let checkpoint = Checkpoint::load(&config.data_dir);
+        let rec = recovery::recover_log(
+            &config.data_dir.join("commitlog"),
+            config.segment_size,
+            checkpoint,
+        )?;
+        let log_min = rec.segments.first().map_or(0, |s| s.base);
+        let queues = ConsumeQueues::open(
+            config.data_dir.join("consumequeue"),
+            config.consume_queue_segment_entries,
+            rec.start,
+            log_min,
+        )?;
+        let index = KeyIndex::open(
+            config.data_dir.join("index"),
+            config.index_slots,
+            config.index_entries,
+            rec.checkpoint.map(|cp| cp.index),
+        )?;
+        let active = rec
+            .segments
+            .iter()
+            .rev()
+            .find(|s| s.base <= rec.end)
+            .cloned()
+            .ok_or_else(|| StoreError::InvalidConfig("no segment".into()))?;
+        let log = CommitLog::new(
+            config.data_dir.join("commitlog"),
+            config.segment_size,
+            rec.segments,
+            rec.end,
+        );
+        let (flushed_tx, _) = watch::channel(rec.end);
+        let (dispatched_tx, _) = watch::channel(rec.start);
+        let inner = Arc::new(Inner {
+            writer: Mutex::new(Writer::new(
+                active,
+                rec.end,
+                HashMap::new(),
+                rec.last_store_ts,
+            )),
+            log,
+            queues,
+            index,
+            dispatch: Mutex::new(DispatchState::new(rec.start)),
+            dispatched: AtomicU64::new(rec.start),
+            flushed: AtomicU64::new(rec.end),
+            flushed_tx,
+            dispatched_tx,
+            dispatch_stall: Mutex::new(None),
+            flush_lock: Mutex::new(()),
+            checkpoint_lock: Mutex::new(None),
+            retention_lock: Mutex::new(()),
+            wake: Mutex::new(()),
+            dispatch_cv: Condvar::new(),
+            flush_cv: Condvar::new(),
+            stop_cv: Condvar::new(),
+            stop: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            listener: RwLock::new(None),
+            stats: Counters::default(),
+            config,
+        });
+        {
+            let mut state = inner.dispatch.lock();
+            while state.dispatched < rec.end {
+                dispatch::dispatch_round(&inner, &mut state, rec.end, u64::MAX)?;
+            }
+        }
+        inner
+            .writer
+            .lock()
+            .queues_mut()
+            .extend(next_offsets(&inner));
+        inner.checkpoint()?;
+        tracing::info!(
+            start = rec.start,
+            end = rec.end,
+            records = rec.records,
+            took = ?started.elapsed(),
+            "store opened"
+        );
+        let mut threads = Vec::new();
+        let spawn = |name: &str, f: fn(Arc<Inner>)| {
+            let inner = Arc::clone(&inner);
+            std::thread::Builder::new()
+                .name(name.to_owned())
+                .spawn(move || f(inner))
+        };
+        threads.push(spawn("weir-flush", flush::run)?);
+        threads.push(spawn("weir-dispatch", dispatch::run)?);
+        threads.push(spawn("weir-checkpoint", run_checkpointer)?);
+        threads.push(spawn("weir-retention", retention::run)?);
+        Ok(Arc::new(Store {
+            inner,
+            threads: Mutex::new(threads),
+            _lock: lock,
+        }))
+    }
+
+    /// The configuration the store runs with.
+    pub fn config(&self) -> &StoreConfig {
+        &self.inner.config
+    }
+
+    /// Checks every record of a producer's batch; returns how many there are.
+    fn validate_batch(&self, topic: &str, batch: &[u8]) -> Result<u64, StoreError> {
+        check_topic(topic)?;
+        let max = self.inner.config.max_message_size;
+        let mut count = 0;
+        for record in Records::new(batch) {
+            let record = record?;
+            if record.total_len() > max {
+                return Err(StoreError::MessageTooLarge {
+                    size: record.total_len(),
+                    max,
+                });
+            }
+            record.verify_body()?;
+            if record.topic() != topic {
+                return Err(StoreError::TopicMismatch {
+                    expected: topic.to_owned(),
+                    found: record.topic().to_owned(),
+                });
+            }
+            count += 1;
+        }
+        if count == 0 {
+            return Err(StoreError::EmptyBatch);
+        }
+        Ok(count)
+    }
+
+    /// Writes a batch of `count` records (known for producer batches) under the writer lock.
+    fn write(
+        &self,
+        batch: &mut [u8],
+        mode: StampMode<'_>,
+        count: Option<u64>,
+    ) -> Result<Appended, StoreError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        if let Some(err) = self.inner.dispatch_stalled() {
+            return Err(err);
+        }
+        let appended = {
+            let mut writer = self.inner.writer.lock();
+            if let (StampMode::Fresh { topic, queue_id }, Some(count)) = (mode, count) {
+                // Claim the consume-queue blocks these records will need before the log is
+                // written: a full disk then fails the append with nothing written, instead of
+                // leaving stored records the dispatcher cannot index.
+                let next = writer.next_queue_offset(topic, queue_id);
+                self.inner
+                    .queues
+                    .get_or_create(topic, queue_id)
+                    .reserve(next + count)
+                    .map_err(StoreError::from_io)?;
+            }
+            writer.append(&self.inner.log, batch, mode, now_ms())?
+        };
+        self.inner.wake_after_write();
+        self.inner.stats.appends.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .stats
+            .messages
+            .fetch_add(appended.count as u64, Ordering::Relaxed);
+        Ok(appended)
+    }
+
+    /// Appends a producer's batch (records laid end to end) to `topic`/`queue_id`.
+    ///
+    /// Every record is checked first (layout, body CRC, size, topic); one bad record rejects
+    /// the whole batch and nothing is written. The records get consecutive queue offsets and
+    /// are stamped in place, then written with one positional write. It returns once the batch
+    /// is dispatched — readable through [`Store::read`] and the indexes, so whoever is told
+    /// "stored" can read it back at once — and, in sync mode, durable (group commit).
+    pub async fn append(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        mut batch: BytesMut,
+    ) -> Result<AppendResult, StoreError> {
+        let result = self.append_now(topic, queue_id, &mut batch)?;
+        dispatch::try_dispatch_now(&self.inner);
+        if self.inner.config.flush == FlushMode::Sync {
+            self.wait_durable(result.end_offset).await?;
+        }
+        self.wait_dispatched(result.end_offset).await?;
+        Ok(result)
+    }
+
+    /// The synchronous part of [`Store::append`]: validate and write, without waiting for
+    /// durability in sync mode.
+    pub fn append_now(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        batch: &mut [u8],
+    ) -> Result<AppendResult, StoreError> {
+        let count = self.validate_batch(topic, batch)?;
+        let a = self.write(batch, StampMode::Fresh { topic, queue_id }, Some(count))?;
+        Ok(AppendResult {
+            commit_log_offset: a.first_offset,
+            end_offset: a.end_offset,
+            queue_offset: a.first_queue_offset,
+            count: a.count,
+            store_timestamp: a.store_timestamp,
+        })
+    }
+
+    /// Appends records already stamped by a leader, as they are, at the end of this log.
+    ///
+    /// Each record's CRCs must hold and its stamped commit-log and queue offsets must be
+    /// exactly where this log would put it (same segment size as the leader); otherwise
+    /// nothing is written. Does not wait for durability.
+    pub fn append_replicated(&self, batch: &mut [u8]) -> Result<AppendResult, StoreError> {
+        let max = self.inner.config.max_message_size;
+        let mut first = None;
+        for record in Records::new(batch) {
+            let record = record?;
+            record.verify_header()?;
+            record.verify_body()?;
+            check_topic(record.topic())?;
+            if record.total_len() > max {
+                return Err(StoreError::MessageTooLarge {
+                    size: record.total_len(),
+                    max,
+                });
+            }
+            first.get_or_insert(record.stamp());
+        }
+        let first = first.ok_or(StoreError::EmptyBatch)?;
+        let a = self.write(batch, StampMode::Replicated, None)?;
+        Ok(AppendResult {
+            commit_log_offset: a.first_offset,
+            end_offset: a.end_offset,
+            queue_offset: first.queue_offset,
+            count: a.count,
+            store_timestamp: first.store_timestamp,
+        })
+    }
+
+    /// Waits until the log is durable up to `end_offset`.
+    pub async fn wait_durable(&self, end_offset: u64) -> Result<(), StoreError> {
+        if self.inner.flushed.load(Ordering::Acquire) >= end_offset {
+            return Ok(());
+        }
+        let mut rx = self.inner.flushed_tx.subscribe();
+        self.inner.flush_cv.notify_one();
+        rx.wait_for(|f| *f >= end_offset)
+            .await
+            .map(|_| ())
+            .map_err(|_| StoreError::Closed)
+    }
+
+    /// Waits until the dispatcher has passed `end_offset`, so the records before it are
+    /// readable.
+    pub async fn wait_dispatched(&self, end_offset: u64) -> Result<(), StoreError> {
+        if self.inner.dispatched.load(Ordering::Acquire) >= end_offset {
+            return Ok(());
+        }
+        let mut rx = self.inner.dispatched_tx.subscribe();
+        let inner = &self.inner;
+        rx.wait_for(|d| *d >= end_offset || inner.dispatch_stall.lock().is_some())
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        if inner.dispatched.load(Ordering::Acquire) >= end_offset {
+            return Ok(());
+        }
+        // The batch is in the log and will be dispatched once the cause is gone, but the
+        // caller cannot be told it is readable now.
+        Err(inner.dispatch_stalled().unwrap_or(StoreError::Closed))
+    }
+
+    /// Reads up to `max_messages` messages (and about `max_bytes`, but at least one if any is
+    /// available) from `topic`/`queue_id` starting at queue offset `from_offset`, skipping
+    /// messages whose tag does not match `filter`.
+    pub fn read(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        from_offset: u64,
+        max_messages: u32,
+        max_bytes: u32,
+        filter: &TagFilter,
+    ) -> Result<ReadResult, StoreError> {
+        let Some(cq) = self.inner.queues.get(topic, queue_id) else {
+            if from_offset == 0 {
+                return Ok(ReadResult {
+                    records: Bytes::new(),
+                    count: 0,
+                    next_offset: 0,
+                    min_offset: 0,
+                    max_offset: 0,
+                });
+            }
+            return Err(StoreError::OffsetOutOfRange {
+                requested: from_offset,
+                min: 0,
+                max: 0,
+            });
+        };
+        let (min, max) = (cq.min(), cq.max());
+        if from_offset < min || from_offset > max {
+            return Err(StoreError::OffsetOutOfRange {
+                requested: from_offset,
+                min,
+                max,
+            });
+        }
+        let mut out = BytesMut::new();
+        let mut count = 0u32;
+        let mut next = from_offset;
+        let scan_end = max.min(from_offset.saturating_add(MAX_SCAN_ENTRIES));
+        let mut entries = Vec::new();
+        'scan: while next < scan_end && count < max_messages {
+            let chunk_end = scan_end.min(next + SCAN_CHUNK);
+            cq.read_entries(next, chunk_end, &mut entries)?;
+            for raw in entries.chunks_exact(ENTRY_LEN as usize) {
+                if count >= max_messages {
+                    break 'scan;
+                }
+                let entry = Entry::decode(raw);
+                if !filter.matches_hash(entry.tag_hash) {
+                    next += 1;
+                    continue;
+                }
+                if count > 0 && out.len() + entry.size as usize > max_bytes as usize {
+                    break 'scan;
+                }
+                let copied = self
+                    .inner
+                    .log
+                    .with_bytes(
+                        entry.offset,
+                        entry.size as usize,
+                        |bytes| match Record::parse(bytes) {
+                            Ok(r) if filter.matches_tag(r.tag()) => {
+                                out.extend_from_slice(bytes);
+                                Some(true)
+                            }
+                            Ok(_) => Some(false),
+                            Err(_) => None,
+                        },
+                    )
+                    .flatten();
+                match copied {
+                    Some(true) => count += 1,
+                    Some(false) => {}
+                    None if count == 0 => {
+                        // The record is gone (retention ran between the range check and here).
+                        let log_min = self.inner.log.min_offset();
+                        if entry.offset < log_min {
+                            return Err(StoreError::OffsetOutOfRange {
+                                requested: from_offset,
+                                min: cq.offset_of_log_position(log_min)?,
+                                max,
+                            });
+                        }
+                        return Err(StoreError::CorruptRecord(
+                            weir_proto::record::RecordError::Malformed(
+                                "consume-queue entry does not point at a record",
+                            ),
+                        ));
+                    }
+                    None => break 'scan,
+                }
+                next += 1;
+            }
+        }
+        Ok(ReadResult {
+            records: out.freeze(),
+            count,
+            next_offset: next,
+            min_offset: min,
+            max_offset: max,
+        })
+    }
+
+    /// The readable range of a queue; `{0, 0}` for an unknown queue.
+    pub fn queue_offsets(&self, topic: &str, queue_id: u32) -> QueueOffsets {
+        self.inner
+            .queues
+            .get(topic, queue_id)
+            .map_or(QueueOffsets::default(), |cq| QueueOffsets {
+                min: cq.min(),
+                max: cq.max(),
+            })
+    }
+
+    /// The record at commit-log offset `commit_log_offset`, checked (layout and both CRCs).
+    pub fn read_at(&self, commit_log_offset: u64) -> Result<Bytes, StoreError> {
+        if commit_log_offset >= self.inner.dispatched.load(Ordering::Acquire) {
+            return Err(StoreError::NotFound);
+        }
+        self.inner.log.read_record(commit_log_offset)
+    }
+
+    /// Up to `max` records of `topic` with key `key`, oldest first.
+    pub fn find_by_key(
+        &self,
+        topic: &str,
+        key: &str,
+        max: usize,
+    ) -> Result<Vec<Bytes>, StoreError> {
+        let log_min = self.inner.log.min_offset();
+        let dispatched = self.inner.dispatched.load(Ordering::Acquire);
+        let candidates = self.inner.index.candidates(
+            topic,
+            key,
+            log_min,
+            max.saturating_mul(2).saturating_add(64),
+        );
+        let mut out = Vec::new();
+        for offset in candidates {
+            if out.len() >= max {
+                break;
+            }
+            if offset >= dispatched {
+                continue;
+            }
+            let Ok(bytes) = self.inner.log.read_record(offset) else {
+                continue;
+            };
+            let matches = Record::parse(&bytes).is_ok_and(|r| r.topic() == topic && r.key() == key);
+            if matches {
+                out.push(bytes);
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// The first queue offset whose store timestamp is at or after `timestamp_ms`; the queue's
+    /// max offset if there is none.
+    pub fn offset_for_time(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        timestamp_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let Some(cq) = self.inner.queues.get(topic, queue_id) else {
+            return Ok(0);
+        };
+        let (mut lo, mut hi) = (cq.min(), cq.max());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let entry = cq.entry(mid)?;
+            let ts = self
+                .inner
+                .log
+                .with_bytes(entry.offset, entry.size as usize, |b| {
+                    Record::parse(b).map(|r| r.stamp().store_timestamp).ok()
+                })
+                .flatten()
+                .unwrap_or(i64::MIN);
+            if ts < timestamp_ms {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
+    }
+
+    /// Removes everything at and after `commit_log_offset` (a record boundary, a segment start
+    /// or the end of the log), including the consume-queue and key-index entries that point
+    /// there. Queue offsets continue from what remains.
+    pub fn truncate_from(&self, commit_log_offset: u64) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        // Lock order: checkpoint, writer, dispatch (the checkpointer takes checkpoint then
+        // dispatch).
+        let mut last_checkpoint = inner.checkpoint_lock.lock();
+        let mut writer = inner.writer.lock();
+        let mut state = inner.dispatch.lock();
+        let written = writer.written();
+        let offset = commit_log_offset;
+        if offset == written {
+            return Ok(());
+        }
+        let seg = inner
+            .log
+            .segment_for(offset)
+            .ok_or(StoreError::InvalidPosition(offset))?;
+        if offset > written || (offset != seg.base && inner.log.read_record(offset).is_err()) {
+            return Err(StoreError::InvalidPosition(offset));
+        }
+        while state.dispatched < written {
+            let touched = dispatch::dispatch_round(inner, &mut state, written, u64::MAX)?;
+            inner.notify_listener(&touched);
+        }
+        inner.index.truncate(offset)?;
+        for (_, _, cq) in inner.queues.all() {
+            cq.truncate_log_offset(offset)?;
+        }
+        // The checkpoint must not vouch for bytes about to be cut.
+        inner.checkpoint_at(&mut last_checkpoint, offset)?;
+        seg.zero_from(offset - seg.base)?;
+        seg.sync()?;
+        let removed = inner.log.remove_after(offset);
+        for s in &removed {
+            std::fs::remove_file(s.path())?;
+        }
+        if !removed.is_empty() {
+            crate::segment::sync_dir(&inner.log.dir)?;
+        }
+        writer.reset(Arc::clone(&seg), offset);
+        inner.log.publish_written(offset);
+        state.dispatched = offset;
+        inner.dispatched.store(offset, Ordering::Release);
+        if inner.flushed.load(Ordering::Acquire) > offset {
+            inner.set_flushed(offset);
+        }
+        let queues = writer.queues_mut();
+        queues.clear();
+        queues.extend(next_offsets(inner));
+        tracing::info!(offset, removed_segments = removed.len(), "log truncated");
+        Ok(())
+    }
+
+    /// Drops a topic's consume queues (its records go with retention). A checkpoint is
+    /// written at once, so recovery does not rebuild them from older records.
+    pub fn delete_queues(&self, topic: &str) -> Result<(), StoreError> {
+        check_topic(topic)?;
+        let inner = &self.inner;
+        let mut writer = inner.writer.lock();
+        {
+            let mut state = inner.dispatch.lock();
+            let written = writer.written();
+            while state.dispatched < written {
+                let touched = dispatch::dispatch_round(inner, &mut state, written, u64::MAX)?;
+                inner.notify_listener(&touched);
+            }
+            state.forget_topic(topic);
+            inner.queues.remove_topic(topic)?;
+            writer.queues_mut().remove(topic);
+        }
+        drop(writer);
+        inner.checkpoint()
+    }
+
+    /// Sets the function told about new messages (see [`DispatchListener`]).
+    pub fn set_dispatch_listener(&self, listener: DispatchListener) {
+        *self.inner.listener.write() = Some(listener);
+    }
+
+    /// Runs retention now (it also runs every `retention_check_interval`); returns how many
+    /// segments were deleted.
+    pub fn run_retention(&self) -> Result<usize, StoreError> {
+        retention::run_once(&self.inner)
+    }
+
+    /// Writes a checkpoint now (it is also written every `checkpoint_interval`).
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.inner.checkpoint()
+    }
+
+    /// Positions and counters.
+    pub fn stats(&self) -> StoreStats {
+        let inner = &self.inner;
+        let segments = inner.log.segments();
+        let (ratio, free, total) =
+            retention::disk_usage(&inner.config.data_dir).unwrap_or((0.0, 0, 0));
+        StoreStats {
+            min_offset: segments.first().map_or(0, |s| s.base),
+            written_offset: inner.log.written(),
+            flushed_offset: inner.flushed.load(Ordering::Acquire),
+            dispatched_offset: inner.dispatched.load(Ordering::Acquire),
+            segment_count: segments.len(),
+            segment_bytes: segments.iter().map(|s| s.capacity).sum(),
+            disk_free: free,
+            disk_total: total,
+            disk_used_ratio: ratio,
+            fsyncs: inner.stats.fsyncs.load(Ordering::Relaxed),
+            appends: inner.stats.appends.load(Ordering::Relaxed),
+            messages: inner.stats.messages.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops the threads, flushes and dispatches everything, and writes a checkpoint. Appends
+    /// fail with [`StoreError::Closed`] afterwards. Calling it again does nothing.
+    pub fn shutdown(&self) -> Result<(), StoreError> {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        {
+            // Wait for an append in progress to finish; none can start now.
+            drop(self.inner.writer.lock());
+            let _guard = self.inner.wake.lock();
+            self.inner.stop.store(true, Ordering::Release);
+            self.inner.dispatch_cv.notify_all();
+            self.inner.flush_cv.notify_all();
+            self.inner.stop_cv.notify_all();
+        }
+        for handle in self.threads.lock().drain(..) {
+            if handle.join().is_err() {
+                tracing::error!("a store thread panicked");
+            }
+        }
+        let written = self.inner.log.written();
+        {
+            let mut state = self.inner.dispatch.lock();
+            while state.dispatched < written {
+                dispatch::dispatch_round(&self.inner, &mut state, written, u64::MAX)?;
+            }
+        }
+        flush::flush_to(&self.inner, written)?;
+        self.inner.checkpoint()
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            tracing::error!(error = %e, "store shutdown on drop failed");
+        }
+    }
+}
+
+/// Every queue's next offset, from the consume queues.
+fn next_offsets(inner: &Inner) -> HashMap<String, HashMap<u32, u64>> {
+    let mut out: HashMap<String, HashMap<u32, u64>> = HashMap::new();
+    for (topic, queue_id, cq) in inner.queues.all() {
+        out.entry(topic).or_default().insert(queue_id, cq.max());
+    }
+    out
+}
+
+fn run_checkpointer(inner: Arc<Inner>) {
+    loop {
+        {
+            let mut guard = inner.wake.lock();
+            if !inner.stopping() {
+                inner
+                    .stop_cv
+                    .wait_for(&mut guard, inner.config.checkpoint_interval);
+            }
+        }
+        if inner.stopping() {
+            return;
+        }
+        if let Err(e) = inner.checkpoint() {
+            tracing::error!(error = %e, "checkpoint failed");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! The client commands of the `weir` binary, one module per command group, all built on
+//! `weir-client`. Shared output formatting lives in [`output`].
+
+pub mod consume_cmd;
+pub mod group_cmd;
+pub mod message_cmd;
+pub mod output;
+pub mod produce_cmd;
+pub mod topic_cmd;
+
+use clap::Args;
+
+/// Where client commands connect.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// Address of a Weir server (name server or standalone node), HOST:PORT.
+    #[arg(
+        long,
+        short = 's',
+        env = "WEIR_SERVER",
+        default_value = "127.0.0.1:9876",
+        global = true
+    )]
+    pub server: String,
+}
+
+impl ServerArgs {
+    /// The servers to configure clients with.
+    pub fn servers(&self) -> Vec<String> {
+        self.server
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+}

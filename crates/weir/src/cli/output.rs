@@ -1,0 +1,78 @@
+//! How client commands print: messages as text or JSON lines, and aligned tables.
+
+use std::io::Write;
+
+use serde_json::{Map, Value, json};
+use weir_client::ReceivedMessage;
+
+/// How messages are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// The body only, as UTF-8 (invalid sequences replaced).
+    Text,
+    /// One JSON object per line with every field.
+    Json,
+}
+
+/// A message as one JSON object: topic, queue, offset, id, key, tag, properties, body,
+/// born_timestamp, store_timestamp.
+pub fn message_json(message: &ReceivedMessage) -> Value {
+    let properties: Map<String, Value> = message
+        .properties
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    json!({
+        "topic": message.topic,
+        "queue": message.queue_id,
+        "offset": message.queue_offset,
+        "id": message.id.map(|id| id.to_string()),
+        "key": message.key,
+        "tag": message.tag,
+        "properties": properties,
+        "body": String::from_utf8_lossy(&message.body),
+        "born_timestamp": message.born_timestamp,
+        "store_timestamp": message.store_timestamp,
+    })
+}
+
+/// Writes `message` as one line in `format`.
+pub fn write_message(
+    out: &mut impl Write,
+    message: &ReceivedMessage,
+    format: Format,
+) -> std::io::Result<()> {
+    match format {
+        Format::Text => {
+            out.write_all(String::from_utf8_lossy(&message.body).as_bytes())?;
+            out.write_all(b"\n")
+        }
+        Format::Json => writeln!(out, "{}", message_json(message)),
+    }
+}
+
+/// Prints rows under `headers`, columns padded to their widest cell.
+pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.len());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        padded.join("  ").trim_end().to_owned()
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let _ = writeln!(out, "{}", line(headers.to_vec()));
+    for row in rows {
+        let _ = writeln!(out, "{}", line(row.iter().map(String::as_str).collect()));
+    }
+}

@@ -1,0 +1,110 @@
+//! `weir produce TOPIC`: send one message (`--body`) or one message per stdin line.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use weir_client::{Message, Producer, ProducerConfig, SendHandle};
+
+use super::ServerArgs;
+
+/// Most sends in flight at once while streaming stdin.
+const MAX_IN_FLIGHT: usize = 20_000;
+
+/// Send messages to a topic.
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// The topic.
+    topic: String,
+    /// Message key (indexed; messages with one key go to one queue, in order).
+    #[arg(long, short = 'k')]
+    key: Option<String>,
+    /// Message tag (for consumers' tag filters).
+    #[arg(long, short = 't')]
+    tag: Option<String>,
+    /// A property, NAME=VALUE; repeatable.
+    #[arg(long = "property", short = 'p', value_parser = parse_property)]
+    properties: Vec<(String, String)>,
+    /// The body of one message; without it, each line of stdin is one message.
+    #[arg(long, short = 'b')]
+    body: Option<String>,
+    /// Print each message's id to stdout, in input order (always done with --body).
+    #[arg(long)]
+    print_ids: bool,
+}
+
+fn parse_property(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("expected NAME=VALUE, got {text:?}"))
+}
+
+impl ProduceArgs {
+    fn message(&self, body: String) -> Message {
+        let mut message = Message::new(self.topic.clone(), body);
+        if let Some(key) = &self.key {
+            message = message.with_key(key.clone());
+        }
+        if let Some(tag) = &self.tag {
+            message = message.with_tag(tag.clone());
+        }
+        for (k, v) in &self.properties {
+            message = message.with_property(k.clone(), v.clone());
+        }
+        message
+    }
+}
+
+/// Runs `weir produce`.
+pub async fn run(args: ProduceArgs) -> Result<()> {
+    let producer = Producer::new(ProducerConfig::new(args.server.servers()))?;
+    // Learn the route first: a missing topic fails here, and stdin lines keep their order.
+    producer.route(&args.topic).await?;
+    let started = Instant::now();
+    let mut sent = 0u64;
+    if let Some(body) = &args.body {
+        let result = producer.send(args.message(body.clone())).await?;
+        println!("{}", result.message_id);
+        sent = 1;
+    } else {
+        let mut in_flight: VecDeque<SendHandle> = VecDeque::new();
+        let mut lines = BufReader::new(tokio::io::stdin()).lines();
+        while let Some(line) = lines.next_line().await.context("reading stdin")? {
+            in_flight.push_back(producer.send_async(args.message(line)));
+            if in_flight.len() >= MAX_IN_FLIGHT
+                && let Some(oldest) = in_flight.pop_front()
+            {
+                acknowledge(oldest, args.print_ids).await?;
+                sent += 1;
+            }
+        }
+        while let Some(handle) = in_flight.pop_front() {
+            acknowledge(handle, args.print_ids).await?;
+            sent += 1;
+        }
+    }
+    producer.close().await;
+    eprintln!(
+        "sent {sent} messages to {} in {} ms",
+        args.topic,
+        started.elapsed().as_millis()
+    );
+    Ok(())
+}
+
+async fn acknowledge(handle: SendHandle, print_id: bool) -> Result<()> {
+    match handle.await {
+        Ok(result) => {
+            if print_id {
+                println!("{}", result.message_id);
+            }
+            Ok(())
+        }
+        Err(e) => bail!(e),
+    }
+}

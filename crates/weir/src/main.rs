@@ -1,0 +1,64 @@
+//! `weir`: the message broker and its command-line tools in one binary.
+
+mod cli;
+mod config;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+/// Weir: a message queue broker.
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a standalone node: broker and name server in one process.
+    Serve(serve::ServeArgs),
+    /// Manage topics: create, list, describe, delete, add queues.
+    Topic(cli::topic_cmd::TopicArgs),
+    /// Send messages to a topic (one per stdin line, or --body).
+    Produce(cli::produce_cmd::ProduceArgs),
+    /// Consume messages from a topic as a member of a consumer group.
+    Consume(cli::consume_cmd::ConsumeArgs),
+    /// Manage consumer groups: list, describe, reset offsets.
+    Group(cli::group_cmd::GroupArgs),
+    /// Look messages up by id or key.
+    Message(cli::message_cmd::MessageArgs),
+}
+
+/// Logs of client commands go to stderr, at `warn` unless RUST_LOG says otherwise.
+fn init_client_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        init_client_logging();
+    }
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Topic(args) => cli::topic_cmd::run(args).await,
+        Command::Produce(args) => cli::produce_cmd::run(args).await,
+        Command::Consume(args) => cli::consume_cmd::run(args).await,
+        Command::Group(args) => cli::group_cmd::run(args).await,
+        Command::Message(args) => cli::message_cmd::run(args).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

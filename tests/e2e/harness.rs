@@ -1,0 +1,234 @@
+//! Starts the real `weir` binary on a free loopback port, with its own data directory, and runs
+//! CLI commands against it. A test body is the scenario only.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Path of the `weir` binary under test.
+pub const WEIR: &str = env!("CARGO_BIN_EXE_weir");
+
+/// A running `weir serve` process.
+pub struct Node {
+    child: Option<Child>,
+    /// The native protocol address it listens on.
+    pub addr: String,
+    dir: tempfile::TempDir,
+    extra_args: Vec<String>,
+    envs: Vec<(String, String)>,
+}
+
+impl Node {
+    /// Starts a node on a free port with a fresh data directory.
+    pub fn start(extra_args: &[&str]) -> Node {
+        Node::start_with_env(extra_args, &[])
+    }
+
+    /// Starts a node with extra environment variables.
+    pub fn start_with_env(extra_args: &[&str], envs: &[(&str, &str)]) -> Node {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut node = Node {
+            child: None,
+            addr: "127.0.0.1:0".into(),
+            dir,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            envs: envs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        node.spawn();
+        node
+    }
+
+    /// The node's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("weir.log")
+    }
+
+    /// The `weir serve` command line this node runs with.
+    fn serve_command(&self) -> Command {
+        let mut cmd = Command::new(WEIR);
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--listen")
+            .arg(&self.addr)
+            .args(&self.extra_args)
+            .current_dir(self.dir.path())
+            .env("RUST_LOG", "info");
+        for (k, v) in &self.envs {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("log file");
+        let mut child = self
+            .serve_command()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn weir serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            for _ in lines {}
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("weir serve did not start; log:\n{}", self.log());
+            }
+        };
+        let addr = line
+            .strip_prefix("weir listening on ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        self.addr = addr.to_string();
+        self.child = Some(child);
+    }
+
+    /// What the node logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Kills the process with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL");
+            child.wait().expect("wait");
+        }
+    }
+
+    /// Stops the process with SIGTERM and returns its exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        signal(child.id(), "TERM");
+        wait_timeout(&mut child, Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("weir serve did not stop on SIGTERM; log:\n{}", self.log()))
+    }
+
+    /// Starts the process again on the same address and data directory.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill the node first");
+        self.spawn();
+    }
+
+    /// Runs a client command against this node.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_with_stdin(args, None)
+    }
+
+    /// Runs a client command with `stdin` as its standard input.
+    pub fn cli_with_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let mut child = Command::new(WEIR)
+            .args(args)
+            .env("WEIR_SERVER", &self.addr)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn weir");
+        let mut input = child.stdin.take().expect("stdin");
+        let data = stdin.map(<[u8]>::to_vec);
+        let writer = std::thread::spawn(move || {
+            if let Some(data) = data {
+                let _ = input.write_all(&data);
+            }
+        });
+        let output = child.wait_with_output().expect("wait weir");
+        let _ = writer.join();
+        output
+    }
+
+    /// Runs a client command that must succeed, and returns its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert_success(args, &out);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A `weir` client command with the server set, for tests that manage the process.
+    pub fn client_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(WEIR);
+        cmd.args(args).env("WEIR_SERVER", &self.addr);
+        cmd
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Panics with the command's output unless it exited 0.
+pub fn assert_success(args: &[&str], out: &Output) {
+    assert!(
+        out.status.success(),
+        "weir {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Sends a signal by name (`TERM`, `KILL`, `STOP`, ...) to a process.
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{name} {pid} failed");
+}
+
+/// Waits for a child to exit, up to `timeout`.
+pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// Resident memory of a process in KiB, from /proc.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("status"))
+        .unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}

@@ -1,0 +1,7 @@
+//! End-to-end tests: each starts the real `weir` binary on a free loopback port and talks to it
+//! over TCP, through the CLI and the client crate.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod bad_input;
+mod cli;
+mod harness;
