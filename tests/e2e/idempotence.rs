@@ -87,7 +87,11 @@ fn position(r: &pb::ProduceResponse) -> (u64, u64, u32) {
 async fn a_resent_batch_is_stored_once_even_across_a_broker_crash() {
     let mut node = Node::start(&[]);
     node.ok(&["topic", "create", "ledger", "--queues", "1"]);
-    node.ok(&["produce", "ledger", "--body", "plain"]);
+    let plain = node
+        .client_command(&["produce", "ledger", "--body", "plain"])
+        .output()
+        .unwrap();
+    assert!(plain.status.success(), "{plain:?}");
     let conn = connect(&node).await;
     let producer_id = init_producer_id(&conn).await;
     assert_ne!(producer_id, 0);

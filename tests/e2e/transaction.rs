@@ -126,9 +126,7 @@ async fn a_commit_is_visible_and_a_rollback_never_is() {
     assert_eq!(committed.state, TxState::Commit);
     let position = committed.committed.clone().expect("committed position");
     let rolled_back = producer
-        .send_in_transaction(Message::new("payments", "refused"), |_| {
-            TxState::Rollback
-        })
+        .send_in_transaction(Message::new("payments", "refused"), |_| TxState::Rollback)
         .await
         .unwrap();
     assert!(rolled_back.committed.is_none());
@@ -158,9 +156,10 @@ async fn an_undecided_transaction_is_checked_back_with_a_live_member_of_the_grou
     // The first producer leaves its transaction undecided, then goes away.
     let first = producer(&node, "order-service", |_| TxState::Unknown).await;
     let undecided = first
-        .send_in_transaction(Message::new("orders", "order-7").with_key("order-7"), |_| {
-            TxState::Unknown
-        })
+        .send_in_transaction(
+            Message::new("orders", "order-7").with_key("order-7"),
+            |_| TxState::Unknown,
+        )
         .await
         .unwrap();
     assert!(undecided.committed.is_none());
@@ -217,9 +216,7 @@ async fn pending_transactions_survive_a_broker_crash() {
     node.ok(&["topic", "create", "orders", "--queues", "1"]);
     let first = producer(&node, "order-service", |_| TxState::Unknown).await;
     first
-        .send_in_transaction(Message::new("orders", "rolled-back"), |_| {
-            TxState::Rollback
-        })
+        .send_in_transaction(Message::new("orders", "rolled-back"), |_| TxState::Rollback)
         .await
         .unwrap();
     let pending = first

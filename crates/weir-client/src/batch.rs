@@ -140,7 +140,11 @@ impl Batcher {
                 None,
             )
             .await?;
-        debug!(addr, producer_id = response.producer_id, "producer id assigned");
+        debug!(
+            addr,
+            producer_id = response.producer_id,
+            "producer id assigned"
+        );
         self.producer_ids
             .lock()
             .entry(addr.to_owned())

@@ -393,7 +393,9 @@ fn deliver(shared: &Shared, frame: weir_proto::Frame) {
                     outgoing: shared.outgoing.clone(),
                 },
             ),
-            None => debug!(addr = %shared.addr, api = frame.header.api_key, "no handler for a request from the server"),
+            None => {
+                debug!(addr = %shared.addr, api = frame.header.api_key, "no handler for a request from the server")
+            }
         }
         return;
     }

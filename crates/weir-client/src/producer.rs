@@ -300,7 +300,9 @@ async fn send_with_retries_from(
             Ok(sent) => return Ok(sent),
             // An idempotent producer's batches were resent already, with their sequences.
             Err(e)
-                if e.is_retriable() && attempt < inner.config.retries && !inner.config.idempotent =>
+                if e.is_retriable()
+                    && attempt < inner.config.retries
+                    && !inner.config.idempotent =>
             {
                 let backoff = inner.config.retry_backoff * 2u32.saturating_pow(attempt);
                 attempt += 1;

@@ -220,7 +220,7 @@ impl TransactionProducer {
             let response = inner
                 .end(&conn, &transaction_id, stored.commit_log_offset, state)
                 .await?;
-            (state == TxState::Commit).then(|| SendResult {
+            (state == TxState::Commit).then_some(SendResult {
                 message_id: MessageId {
                     broker_addr: broker,
                     commit_log_offset: response.commit_log_offset,
@@ -240,10 +240,9 @@ impl TransactionProducer {
 }
 
 fn broker_addr(answered: &str, dialled: &str) -> Result<SocketAddr> {
-    answered
-        .parse()
-        .or_else(|_| dialled.parse())
-        .map_err(|_| ClientError::Protocol(format!("broker address {answered:?} is not an ip:port")))
+    answered.parse().or_else(|_| dialled.parse()).map_err(|_| {
+        ClientError::Protocol(format!("broker address {answered:?} is not an ip:port"))
+    })
 }
 
 impl Inner {

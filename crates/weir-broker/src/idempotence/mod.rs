@@ -174,9 +174,10 @@ pub(crate) async fn append(
         match classify(table.get(&key), first, last)? {
             Verdict::Duplicate(entry) => (entry, true),
             Verdict::Fresh => {
-                let stored = state
-                    .store
-                    .append_now(&request.topic, request.queue_id, &mut payload)?;
+                let stored =
+                    state
+                        .store
+                        .append_now(&request.topic, request.queue_id, &mut payload)?;
                 let entry = BatchEntry {
                     first_seq: first,
                     last_seq: last,
@@ -242,7 +243,11 @@ pub(crate) fn next_record_offset(store: &Store, offset: u64) -> Option<(bytes::B
 
 /// Queue offset, commit-log offset and store timestamp of the record with sequence `seq`
 /// inside the remembered run `entry` (records stored back to back from its first one).
-fn position_of(store: &Store, entry: &BatchEntry, seq: u32) -> Result<(u64, u64, i64), RequestError> {
+fn position_of(
+    store: &Store,
+    entry: &BatchEntry,
+    seq: u32,
+) -> Result<(u64, u64, i64), RequestError> {
     let mut at = entry.commit_log_offset;
     while at < entry.end_offset {
         let Some((bytes, next)) = next_record_offset(store, at) else {
@@ -252,7 +257,11 @@ fn position_of(store: &Store, entry: &BatchEntry, seq: u32) -> Result<(u64, u64,
             && record.sequence() == seq
         {
             let stamp = record.stamp();
-            return Ok((stamp.queue_offset, stamp.commit_log_offset, stamp.store_timestamp));
+            return Ok((
+                stamp.queue_offset,
+                stamp.commit_log_offset,
+                stamp.store_timestamp,
+            ));
         }
         at = next;
     }

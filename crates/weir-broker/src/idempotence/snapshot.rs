@@ -136,7 +136,11 @@ fn rebuild_from_log(
         }
         if idempotent {
             current = Some((
-                (record.producer_id(), record.topic().to_owned(), stamp.queue_id),
+                (
+                    record.producer_id(),
+                    record.topic().to_owned(),
+                    stamp.queue_id,
+                ),
                 BatchEntry {
                     first_seq: record.sequence(),
                     last_seq: record.sequence(),

@@ -20,8 +20,15 @@ use crate::transaction::{half, read_half};
 
 /// What to do about one due transaction.
 enum Due {
-    Check { half_offset: u64, attempt: u32 },
-    RollBack { half_offset: u64, transaction_id: String, checks: u32 },
+    Check {
+        half_offset: u64,
+        attempt: u32,
+    },
+    RollBack {
+        half_offset: u64,
+        transaction_id: String,
+        checks: u32,
+    },
 }
 
 /// Runs until shutdown, waking a few times per check interval.
@@ -73,8 +80,12 @@ pub(crate) async fn run(state: Arc<BrokerState>, mut shutdown: watch::Receiver<b
         let persisted =
             tokio::task::spawn_blocking(move || chores.transactions.persist_low_water(end)).await;
         match persisted {
-            Ok(Err(e)) => tracing::error!(error = %e, "persisting the transaction low-water mark failed"),
-            Err(e) => tracing::error!(error = %e, "persisting the transaction low-water mark failed"),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "persisting the transaction low-water mark failed")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "persisting the transaction low-water mark failed")
+            }
             Ok(Ok(())) => {}
         }
     }

@@ -192,7 +192,9 @@ impl Transactions {
         let json = serde_json::to_vec(&LowWater {
             half_queue_offset: low,
         })
-        .map_err(|e| BrokerError::Config(format!("encoding the transaction low-water mark: {e}")))?;
+        .map_err(|e| {
+            BrokerError::Config(format!("encoding the transaction low-water mark: {e}"))
+        })?;
         crate::atomic_file::write_atomic(&self.low_water_path, &json)
             .map_err(|e| BrokerError::io(self.low_water_path.display(), e))?;
         *persisted = low;
@@ -207,7 +209,10 @@ fn now_ms() -> i64 {
 }
 
 /// The `%HALF%` record at `half_offset` and what it says.
-fn read_half(state: &BrokerState, half_offset: u64) -> Result<(bytes::Bytes, HalfInfo), RequestError> {
+fn read_half(
+    state: &BrokerState,
+    half_offset: u64,
+) -> Result<(bytes::Bytes, HalfInfo), RequestError> {
     let not_half = || {
         RequestError::new(
             ErrorCode::MessageNotFound,
