@@ -359,18 +359,19 @@ impl Inner {
             return None;
         }
         let route = self.routes.fresh(message.topic())?;
-        if self.config.idempotent
-            && !route
-                .queues
-                .iter()
-                .all(|q| self.batcher.ready_for(&q.broker_addr))
-        {
+        let queue = match self.select_queue(&route, message, None) {
+            Ok(queue) => queue,
+            Err(e) => return Some(Err(e)),
+        };
+        if !self.batcher.ready_for(&queue.broker_addr) {
+            // Idempotent, and no producer id from this broker yet: the route queue gets one.
             return None;
         }
-        Some(self.select_queue(&route, message, None).and_then(|queue| {
-            let reply = self.batcher.enqueue(message, queue)?;
-            Ok((reply, queue.broker_addr.clone()))
-        }))
+        Some(
+            self.batcher
+                .enqueue(message, queue)
+                .map(|reply| (reply, queue.broker_addr.clone())),
+        )
     }
 
     /// The queue for `message`: by key hash when it has a routing key (and selection allows),

@@ -224,10 +224,13 @@ pub(crate) async fn append(
     })
 }
 
-/// The record after the one at `offset` (whose length is `len`), skipping a segment's unused
-/// tail: the commit-log offset where the next record starts.
-pub(crate) fn next_record_offset(store: &Store, offset: u64) -> Option<(bytes::Bytes, u64)> {
-    let written = store.stats().written_offset;
+/// The first record at or after commit-log offset `offset` and below `written`, skipping a
+/// segment's unused tail, with the offset just past it.
+pub(crate) fn next_record_offset(
+    store: &Store,
+    offset: u64,
+    written: u64,
+) -> Option<(bytes::Bytes, u64)> {
     let segment = store.config().segment_size.max(1);
     let mut at = offset;
     while at < written {
@@ -250,7 +253,7 @@ fn position_of(
 ) -> Result<(u64, u64, i64), RequestError> {
     let mut at = entry.commit_log_offset;
     while at < entry.end_offset {
-        let Some((bytes, next)) = next_record_offset(store, at) else {
+        let Some((bytes, next)) = next_record_offset(store, at, entry.end_offset) else {
             break;
         };
         if let Ok(record) = Record::parse(&bytes)

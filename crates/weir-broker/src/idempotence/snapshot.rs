@@ -110,7 +110,8 @@ fn rebuild_from_log(
     let mut runs = 0;
     let mut current: Option<(Key, BatchEntry)> = None;
     let mut at = from;
-    while let Some((bytes, next)) = next_record_offset(store, at) {
+    let written = store.stats().written_offset;
+    while let Some((bytes, next)) = next_record_offset(store, at, written) {
         at = next;
         let Ok(record) = Record::parse(&bytes) else {
             continue;
