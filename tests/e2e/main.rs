@@ -6,3 +6,5 @@ mod bad_input;
 mod cli;
 mod groups;
 mod harness;
+mod idempotence;
+mod transaction;

@@ -13,12 +13,15 @@ use weir_store::Store;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::group::GroupCoordinator;
+use crate::idempotence::Idempotence;
 use crate::long_poll::LongPoll;
 use crate::name_server::NameServer;
 use crate::offsets::OffsetTable;
+use crate::outbox::Outboxes;
 use crate::registration::{Registrar, Target};
 use crate::server;
 use crate::topics::TopicTable;
+use crate::transaction::Transactions;
 
 /// How often dirty offsets are written to disk.
 const OFFSET_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
@@ -33,6 +36,12 @@ pub(crate) struct BrokerState {
     pub long_poll: Arc<LongPoll>,
     pub name_server: Arc<NameServer>,
     pub registrar: Arc<Registrar>,
+    /// Every open connection's send side, for server-to-client requests.
+    pub outboxes: Outboxes,
+    /// Pending transactions and producer-group members.
+    pub transactions: Transactions,
+    /// Idempotent producers' ids and last batches.
+    pub idempotence: Idempotence,
     /// Our address as put in routes and message ids.
     pub advertised_addr: String,
     /// The bound address.
@@ -104,6 +113,7 @@ impl Broker {
     ) -> Result<Broker, BrokerError> {
         let topics = Arc::new(TopicTable::load(&config.data_dir)?);
         let offsets = OffsetTable::load(&config.data_dir)?;
+        let (transactions, idempotence) = load_producer_state(&config, &store).await?;
         let listener =
             TcpListener::bind(&config.listen)
                 .await
@@ -155,6 +165,9 @@ impl Broker {
             long_poll,
             name_server,
             registrar: registrar.clone(),
+            outboxes: Outboxes::default(),
+            transactions,
+            idempotence,
             advertised_addr,
             local_addr,
             max_frame_len,
@@ -170,6 +183,14 @@ impl Broker {
                 shutdown_rx.clone(),
             )),
             tokio::spawn(registrar.run(shutdown_rx.clone())),
+            tokio::spawn(crate::transaction::check::run(
+                state.clone(),
+                shutdown_rx.clone(),
+            )),
+            tokio::spawn(crate::idempotence::snapshot::run(
+                state.clone(),
+                shutdown_rx.clone(),
+            )),
             tokio::spawn(housekeeping(state.clone(), shutdown_rx)),
         ];
         tracing::info!(
@@ -218,6 +239,29 @@ impl Broker {
         tracing::info!("broker stopped");
         Ok(())
     }
+}
+
+/// Rebuilds the pending transactions and the idempotence table from the store (reads files:
+/// off the async workers).
+async fn load_producer_state(
+    config: &BrokerConfig,
+    store: &Arc<Store>,
+) -> Result<(Transactions, Idempotence), BrokerError> {
+    let store = store.clone();
+    let data_dir = config.data_dir.clone();
+    let timings = crate::transaction::CheckTimings {
+        first: Duration::from_millis(config.transaction_check_first_ms),
+        interval: Duration::from_millis(config.transaction_check_interval_ms),
+        max: config.transaction_check_max,
+    };
+    tokio::task::spawn_blocking(move || {
+        Ok((
+            crate::transaction::recovery::load(&store, &data_dir, timings)?,
+            crate::idempotence::snapshot::load(&store, &data_dir)?,
+        ))
+    })
+    .await
+    .map_err(|e| BrokerError::Config(format!("producer state load task failed: {e}")))?
 }
 
 /// The bound address, with an unspecified IP (`0.0.0.0`, `::`) replaced by loopback.

@@ -57,6 +57,12 @@ pub struct BrokerConfig {
     pub retention_hours: u64,
     /// Oldest segments are deleted while the disk is fuller than this ratio.
     pub retention_disk_ratio: f64,
+    /// From a half message to the first check-back of its transaction, ms.
+    pub transaction_check_first_ms: u64,
+    /// Between two check-backs of an undecided transaction, ms.
+    pub transaction_check_interval_ms: u64,
+    /// Check-backs of an undecided transaction before it is rolled back.
+    pub transaction_check_max: u32,
 }
 
 impl Default for BrokerConfig {
@@ -82,6 +88,9 @@ impl Default for BrokerConfig {
             broker_expiry_ms: 120_000,
             retention_hours: 72,
             retention_disk_ratio: 0.75,
+            transaction_check_first_ms: 6_000,
+            transaction_check_interval_ms: 30_000,
+            transaction_check_max: 15,
         }
     }
 }
@@ -144,6 +153,12 @@ impl BrokerConfig {
         {
             return bad(
                 "broker_expiry_ms must be above broker_heartbeat_interval_ms > 0".to_owned(),
+            );
+        }
+        if self.transaction_check_first_ms == 0 || self.transaction_check_interval_ms == 0 {
+            return bad(
+                "transaction_check_first_ms and transaction_check_interval_ms must be above 0"
+                    .to_owned(),
             );
         }
         Ok(())

@@ -68,6 +68,7 @@ pub(crate) async fn serve(
     let codec = FrameCodec::new(state.max_frame_len);
     let (tx, rx) = mpsc::channel(RESPONSE_QUEUE);
     let writer = tokio::spawn(write_loop(rx, write, codec, peer));
+    state.outboxes.opened(connection, tx.clone());
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT as usize));
     // Tells requests still waiting (long polls) that nobody will read their answer.
     let (closed_tx, closed_rx) = watch::channel(false);
@@ -85,6 +86,8 @@ pub(crate) async fn serve(
     state
         .groups
         .connection_closed(connection, &|topic| state.queues_of(topic));
+    state.outboxes.closed(connection);
+    state.transactions.connection_closed(connection);
     match outcome {
         Outcome::Shutdown => {
             let _ =

@@ -5,7 +5,9 @@ use weir_proto::{ApiKey, ErrorCode, Frame};
 
 use crate::broker::BrokerState;
 use crate::error::RequestError;
-use crate::handlers::{Reply, RequestContext, group, lookup, produce, pull, route, topic};
+use crate::handlers::{
+    Reply, RequestContext, group, lookup, produce, pull, route, topic, transaction,
+};
 
 /// The only body schema version spoken today.
 const API_VERSION: u16 = 0;
@@ -54,6 +56,13 @@ pub(crate) async fn dispatch(
         ApiKey::GetMessage => lookup::get_message(state, decode(meta)?),
         ApiKey::FindByKey => lookup::find_by_key(state, decode(meta)?),
         ApiKey::OffsetForTime => lookup::offset_for_time(state, decode(meta)?),
+        ApiKey::EndTransaction => transaction::end(state, decode(meta)?).await,
+        ApiKey::RegisterProducer => transaction::register_producer(state, ctx, decode(meta)?),
+        ApiKey::CheckTransaction => Err(RequestError::new(
+            ErrorCode::UnsupportedApi,
+            "check_transaction is sent by the broker to clients, not to the broker",
+        )),
+        ApiKey::InitProducerId => transaction::init_producer_id(state),
     }
 }
 

@@ -12,13 +12,16 @@ mod dispatch;
 mod error;
 mod group;
 mod handlers;
+mod idempotence;
 mod long_poll;
 mod name_server;
 mod offsets;
+mod outbox;
 mod registration;
 mod server;
 mod shutdown;
 mod topics;
+mod transaction;
 
 pub use broker::Broker;
 pub use config::BrokerConfig;

@@ -6,6 +6,15 @@
 //! batch per queue is in flight at a time, so batches to a queue are stored in the order they
 //! were sealed (per-key order), and under load the next batch fills up while the previous one
 //! is in flight.
+//!
+//! Idempotent mode: each broker hands the producer an id (`InitProducerId`); every record
+//! carries it and a sequence counted per (topic, queue), set when the record joins its batch.
+//! A batch that fails with a retriable error is sent again as it is — same bytes, same
+//! sequences — so a batch whose acknowledgement was lost is recognised by the broker and
+//! answered with its original position instead of being stored twice. A batch that fails for
+//! good makes the producer drop its id for that broker: the next batch gets a new id and starts
+//! its sequences over (the batches already sealed behind it fail with
+//! `out_of_order_sequence`).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -33,6 +42,12 @@ pub(crate) struct BatchConfig {
     pub max_bytes: usize,
     pub linger: Duration,
     pub send_timeout: Duration,
+    /// Stamp producer ids and sequences, and retry whole batches.
+    pub idempotent: bool,
+    /// Idempotent mode: how many times a batch is sent again after a retriable error.
+    pub retries: u32,
+    /// Idempotent mode: wait before the first resend; doubles for each next one.
+    pub retry_backoff: Duration,
 }
 
 /// One message's place in a batch: who waits for it and how long its record is.
@@ -55,6 +70,10 @@ struct QueueState {
     sealed: VecDeque<Batch>,
     in_flight: bool,
     next_id: u64,
+    /// Idempotent mode: the producer id the sequences below count for.
+    producer_id: u64,
+    /// Idempotent mode: the sequence of the next record.
+    next_seq: u32,
 }
 
 impl QueueState {
@@ -84,6 +103,8 @@ pub(crate) struct Batcher {
     queues: Mutex<HashMap<String, HashMap<u32, QueueState>>>,
     outstanding: AtomicUsize,
     idle: Notify,
+    /// Idempotent mode: broker address → the producer id it gave us.
+    producer_ids: Mutex<HashMap<String, u64>>,
 }
 
 impl Batcher {
@@ -95,7 +116,40 @@ impl Batcher {
             queues: Mutex::new(HashMap::new()),
             outstanding: AtomicUsize::new(0),
             idle: Notify::new(),
+            producer_ids: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Whether records to `addr` can be stamped now (always, unless idempotent and no producer
+    /// id from that broker yet).
+    pub(crate) fn ready_for(&self, addr: &str) -> bool {
+        !self.config.idempotent || self.producer_ids.lock().contains_key(addr)
+    }
+
+    /// Idempotent mode: asks the broker at `addr` for a producer id unless we have one.
+    pub(crate) async fn ensure_producer_id(&self, addr: &str) -> Result<()> {
+        if self.ready_for(addr) {
+            return Ok(());
+        }
+        let conn = self.pool.get(addr).await?;
+        let (response, _) = conn
+            .call::<_, pb::InitProducerIdResponse>(
+                ApiKey::InitProducerId,
+                &pb::Empty {},
+                bytes::Bytes::new(),
+                None,
+            )
+            .await?;
+        debug!(
+            addr,
+            producer_id = response.producer_id,
+            "producer id assigned"
+        );
+        self.producer_ids
+            .lock()
+            .entry(addr.to_owned())
+            .or_insert(response.producer_id);
+        Ok(())
     }
 
     /// Adds `message` to the open batch of `queue`; the receiver yields its send result.
@@ -117,6 +171,28 @@ impl Batcher {
             if state.broker_addr != queue.broker_addr {
                 state.broker_addr.clone_from(&queue.broker_addr);
             }
+            let producer_id = if self.config.idempotent {
+                let id = self
+                    .producer_ids
+                    .lock()
+                    .get(&queue.broker_addr)
+                    .copied()
+                    .ok_or_else(|| {
+                        ClientError::Protocol(format!(
+                            "no producer id from {} yet",
+                            queue.broker_addr
+                        ))
+                    })?;
+                if state.producer_id != id {
+                    // A new id: its sequences start over, in a batch of their own.
+                    state.seal();
+                    state.producer_id = id;
+                    state.next_seq = 0;
+                }
+                id
+            } else {
+                0
+            };
             if let Some(open) = &state.open
                 && !open.waiters.is_empty()
                 && open.buf.len() + Self::record_len(message)? > self.config.max_bytes
@@ -135,7 +211,16 @@ impl Batcher {
                 waiters: Vec::new(),
                 created: Instant::now(),
             });
-            let len = message.encode_into(now_ms(), &mut open.buf)?;
+            let len = message.encode_sequenced(
+                now_ms(),
+                producer_id,
+                state.next_seq,
+                0,
+                &mut open.buf,
+            )?;
+            if self.config.idempotent {
+                state.next_seq = state.next_seq.wrapping_add(1);
+            }
             open.waiters.push(Waiter { reply, len });
             self.outstanding.fetch_add(1, Ordering::AcqRel);
             if open.waiters.len() >= self.config.max_messages
@@ -245,17 +330,34 @@ impl Batcher {
             queue_id,
         };
         let payload = batch.buf.freeze();
-        let result = async {
-            let conn = self.pool.get(addr).await?;
-            conn.call::<_, pb::ProduceResponse>(
-                ApiKey::Produce,
-                &request,
-                payload,
-                Some(self.config.send_timeout),
-            )
-            .await
-        }
-        .await;
+        let mut attempt = 0u32;
+        let result = loop {
+            let result = async {
+                let conn = self.pool.get(addr).await?;
+                conn.call::<_, pb::ProduceResponse>(
+                    ApiKey::Produce,
+                    &request,
+                    payload.clone(),
+                    Some(self.config.send_timeout),
+                )
+                .await
+            }
+            .await;
+            match result {
+                Err(e) if self.config.idempotent && e.is_retriable() => {
+                    if attempt >= self.config.retries {
+                        // Stored or not, we cannot tell: a new id makes the next batch safe.
+                        self.producer_ids.lock().remove(addr);
+                        break Err(e);
+                    }
+                    let backoff = self.config.retry_backoff * 2u32.saturating_pow(attempt);
+                    attempt += 1;
+                    debug!(topic, queue_id, attempt, error = %e, "resending an idempotent batch as it was");
+                    tokio::time::sleep(backoff).await;
+                }
+                other => break other,
+            }
+        };
         let latency = started.elapsed();
         let failed = matches!(&result, Err(e) if e.is_retriable());
         self.faults.record(addr, latency, failed);

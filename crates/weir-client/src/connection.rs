@@ -5,6 +5,11 @@
 //! to the request waiting for its `request_id`. When the connection fails, every request in
 //! flight fails at once with [`ClientError::ConnectionLost`] (retriable), and the connection
 //! reports itself closed so a [`Pool`](crate::pool::Pool) opens a new one.
+//!
+//! The server may also send requests of its own on the connection (server-to-client requests,
+//! such as a transaction check-back): a frame without the response flag goes to the
+//! [`RequestHandler`] set with [`Connection::set_request_handler`], which may answer through a
+//! [`Replier`]. Without a handler such frames are dropped (logged).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -56,11 +61,44 @@ pub struct Response {
 
 type Waiter = oneshot::Sender<Result<Response>>;
 
+/// Handles a request frame the server sent on a connection; must not block (spawn the work).
+pub type RequestHandler = Arc<dyn Fn(weir_proto::Frame, Replier) + Send + Sync>;
+
+/// Sends frames back on the connection a server-to-client request came on.
+#[derive(Debug, Clone)]
+pub struct Replier {
+    outgoing: mpsc::WeakUnboundedSender<OutFrame>,
+}
+
+impl Replier {
+    /// Sends a one-way request on the connection (no response is wanted or matched).
+    pub fn send_oneway(&self, api: ApiKey, meta: Bytes, payload: Bytes) -> Result<()> {
+        let lost = || ClientError::ConnectionLost {
+            addr: String::new(),
+            reason: "connection closed".to_owned(),
+        };
+        let outgoing = self.outgoing.upgrade().ok_or_else(lost)?;
+        let mut header = Header::request(api, 0);
+        header.flags |= flags::ONEWAY;
+        outgoing
+            .send(OutFrame {
+                header,
+                meta,
+                payload,
+            })
+            .map_err(|_| lost())
+    }
+}
+
 /// State shared by the handles and the reader and writer tasks.
 struct Shared {
     addr: String,
     /// Requests waiting for a response; `None` once the connection has failed.
     pending: Mutex<Option<HashMap<u32, Waiter>>>,
+    /// Handles the server's own requests.
+    handler: Mutex<Option<RequestHandler>>,
+    /// The writer's queue, weak so the writer still ends when the last handle is dropped.
+    outgoing: mpsc::WeakUnboundedSender<OutFrame>,
 }
 
 impl Shared {
@@ -144,11 +182,13 @@ impl Connection {
             })?;
         let _ = stream.set_nodelay(true);
         let (read_half, write_half) = stream.into_split();
+        let (outgoing, queue) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             addr: addr.to_owned(),
             pending: Mutex::new(Some(HashMap::new())),
+            handler: Mutex::new(None),
+            outgoing: outgoing.downgrade(),
         });
-        let (outgoing, queue) = mpsc::unbounded_channel();
         let codec = FrameCodec::new(config.max_frame_len);
         tokio::spawn(write_loop(write_half, queue, codec, shared.clone()));
         let reader = tokio::spawn(read_loop(read_half, codec, shared.clone()));
@@ -172,6 +212,16 @@ impl Connection {
     /// Whether the connection has failed; a closed connection refuses every request.
     pub fn is_closed(&self) -> bool {
         self.inner.shared.is_closed()
+    }
+
+    /// Whether `other` is a handle to this same connection.
+    pub fn same_as(&self, other: &Connection) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// Sets the handler of requests the server sends on this connection.
+    pub fn set_request_handler(&self, handler: RequestHandler) {
+        *self.inner.shared.handler.lock() = Some(handler);
     }
 
     /// Sends a request and waits for its response, up to the configured request timeout.
@@ -334,6 +384,21 @@ async fn read_loop(
 }
 
 fn deliver(shared: &Shared, frame: weir_proto::Frame) {
+    if !frame.header.is_response() {
+        let handler = shared.handler.lock().clone();
+        match handler {
+            Some(handler) => handler(
+                frame,
+                Replier {
+                    outgoing: shared.outgoing.clone(),
+                },
+            ),
+            None => {
+                debug!(addr = %shared.addr, api = frame.header.api_key, "no handler for a request from the server")
+            }
+        }
+        return;
+    }
     let id = frame.header.request_id;
     let waiter = shared.pending.lock().as_mut().and_then(|m| m.remove(&id));
     let Some(waiter) = waiter else {

@@ -8,6 +8,9 @@
 //! * [`PullConsumer`] — subscribe like the push consumer and `poll` yourself, or `pull` any
 //!   queue at any offset.
 //! * [`Admin`] — topics, groups, offsets, message lookup.
+//! * [`TransactionProducer`] — half message, local transaction, commit or rollback, and the
+//!   broker's check-back of undecided transactions. [`ProducerConfig::idempotent`] makes a
+//!   [`Producer`] idempotent (a resent batch is stored once).
 //!
 //! ```no_run
 //! # async fn example() -> weir_client::Result<()> {
@@ -29,6 +32,7 @@ pub mod message;
 pub mod pool;
 pub mod producer;
 pub mod route;
+pub mod transaction;
 
 pub use admin::{Admin, ResetTo};
 pub use consumer::{
@@ -38,4 +42,5 @@ pub use consumer::{
 pub use error::{ClientError, Result};
 pub use message::{Message, ReceivedMessage, SendResult};
 pub use producer::{Producer, ProducerConfig, QueueSelection, SendHandle};
+pub use transaction::{TransactionChecker, TransactionProducer, TxOutcome, TxState};
 pub use weir_proto::{ErrorCode, MessageId};

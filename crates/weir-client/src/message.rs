@@ -108,6 +108,19 @@ impl Message {
     /// Appends this message's record to `dst` (one record per message, no other allocation);
     /// returns the record's length.
     pub(crate) fn encode_into(&self, born_timestamp: i64, dst: &mut BytesMut) -> Result<u32> {
+        self.encode_sequenced(born_timestamp, 0, 0, 0, dst)
+    }
+
+    /// [`Message::encode_into`] with an idempotent producer's id and sequence and record
+    /// `flags` (see `weir_proto::record::flags`).
+    pub(crate) fn encode_sequenced(
+        &self,
+        born_timestamp: i64,
+        producer_id: u64,
+        sequence: u32,
+        flags: u16,
+        dst: &mut BytesMut,
+    ) -> Result<u32> {
         let start = dst.len();
         record::encode(
             &RecordFields {
@@ -118,7 +131,9 @@ impl Message {
                 body: &self.body,
                 born_timestamp,
                 deliver_at: self.deliver_at,
-                ..RecordFields::default()
+                producer_id,
+                sequence,
+                flags,
             },
             dst,
         )?;

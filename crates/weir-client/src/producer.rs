@@ -56,6 +56,12 @@ pub struct ProducerConfig {
     pub fault: FaultConfig,
     /// Connection settings.
     pub connection: ConnectionConfig,
+    /// Idempotent producer: records carry a producer id (one per broker, from the broker) and
+    /// per-queue sequences, and a failed batch is resent as it was (up to `retries` times), so
+    /// a resend after a lost acknowledgement is stored once and answered with the original
+    /// position. Messages are not retried one by one in this mode. `send_oneway` is not
+    /// idempotent.
+    pub idempotent: bool,
 }
 
 impl ProducerConfig {
@@ -72,6 +78,7 @@ impl ProducerConfig {
             queue_selection: QueueSelection::KeyHash,
             fault: FaultConfig::default(),
             connection: ConnectionConfig::default(),
+            idempotent: false,
         }
     }
 }
@@ -144,6 +151,9 @@ impl Producer {
                 max_bytes: config.batch_max_bytes,
                 linger: config.linger,
                 send_timeout: config.send_timeout,
+                idempotent: config.idempotent,
+                retries: config.retries,
+                retry_backoff: config.retry_backoff,
             },
             pool,
             faults.clone(),
@@ -279,6 +289,7 @@ async fn send_with_retries_from(
                     let route = inner.routes.get(message.topic()).await?;
                     let queue = inner.select_queue(&route, &message, failed_broker.as_deref())?;
                     broker = Some(queue.broker_addr.clone());
+                    inner.batcher.ensure_producer_id(&queue.broker_addr).await?;
                     inner.batcher.enqueue(&message, queue)?
                 }
             };
@@ -287,7 +298,12 @@ async fn send_with_retries_from(
         .await;
         match result {
             Ok(sent) => return Ok(sent),
-            Err(e) if e.is_retriable() && attempt < inner.config.retries => {
+            // An idempotent producer's batches were resent already, with their sequences.
+            Err(e)
+                if e.is_retriable()
+                    && attempt < inner.config.retries
+                    && !inner.config.idempotent =>
+            {
                 let backoff = inner.config.retry_backoff * 2u32.saturating_pow(attempt);
                 attempt += 1;
                 warn!(topic = message.topic(), attempt, error = %e, ?backoff, "send failed, retrying");
@@ -321,6 +337,7 @@ impl Inner {
                 let enqueued = async {
                     let route = inner.routes.get(wait.message.topic()).await?;
                     let queue = inner.select_queue(&route, &wait.message, None)?;
+                    inner.batcher.ensure_producer_id(&queue.broker_addr).await?;
                     let reply = inner.batcher.enqueue(&wait.message, queue)?;
                     Ok((reply, queue.broker_addr.clone()))
                 }
@@ -342,10 +359,19 @@ impl Inner {
             return None;
         }
         let route = self.routes.fresh(message.topic())?;
-        Some(self.select_queue(&route, message, None).and_then(|queue| {
-            let reply = self.batcher.enqueue(message, queue)?;
-            Ok((reply, queue.broker_addr.clone()))
-        }))
+        let queue = match self.select_queue(&route, message, None) {
+            Ok(queue) => queue,
+            Err(e) => return Some(Err(e)),
+        };
+        if !self.batcher.ready_for(&queue.broker_addr) {
+            // Idempotent, and no producer id from this broker yet: the route queue gets one.
+            return None;
+        }
+        Some(
+            self.batcher
+                .enqueue(message, queue)
+                .map(|reply| (reply, queue.broker_addr.clone())),
+        )
     }
 
     /// The queue for `message`: by key hash when it has a routing key (and selection allows),

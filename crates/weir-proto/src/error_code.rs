@@ -49,11 +49,15 @@ pub enum ErrorCode {
     ShuttingDown = 24,
     /// The message was not made durable in time (sync flush).
     FlushTimeout = 25,
+    /// An idempotent producer's batch does not start right after its last stored sequence.
+    OutOfOrderSequence = 50,
+    /// An idempotent producer's batch repeats sequences older than the broker remembers.
+    DuplicateSequence = 51,
 }
 
 impl ErrorCode {
     /// Every code, in number order.
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::None,
         ErrorCode::Internal,
         ErrorCode::UnsupportedApi,
@@ -75,6 +79,8 @@ impl ErrorCode {
         ErrorCode::Busy,
         ErrorCode::ShuttingDown,
         ErrorCode::FlushTimeout,
+        ErrorCode::OutOfOrderSequence,
+        ErrorCode::DuplicateSequence,
     ];
 
     /// The code for a number; unknown numbers map to [`ErrorCode::Internal`].
@@ -122,6 +128,8 @@ impl ErrorCode {
             ErrorCode::Busy => "busy",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::FlushTimeout => "flush_timeout",
+            ErrorCode::OutOfOrderSequence => "out_of_order_sequence",
+            ErrorCode::DuplicateSequence => "duplicate_sequence",
         }
     }
 }

@@ -83,11 +83,19 @@ pub enum ApiKey {
     FindByKey = 18,
     /// Find the first queue offset stored at or after a time.
     OffsetForTime = 19,
+    /// Commit or roll back a transaction's half message.
+    EndTransaction = 40,
+    /// A transactional producer tells the broker its group, so it can be checked back.
+    RegisterProducer = 41,
+    /// Broker to client (one-way): asks a producer group member for a transaction's state.
+    CheckTransaction = 42,
+    /// An idempotent producer asks for its producer id.
+    InitProducerId = 43,
 }
 
 impl ApiKey {
     /// Every api key, in number order.
-    pub const ALL: [ApiKey; 19] = [
+    pub const ALL: [ApiKey; 23] = [
         ApiKey::Produce,
         ApiKey::Pull,
         ApiKey::GetRoute,
@@ -107,6 +115,10 @@ impl ApiKey {
         ApiKey::GetMessage,
         ApiKey::FindByKey,
         ApiKey::OffsetForTime,
+        ApiKey::EndTransaction,
+        ApiKey::RegisterProducer,
+        ApiKey::CheckTransaction,
+        ApiKey::InitProducerId,
     ];
 
     /// The api key for a number, if it is one.
@@ -136,6 +148,10 @@ impl ApiKey {
             ApiKey::GetMessage => "get_message",
             ApiKey::FindByKey => "find_by_key",
             ApiKey::OffsetForTime => "offset_for_time",
+            ApiKey::EndTransaction => "end_transaction",
+            ApiKey::RegisterProducer => "register_producer",
+            ApiKey::CheckTransaction => "check_transaction",
+            ApiKey::InitProducerId => "init_producer_id",
         }
     }
 }

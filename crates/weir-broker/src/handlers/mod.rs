@@ -7,6 +7,7 @@ pub(crate) mod produce;
 pub(crate) mod pull;
 pub(crate) mod route;
 pub(crate) mod topic;
+pub(crate) mod transaction;
 
 use std::net::SocketAddr;
 

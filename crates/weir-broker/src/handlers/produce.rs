@@ -44,6 +44,17 @@ pub(crate) async fn produce(
             "a produce request needs at least one record",
         ));
     }
+    if let Some(special) = special_batch(&payload) {
+        let response = match special {
+            SpecialBatch::TransactionHalf => {
+                crate::transaction::store_half(state, &request, &payload).await?
+            }
+            SpecialBatch::Idempotent => {
+                crate::idempotence::append(state, &request, payload).await?
+            }
+        };
+        return Ok(Reply::meta(&response));
+    }
     let result = state
         .store
         .append(&request.topic, request.queue_id, payload)
@@ -55,4 +66,24 @@ pub(crate) async fn produce(
         store_timestamp: result.store_timestamp,
         broker_addr: state.advertised_addr.clone(),
     }))
+}
+
+/// A batch that does not take the plain append path.
+enum SpecialBatch {
+    /// A transaction's half message (kept in `%HALF%` until decided).
+    TransactionHalf,
+    /// An idempotent producer's batch (checked against its sequences).
+    Idempotent,
+}
+
+/// What kind of batch this is, from its first record (one look per batch).
+fn special_batch(payload: &[u8]) -> Option<SpecialBatch> {
+    let first = weir_proto::record::Record::parse(payload).ok()?;
+    if first.flags() & weir_proto::record::flags::TRANSACTION_HALF != 0 {
+        Some(SpecialBatch::TransactionHalf)
+    } else if first.producer_id() != 0 {
+        Some(SpecialBatch::Idempotent)
+    } else {
+        None
+    }
 }
