@@ -1,11 +1,14 @@
 //! Produce: append a batch of records to one queue.
 
+use std::time::Instant;
+
 use bytes::BytesMut;
 use weir_proto::{ErrorCode, pb};
 
 use crate::broker::BrokerState;
 use crate::error::RequestError;
 use crate::handlers::Reply;
+use crate::metrics_catalog::{BYTES_IN_TOTAL, MESSAGES_IN_TOTAL, PRODUCE_DURABLE_SECONDS};
 use crate::topics;
 
 /// Appends the batch as it came (the store checks every record) and answers with the first
@@ -16,6 +19,7 @@ pub(crate) async fn produce(
     request: pb::ProduceRequest,
     payload: BytesMut,
 ) -> Result<Reply, RequestError> {
+    let started = Instant::now();
     let queues = match state.topics.get(&request.topic) {
         Some(config) => config.queues,
         None if state.config.auto_create_topics => {
@@ -44,10 +48,16 @@ pub(crate) async fn produce(
             "a produce request needs at least one record",
         ));
     }
+    let bytes = payload.len() as u64;
     let result = state
         .store
         .append(&request.topic, request.queue_id, payload)
         .await?;
+    metrics::histogram!(PRODUCE_DURABLE_SECONDS).record(started.elapsed());
+    let topic = request.topic.clone();
+    metrics::counter!(MESSAGES_IN_TOTAL, "topic" => topic.clone())
+        .increment(u64::from(result.count));
+    metrics::counter!(BYTES_IN_TOTAL, "topic" => topic).increment(bytes);
     Ok(Reply::meta(&pb::ProduceResponse {
         queue_offset: result.queue_offset,
         commit_log_offset: result.commit_log_offset,
