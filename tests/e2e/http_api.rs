@@ -112,7 +112,8 @@ fn topics_create_list_describe_delete_and_errors() {
         json!({"queue_id": 1, "min_offset": 0, "max_offset": 0})
     );
     // The native side sees the same topic table.
-    assert!(node.ok(&["topic", "list"]).contains("orders"));
+    let listed = node.client_command(&["topic", "list"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("orders"));
 
     assert_error(
         http.post("/api/v1/topics", r#"{"name": "orders"}"#),

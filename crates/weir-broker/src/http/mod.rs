@@ -1,6 +1,6 @@
 //! The HTTP listener (`http_listen`, port 9877 by default in `weir serve`): the JSON admin API
 //! under `/api/v1`, Prometheus `/metrics`, and the `/health` and `/ready` probes. The API is
-//! documented in `docs/http-api.md` and `docs/openapi.yaml`.
+//! documented in `docs/http-api.md`.
 //!
 //! The listener opens before the store recovers, so `/health` answers at once and `/ready`
 //! says when the broker can serve; until then the admin API answers `busy` (503). Handlers call
