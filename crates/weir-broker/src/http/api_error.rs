@@ -75,14 +75,14 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
-            tracing::error!(code = %self.code, message = %self.message, "HTTP API request failed");
+            tracing::error!(code = %self.code, detail = %self.message, "HTTP API request failed");
         } else if matches!(
             status,
             StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE
         ) {
-            tracing::warn!(code = %self.code, message = %self.message, "HTTP API request rejected");
+            tracing::warn!(code = %self.code, detail = %self.message, "HTTP API request rejected");
         } else {
-            tracing::debug!(code = %self.code, message = %self.message, "HTTP API request rejected");
+            tracing::debug!(code = %self.code, detail = %self.message, "HTTP API request rejected");
         }
         let body = ErrorBody {
             code: self.code as u16,
