@@ -15,6 +15,8 @@ pub struct Node {
     child: Option<Child>,
     /// The native protocol address it listens on.
     pub addr: String,
+    /// The HTTP address it listens on (from the `weir http on ADDR` line), if it printed one.
+    pub http_addr: Option<String>,
     dir: tempfile::TempDir,
     extra_args: Vec<String>,
     envs: Vec<(String, String)>,
@@ -32,6 +34,7 @@ impl Node {
         let mut node = Node {
             child: None,
             addr: "127.0.0.1:0".into(),
+            http_addr: None,
             dir,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             envs: envs
@@ -60,6 +63,8 @@ impl Node {
             .arg(self.data_dir())
             .arg("--listen")
             .arg(&self.addr)
+            .arg("--http")
+            .arg(self.http_addr.as_deref().unwrap_or("127.0.0.1:0"))
             .args(&self.extra_args)
             .current_dir(self.dir.path())
             .env("RUST_LOG", "info");
@@ -84,11 +89,10 @@ impl Node {
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                // Once nobody listens, keep draining so the node never blocks on stdout.
                 let _ = tx.send(line);
             }
-            for _ in lines {}
         });
         let line = match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(line) => line,
@@ -102,12 +106,25 @@ impl Node {
             .and_then(|rest| rest.split_whitespace().next())
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
         self.addr = addr.to_string();
+        // The second line, `weir http on ADDR`, follows at once.
+        self.http_addr = rx
+            .recv_timeout(Duration::from_secs(10))
+            .ok()
+            .and_then(|line| line.strip_prefix("weir http on ").map(str::to_owned));
         self.child = Some(child);
     }
 
     /// What the node logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// `http://ADDR` of the node's HTTP listener.
+    pub fn http_url(&self) -> String {
+        format!(
+            "http://{}",
+            self.http_addr.as_deref().expect("HTTP listener")
+        )
     }
 
     /// The process id.

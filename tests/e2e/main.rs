@@ -6,5 +6,7 @@ mod bad_input;
 mod cli;
 mod groups;
 mod harness;
+mod http_api;
 mod idempotence;
+mod metrics;
 mod transaction;

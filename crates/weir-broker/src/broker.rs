@@ -13,6 +13,8 @@ use weir_store::Store;
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::group::GroupCoordinator;
+use crate::http::HttpServer;
+use crate::http::metrics_endpoint;
 use crate::idempotence::Idempotence;
 use crate::long_poll::LongPoll;
 use crate::name_server::NameServer;
@@ -76,6 +78,7 @@ pub struct Broker {
     state: Arc<BrokerState>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    http_addr: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -83,6 +86,7 @@ impl std::fmt::Debug for Broker {
         f.debug_struct("Broker")
             .field("local_addr", &self.state.local_addr)
             .field("advertised_addr", &self.state.advertised_addr)
+            .field("http_addr", &self.http_addr)
             .finish_non_exhaustive()
     }
 }
@@ -90,8 +94,45 @@ impl std::fmt::Debug for Broker {
 impl Broker {
     /// Opens the store (recovering it), loads topics and offsets, binds the listener and starts
     /// serving. Returns once connections are being accepted.
+    ///
+    /// The HTTP listener, when configured, opens first: `/health` answers during recovery and
+    /// `/ready` turns 200 once this returns.
     pub async fn start(config: BrokerConfig) -> Result<Broker, BrokerError> {
         config.validate()?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let http = match config
+            .http_listen
+            .as_deref()
+            .filter(|addr| !addr.is_empty())
+        {
+            Some(addr) => Some(HttpServer::start(addr, shutdown_rx.clone()).await?),
+            None => None,
+        };
+        let result = Broker::open_and_serve(config, shutdown, shutdown_rx, http.as_ref()).await;
+        match (result, http) {
+            (Ok(mut broker), Some(http)) => {
+                broker.http_addr = Some(http.shared.local_addr);
+                broker.tasks.push(http.task);
+                Ok(broker)
+            }
+            (Ok(broker), None) => Ok(broker),
+            (Err(e), http) => {
+                // `open_and_serve` dropped the shutdown sender, which stops the HTTP task.
+                if let Some(http) = http {
+                    let _ = http.task.await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens the store (recovering it) and starts serving on it.
+    async fn open_and_serve(
+        config: BrokerConfig,
+        shutdown: watch::Sender<bool>,
+        shutdown_rx: watch::Receiver<bool>,
+        http: Option<&HttpServer>,
+    ) -> Result<Broker, BrokerError> {
         let data_dir = config.data_dir.clone();
         let store_config = config.store_config()?;
         // Opening recovers the log, which reads files: keep it off the async workers.
@@ -99,7 +140,8 @@ impl Broker {
             .await
             .map_err(|e| BrokerError::Config(format!("store open task failed: {e}")))?
             .map_err(|e| BrokerError::from_store(e, &data_dir))?;
-        let result = Broker::start_with_store(config, store.clone()).await;
+        let result =
+            Broker::start_with_store(config, store.clone(), shutdown, shutdown_rx, http).await;
         if result.is_err() {
             // Release the data directory's lock so the caller may try again.
             let _ = store.shutdown();
@@ -110,6 +152,9 @@ impl Broker {
     async fn start_with_store(
         config: BrokerConfig,
         store: Arc<Store>,
+        shutdown: watch::Sender<bool>,
+        shutdown_rx: watch::Receiver<bool>,
+        http: Option<&HttpServer>,
     ) -> Result<Broker, BrokerError> {
         let topics = Arc::new(TopicTable::load(&config.data_dir)?);
         let offsets = OffsetTable::load(&config.data_dir)?;
@@ -173,7 +218,6 @@ impl Broker {
             max_frame_len,
             shutting_down: AtomicBool::new(false),
         });
-        let (shutdown, shutdown_rx) = watch::channel(false);
         // The first registration happens before we return, so routes exist at once.
         registrar.register_all().await;
         let tasks = vec![
@@ -193,6 +237,9 @@ impl Broker {
             )),
             tokio::spawn(housekeeping(state.clone(), shutdown_rx)),
         ];
+        if let Some(http) = http {
+            http.shared.set_broker(state.clone());
+        }
         tracing::info!(
             addr = %local_addr,
             advertised = %state.advertised_addr,
@@ -203,12 +250,18 @@ impl Broker {
             state,
             shutdown,
             tasks,
+            http_addr: None,
         })
     }
 
     /// The bound address of the native listener.
     pub fn local_addr(&self) -> SocketAddr {
         self.state.local_addr
+    }
+
+    /// The bound address of the HTTP listener, if one is configured.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// The address put in routes and message ids.
@@ -273,7 +326,8 @@ fn default_advertised(local: SocketAddr) -> SocketAddr {
     }
 }
 
-/// Periodic chores: write dirty offsets, drop silent group members and expired brokers.
+/// Periodic chores: write dirty offsets, drop silent group members and expired brokers, keep
+/// the metrics recorder's buffers small.
 async fn housekeeping(state: Arc<BrokerState>, mut shutdown: watch::Receiver<bool>) {
     let mut ticker = tokio::time::interval(OFFSET_FLUSH_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -292,6 +346,7 @@ async fn housekeeping(state: Arc<BrokerState>, mut shutdown: watch::Receiver<boo
                 tracing::info!(members = expired, "group members expired (no heartbeat)");
             }
             chores.name_server.expire();
+            metrics_endpoint::upkeep();
         })
         .await;
         if let Err(e) = done {

@@ -19,6 +19,11 @@ pub struct BrokerConfig {
     pub data_dir: PathBuf,
     /// Address of the native listener (`host:port`; port 0 picks a free port).
     pub listen: String,
+    /// Address of the HTTP listener (admin API, `/metrics`, `/health`, `/ready`); port 0
+    /// picks a free port. `None` or empty: no HTTP listener — the library default, so that
+    /// embedded brokers and tests open no fixed port; `weir serve` defaults it to
+    /// `127.0.0.1:9877`.
+    pub http_listen: Option<String>,
     /// Address put in routes and message ids; default: the bound address (an unspecified IP
     /// such as `0.0.0.0` replaced by `127.0.0.1`).
     pub advertised_addr: Option<String>,
@@ -70,6 +75,7 @@ impl Default for BrokerConfig {
         BrokerConfig {
             data_dir: PathBuf::from("./weir-data"),
             listen: "127.0.0.1:9876".to_owned(),
+            http_listen: None,
             advertised_addr: None,
             name_servers: Vec::new(),
             cluster_name: "DefaultCluster".to_owned(),

@@ -32,6 +32,7 @@ use crate::dispatch::dispatch;
 use crate::error::RequestError;
 use crate::group::ConnectionId;
 use crate::handlers::{Reply, RequestContext};
+use crate::metrics_catalog::CONNECTIONS;
 
 /// Requests one connection may have in flight; the reader stops reading at this many.
 const MAX_IN_FLIGHT: u32 = 4096;
@@ -63,6 +64,7 @@ pub(crate) async fn serve(
     shutdown: watch::Receiver<bool>,
 ) {
     tracing::debug!(%peer, connection, "connection opened");
+    metrics::gauge!(CONNECTIONS).increment(1.0);
     let _ = stream.set_nodelay(true);
     let (mut read, write) = stream.into_split();
     let codec = FrameCodec::new(state.max_frame_len);
@@ -105,6 +107,7 @@ pub(crate) async fn serve(
             writer.abort();
         }
     }
+    metrics::gauge!(CONNECTIONS).decrement(1.0);
     tracing::debug!(%peer, connection, "connection closed");
 }
 

@@ -1,5 +1,7 @@
 //! From a request frame to its handler: check the api key and version, decode the body, call
-//! the handler.
+//! the handler; count the request and time it.
+
+use std::time::Instant;
 
 use weir_proto::{ApiKey, ErrorCode, Frame};
 
@@ -8,12 +10,32 @@ use crate::error::RequestError;
 use crate::handlers::{
     Reply, RequestContext, group, lookup, produce, pull, route, topic, transaction,
 };
+use crate::metrics_catalog::{REQUEST_DURATION_SECONDS, REQUESTS_TOTAL};
 
 /// The only body schema version spoken today.
 const API_VERSION: u16 = 0;
 
-/// Answers one request frame.
+/// Answers one request frame, recording it in `weir_requests_total` and
+/// `weir_request_duration_seconds`.
 pub(crate) async fn dispatch(
+    state: &BrokerState,
+    ctx: RequestContext,
+    frame: Frame,
+) -> Result<Reply, RequestError> {
+    let started = Instant::now();
+    let api = ApiKey::from_u16(frame.header.api_key).map_or("unknown", ApiKey::name);
+    let result = handle(state, ctx, frame).await;
+    let code = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.code.name(),
+    };
+    metrics::counter!(REQUESTS_TOTAL, "api" => api, "code" => code).increment(1);
+    metrics::histogram!(REQUEST_DURATION_SECONDS, "api" => api).record(started.elapsed());
+    result
+}
+
+/// Checks the api key and version, decodes the body and calls the handler.
+async fn handle(
     state: &BrokerState,
     ctx: RequestContext,
     frame: Frame,

@@ -1,8 +1,9 @@
 //! Weir's server: the native-protocol listener, request handlers, topics, consumer groups and
 //! their offsets, long polling, and the name-server role.
 //!
-//! [`Broker::start`] opens the store, loads topics and offsets, binds the listener and serves
-//! until [`Broker::shutdown`]. The protocol it speaks is `docs/protocol.md`.
+//! [`Broker::start`] opens the store, loads topics and offsets, binds the listeners and serves
+//! until [`Broker::shutdown`]. The native protocol it speaks is `docs/protocol.md`; its HTTP
+//! admin API, metrics and probes are `docs/http-api.md`.
 
 mod atomic_file;
 mod broker;
@@ -12,10 +13,13 @@ mod dispatch;
 mod error;
 mod group;
 mod handlers;
+mod http;
 mod idempotence;
 mod long_poll;
+mod metrics_catalog;
 mod name_server;
 mod offsets;
+mod ops;
 mod outbox;
 mod registration;
 mod server;

@@ -15,6 +15,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::FlushMode;
+use crate::metric_names;
 use crate::store::Inner;
 
 /// An fdatasync slower than this is logged.
@@ -39,6 +40,8 @@ pub(crate) fn flush_to(inner: &Inner, target: u64) -> io::Result<()> {
         seg.sync()?;
         inner.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
         let took = started.elapsed();
+        metrics::counter!(metric_names::FSYNC_TOTAL).increment(1);
+        metrics::histogram!(metric_names::FSYNC_DURATION_SECONDS).record(took);
         if took > SLOW_SYNC {
             tracing::warn!(segment = seg.base, ?took, "slow fdatasync");
         }

@@ -18,6 +18,7 @@ mod error;
 mod filter;
 mod flush;
 mod key_index;
+pub mod metric_names;
 mod mmap;
 mod recovery;
 mod retention;

@@ -15,6 +15,8 @@ use weir_broker::BrokerConfig;
 
 /// The file read when `--config` is not given, if it exists.
 const DEFAULT_CONFIG_FILE: &str = "weir.toml";
+/// The HTTP listener of `weir serve` unless configured otherwise (the library opens none).
+const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9877";
 
 /// Settings given as command-line flags; each one set overrides every other source.
 #[derive(Debug, Default, Serialize)]
@@ -31,11 +33,17 @@ pub struct FlagOverrides {
     /// `--advertised-addr`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub advertised_addr: Option<String>,
+    /// `--http`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_listen: Option<String>,
 }
 
 /// Builds the broker's configuration from every source.
 pub fn load(file: Option<&Path>, flags: FlagOverrides) -> anyhow::Result<BrokerConfig> {
-    let defaults = BrokerConfig::default();
+    let defaults = BrokerConfig {
+        http_listen: Some(DEFAULT_HTTP_LISTEN.to_owned()),
+        ..BrokerConfig::default()
+    };
     let known_keys: Vec<String> = match figment::value::Value::serialize(&defaults) {
         Ok(figment::value::Value::Dict(_, dict)) => dict.keys().cloned().collect(),
         _ => Vec::new(),
@@ -86,6 +94,22 @@ mod tests {
         .unwrap();
         assert_eq!(config.listen, "127.0.0.1:2222");
         assert_eq!(config.default_queues, 7);
+        assert_eq!(config.http_listen.as_deref(), Some(DEFAULT_HTTP_LISTEN));
+    }
+
+    #[test]
+    fn the_http_flag_overrides_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.toml");
+        std::fs::write(&path, "http_listen = \"127.0.0.1:1111\"\n").unwrap();
+        let from_file = load(Some(&path), FlagOverrides::default()).unwrap();
+        assert_eq!(from_file.http_listen.as_deref(), Some("127.0.0.1:1111"));
+        let flags = FlagOverrides {
+            http_listen: Some("127.0.0.1:0".into()),
+            ..FlagOverrides::default()
+        };
+        let config = load(Some(&path), flags).unwrap();
+        assert_eq!(config.http_listen.as_deref(), Some("127.0.0.1:0"));
     }
 
     #[test]

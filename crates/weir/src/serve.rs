@@ -23,6 +23,10 @@ pub struct ServeArgs {
     /// Address of the native protocol listener (port 0 picks a free port).
     #[arg(long)]
     listen: Option<String>,
+    /// Address of the HTTP listener: admin API, /metrics, /health, /ready (port 0 picks a free
+    /// port; an empty string opens none).
+    #[arg(long = "http", value_name = "ADDR")]
+    http_listen: Option<String>,
     /// Address clients are told to use for this broker (routes and message ids).
     #[arg(long)]
     advertised_addr: Option<String>,
@@ -66,6 +70,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             listen: args.listen,
             flush: args.flush,
             advertised_addr: args.advertised_addr,
+            http_listen: args.http_listen,
         },
     )?;
     let data_dir = config.data_dir.clone();
@@ -81,6 +86,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         broker.local_addr(),
         data_dir.display()
     );
+    if let Some(addr) = broker.http_addr() {
+        println!("weir http on {addr}");
+    }
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
         _ = sigterm.recv() => tracing::info!("SIGTERM received, shutting down"),

@@ -1,13 +1,13 @@
 //! Consumer groups: heartbeats, leaving, offsets, listing, describing, resetting.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use weir_proto::{ErrorCode, pb};
 
 use crate::broker::BrokerState;
 use crate::error::RequestError;
 use crate::group::{Heartbeat, Mode, QueueKey};
 use crate::handlers::{Reply, RequestContext};
+use crate::ops;
+use crate::ops::group::ResetTarget;
 
 fn queue_ref((topic, queue_id): QueueKey) -> pb::QueueRef {
     pb::QueueRef { topic, queue_id }
@@ -149,14 +149,8 @@ pub(crate) fn fetch(
 
 /// Groups with live members or committed offsets.
 pub(crate) fn list(state: &BrokerState) -> Result<Reply, RequestError> {
-    let groups: BTreeSet<String> = state
-        .groups
-        .groups()
-        .into_iter()
-        .chain(state.offsets.groups())
-        .collect();
     Ok(Reply::meta(&pb::ListGroupsResponse {
-        groups: groups.into_iter().collect(),
+        groups: ops::group::list(state),
     }))
 }
 
@@ -165,65 +159,32 @@ pub(crate) fn describe(
     state: &BrokerState,
     request: pb::DescribeGroupRequest,
 ) -> Result<Reply, RequestError> {
-    let view = state
-        .groups
-        .describe(&request.group, &|topic| state.queues_of(topic));
-    let committed = state.offsets.group_offsets(&request.group);
-    if view.is_none() && committed.is_empty() {
-        return Err(RequestError::new(
-            ErrorCode::GroupNotFound,
-            format!("group {:?} has no members and no offsets", request.group),
-        ));
-    }
-    let mut queues: BTreeMap<QueueKey, Option<u64>> = BTreeMap::new();
-    if let Some(view) = &view {
-        for topic in &view.topics {
-            for queue_id in 0..state.queues_of(topic) {
-                queues.insert((topic.clone(), queue_id), None);
-            }
-        }
-    }
-    for (topic, queue_id, offset) in committed {
-        if queue_id < state.queues_of(&topic) {
-            queues.insert((topic, queue_id), Some(offset));
-        }
-    }
-    let queues = queues
+    let description = ops::group::describe(state, &request.group)?;
+    let queues = description
+        .queues
         .into_iter()
-        .map(|((topic, queue_id), committed)| {
-            let offsets = state.store.queue_offsets(&topic, queue_id);
-            let owner = view
-                .as_ref()
-                .and_then(|v| v.owners.get(&(topic.clone(), queue_id)).cloned())
-                .unwrap_or_default();
-            pb::GroupQueueInfo {
-                max_offset: offsets.max,
-                committed_offset: committed.unwrap_or(0),
-                lag: offsets
-                    .max
-                    .saturating_sub(committed.unwrap_or(offsets.min).max(offsets.min)),
-                owner,
-                topic,
-                queue_id,
-            }
+        .map(|q| pb::GroupQueueInfo {
+            max_offset: q.offsets.max,
+            committed_offset: q.committed.unwrap_or(0),
+            lag: q.lag,
+            owner: q.owner,
+            topic: q.topic,
+            queue_id: q.queue_id,
         })
         .collect();
-    let members = view
-        .map(|v| {
-            v.members
-                .into_iter()
-                .map(|m| pb::GroupMember {
-                    member_id: m.member_id,
-                    client_addr: m.client_addr,
-                    mode: match m.mode {
-                        Mode::Clustering => pb::ConsumeMode::Clustering,
-                        Mode::Broadcast => pb::ConsumeMode::Broadcast,
-                    } as i32,
-                    assigned: m.assigned.into_iter().map(queue_ref).collect(),
-                })
-                .collect()
+    let members = description
+        .members
+        .into_iter()
+        .map(|m| pb::GroupMember {
+            member_id: m.member_id,
+            client_addr: m.client_addr,
+            mode: match m.mode {
+                Mode::Clustering => pb::ConsumeMode::Clustering,
+                Mode::Broadcast => pb::ConsumeMode::Broadcast,
+            } as i32,
+            assigned: m.assigned.into_iter().map(queue_ref).collect(),
         })
-        .unwrap_or_default();
+        .collect();
     Ok(Reply::meta(&pb::DescribeGroupResponse {
         group: request.group,
         members,
@@ -238,42 +199,24 @@ pub(crate) fn reset(
     request: pb::ResetOffsetsRequest,
 ) -> Result<Reply, RequestError> {
     use pb::reset_offsets_request::To;
-    require("group", &request.group)?;
-    let queues = state.topics.queues(&request.topic)?;
-    if state.groups.has_members(&request.group) {
-        return Err(RequestError::new(
-            ErrorCode::InvalidArgument,
-            format!(
-                "group {:?} has live members; stop them before resetting its offsets",
-                request.group
-            ),
-        ));
-    }
-    let Some(to) = request.to else {
-        return Err(RequestError::new(
-            ErrorCode::InvalidArgument,
-            "say where to reset to: earliest, latest or timestamp_ms",
-        ));
+    let to = match request.to {
+        Some(To::Earliest(_)) => ResetTarget::Earliest,
+        Some(To::Latest(_)) => ResetTarget::Latest,
+        Some(To::TimestampMs(ts)) => ResetTarget::Timestamp(ts),
+        None => {
+            return Err(RequestError::new(
+                ErrorCode::InvalidArgument,
+                "say where to reset to: earliest, latest or timestamp_ms",
+            ));
+        }
     };
-    let mut entries = Vec::with_capacity(queues as usize);
-    for queue_id in 0..queues {
-        let offsets = state.store.queue_offsets(&request.topic, queue_id);
-        let offset = match to {
-            To::Earliest(_) => offsets.min,
-            To::Latest(_) => offsets.max,
-            To::TimestampMs(ts) => state.store.offset_for_time(&request.topic, queue_id, ts)?,
-        };
-        entries.push(pb::OffsetEntry {
+    let offsets = ops::group::reset(state, &request.group, &request.topic, to)?
+        .into_iter()
+        .map(|(queue_id, offset)| pb::OffsetEntry {
             topic: request.topic.clone(),
             queue_id,
             offset,
-        });
-    }
-    for entry in &entries {
-        state
-            .offsets
-            .set(&request.group, &entry.topic, entry.queue_id, entry.offset);
-    }
-    tracing::info!(group = %request.group, topic = %request.topic, "offsets reset");
-    Ok(Reply::meta(&pb::ResetOffsetsResponse { offsets: entries }))
+        })
+        .collect();
+    Ok(Reply::meta(&pb::ResetOffsetsResponse { offsets }))
 }

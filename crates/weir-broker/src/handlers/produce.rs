@@ -1,11 +1,14 @@
 //! Produce: append a batch of records to one queue.
 
+use std::time::Instant;
+
 use bytes::BytesMut;
 use weir_proto::{ErrorCode, pb};
 
 use crate::broker::BrokerState;
 use crate::error::RequestError;
 use crate::handlers::Reply;
+use crate::metrics_catalog::{BYTES_IN_TOTAL, MESSAGES_IN_TOTAL, PRODUCE_DURABLE_SECONDS};
 use crate::topics;
 
 /// Appends the batch as it came (the store checks every record) and answers with the first
@@ -16,6 +19,7 @@ pub(crate) async fn produce(
     request: pb::ProduceRequest,
     payload: BytesMut,
 ) -> Result<Reply, RequestError> {
+    let started = Instant::now();
     let queues = match state.topics.get(&request.topic) {
         Some(config) => config.queues,
         None if state.config.auto_create_topics => {
@@ -44,28 +48,36 @@ pub(crate) async fn produce(
             "a produce request needs at least one record",
         ));
     }
-    if let Some(special) = special_batch(&payload) {
-        let response = match special {
-            SpecialBatch::TransactionHalf => {
-                crate::transaction::store_half(state, &request, &payload).await?
+    let bytes = payload.len() as u64;
+    let response = match special_batch(&payload) {
+        Some(SpecialBatch::TransactionHalf) => {
+            // Not in the topic until committed, so not counted as messages in.
+            let response = crate::transaction::store_half(state, &request, &payload).await?;
+            return Ok(Reply::meta(&response));
+        }
+        Some(SpecialBatch::Idempotent) => {
+            crate::idempotence::append(state, &request, payload).await?
+        }
+        None => {
+            let result = state
+                .store
+                .append(&request.topic, request.queue_id, payload)
+                .await?;
+            pb::ProduceResponse {
+                queue_offset: result.queue_offset,
+                commit_log_offset: result.commit_log_offset,
+                count: result.count,
+                store_timestamp: result.store_timestamp,
+                broker_addr: state.advertised_addr.clone(),
             }
-            SpecialBatch::Idempotent => {
-                crate::idempotence::append(state, &request, payload).await?
-            }
-        };
-        return Ok(Reply::meta(&response));
-    }
-    let result = state
-        .store
-        .append(&request.topic, request.queue_id, payload)
-        .await?;
-    Ok(Reply::meta(&pb::ProduceResponse {
-        queue_offset: result.queue_offset,
-        commit_log_offset: result.commit_log_offset,
-        count: result.count,
-        store_timestamp: result.store_timestamp,
-        broker_addr: state.advertised_addr.clone(),
-    }))
+        }
+    };
+    metrics::histogram!(PRODUCE_DURABLE_SECONDS).record(started.elapsed());
+    let topic = request.topic.clone();
+    metrics::counter!(MESSAGES_IN_TOTAL, "topic" => topic.clone())
+        .increment(u64::from(response.count));
+    metrics::counter!(BYTES_IN_TOTAL, "topic" => topic).increment(bytes);
+    Ok(Reply::meta(&response))
 }
 
 /// A batch that does not take the plain append path.

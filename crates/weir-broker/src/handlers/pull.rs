@@ -9,6 +9,7 @@ use weir_store::TagFilter;
 use crate::broker::BrokerState;
 use crate::error::RequestError;
 use crate::handlers::Reply;
+use crate::metrics_catalog::{BYTES_OUT_TOTAL, LONG_POLL_WAITERS, MESSAGES_OUT_TOTAL};
 
 /// Messages per pull when the request says 0.
 const DEFAULT_MAX_MESSAGES: u32 = 32;
@@ -59,6 +60,11 @@ pub(crate) async fn pull(
         let give_up = read.count > 0 || state.is_shutting_down() || Instant::now() >= deadline;
         let Some(notified) = notified.filter(|_| !give_up) else {
             let status = if read.count > 0 {
+                let topic = topic.to_owned();
+                metrics::counter!(MESSAGES_OUT_TOTAL, "topic" => topic.clone())
+                    .increment(u64::from(read.count));
+                metrics::counter!(BYTES_OUT_TOTAL, "topic" => topic)
+                    .increment(read.records.len() as u64);
                 pb::PullStatus::Found
             } else {
                 pb::PullStatus::NoNewMessages
@@ -75,6 +81,24 @@ pub(crate) async fn pull(
         // Messages skipped by the tag filter are not read again.
         offset = read.next_offset.max(offset);
         // On timeout, read once more and answer whatever is there.
+        let _waiting = WaiterGauge::enter();
         let _ = tokio::time::timeout_at(deadline, notified).await;
+    }
+}
+
+/// Counts a pull in `weir_long_poll_waiters` while it waits; dropping it (the wait ended, or
+/// the request was dropped with its connection) counts it out.
+struct WaiterGauge;
+
+impl WaiterGauge {
+    fn enter() -> WaiterGauge {
+        metrics::gauge!(LONG_POLL_WAITERS).increment(1.0);
+        WaiterGauge
+    }
+}
+
+impl Drop for WaiterGauge {
+    fn drop(&mut self) {
+        metrics::gauge!(LONG_POLL_WAITERS).decrement(1.0);
     }
 }

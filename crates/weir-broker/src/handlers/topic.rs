@@ -5,20 +5,18 @@ use weir_proto::pb;
 use crate::broker::BrokerState;
 use crate::error::RequestError;
 use crate::handlers::Reply;
-use crate::topics;
+use crate::ops;
 
 /// A topic's queues with their current offsets.
 pub(crate) fn topic_info(state: &BrokerState, name: &str, queues: u32) -> pb::TopicInfo {
     pb::TopicInfo {
         name: name.to_owned(),
-        queues: (0..queues)
-            .map(|queue_id| {
-                let offsets = state.store.queue_offsets(name, queue_id);
-                pb::QueueInfo {
-                    queue_id,
-                    min_offset: offsets.min,
-                    max_offset: offsets.max,
-                }
+        queues: ops::topic::queue_states(state, name, queues)
+            .into_iter()
+            .map(|q| pb::QueueInfo {
+                queue_id: q.queue_id,
+                min_offset: q.offsets.min,
+                max_offset: q.offsets.max,
             })
             .collect(),
     }
@@ -30,14 +28,7 @@ pub(crate) fn create(
     state: &BrokerState,
     request: pb::CreateTopicRequest,
 ) -> Result<Reply, RequestError> {
-    topics::validate_name(&request.name)?;
-    let queues = match request.queues {
-        0 => state.config.default_queues,
-        n => n,
-    };
-    let config = state.topics.create(&request.name, queues)?;
-    state.registrar.topics_changed();
-    tracing::info!(topic = %request.name, queues, "topic created");
+    let config = ops::topic::create(state, &request.name, request.queues)?;
     Ok(Reply::meta(&topic_info(
         state,
         &request.name,
@@ -51,12 +42,7 @@ pub(crate) fn delete(
     state: &BrokerState,
     request: pb::DeleteTopicRequest,
 ) -> Result<Reply, RequestError> {
-    state.topics.delete(&request.name)?;
-    state.registrar.topics_changed();
-    state.long_poll.remove_topic(&request.name);
-    state.offsets.remove_topic(&request.name);
-    state.store.delete_queues(&request.name)?;
-    tracing::info!(topic = %request.name, "topic deleted");
+    ops::topic::delete(state, &request.name)?;
     Ok(Reply::meta(&pb::Empty {}))
 }
 
