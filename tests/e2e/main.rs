@@ -5,3 +5,5 @@
 mod bad_input;
 mod cli;
 mod harness;
+mod orderly;
+mod shared;

@@ -18,6 +18,7 @@ use crate::name_server::NameServer;
 use crate::offsets::OffsetTable;
 use crate::registration::{Registrar, Target};
 use crate::server;
+use crate::shared_group::SharedGroups;
 use crate::topics::TopicTable;
 
 /// How often dirty offsets are written to disk.
@@ -30,6 +31,7 @@ pub(crate) struct BrokerState {
     pub topics: Arc<TopicTable>,
     pub offsets: OffsetTable,
     pub groups: GroupCoordinator,
+    pub shared: Arc<SharedGroups>,
     pub long_poll: Arc<LongPoll>,
     pub name_server: Arc<NameServer>,
     pub registrar: Arc<Registrar>,
@@ -104,6 +106,10 @@ impl Broker {
     ) -> Result<Broker, BrokerError> {
         let topics = Arc::new(TopicTable::load(&config.data_dir)?);
         let offsets = OffsetTable::load(&config.data_dir)?;
+        let shared = Arc::new(SharedGroups::load(
+            &config.data_dir,
+            config.shared_settings()?,
+        )?);
         let listener =
             TcpListener::bind(&config.listen)
                 .await
@@ -143,8 +149,10 @@ impl Broker {
         ));
         let long_poll = Arc::new(LongPoll::new());
         let waker = long_poll.clone();
+        let shared_waker = shared.clone();
         store.set_dispatch_listener(Arc::new(move |topic: &str, queue_id: u32, _max: u64| {
             waker.wake(topic, queue_id);
+            shared_waker.wake(topic);
         }));
         let state = Arc::new(BrokerState {
             groups: GroupCoordinator::new(Duration::from_millis(config.group_session_timeout_ms)),
@@ -152,6 +160,7 @@ impl Broker {
             store,
             topics,
             offsets,
+            shared,
             long_poll,
             name_server,
             registrar: registrar.clone(),
@@ -202,12 +211,14 @@ impl Broker {
         self.state.shutting_down.store(true, Ordering::Release);
         let _ = self.shutdown.send(true);
         self.state.long_poll.wake_all();
+        self.state.shared.wake_all();
         for task in self.tasks {
             if let Err(e) = task.await {
                 tracing::warn!(error = %e, "a broker task failed");
             }
         }
         let offsets = self.state.offsets.persist();
+        let shared = self.state.shared.persist();
         let store = self.state.store.clone();
         let data_dir = self.state.config.data_dir.clone();
         tokio::task::spawn_blocking(move || store.shutdown())
@@ -215,6 +226,7 @@ impl Broker {
             .map_err(|e| BrokerError::Config(format!("store shutdown task failed: {e}")))?
             .map_err(|e| BrokerError::from_store(e, &data_dir))?;
         offsets?;
+        shared?;
         tracing::info!("broker stopped");
         Ok(())
     }
@@ -242,6 +254,9 @@ async fn housekeeping(state: Arc<BrokerState>, mut shutdown: watch::Receiver<boo
         let done = tokio::task::spawn_blocking(move || {
             if let Err(e) = chores.offsets.persist() {
                 tracing::error!(error = %e, "persisting consumer offsets failed");
+            }
+            if let Err(e) = chores.shared.persist() {
+                tracing::error!(error = %e, "persisting shared groups' acks failed");
             }
             let expired = chores.groups.expire(&|topic| chores.queues_of(topic));
             if expired > 0 {

@@ -5,7 +5,7 @@ use weir_proto::{ApiKey, ErrorCode, Frame};
 
 use crate::broker::BrokerState;
 use crate::error::RequestError;
-use crate::handlers::{Reply, RequestContext, group, lookup, produce, pull, route, topic};
+use crate::handlers::{Reply, RequestContext, group, lookup, produce, pull, route, shared, topic};
 
 /// The only body schema version spoken today.
 const API_VERSION: u16 = 0;
@@ -54,6 +54,11 @@ pub(crate) async fn dispatch(
         ApiKey::GetMessage => lookup::get_message(state, decode(meta)?),
         ApiKey::FindByKey => lookup::find_by_key(state, decode(meta)?),
         ApiKey::OffsetForTime => lookup::offset_for_time(state, decode(meta)?),
+        ApiKey::Receive => shared::receive(state, decode(meta)?).await,
+        ApiKey::Ack => shared::ack(state, decode(meta)?),
+        ApiKey::Nack => shared::nack(state, decode(meta)?).await,
+        ApiKey::ChangeInvisibility => shared::change_invisibility(state, decode(meta)?),
+        ApiKey::DeadLetter => shared::dead_letter(state, decode(meta)?).await,
     }
 }
 

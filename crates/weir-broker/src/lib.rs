@@ -8,6 +8,7 @@ mod atomic_file;
 mod broker;
 mod config;
 mod connection;
+mod dead_letter;
 mod dispatch;
 mod error;
 mod group;
@@ -17,6 +18,7 @@ mod name_server;
 mod offsets;
 mod registration;
 mod server;
+mod shared_group;
 mod shutdown;
 mod topics;
 

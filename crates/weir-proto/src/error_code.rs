@@ -49,11 +49,14 @@ pub enum ErrorCode {
     ShuttingDown = 24,
     /// The message was not made durable in time (sync flush).
     FlushTimeout = 25,
+    /// A shared-group receipt does not parse, or its delivery is over (acked, or redelivered
+    /// after its invisibility ran out).
+    InvalidReceipt = 40,
 }
 
 impl ErrorCode {
     /// Every code, in number order.
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::None,
         ErrorCode::Internal,
         ErrorCode::UnsupportedApi,
@@ -75,6 +78,7 @@ impl ErrorCode {
         ErrorCode::Busy,
         ErrorCode::ShuttingDown,
         ErrorCode::FlushTimeout,
+        ErrorCode::InvalidReceipt,
     ];
 
     /// The code for a number; unknown numbers map to [`ErrorCode::Internal`].
@@ -122,6 +126,7 @@ impl ErrorCode {
             ErrorCode::Busy => "busy",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::FlushTimeout => "flush_timeout",
+            ErrorCode::InvalidReceipt => "invalid_receipt",
         }
     }
 }

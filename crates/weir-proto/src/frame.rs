@@ -83,11 +83,21 @@ pub enum ApiKey {
     FindByKey = 18,
     /// Find the first queue offset stored at or after a time.
     OffsetForTime = 19,
+    /// Shared group: take visible messages of a topic, hidden until acked or timed out.
+    Receive = 30,
+    /// Shared group: acknowledge deliveries by receipt.
+    Ack = 31,
+    /// Shared group: give deliveries back for a later retry by receipt.
+    Nack = 32,
+    /// Shared group: change how long a delivery stays hidden.
+    ChangeInvisibility = 33,
+    /// Copy a message to its group's dead-letter topic `%DLQ%<group>`.
+    DeadLetter = 34,
 }
 
 impl ApiKey {
     /// Every api key, in number order.
-    pub const ALL: [ApiKey; 19] = [
+    pub const ALL: [ApiKey; 24] = [
         ApiKey::Produce,
         ApiKey::Pull,
         ApiKey::GetRoute,
@@ -107,6 +117,11 @@ impl ApiKey {
         ApiKey::GetMessage,
         ApiKey::FindByKey,
         ApiKey::OffsetForTime,
+        ApiKey::Receive,
+        ApiKey::Ack,
+        ApiKey::Nack,
+        ApiKey::ChangeInvisibility,
+        ApiKey::DeadLetter,
     ];
 
     /// The api key for a number, if it is one.
@@ -136,6 +151,11 @@ impl ApiKey {
             ApiKey::GetMessage => "get_message",
             ApiKey::FindByKey => "find_by_key",
             ApiKey::OffsetForTime => "offset_for_time",
+            ApiKey::Receive => "receive",
+            ApiKey::Ack => "ack",
+            ApiKey::Nack => "nack",
+            ApiKey::ChangeInvisibility => "change_invisibility",
+            ApiKey::DeadLetter => "dead_letter",
         }
     }
 }

@@ -55,6 +55,7 @@ pub(crate) fn delete(
     state.registrar.topics_changed();
     state.long_poll.remove_topic(&request.name);
     state.offsets.remove_topic(&request.name);
+    state.shared.remove_topic(&request.name);
     state.store.delete_queues(&request.name)?;
     tracing::info!(topic = %request.name, "topic deleted");
     Ok(Reply::meta(&pb::Empty {}))
