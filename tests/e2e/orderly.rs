@@ -72,16 +72,17 @@ fn keyed_messages_stay_in_order_across_a_consumer_kill() {
     let addr = node.addr.clone();
     let producer = std::thread::spawn(move || {
         runtime().block_on(async {
-            let producer = Producer::new(ProducerConfig::new([addr])).unwrap();
+            let mut config = ProducerConfig::new([addr]);
+            config.linger = Duration::ZERO;
+            let producer = Producer::new(config).unwrap();
             for seq in 0..SEQS {
                 for key in 0..KEYS {
                     let message = Message::new("ordered", format!("{key}:{seq}"))
                         .with_key(format!("key-{key}"));
                     producer.send(message).await.unwrap();
                 }
-                if seq % 10 == 0 {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+                // About 4 s of sending, so the kill lands mid-stream.
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
             producer.close().await;
         });
@@ -100,6 +101,7 @@ fn keyed_messages_stay_in_order_across_a_consumer_kill() {
         .iter()
         .position(|(_, s)| !s.lock().unwrap().is_empty())
         .unwrap();
+    assert!(!producer.is_finished(), "the kill must land mid-stream");
     consumers[victim].0.kill().unwrap();
     consumers[victim].0.wait().unwrap();
     producer.join().unwrap();
@@ -157,7 +159,9 @@ fn a_failing_message_is_retried_in_place_then_dead_lettered() {
     node.ok(&["topic", "create", "steps", "--queues", "1"]);
     let rt = runtime();
     rt.block_on(async {
-        let producer = Producer::new(ProducerConfig::new([node.addr.clone()])).unwrap();
+        let mut config = ProducerConfig::new([node.addr.clone()]);
+        config.linger = Duration::ZERO;
+        let producer = Producer::new(config).unwrap();
         for i in 0..8 {
             producer
                 .send(Message::new("steps", format!("m{i}")).with_key("k"))

@@ -18,7 +18,9 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 async fn produce(addr: &str, topic: &str, n: usize) {
-    let producer = Producer::new(ProducerConfig::new([addr.to_owned()])).unwrap();
+    let mut config = ProducerConfig::new([addr.to_owned()]);
+    config.linger = Duration::ZERO;
+    let producer = Producer::new(config).unwrap();
     for i in 0..n {
         producer
             .send(Message::new(topic, format!("m{i}")))
