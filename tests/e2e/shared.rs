@@ -271,3 +271,66 @@ fn cli_shared_mode_prints_and_acks() {
     ]);
     assert_eq!(again, "");
 }
+
+/// Shared-mode throughput, for docs/benchmarks.md ("Shared consumption"):
+/// `CARGO_BUILD_JOBS=2 cargo test --release -p weir --test e2e shared_throughput -- --ignored --nocapture`
+#[test]
+#[ignore = "benchmark; run in release with --ignored"]
+fn shared_throughput() {
+    const MESSAGES: usize = 200_000;
+    const CONSUMERS: usize = 8;
+    const BATCH: u32 = 32;
+    let node = Node::start(&[]);
+    node.ok(&["topic", "create", "bench", "--queues", "2"]);
+    runtime().block_on(async {
+        let producer = Producer::new(ProducerConfig::new([node.addr.clone()])).unwrap();
+        let body = vec![b'x'; 100];
+        let mut pending = Vec::with_capacity(MESSAGES);
+        for _ in 0..MESSAGES {
+            pending.push(producer.send_async(Message::new("bench", body.clone())));
+        }
+        for p in pending {
+            p.await.unwrap();
+        }
+        producer.close().await;
+
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..CONSUMERS {
+            let c = consumer(&node.addr, "bench-g", "bench", Duration::from_millis(200));
+            tasks.push(tokio::spawn(async move {
+                let mut acked = 0usize;
+                let mut idle = 0;
+                let mut last_ack = Instant::now();
+                while idle < 2 {
+                    let got = c.receive(BATCH, Duration::from_secs(30)).await.unwrap();
+                    if got.is_empty() {
+                        idle += 1;
+                        continue;
+                    }
+                    idle = 0;
+                    assert!(c.ack(&got).await.unwrap().is_empty());
+                    acked += got.len();
+                    last_ack = Instant::now();
+                }
+                (acked, last_ack)
+            }));
+        }
+        let mut total = 0;
+        let mut per_consumer = Vec::new();
+        let mut last_ack = started;
+        for t in tasks {
+            let (acked, done) = t.await.unwrap();
+            total += acked;
+            per_consumer.push(acked);
+            last_ack = last_ack.max(done);
+        }
+        assert_eq!(total, MESSAGES);
+        let secs = (last_ack - started).as_secs_f64();
+        println!(
+            "shared: {CONSUMERS} consumers, 2 queues, batch {BATCH}, 100 B bodies: {total} messages \
+             received and acked in {secs:.2} s = {:.0} msgs/s; per consumer {per_consumer:?}",
+            total as f64 / secs
+        );
+    });
+}
