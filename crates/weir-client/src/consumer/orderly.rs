@@ -182,7 +182,43 @@ async fn dead_letter(
     }
 }
 
+/// Session timeout assumed when a broker does not say its own.
+const DEFAULT_SESSION_TIMEOUT_MS: u32 = 10_000;
+
 /// The lease a heartbeat sent at `sent` renews: half the broker's session timeout.
 pub(crate) fn lease_end(sent: Instant, session_timeout_ms: u32) -> Instant {
-    sent + Duration::from_millis(u64::from(session_timeout_ms) / 2)
+    let timeout = match session_timeout_ms {
+        0 => DEFAULT_SESSION_TIMEOUT_MS,
+        ms => ms,
+    };
+    sent + Duration::from_millis(u64::from(timeout) / 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_lease_is_held_only_until_it_ends_and_waits_for_renewal() {
+        let sent = Instant::now();
+        let lease = Lease::new(lease_end(sent, 200));
+        let cancel = CancellationToken::new();
+        assert!(lease.hold(&cancel).await);
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert!(
+            !lease.valid(),
+            "half the session timeout after the heartbeat was sent"
+        );
+        // A renewal arriving later lets the waiting loop go on.
+        let renew = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            lease.set(lease_end(Instant::now(), 10_000));
+        };
+        let (held, ()) = tokio::join!(lease.hold(&cancel), renew);
+        assert!(held);
+        lease.expire();
+        cancel.cancel();
+        assert!(!lease.hold(&cancel).await);
+        assert_eq!(lease_end(sent, 0), sent + Duration::from_secs(5));
+    }
 }
