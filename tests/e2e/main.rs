@@ -10,3 +10,5 @@ mod http_api;
 mod idempotence;
 mod metrics;
 mod transaction;
+mod orderly;
+mod shared;

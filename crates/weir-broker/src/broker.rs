@@ -22,6 +22,7 @@ use crate::offsets::OffsetTable;
 use crate::outbox::Outboxes;
 use crate::registration::{Registrar, Target};
 use crate::server;
+use crate::shared_group::SharedGroups;
 use crate::topics::TopicTable;
 use crate::transaction::Transactions;
 
@@ -35,6 +36,7 @@ pub(crate) struct BrokerState {
     pub topics: Arc<TopicTable>,
     pub offsets: OffsetTable,
     pub groups: GroupCoordinator,
+    pub shared: Arc<SharedGroups>,
     pub long_poll: Arc<LongPoll>,
     pub name_server: Arc<NameServer>,
     pub registrar: Arc<Registrar>,
@@ -159,6 +161,10 @@ impl Broker {
         let topics = Arc::new(TopicTable::load(&config.data_dir)?);
         let offsets = OffsetTable::load(&config.data_dir)?;
         let (transactions, idempotence) = load_producer_state(&config, &store).await?;
+        let shared = Arc::new(SharedGroups::load(
+            &config.data_dir,
+            config.shared_settings()?,
+        )?);
         let listener =
             TcpListener::bind(&config.listen)
                 .await
@@ -198,8 +204,10 @@ impl Broker {
         ));
         let long_poll = Arc::new(LongPoll::new());
         let waker = long_poll.clone();
+        let shared_waker = shared.clone();
         store.set_dispatch_listener(Arc::new(move |topic: &str, queue_id: u32, _max: u64| {
             waker.wake(topic, queue_id);
+            shared_waker.wake(topic);
         }));
         let state = Arc::new(BrokerState {
             groups: GroupCoordinator::new(Duration::from_millis(config.group_session_timeout_ms)),
@@ -207,6 +215,7 @@ impl Broker {
             store,
             topics,
             offsets,
+            shared,
             long_poll,
             name_server,
             registrar: registrar.clone(),
@@ -276,12 +285,14 @@ impl Broker {
         self.state.shutting_down.store(true, Ordering::Release);
         let _ = self.shutdown.send(true);
         self.state.long_poll.wake_all();
+        self.state.shared.wake_all();
         for task in self.tasks {
             if let Err(e) = task.await {
                 tracing::warn!(error = %e, "a broker task failed");
             }
         }
         let offsets = self.state.offsets.persist();
+        let shared = self.state.shared.persist();
         let store = self.state.store.clone();
         let data_dir = self.state.config.data_dir.clone();
         tokio::task::spawn_blocking(move || store.shutdown())
@@ -289,6 +300,7 @@ impl Broker {
             .map_err(|e| BrokerError::Config(format!("store shutdown task failed: {e}")))?
             .map_err(|e| BrokerError::from_store(e, &data_dir))?;
         offsets?;
+        shared?;
         tracing::info!("broker stopped");
         Ok(())
     }
@@ -340,6 +352,9 @@ async fn housekeeping(state: Arc<BrokerState>, mut shutdown: watch::Receiver<boo
         let done = tokio::task::spawn_blocking(move || {
             if let Err(e) = chores.offsets.persist() {
                 tracing::error!(error = %e, "persisting consumer offsets failed");
+            }
+            if let Err(e) = chores.shared.persist() {
+                tracing::error!(error = %e, "persisting shared groups' acks failed");
             }
             let expired = chores.groups.expire(&|topic| chores.queues_of(topic));
             if expired > 0 {

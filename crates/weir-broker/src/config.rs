@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use weir_store::{FlushMode, StoreConfig};
 
 use crate::error::BrokerError;
+use crate::shared_group::SharedSettings;
 
 /// Everything a broker (and its name-server role) can be told at start.
 ///
@@ -68,6 +69,11 @@ pub struct BrokerConfig {
     pub transaction_check_interval_ms: u64,
     /// Check-backs of an undecided transaction before it is rolled back.
     pub transaction_check_max: u32,
+    /// Shared groups: back-off before a nacked message is delivered again, by attempt
+    /// (space-separated durations, the last one repeats).
+    pub shared_retry_delays: String,
+    /// Shared groups: deliveries before a message goes to `%DLQ%<group>`.
+    pub shared_max_attempts: u32,
 }
 
 impl Default for BrokerConfig {
@@ -97,6 +103,8 @@ impl Default for BrokerConfig {
             transaction_check_first_ms: 6_000,
             transaction_check_interval_ms: 30_000,
             transaction_check_max: 15,
+            shared_retry_delays: "10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h".to_owned(),
+            shared_max_attempts: 16,
         }
     }
 }
@@ -154,6 +162,7 @@ impl BrokerConfig {
                 "group_session_timeout_ms must be above group_heartbeat_interval_ms > 0".to_owned(),
             );
         }
+        self.shared_settings()?;
         if self.broker_heartbeat_interval_ms == 0
             || self.broker_expiry_ms <= self.broker_heartbeat_interval_ms
         {
@@ -186,6 +195,31 @@ impl BrokerConfig {
         config.retention_age = Duration::from_secs(self.retention_hours.saturating_mul(3600));
         config.retention_disk_ratio = self.retention_disk_ratio;
         Ok(config)
+    }
+
+    /// The shared groups' settings derived from this one.
+    pub(crate) fn shared_settings(&self) -> Result<SharedSettings, BrokerError> {
+        let retry_delays = self
+            .shared_retry_delays
+            .split_whitespace()
+            .map(humantime::parse_duration)
+            .collect::<Result<Vec<Duration>, _>>()
+            .map_err(|e| {
+                BrokerError::Config(format!(
+                    "shared_retry_delays {:?}: {e}",
+                    self.shared_retry_delays
+                ))
+            })?;
+        if retry_delays.is_empty() || self.shared_max_attempts == 0 {
+            return Err(BrokerError::Config(
+                "shared_retry_delays needs one duration at least and shared_max_attempts must be above 0"
+                    .to_owned(),
+            ));
+        }
+        Ok(SharedSettings {
+            retry_delays,
+            max_attempts: self.shared_max_attempts,
+        })
     }
 
     /// Largest record payload a pull answer may carry (the frame limit less its overhead).

@@ -8,7 +8,7 @@ use weir_proto::{ApiKey, ErrorCode, Frame};
 use crate::broker::BrokerState;
 use crate::error::RequestError;
 use crate::handlers::{
-    Reply, RequestContext, group, lookup, produce, pull, route, topic, transaction,
+    Reply, RequestContext, group, lookup, produce, pull, route, shared, topic, transaction,
 };
 use crate::metrics_catalog::{REQUEST_DURATION_SECONDS, REQUESTS_TOTAL};
 
@@ -78,6 +78,11 @@ async fn handle(
         ApiKey::GetMessage => lookup::get_message(state, decode(meta)?),
         ApiKey::FindByKey => lookup::find_by_key(state, decode(meta)?),
         ApiKey::OffsetForTime => lookup::offset_for_time(state, decode(meta)?),
+        ApiKey::Receive => shared::receive(state, decode(meta)?).await,
+        ApiKey::Ack => shared::ack(state, decode(meta)?),
+        ApiKey::Nack => shared::nack(state, decode(meta)?).await,
+        ApiKey::ChangeInvisibility => shared::change_invisibility(state, decode(meta)?),
+        ApiKey::DeadLetter => shared::dead_letter(state, decode(meta)?).await,
         ApiKey::EndTransaction => transaction::end(state, decode(meta)?).await,
         ApiKey::RegisterProducer => transaction::register_producer(state, ctx, decode(meta)?),
         ApiKey::CheckTransaction => Err(RequestError::new(

@@ -7,6 +7,8 @@
 //!   clustering or broadcast groups; offsets committed periodically and on shutdown.
 //! * [`PullConsumer`] — subscribe like the push consumer and `poll` yourself, or `pull` any
 //!   queue at any offset.
+//! * [`SharedConsumer`] — a member of a shared group: `receive`, then `ack`, `nack` or
+//!   `change_invisibility` each message; parallelism is not capped by the queue count.
 //! * [`Admin`] — topics, groups, offsets, message lookup.
 //! * [`TransactionProducer`] — half message, local transaction, commit or rollback, and the
 //!   broker's check-back of undecided transactions. [`ProducerConfig::idempotent`] makes a
@@ -37,7 +39,7 @@ pub mod transaction;
 pub use admin::{Admin, ResetTo};
 pub use consumer::{
     ConsumeMode, ConsumeResult, PullConsumer, PullConsumerConfig, PushConsumer, PushConsumerConfig,
-    StartFrom,
+    SharedConsumer, SharedConsumerConfig, SharedMessage, SharedWorkers, StartFrom,
 };
 pub use error::{ClientError, Result};
 pub use message::{Message, ReceivedMessage, SendResult};

@@ -49,6 +49,9 @@ pub enum ErrorCode {
     ShuttingDown = 24,
     /// The message was not made durable in time (sync flush).
     FlushTimeout = 25,
+    /// A shared-group receipt does not parse, or its delivery is over (acked, or redelivered
+    /// after its invisibility ran out).
+    InvalidReceipt = 40,
     /// An idempotent producer's batch does not start right after its last stored sequence.
     OutOfOrderSequence = 50,
     /// An idempotent producer's batch repeats sequences older than the broker remembers.
@@ -57,7 +60,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in number order.
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 24] = [
         ErrorCode::None,
         ErrorCode::Internal,
         ErrorCode::UnsupportedApi,
@@ -79,6 +82,7 @@ impl ErrorCode {
         ErrorCode::Busy,
         ErrorCode::ShuttingDown,
         ErrorCode::FlushTimeout,
+        ErrorCode::InvalidReceipt,
         ErrorCode::OutOfOrderSequence,
         ErrorCode::DuplicateSequence,
     ];
@@ -128,6 +132,7 @@ impl ErrorCode {
             ErrorCode::Busy => "busy",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::FlushTimeout => "flush_timeout",
+            ErrorCode::InvalidReceipt => "invalid_receipt",
             ErrorCode::OutOfOrderSequence => "out_of_order_sequence",
             ErrorCode::DuplicateSequence => "duplicate_sequence",
         }

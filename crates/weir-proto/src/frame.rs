@@ -83,6 +83,16 @@ pub enum ApiKey {
     FindByKey = 18,
     /// Find the first queue offset stored at or after a time.
     OffsetForTime = 19,
+    /// Shared group: take visible messages of a topic, hidden until acked or timed out.
+    Receive = 30,
+    /// Shared group: acknowledge deliveries by receipt.
+    Ack = 31,
+    /// Shared group: give deliveries back for a later retry by receipt.
+    Nack = 32,
+    /// Shared group: change how long a delivery stays hidden.
+    ChangeInvisibility = 33,
+    /// Copy a message to its group's dead-letter topic `%DLQ%<group>`.
+    DeadLetter = 34,
     /// Commit or roll back a transaction's half message.
     EndTransaction = 40,
     /// A transactional producer tells the broker its group, so it can be checked back.
@@ -95,7 +105,7 @@ pub enum ApiKey {
 
 impl ApiKey {
     /// Every api key, in number order.
-    pub const ALL: [ApiKey; 23] = [
+    pub const ALL: [ApiKey; 28] = [
         ApiKey::Produce,
         ApiKey::Pull,
         ApiKey::GetRoute,
@@ -115,6 +125,11 @@ impl ApiKey {
         ApiKey::GetMessage,
         ApiKey::FindByKey,
         ApiKey::OffsetForTime,
+        ApiKey::Receive,
+        ApiKey::Ack,
+        ApiKey::Nack,
+        ApiKey::ChangeInvisibility,
+        ApiKey::DeadLetter,
         ApiKey::EndTransaction,
         ApiKey::RegisterProducer,
         ApiKey::CheckTransaction,
@@ -148,6 +163,11 @@ impl ApiKey {
             ApiKey::GetMessage => "get_message",
             ApiKey::FindByKey => "find_by_key",
             ApiKey::OffsetForTime => "offset_for_time",
+            ApiKey::Receive => "receive",
+            ApiKey::Ack => "ack",
+            ApiKey::Nack => "nack",
+            ApiKey::ChangeInvisibility => "change_invisibility",
+            ApiKey::DeadLetter => "dead_letter",
             ApiKey::EndTransaction => "end_transaction",
             ApiKey::RegisterProducer => "register_producer",
             ApiKey::CheckTransaction => "check_transaction",

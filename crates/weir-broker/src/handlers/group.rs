@@ -63,6 +63,8 @@ pub(crate) fn heartbeat(
         heartbeat_interval_ms: u32::try_from(state.config.group_heartbeat_interval_ms)
             .unwrap_or(u32::MAX),
         generation: assignment.generation,
+        session_timeout_ms: u32::try_from(state.config.group_session_timeout_ms)
+            .unwrap_or(u32::MAX),
     }))
 }
 

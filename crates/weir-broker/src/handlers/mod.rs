@@ -6,6 +6,7 @@ pub(crate) mod lookup;
 pub(crate) mod produce;
 pub(crate) mod pull;
 pub(crate) mod route;
+pub(crate) mod shared;
 pub(crate) mod topic;
 pub(crate) mod transaction;
 

@@ -49,6 +49,7 @@ pub(crate) fn delete(state: &BrokerState, name: &str) -> Result<(), RequestError
     state.registrar.topics_changed();
     state.long_poll.remove_topic(name);
     state.offsets.remove_topic(name);
+    state.shared.remove_topic(name);
     state.store.delete_queues(name)?;
     tracing::info!(topic = %name, "topic deleted");
     Ok(())

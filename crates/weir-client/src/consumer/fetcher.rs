@@ -12,8 +12,9 @@ use weir_proto::{ApiKey, ErrorCode, pb};
 
 use crate::consumer::QueueKey;
 use crate::consumer::offset_store::QueueProgress;
-use crate::consumer::push;
+use crate::consumer::orderly::Lease;
 use crate::consumer::rebalance::{Fetched, Group, Sink};
+use crate::consumer::{orderly, push};
 use crate::error::{ClientError, Result};
 use crate::message::ReceivedMessage;
 use crate::pool::Pool;
@@ -65,6 +66,7 @@ pub(crate) async fn run(
     broker: String,
     epoch: u64,
     progress: Arc<Mutex<QueueProgress>>,
+    lease: Arc<Lease>,
     cancel: CancellationToken,
 ) {
     let config = &group.config;
@@ -98,6 +100,20 @@ pub(crate) async fn run(
                     continue;
                 }
                 match &group.sink {
+                    Sink::Push(handler) if config.orderly => {
+                        let queue = orderly::QueueLoop {
+                            group: &group,
+                            key: &key,
+                            broker: &broker,
+                            progress: &progress,
+                            lease: &lease,
+                            cancel: &cancel,
+                        };
+                        let done = orderly::deliver(&queue, handler, &result.messages).await;
+                        if !done {
+                            return;
+                        }
+                    }
                     Sink::Push(handler) => {
                         let done = push::deliver(
                             handler,
@@ -153,6 +169,8 @@ pub(crate) async fn run(
             }
             Err(e) => {
                 debug!(queue = %key, error = %e, "pull failed");
+                // The connection may be gone, and with it (on the broker) the queue's lock.
+                lease.expire();
                 pause(&cancel, &mut backoff).await;
             }
         }

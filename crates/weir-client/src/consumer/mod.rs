@@ -5,9 +5,11 @@
 
 pub mod fetcher;
 pub mod offset_store;
+pub mod orderly;
 pub mod pull;
 pub mod push;
 pub mod rebalance;
+pub mod shared;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,6 +20,7 @@ use crate::connection::ConnectionConfig;
 
 pub use pull::PullConsumer;
 pub use push::PushConsumer;
+pub use shared::{SharedConsumer, SharedConsumerConfig, SharedMessage, SharedWorkers};
 
 /// How a group's members share its topics' messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -98,6 +101,15 @@ pub struct ConsumerConfig {
     pub max_redeliveries: u32,
     /// Pull consumer: most messages one `poll` returns.
     pub max_poll_messages: usize,
+    /// Push consumer: orderly consumption (see [`orderly`]): one message at a time per queue,
+    /// only while this member holds the queue's broker-side lock; a failed message is retried
+    /// in place after `orderly_retry_pause`, and after `orderly_max_attempts` calls it goes to
+    /// `%DLQ%<group>`. Clustering mode only.
+    pub orderly: bool,
+    /// Orderly: pause before a failed message is handed over again.
+    pub orderly_retry_pause: Duration,
+    /// Orderly: handler calls for one message before it goes to the dead-letter topic.
+    pub orderly_max_attempts: u32,
     /// Connection settings.
     pub connection: ConnectionConfig,
 }
@@ -123,6 +135,9 @@ impl ConsumerConfig {
             offsets_dir: None,
             max_redeliveries: 16,
             max_poll_messages: 256,
+            orderly: false,
+            orderly_retry_pause: Duration::from_secs(1),
+            orderly_max_attempts: 16,
             connection: ConnectionConfig::default(),
         }
     }

@@ -107,7 +107,7 @@ impl Drop for PushConsumer {
 }
 
 /// Runs `f` where blocking is allowed: in `block_in_place` on a multi-threaded runtime.
-fn run_handler<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn run_handler<R>(f: impl FnOnce() -> R) -> R {
     match Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
         _ => f(),

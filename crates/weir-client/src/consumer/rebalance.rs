@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 use weir_proto::{ApiKey, ErrorCode, pb};
 
 use crate::consumer::offset_store::{OffsetStore, QueueProgress};
+use crate::consumer::orderly::{self, Lease};
 use crate::consumer::push::Handler;
 use crate::consumer::{ConsumeMode, ConsumerConfig, QueueKey, fetcher};
 use crate::error::{ClientError, Result};
@@ -49,9 +50,19 @@ struct OwnedQueue {
     broker_addr: String,
     epoch: u64,
     progress: Arc<Mutex<QueueProgress>>,
+    /// The lease on the queue's lock (orderly consumers check it).
+    lease: Arc<Lease>,
     cancel: CancellationToken,
     task: JoinHandle<()>,
     committed: Option<u64>,
+}
+
+/// A queue a heartbeat round says this member owns.
+struct Assigned {
+    broker: String,
+    /// Until when the broker's answer guarantees the ownership (an instant already past when
+    /// the broker could not be asked).
+    lease_until: tokio::time::Instant,
 }
 
 /// One member of a consumer group: its identity, its queues and their progress.
@@ -73,6 +84,11 @@ impl Group {
         if config.group.is_empty() {
             return Err(ClientError::InvalidArgument(
                 "a group name is needed".into(),
+            ));
+        }
+        if config.orderly && config.mode != ConsumeMode::Clustering {
+            return Err(ClientError::InvalidArgument(
+                "orderly consumption needs clustering mode".into(),
             ));
         }
         if config.topics.is_empty() {
@@ -175,14 +191,19 @@ impl Group {
             let owned = self.owned.lock();
             let revoked = owned
                 .iter()
-                .filter(|(key, q)| assigned.get(*key) != Some(&q.broker_addr))
+                .filter(|(key, q)| assigned.get(*key).map(|a| &a.broker) != Some(&q.broker_addr))
                 .map(|(key, _)| key.clone())
                 .collect();
             let new = assigned
                 .iter()
                 .filter(|(key, _)| !owned.contains_key(*key))
-                .map(|(k, b)| (k.clone(), b.clone()))
+                .map(|(k, a)| (k.clone(), a.broker.clone(), a.lease_until))
                 .collect();
+            for (key, q) in owned.iter() {
+                if let Some(a) = assigned.get(key) {
+                    q.lease.set(a.lease_until);
+                }
+            }
             (revoked, new)
         };
         for key in &revoked {
@@ -192,8 +213,8 @@ impl Group {
                 self.stop_queue(key, queue).await;
             }
         }
-        for (key, broker) in new {
-            if let Err(e) = self.start_queue(key.clone(), broker).await {
+        for (key, broker, lease_until) in new {
+            if let Err(e) = self.start_queue(key.clone(), broker, lease_until).await {
                 warn!(queue = %key, error = %e, "cannot start consuming the queue");
             }
         }
@@ -202,7 +223,7 @@ impl Group {
 
     /// Heartbeats every broker serving the subscribed topics; returns the queues assigned,
     /// with their brokers. A broker that cannot be reached keeps its queues for now.
-    async fn heartbeat_all(&self) -> Result<HashMap<QueueKey, String>> {
+    async fn heartbeat_all(&self) -> Result<HashMap<QueueKey, Assigned>> {
         let mut brokers = Vec::new();
         for topic in &self.config.topics {
             match self.routes.get(topic).await {
@@ -236,6 +257,7 @@ impl Group {
                 topics: self.config.topics.clone(),
                 held: held.clone(),
             };
+            let sent = tokio::time::Instant::now();
             let answer = async {
                 let conn = self.pool().get(&broker).await?;
                 conn.call::<_, pb::GroupHeartbeatResponse>(
@@ -252,22 +274,39 @@ impl Group {
                         self.heartbeat_ms
                             .store(u64::from(response.heartbeat_interval_ms), Ordering::Relaxed);
                     }
+                    let lease_until = orderly::lease_end(sent, response.session_timeout_ms);
                     for q in response.assigned {
                         let key = QueueKey {
                             topic: q.topic,
                             queue_id: q.queue_id,
                         };
-                        assigned.insert(key, broker.clone());
+                        let broker = broker.clone();
+                        assigned.insert(
+                            key,
+                            Assigned {
+                                broker,
+                                lease_until,
+                            },
+                        );
                     }
                 }
                 Err(e) => {
                     warn!(broker, error = %e, "group heartbeat failed");
+                    // Kept for now, but the broker may have released them (a closed
+                    // connection releases at once): the lease ends.
                     for q in held {
                         let key = QueueKey {
                             topic: q.topic,
                             queue_id: q.queue_id,
                         };
-                        assigned.insert(key, broker.clone());
+                        let broker = broker.clone();
+                        assigned.insert(
+                            key,
+                            Assigned {
+                                broker,
+                                lease_until: sent,
+                            },
+                        );
                     }
                     for topic in &self.config.topics {
                         self.routes.invalidate(topic);
@@ -279,7 +318,12 @@ impl Group {
     }
 
     /// Starts consuming `key` from the broker at `broker`, at the group's offset.
-    async fn start_queue(self: &Arc<Self>, key: QueueKey, broker: String) -> Result<()> {
+    async fn start_queue(
+        self: &Arc<Self>,
+        key: QueueKey,
+        broker: String,
+        lease_until: tokio::time::Instant,
+    ) -> Result<()> {
         let offset = match self.offsets.local_offset(&key) {
             Some(offset) => offset,
             None => {
@@ -305,12 +349,14 @@ impl Group {
         let epoch = self.next_epoch.fetch_add(1, Ordering::Relaxed);
         let progress = Arc::new(Mutex::new(QueueProgress::new(offset)));
         let cancel = self.stop.child_token();
+        let lease = Arc::new(Lease::new(lease_until));
         let task = tokio::spawn(fetcher::run(
             self.clone(),
             key.clone(),
             broker.clone(),
             epoch,
             progress.clone(),
+            lease.clone(),
             cancel.clone(),
         ));
         self.owned.lock().insert(
@@ -319,6 +365,7 @@ impl Group {
                 broker_addr: broker,
                 epoch,
                 progress,
+                lease,
                 cancel,
                 task,
                 committed: Some(offset),

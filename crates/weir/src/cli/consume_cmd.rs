@@ -22,39 +22,48 @@ enum StartAt {
 }
 
 /// How the group shares messages.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Mode {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
     /// Each queue goes to one member of the group.
     Clustering,
     /// Every member gets every message.
     Broadcast,
+    /// Any member takes any message; each printed message is acked on its own.
+    Shared,
 }
 
 /// Consume messages from a topic as a member of a consumer group.
 #[derive(Debug, Args)]
 pub struct ConsumeArgs {
     #[command(flatten)]
-    server: ServerArgs,
+    pub(crate) server: ServerArgs,
     /// The topic.
-    topic: String,
+    pub(crate) topic: String,
     /// The consumer group.
     #[arg(long, short = 'g')]
-    group: String,
+    pub(crate) group: String,
     /// Where to start when the group has no committed offset.
     #[arg(long, value_enum, default_value = "latest")]
     from: StartAt,
     /// Clustering (share the queues) or broadcast (every member gets everything).
     #[arg(long, value_enum, default_value = "clustering")]
-    mode: Mode,
+    pub(crate) mode: Mode,
     /// Stop after exactly this many messages.
     #[arg(long, short = 'n')]
-    count: Option<u64>,
+    pub(crate) count: Option<u64>,
     /// Stop after this long without a message (e.g. 5s, 500ms).
     #[arg(long, value_parser = humantime::parse_duration)]
-    idle_timeout: Option<Duration>,
+    pub(crate) idle_timeout: Option<Duration>,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
-    format: Format,
+    pub(crate) format: Format,
+    /// Orderly: each queue strictly in order, one message at a time, only while this member
+    /// holds the queue's lock (clustering mode).
+    #[arg(long)]
+    pub(crate) orderly: bool,
+    /// Shared mode: how long a received message stays hidden from other members unless acked.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    pub(crate) invisible_time: Duration,
     /// Broker-side tag filter: `*` or `TagA || TagB`.
     #[arg(long, default_value = "*")]
     tag_filter: String,
@@ -62,6 +71,10 @@ pub struct ConsumeArgs {
 
 /// Runs `weir consume`.
 pub async fn run(args: ConsumeArgs) -> Result<()> {
+    if args.mode == Mode::Shared {
+        anyhow::ensure!(!args.orderly, "--orderly needs clustering mode");
+        return super::consume_shared::run(&args).await;
+    }
     let mut config = ConsumerConfig::new(
         args.server.servers(),
         args.group.clone(),
@@ -72,12 +85,20 @@ pub async fn run(args: ConsumeArgs) -> Result<()> {
         StartAt::Latest => StartFrom::Latest,
     };
     config.mode = match args.mode {
-        Mode::Clustering => ConsumeMode::Clustering,
+        Mode::Clustering | Mode::Shared => ConsumeMode::Clustering,
         Mode::Broadcast => ConsumeMode::Broadcast,
     };
     config.tag_expression = args.tag_filter.clone();
     if let Some(count) = args.count {
         config.pull_batch = u32::try_from(count.clamp(1, 256)).unwrap_or(256);
+    }
+    if args.orderly {
+        anyhow::ensure!(
+            args.mode == Mode::Clustering,
+            "--orderly needs clustering mode"
+        );
+        config.orderly = true;
+        return super::consume_orderly::run(config, &args).await;
     }
     let mut consumer = PullConsumer::subscribe(config).await?;
     let printed = consume(&mut consumer, &args).await;

@@ -2,6 +2,8 @@
 //! `weir-client`. Shared output formatting lives in [`output`].
 
 pub mod consume_cmd;
+pub mod consume_orderly;
+pub mod consume_shared;
 pub mod group_cmd;
 pub mod message_cmd;
 pub mod output;

@@ -1,0 +1,64 @@
+//! `weir consume TOPIC --group G --mode shared`: a shared-group member that prints each message
+//! it receives and then acks it.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::Result;
+use tokio::time::Instant;
+use weir_client::{SharedConsumer, SharedConsumerConfig};
+
+use super::consume_cmd::ConsumeArgs;
+use super::output::write_message;
+
+/// Receives, prints and acks until the count, the idle timeout or Ctrl-C.
+pub async fn run(args: &ConsumeArgs) -> Result<()> {
+    let mut config = SharedConsumerConfig::new(
+        args.server.servers(),
+        args.group.clone(),
+        args.topic.clone(),
+    );
+    config.max_wait = Duration::from_secs(1);
+    let consumer = SharedConsumer::new(config)?;
+    let stdout = std::io::stdout();
+    let mut printed = 0u64;
+    let mut last_message = Instant::now();
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let remaining = args.count.map(|n| n - printed);
+        if remaining == Some(0) {
+            return Ok(());
+        }
+        if args
+            .idle_timeout
+            .is_some_and(|idle| last_message.elapsed() >= idle)
+        {
+            return Ok(());
+        }
+        let max = remaining.map_or(64, |r| u32::try_from(r.min(64)).unwrap_or(64));
+        let messages = tokio::select! {
+            _ = &mut ctrl_c => return Ok(()),
+            got = consumer.receive(max, args.invisible_time) => got?,
+        };
+        if messages.is_empty() {
+            continue;
+        }
+        last_message = Instant::now();
+        {
+            let mut out = stdout.lock();
+            for m in &messages {
+                write_message(&mut out, &m.message, args.format)?;
+            }
+            out.flush()?;
+        }
+        let rejected = consumer.ack(&messages).await?;
+        if !rejected.is_empty() {
+            tracing::warn!(
+                count = rejected.len(),
+                "acks came too late (invisibility ran out)"
+            );
+        }
+        printed += messages.len() as u64;
+    }
+}

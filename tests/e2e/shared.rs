@@ -1,0 +1,336 @@
+//! Shared consumption: more consumers than queues all get work, per-message acks, invisibility
+//! timeouts, nack back-off and dead letters, and acks surviving a broker crash.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use weir_client::{Message, Producer, ProducerConfig, SharedConsumer, SharedConsumerConfig};
+
+use crate::harness::Node;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn produce(addr: &str, topic: &str, n: usize) {
+    let mut config = ProducerConfig::new([addr.to_owned()]);
+    config.linger = Duration::ZERO;
+    let producer = Producer::new(config).unwrap();
+    for i in 0..n {
+        producer
+            .send(Message::new(topic, format!("m{i}")))
+            .await
+            .unwrap();
+    }
+    producer.close().await;
+}
+
+fn consumer(addr: &str, group: &str, topic: &str, wait: Duration) -> SharedConsumer {
+    let mut config = SharedConsumerConfig::new([addr.to_owned()], group, topic);
+    config.max_wait = wait;
+    SharedConsumer::new(config).unwrap()
+}
+
+fn body(m: &weir_client::SharedMessage) -> String {
+    String::from_utf8_lossy(&m.message.body).into_owned()
+}
+
+#[test]
+fn eight_consumers_on_two_queues_all_get_work_and_each_message_is_acked_once() {
+    let node = Node::start(&[]);
+    node.ok(&["topic", "create", "jobs", "--queues", "2"]);
+    runtime().block_on(async {
+        produce(&node.addr, "jobs", 400).await;
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let c = consumer(&node.addr, "workers", "jobs", Duration::from_millis(500));
+            tasks.push(tokio::spawn(async move {
+                let mut acked = Vec::new();
+                let mut idle = 0;
+                while idle < 3 {
+                    let got = c.receive(4, Duration::from_secs(20)).await.unwrap();
+                    if got.is_empty() {
+                        idle += 1;
+                        continue;
+                    }
+                    idle = 0;
+                    // Some work per message, so the others get their share.
+                    tokio::time::sleep(Duration::from_millis(5 * got.len() as u64)).await;
+                    let rejected = c.ack(&got).await.unwrap();
+                    assert!(rejected.is_empty(), "{rejected:?}");
+                    acked.extend(got.iter().map(body));
+                }
+                acked
+            }));
+        }
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        let mut per_consumer = Vec::new();
+        for t in tasks {
+            let acked = t.await.unwrap();
+            per_consumer.push(acked.len());
+            for b in acked {
+                *counts.entry(b).or_default() += 1;
+            }
+        }
+        assert!(per_consumer.iter().all(|n| *n > 0), "{per_consumer:?}");
+        assert_eq!(counts.len(), 400);
+        assert!(counts.values().all(|n| *n == 1), "a message acked twice");
+    });
+}
+
+#[test]
+fn unacked_messages_come_back_after_the_invisibility_and_it_can_be_extended() {
+    let node = Node::start(&[]);
+    node.ok(&["topic", "create", "slow", "--queues", "1"]);
+    runtime().block_on(async {
+        produce(&node.addr, "slow", 2).await;
+        let c = consumer(&node.addr, "g", "slow", Duration::ZERO);
+        let first = c.receive(2, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(first.len(), 2);
+        assert!(first.iter().all(|m| m.attempt == 1));
+        // m1's invisibility is extended to 4 s; m0's runs out after 1 s.
+        c.change_invisibility(&first[1], Duration::from_secs(4))
+            .await
+            .unwrap();
+        assert!(
+            c.receive(2, Duration::from_secs(1))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        let again = c.receive(2, Duration::from_secs(10)).await.unwrap();
+        assert_eq!(again.iter().map(body).collect::<Vec<_>>(), ["m0"]);
+        assert_eq!(again[0].attempt, 2);
+        // The first delivery's receipt is over.
+        assert_eq!(c.ack(&first[..1]).await.unwrap().len(), 1);
+        assert!(
+            c.change_invisibility(&first[0], Duration::from_secs(1))
+                .await
+                .is_err()
+        );
+        assert!(c.ack(&again).await.unwrap().is_empty());
+        tokio::time::sleep(Duration::from_millis(3000)).await;
+        let late = c.receive(2, Duration::from_secs(10)).await.unwrap();
+        assert_eq!(late.iter().map(body).collect::<Vec<_>>(), ["m1"]);
+        assert!(c.ack(&late).await.unwrap().is_empty());
+        assert!(
+            c.receive(2, Duration::from_secs(1))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    });
+}
+
+#[test]
+fn nacked_messages_back_off_then_go_to_the_dead_letter_topic() {
+    let node = Node::start_with_env(
+        &[],
+        &[
+            ("WEIR_SHARED_RETRY_DELAYS", "300ms 600ms"),
+            ("WEIR_SHARED_MAX_ATTEMPTS", "3"),
+        ],
+    );
+    node.ok(&["topic", "create", "flaky", "--queues", "2"]);
+    runtime().block_on(async {
+        produce(&node.addr, "flaky", 1).await;
+        let c = consumer(&node.addr, "fg", "flaky", Duration::from_secs(5));
+        let mut attempts = Vec::new();
+        let mut last_nack = Instant::now();
+        for expected in 1..=3 {
+            let got = c.receive(1, Duration::from_secs(30)).await.unwrap();
+            assert_eq!(got.len(), 1);
+            attempts.push((got[0].attempt, last_nack.elapsed()));
+            assert_eq!(got[0].attempt, expected);
+            assert!(c.nack(&got).await.unwrap().is_empty());
+            last_nack = Instant::now();
+        }
+        // Back-off per attempt: 300 ms after the first nack, 600 ms after the second.
+        assert!(attempts[1].1 >= Duration::from_millis(250), "{attempts:?}");
+        assert!(attempts[2].1 >= Duration::from_millis(550), "{attempts:?}");
+        let quick = consumer(&node.addr, "fg", "flaky", Duration::from_secs(1));
+        assert!(
+            quick
+                .receive(1, Duration::from_secs(30))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    });
+    let dead = node.ok(&[
+        "consume",
+        "%DLQ%fg",
+        "--group",
+        "reader",
+        "--from",
+        "earliest",
+        "-n",
+        "1",
+        "--format",
+        "json",
+        "--idle-timeout",
+        "10s",
+    ]);
+    let v: Value = serde_json::from_str(dead.trim()).unwrap();
+    assert_eq!(v["body"], "m0");
+    assert_eq!(v["properties"]["DLQ_ORIGIN_TOPIC"], "flaky");
+    assert_eq!(v["properties"]["DLQ_ATTEMPTS"], "3");
+}
+
+#[test]
+fn acks_survive_a_broker_crash_and_unacked_messages_come_again() {
+    let mut node = Node::start(&[]);
+    node.ok(&["topic", "create", "durable", "--queues", "2"]);
+    let rt = runtime();
+    let unacked: Vec<String> = rt.block_on(async {
+        produce(&node.addr, "durable", 10).await;
+        let c = consumer(&node.addr, "dg", "durable", Duration::from_secs(1));
+        let mut got = Vec::new();
+        while got.len() < 10 {
+            got.extend(c.receive(10, Duration::from_secs(60)).await.unwrap());
+        }
+        let (ack, keep): (Vec<_>, Vec<_>) = got.into_iter().partition(|m| {
+            body(m)
+                .trim_start_matches('m')
+                .parse::<u32>()
+                .is_ok_and(|i| i % 3 != 0)
+        });
+        assert!(c.ack(&ack).await.unwrap().is_empty());
+        let mut keep: Vec<String> = keep.iter().map(body).collect();
+        keep.sort();
+        keep
+    });
+    // Acks are persisted every second.
+    std::thread::sleep(Duration::from_millis(2500));
+    node.kill();
+    node.restart();
+    rt.block_on(async {
+        let c = consumer(&node.addr, "dg", "durable", Duration::from_secs(1));
+        let mut again = Vec::new();
+        loop {
+            let got = c.receive(10, Duration::from_secs(60)).await.unwrap();
+            if got.is_empty() {
+                break;
+            }
+            again.extend(got);
+        }
+        let mut bodies: Vec<String> = again.iter().map(body).collect();
+        bodies.sort();
+        assert_eq!(bodies, unacked);
+        assert!(c.ack(&again).await.unwrap().is_empty());
+    });
+    // A clean stop persists too.
+    node.stop();
+    node.restart();
+    let left = node.ok(&[
+        "consume",
+        "durable",
+        "--group",
+        "dg",
+        "--mode",
+        "shared",
+        "--idle-timeout",
+        "2s",
+    ]);
+    assert_eq!(left, "", "everything was acked");
+}
+
+#[test]
+fn cli_shared_mode_prints_and_acks() {
+    let node = Node::start(&[]);
+    node.ok(&["topic", "create", "cli-shared", "--queues", "2"]);
+    node.cli_with_stdin(&["produce", "cli-shared"], Some(b"a\nb\nc\n"));
+    let out = node.ok(&[
+        "consume",
+        "cli-shared",
+        "--group",
+        "cg",
+        "--mode",
+        "shared",
+        "-n",
+        "3",
+    ]);
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort();
+    assert_eq!(lines, ["a", "b", "c"]);
+    let again = node.ok(&[
+        "consume",
+        "cli-shared",
+        "--group",
+        "cg",
+        "--mode",
+        "shared",
+        "--idle-timeout",
+        "1500ms",
+    ]);
+    assert_eq!(again, "");
+}
+
+/// Shared-mode throughput, for docs/benchmarks.md ("Shared consumption"):
+/// `CARGO_BUILD_JOBS=2 cargo test --release -p weir --test e2e shared_throughput -- --ignored --nocapture`
+#[test]
+#[ignore = "benchmark; run in release with --ignored"]
+fn shared_throughput() {
+    const MESSAGES: usize = 200_000;
+    const CONSUMERS: usize = 8;
+    const BATCH: u32 = 32;
+    let node = Node::start(&[]);
+    node.ok(&["topic", "create", "bench", "--queues", "2"]);
+    runtime().block_on(async {
+        let producer = Producer::new(ProducerConfig::new([node.addr.clone()])).unwrap();
+        let body = vec![b'x'; 100];
+        let mut pending = Vec::with_capacity(MESSAGES);
+        for _ in 0..MESSAGES {
+            pending.push(producer.send_async(Message::new("bench", body.clone())));
+        }
+        for p in pending {
+            p.await.unwrap();
+        }
+        producer.close().await;
+
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..CONSUMERS {
+            let c = consumer(&node.addr, "bench-g", "bench", Duration::from_millis(200));
+            tasks.push(tokio::spawn(async move {
+                let mut acked = 0usize;
+                let mut idle = 0;
+                let mut last_ack = Instant::now();
+                while idle < 2 {
+                    let got = c.receive(BATCH, Duration::from_secs(30)).await.unwrap();
+                    if got.is_empty() {
+                        idle += 1;
+                        continue;
+                    }
+                    idle = 0;
+                    assert!(c.ack(&got).await.unwrap().is_empty());
+                    acked += got.len();
+                    last_ack = Instant::now();
+                }
+                (acked, last_ack)
+            }));
+        }
+        let mut total = 0;
+        let mut per_consumer = Vec::new();
+        let mut last_ack = started;
+        for t in tasks {
+            let (acked, done) = t.await.unwrap();
+            total += acked;
+            per_consumer.push(acked);
+            last_ack = last_ack.max(done);
+        }
+        assert_eq!(total, MESSAGES);
+        let secs = (last_ack - started).as_secs_f64();
+        println!(
+            "shared: {CONSUMERS} consumers, 2 queues, batch {BATCH}, 100 B bodies: {total} messages \
+             received and acked in {secs:.2} s = {:.0} msgs/s; per consumer {per_consumer:?}",
+            total as f64 / secs
+        );
+    });
+}
