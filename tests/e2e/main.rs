@@ -9,6 +9,6 @@ mod harness;
 mod http_api;
 mod idempotence;
 mod metrics;
-mod transaction;
 mod orderly;
 mod shared;
+mod transaction;
