@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use weir_store::Store;
 
 use crate::config::BrokerConfig;
+use crate::delay::{self, Delays};
 use crate::error::BrokerError;
 use crate::group::GroupCoordinator;
 use crate::long_poll::LongPoll;
@@ -33,6 +34,8 @@ pub(crate) struct BrokerState {
     pub long_poll: Arc<LongPoll>,
     pub name_server: Arc<NameServer>,
     pub registrar: Arc<Registrar>,
+    /// Delayed messages waiting in `%DELAY%`.
+    pub delays: Delays,
     /// Our address as put in routes and message ids.
     pub advertised_addr: String,
     /// The bound address.
@@ -104,6 +107,14 @@ impl Broker {
     ) -> Result<Broker, BrokerError> {
         let topics = Arc::new(TopicTable::load(&config.data_dir)?);
         let offsets = OffsetTable::load(&config.data_dir)?;
+        let retention = store.config().retention_age;
+        let delay_store = store.clone();
+        let delay_dir = config.data_dir.clone();
+        // Rebuilding the wheel reads the undelivered part of %DELAY%: keep it off the workers.
+        let delays =
+            tokio::task::spawn_blocking(move || Delays::load(&delay_dir, &delay_store, retention))
+                .await
+                .map_err(|e| BrokerError::Config(format!("delay load task failed: {e}")))??;
         let listener =
             TcpListener::bind(&config.listen)
                 .await
@@ -155,6 +166,7 @@ impl Broker {
             long_poll,
             name_server,
             registrar: registrar.clone(),
+            delays,
             advertised_addr,
             local_addr,
             max_frame_len,
@@ -170,6 +182,7 @@ impl Broker {
                 shutdown_rx.clone(),
             )),
             tokio::spawn(registrar.run(shutdown_rx.clone())),
+            tokio::spawn(delay::run(state.clone(), shutdown_rx.clone())),
             tokio::spawn(housekeeping(state.clone(), shutdown_rx)),
         ];
         tracing::info!(

@@ -6,6 +6,7 @@ use weir_proto::{ApiKey, ErrorCode, Frame};
 use crate::broker::BrokerState;
 use crate::error::RequestError;
 use crate::handlers::{Reply, RequestContext, group, lookup, produce, pull, route, topic};
+use crate::retry;
 
 /// The only body schema version spoken today.
 const API_VERSION: u16 = 0;
@@ -54,6 +55,7 @@ pub(crate) async fn dispatch(
         ApiKey::GetMessage => lookup::get_message(state, decode(meta)?),
         ApiKey::FindByKey => lookup::find_by_key(state, decode(meta)?),
         ApiKey::OffsetForTime => lookup::offset_for_time(state, decode(meta)?),
+        ApiKey::SendBack => retry::send_back(state, decode(meta)?).await,
     }
 }
 

@@ -8,6 +8,7 @@ mod atomic_file;
 mod broker;
 mod config;
 mod connection;
+mod delay;
 mod dispatch;
 mod error;
 mod group;
@@ -16,8 +17,10 @@ mod long_poll;
 mod name_server;
 mod offsets;
 mod registration;
+mod retry;
 mod server;
 mod shutdown;
+mod timing_wheel;
 mod topics;
 
 pub use broker::Broker;

@@ -83,11 +83,13 @@ pub enum ApiKey {
     FindByKey = 18,
     /// Find the first queue offset stored at or after a time.
     OffsetForTime = 19,
+    /// Hand a failed message back for retry (or the dead-letter topic).
+    SendBack = 20,
 }
 
 impl ApiKey {
     /// Every api key, in number order.
-    pub const ALL: [ApiKey; 19] = [
+    pub const ALL: [ApiKey; 20] = [
         ApiKey::Produce,
         ApiKey::Pull,
         ApiKey::GetRoute,
@@ -107,6 +109,7 @@ impl ApiKey {
         ApiKey::GetMessage,
         ApiKey::FindByKey,
         ApiKey::OffsetForTime,
+        ApiKey::SendBack,
     ];
 
     /// The api key for a number, if it is one.
@@ -136,6 +139,7 @@ impl ApiKey {
             ApiKey::GetMessage => "get_message",
             ApiKey::FindByKey => "find_by_key",
             ApiKey::OffsetForTime => "offset_for_time",
+            ApiKey::SendBack => "send_back",
         }
     }
 }

@@ -4,6 +4,7 @@ use bytes::BytesMut;
 use weir_proto::{ErrorCode, pb};
 
 use crate::broker::BrokerState;
+use crate::delay;
 use crate::error::RequestError;
 use crate::handlers::Reply;
 use crate::topics;
@@ -16,6 +17,12 @@ pub(crate) async fn produce(
     request: pb::ProduceRequest,
     payload: BytesMut,
 ) -> Result<Reply, RequestError> {
+    if request.topic.starts_with(topics::INTERNAL_PREFIX) {
+        return Err(RequestError::new(
+            ErrorCode::InvalidTopicName,
+            format!("topic {:?} is internal; clients cannot produce to it", request.topic),
+        ));
+    }
     let queues = match state.topics.get(&request.topic) {
         Some(config) => config.queues,
         None if state.config.auto_create_topics => {
@@ -44,6 +51,11 @@ pub(crate) async fn produce(
             "a produce request needs at least one record",
         ));
     }
+    let now = delay::now_ms();
+    if delay::has_delayed(&payload, now) {
+        let response = delay::produce(state, &request.topic, request.queue_id, payload, now).await?;
+        return Ok(Reply::meta(&response));
+    }
     let result = state
         .store
         .append(&request.topic, request.queue_id, payload)
@@ -54,5 +66,6 @@ pub(crate) async fn produce(
         count: result.count,
         store_timestamp: result.store_timestamp,
         broker_addr: state.advertised_addr.clone(),
+        ..pb::ProduceResponse::default()
     }))
 }
