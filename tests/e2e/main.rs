@@ -4,4 +4,8 @@
 
 mod bad_input;
 mod cli;
+mod delay;
+mod filter;
+mod replay;
+mod retry;
 mod harness;

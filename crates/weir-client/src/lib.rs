@@ -22,6 +22,7 @@
 pub mod admin;
 mod batch;
 pub mod connection;
+pub mod dead_letter;
 pub mod consumer;
 pub mod error;
 pub mod fault;

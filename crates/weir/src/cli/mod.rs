@@ -2,6 +2,7 @@
 //! `weir-client`. Shared output formatting lives in [`output`].
 
 pub mod consume_cmd;
+pub mod dlq_cmd;
 pub mod group_cmd;
 pub mod message_cmd;
 pub mod output;

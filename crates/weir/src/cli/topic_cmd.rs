@@ -71,8 +71,14 @@ pub async fn run(args: TopicArgs) -> Result<()> {
                         .iter()
                         .map(|q| q.max_offset - q.min_offset.min(q.max_offset))
                         .sum();
+                    // Internal topics (`%RETRY%<group>`, `%DLQ%<group>`) are marked.
+                    let name = if t.name.starts_with('%') {
+                        format!("{} (internal)", t.name)
+                    } else {
+                        t.name.clone()
+                    };
                     vec![
-                        t.name.clone(),
+                        name,
                         t.queues.len().to_string(),
                         messages.to_string(),
                     ]
