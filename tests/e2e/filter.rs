@@ -8,8 +8,16 @@ fn produce_tagged(node: &Node, tag: &str, body: &str) {
 
 fn consume(node: &Node, group: &str, filter: &str) -> Vec<String> {
     let out = node.ok(&[
-        "consume", "events", "--group", group, "--from", "earliest", "--tag-filter", filter,
-        "--idle-timeout", "3s",
+        "consume",
+        "events",
+        "--group",
+        group,
+        "--from",
+        "earliest",
+        "--tag-filter",
+        filter,
+        "--idle-timeout",
+        "3s",
     ]);
     let mut bodies: Vec<String> = out.lines().map(str::to_owned).collect();
     bodies.sort();

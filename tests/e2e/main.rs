@@ -6,6 +6,6 @@ mod bad_input;
 mod cli;
 mod delay;
 mod filter;
+mod harness;
 mod replay;
 mod retry;
-mod harness;

@@ -11,7 +11,10 @@ fn produce_lines(node: &Node, input: &str) -> Vec<String> {
     let args = ["produce", "ledger", "--print-ids"];
     let out = node.cli_with_stdin(&args, Some(input.as_bytes()));
     assert_success(&args, &out);
-    String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 #[test]
@@ -23,8 +26,13 @@ fn replay_from_offset_reset_to_time_and_lookup() {
     assert_eq!(ids.len(), 10);
 
     // Any offset, no group.
-    let out = node.ok(&["consume", "ledger", "--queue", "0", "--offset", "3", "--count", "4"]);
-    assert_eq!(out.lines().collect::<Vec<_>>(), ["entry-3", "entry-4", "entry-5", "entry-6"]);
+    let out = node.ok(&[
+        "consume", "ledger", "--queue", "0", "--offset", "3", "--count", "4",
+    ]);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["entry-3", "entry-4", "entry-5", "entry-6"]
+    );
     let rest = node.ok(&["consume", "ledger", "--queue", "0", "--offset", "8"]);
     assert_eq!(rest.lines().collect::<Vec<_>>(), ["entry-8", "entry-9"]);
     let bad = node.cli(&["consume", "ledger", "--queue", "0", "--offset", "99"]);
@@ -41,7 +49,14 @@ fn replay_from_offset_reset_to_time_and_lookup() {
     ]);
     assert_eq!(all.lines().count(), 12);
     node.ok(&["group", "reset", "audit", "--topic", "ledger", "--to", &cut]);
-    let again = node.ok(&["consume", "ledger", "--group", "audit", "--idle-timeout", "3s"]);
+    let again = node.ok(&[
+        "consume",
+        "ledger",
+        "--group",
+        "audit",
+        "--idle-timeout",
+        "3s",
+    ]);
     assert_eq!(again.lines().collect::<Vec<_>>(), ["late-1", "late-2"]);
 
     // Lookup by id and by key.
@@ -51,7 +66,12 @@ fn replay_from_offset_reset_to_time_and_lookup() {
     let found = node.ok(&["message", "find", "--topic", "ledger", "--key", "acct-1"]);
     let bodies: Vec<String> = found
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["body"].as_str().unwrap().to_owned())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["body"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     assert_eq!(bodies, ["late-1", "late-2"]);
 }

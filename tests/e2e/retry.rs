@@ -30,7 +30,10 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 fn failing_message_is_retried_then_dead_lettered_and_resent() {
     let node = Node::start_with_env(
         &[],
-        &[("WEIR_RETRY_BACKOFF", "200ms,200ms,200ms"), ("WEIR_MAX_RETRIES", "3")],
+        &[
+            ("WEIR_RETRY_BACKOFF", "200ms,200ms,200ms"),
+            ("WEIR_MAX_RETRIES", "3"),
+        ],
     );
     node.ok(&["topic", "create", "invoices", "--queues", "1"]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -59,11 +62,18 @@ fn failing_message_is_retried_then_dead_lettered_and_resent() {
         .unwrap();
         let producer = Producer::new(ProducerConfig::new([node.addr.clone()])).unwrap();
         let poison = producer
-            .send(Message::new("invoices", "poison").with_key("inv-7").with_property("kind", "bad"))
+            .send(
+                Message::new("invoices", "poison")
+                    .with_key("inv-7")
+                    .with_property("kind", "bad"),
+            )
             .await
             .unwrap();
         for i in 0..20 {
-            producer.send(Message::new("invoices", format!("ok-{i}"))).await.unwrap();
+            producer
+                .send(Message::new("invoices", format!("ok-{i}")))
+                .await
+                .unwrap();
         }
         // The other messages are not held up by the failing one.
         wait_for("the healthy messages", || ok.lock().unwrap().len() == 20).await;
@@ -76,7 +86,10 @@ fn failing_message_is_retried_then_dead_lettered_and_resent() {
         producer.close().await;
         (poison.message_id.to_string(), ok_done_before_dlq)
     });
-    assert!(ok_done_before_dlq, "healthy messages flowed while the poison one was retried");
+    assert!(
+        ok_done_before_dlq,
+        "healthy messages flowed while the poison one was retried"
+    );
 
     let list = node.ok(&["dlq", "list", "--group", "billing"]);
     let rows: Vec<&str> = list.lines().skip(1).collect();
@@ -87,7 +100,8 @@ fn failing_message_is_retried_then_dead_lettered_and_resent() {
     assert!(rows[0].ends_with("poison"), "{list}");
     let dlq_id = cells[0].to_string();
 
-    let shown: Value = serde_json::from_str(&node.ok(&["dlq", "show", "--group", "billing", &dlq_id])).unwrap();
+    let shown: Value =
+        serde_json::from_str(&node.ok(&["dlq", "show", "--group", "billing", &dlq_id])).unwrap();
     assert_eq!(shown["topic"], "%DLQ%billing");
     assert_eq!(shown["key"], "inv-7");
     assert_eq!(shown["properties"]["ORIGIN_TOPIC"], "invoices");
@@ -102,9 +116,10 @@ fn failing_message_is_retried_then_dead_lettered_and_resent() {
         let got: Arc<Mutex<Vec<(String, u32)>>> = Arc::default();
         let g = got.clone();
         let consumer = PushConsumer::start(config(&node), move |m| {
-            g.lock()
-                .unwrap()
-                .push((String::from_utf8_lossy(&m.body).into_owned(), m.reconsume_times()));
+            g.lock().unwrap().push((
+                String::from_utf8_lossy(&m.body).into_owned(),
+                m.reconsume_times(),
+            ));
             ConsumeResult::Success
         })
         .await
@@ -118,7 +133,11 @@ fn failing_message_is_retried_then_dead_lettered_and_resent() {
         })
         .await;
         let got = got.lock().unwrap().clone();
-        assert_eq!(got, vec![("poison".to_string(), 0)], "only the resent one, failures reset");
+        assert_eq!(
+            got,
+            vec![("poison".to_string(), 0)],
+            "only the resent one, failures reset"
+        );
         consumer.shutdown().await.unwrap();
     });
 }

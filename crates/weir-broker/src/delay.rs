@@ -128,9 +128,11 @@ impl Progress {
             low: file.low,
             done: BTreeMap::new(),
         };
-        progress
-            .done
-            .extend(file.done.into_iter().filter(|(s, e)| s < e && *s > file.low));
+        progress.done.extend(
+            file.done
+                .into_iter()
+                .filter(|(s, e)| s < e && *s > file.low),
+        );
         Ok(progress)
     }
 
@@ -159,7 +161,11 @@ pub(crate) struct Delays {
 
 impl Delays {
     /// Loads the progress and rebuilds the wheel from the undelivered part of `%DELAY%`.
-    pub fn load(data_dir: &Path, store: &Store, retention: Duration) -> Result<Delays, BrokerError> {
+    pub fn load(
+        data_dir: &Path,
+        store: &Store,
+        retention: Duration,
+    ) -> Result<Delays, BrokerError> {
         let path = data_dir.join("config").join("delay_progress.json");
         let progress = Progress::load(&path)?;
         let delays = Delays {
@@ -278,7 +284,8 @@ pub(crate) fn reencode(
 ) -> Result<(), RequestError> {
     let mut properties = Vec::new();
     for property in record.properties() {
-        let (k, v) = property.map_err(|e| RequestError::new(ErrorCode::CorruptMessage, e.to_string()))?;
+        let (k, v) =
+            property.map_err(|e| RequestError::new(ErrorCode::CorruptMessage, e.to_string()))?;
         if !drop.contains(&k) {
             properties.push((k.to_owned(), v.to_owned()));
         }
@@ -359,14 +366,18 @@ pub(crate) async fn produce(
     let mut order = Vec::new();
     let mut plain_lens = Vec::new();
     for record in Records::new(&payload) {
-        let record = record.map_err(|e| RequestError::new(ErrorCode::CorruptMessage, e.to_string()))?;
+        let record =
+            record.map_err(|e| RequestError::new(ErrorCode::CorruptMessage, e.to_string()))?;
         record
             .verify_body()
             .map_err(|e| RequestError::new(ErrorCode::CorruptMessage, e.to_string()))?;
         if record.total_len() > max_size {
             return Err(RequestError::new(
                 ErrorCode::MessageTooLarge,
-                format!("a record of {} bytes is over {max_size}", record.total_len()),
+                format!(
+                    "a record of {} bytes is over {max_size}",
+                    record.total_len()
+                ),
             ));
         }
         if record.topic() != topic {
@@ -378,11 +389,22 @@ pub(crate) async fn produce(
         if record.deliver_at() > latest {
             return Err(RequestError::new(
                 ErrorCode::InvalidArgument,
-                format!("deliver_at is more than {} days ahead", MAX_DELAY.as_secs() / 86_400),
+                format!(
+                    "deliver_at is more than {} days ahead",
+                    MAX_DELAY.as_secs() / 86_400
+                ),
             ));
         }
         if record.deliver_at() > now {
-            encode_delayed(&record, topic, queue_id, record.deliver_at(), &[], &[], &mut delayed)?;
+            encode_delayed(
+                &record,
+                topic,
+                queue_id,
+                record.deliver_at(),
+                &[],
+                &[],
+                &mut delayed,
+            )?;
             order.push(None);
         } else {
             order.push(Some(plain_lens.len()));
@@ -433,10 +455,7 @@ pub(crate) async fn produce(
 
 /// This broker's address as put in message ids.
 pub(crate) fn own_addr(state: &BrokerState) -> SocketAddr {
-    state
-        .advertised_addr
-        .parse()
-        .unwrap_or(state.local_addr)
+    state.advertised_addr.parse().unwrap_or(state.local_addr)
 }
 
 /// Advances the wheel every [`TICK`] and delivers what is due, until shutdown.
@@ -485,6 +504,15 @@ struct Due {
     target: Option<(String, u32)>,
 }
 
+/// Due records bound for one queue: their re-encoded bytes, their `%DELAY%` queue offsets and
+/// their timers (put back if the append fails).
+#[derive(Default)]
+struct QueueBatch {
+    records: BytesMut,
+    done: Vec<u64>,
+    timers: Vec<Timer>,
+}
+
 /// Copies the due records to their queues (one append per queue), re-parks those not yet due,
 /// and marks them delivered. A failed append puts its timers back for a later try.
 async fn deliver(state: &Arc<BrokerState>, timers: &[Timer]) {
@@ -493,7 +521,7 @@ async fn deliver(state: &Arc<BrokerState>, timers: &[Timer]) {
         broker_addr: own_addr(state),
         commit_log_offset: 0,
     };
-    let mut batches: HashMap<(String, u32), (BytesMut, Vec<u64>, Vec<Timer>)> = HashMap::new();
+    let mut batches: HashMap<(String, u32), QueueBatch> = HashMap::new();
     let mut parked = BytesMut::new();
     let mut parked_done = Vec::new();
     let mut parked_timers = Vec::new();
@@ -509,10 +537,10 @@ async fn deliver(state: &Arc<BrokerState>, timers: &[Timer]) {
         match prepare(state, &bytes, timer, now, origin) {
             Ok((due, encoded)) => match due.target {
                 Some(target) => {
-                    let entry = batches.entry(target).or_default();
-                    entry.0.extend_from_slice(&encoded);
-                    entry.1.push(due.queue_offset);
-                    entry.2.push(*timer);
+                    let batch = batches.entry(target).or_default();
+                    batch.records.extend_from_slice(&encoded);
+                    batch.done.push(due.queue_offset);
+                    batch.timers.push(*timer);
                 }
                 None if encoded.is_empty() => dropped.push(due.queue_offset),
                 None => {
@@ -527,12 +555,12 @@ async fn deliver(state: &Arc<BrokerState>, timers: &[Timer]) {
         }
     }
     state.delays.mark_done(dropped);
-    for ((topic, queue_id), (batch, done, timers)) in batches {
-        match state.store.append(&topic, queue_id, batch).await {
-            Ok(_) => state.delays.mark_done(done),
+    for ((topic, queue_id), batch) in batches {
+        match state.store.append(&topic, queue_id, batch.records).await {
+            Ok(_) => state.delays.mark_done(batch.done),
             Err(e) => {
                 tracing::warn!(topic, queue_id, error = %e, "delivering delayed messages failed; will retry");
-                retry_later(state, &timers);
+                retry_later(state, &batch.timers);
             }
         }
     }
@@ -569,14 +597,24 @@ fn prepare(
     now: i64,
     mut origin: MessageId,
 ) -> Result<(Due, BytesMut), RequestError> {
-    let record = Record::parse(bytes).map_err(|e| RequestError::new(ErrorCode::CorruptMessage, e.to_string()))?;
+    let record = Record::parse(bytes)
+        .map_err(|e| RequestError::new(ErrorCode::CorruptMessage, e.to_string()))?;
     let queue_offset = record.stamp().queue_offset;
     let mut out = BytesMut::new();
     if record.deliver_at() > now {
         out.extend_from_slice(record.as_bytes());
-        return Ok((Due { queue_offset, target: None }, out));
+        return Ok((
+            Due {
+                queue_offset,
+                target: None,
+            },
+            out,
+        ));
     }
-    let topic = record.property(PROP_REAL_TOPIC).unwrap_or_default().to_owned();
+    let topic = record
+        .property(PROP_REAL_TOPIC)
+        .unwrap_or_default()
+        .to_owned();
     let queue_id: u32 = record
         .property(PROP_REAL_QUEUE)
         .and_then(|q| q.parse().ok())
@@ -586,7 +624,13 @@ fn prepare(
         None if crate::retry::is_retry_topic(&topic) => crate::retry::ensure_topic(state, &topic)?,
         None => {
             tracing::warn!(topic, "the topic of a delayed message is gone; dropped");
-            return Ok((Due { queue_offset, target: None }, out));
+            return Ok((
+                Due {
+                    queue_offset,
+                    target: None,
+                },
+                out,
+            ));
         }
     };
     origin.commit_log_offset = timer.commit_log_offset;
@@ -618,7 +662,10 @@ mod tests {
             p.mark(offset);
         }
         assert_eq!(p.low, 0);
-        assert_eq!(p.done.iter().map(|(s, e)| (*s, *e)).collect::<Vec<_>>(), vec![(1, 4), (5, 6), (7, 8)]);
+        assert_eq!(
+            p.done.iter().map(|(s, e)| (*s, *e)).collect::<Vec<_>>(),
+            vec![(1, 4), (5, 6), (7, 8)]
+        );
         p.mark(0);
         assert_eq!(p.low, 4);
         p.mark(4);

@@ -22,8 +22,8 @@
 pub mod admin;
 mod batch;
 pub mod connection;
-pub mod dead_letter;
 pub mod consumer;
+pub mod dead_letter;
 pub mod error;
 pub mod fault;
 pub mod message;

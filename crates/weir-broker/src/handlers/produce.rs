@@ -20,7 +20,10 @@ pub(crate) async fn produce(
     if request.topic.starts_with(topics::INTERNAL_PREFIX) {
         return Err(RequestError::new(
             ErrorCode::InvalidTopicName,
-            format!("topic {:?} is internal; clients cannot produce to it", request.topic),
+            format!(
+                "topic {:?} is internal; clients cannot produce to it",
+                request.topic
+            ),
         ));
     }
     let queues = match state.topics.get(&request.topic) {
@@ -53,7 +56,8 @@ pub(crate) async fn produce(
     }
     let now = delay::now_ms();
     if delay::has_delayed(&payload, now) {
-        let response = delay::produce(state, &request.topic, request.queue_id, payload, now).await?;
+        let response =
+            delay::produce(state, &request.topic, request.queue_id, payload, now).await?;
         return Ok(Reply::meta(&response));
     }
     let result = state

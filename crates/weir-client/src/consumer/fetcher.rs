@@ -112,8 +112,7 @@ pub(crate) async fn run(
                             broker: &broker,
                         };
                         let done =
-                            push::deliver(&to, handler, &result.messages, &progress, &cancel)
-                                .await;
+                            push::deliver(&to, handler, &result.messages, &progress, &cancel).await;
                         if !done {
                             return;
                         }

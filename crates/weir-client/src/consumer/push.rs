@@ -197,7 +197,13 @@ async fn handle(
             Err(e) => warn!(error = %e, "send-back failed; redelivering locally"),
         }
     }
-    with_redelivery(cancel, config.max_redeliveries, config.handler_timeout, call).await
+    with_redelivery(
+        cancel,
+        config.max_redeliveries,
+        config.handler_timeout,
+        call,
+    )
+    .await
 }
 
 /// Hands each message back to the broker that stored it, for the group's retry topic.

@@ -73,11 +73,7 @@ pub async fn run(args: ConsumeArgs) -> Result<()> {
     let (Some(group), None) = (&args.group, args.offset) else {
         return replay(&args).await;
     };
-    let mut config = ConsumerConfig::new(
-        args.server.servers(),
-        group.clone(),
-        args.topic.clone(),
-    );
+    let mut config = ConsumerConfig::new(args.server.servers(), group.clone(), args.topic.clone());
     config.start_from = match args.from {
         StartAt::Earliest => StartFrom::Earliest,
         StartAt::Latest => StartFrom::Latest,
@@ -116,7 +112,12 @@ async fn replay(args: &ConsumeArgs) -> Result<()> {
             return Ok(());
         }
         let page = admin
-            .pull(&args.topic, queue, offset, u32::try_from(remaining.min(256)).unwrap_or(256))
+            .pull(
+                &args.topic,
+                queue,
+                offset,
+                u32::try_from(remaining.min(256)).unwrap_or(256),
+            )
             .await?;
         offset = page.next_offset.max(offset);
         let mut out = stdout.lock();

@@ -95,6 +95,7 @@ pub async fn run(args: DlqArgs) -> Result<()> {
 
 /// Milliseconds since the Unix epoch as RFC 3339 (UTC, milliseconds).
 fn format_ms(ms: i64) -> String {
-    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    let at =
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     humantime::format_rfc3339_millis(at).to_string()
 }

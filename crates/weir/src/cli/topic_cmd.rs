@@ -77,11 +77,7 @@ pub async fn run(args: TopicArgs) -> Result<()> {
                     } else {
                         t.name.clone()
                     };
-                    vec![
-                        name,
-                        t.queues.len().to_string(),
-                        messages.to_string(),
-                    ]
+                    vec![name, t.queues.len().to_string(), messages.to_string()]
                 })
                 .collect();
             print_table(&["TOPIC", "QUEUES", "MESSAGES"], &rows);
