@@ -181,3 +181,76 @@ fn pending_delays_survive_a_crash_and_due_ones_come_at_restart() {
         ["due-while-down", "after-restart"]
     );
 }
+
+/// Benchmark, run by hand on a release build (docs/benchmarks.md, "Delayed messages"):
+/// 1,000,000 pending delayed messages, all due within one second, 60 s after they are sent.
+/// Prints the broker's RSS while they wait and the delivery lateness (store time of the
+/// delivered copy minus its deliver-at) at p50, p99 and max.
+#[test]
+#[ignore]
+fn bench_a_million_pending_delayed_messages() {
+    const N: usize = 1_000_000;
+    let node = Node::start(&[]);
+    node.ok(&["topic", "create", "bench-delay", "--queues", "4"]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let rss_before = crate::harness::rss_kib(node.pid());
+    let due = SystemTime::now() + Duration::from_secs(60);
+    runtime.block_on(async {
+        let producer = Producer::new(ProducerConfig::new([node.addr.clone()])).unwrap();
+        let mut handles = Vec::with_capacity(10_000);
+        let started = Instant::now();
+        for i in 0..N {
+            let at = due + Duration::from_micros((i as u64 * 1_000_000) / N as u64);
+            handles.push(
+                producer
+                    .send_async(Message::new("bench-delay", vec![b'x'; 100]).with_deliver_at(at)),
+            );
+            if handles.len() == 10_000 {
+                for h in handles.drain(..) {
+                    h.await.unwrap();
+                }
+            }
+        }
+        for h in handles.drain(..) {
+            h.await.unwrap();
+        }
+        eprintln!("sent {N} delayed messages in {:?}", started.elapsed());
+        producer.close().await;
+    });
+    let rss_pending = crate::harness::rss_kib(node.pid());
+    eprintln!("broker RSS: {rss_before} KiB before, {rss_pending} KiB with {N} pending");
+    let mut late: Vec<i64> = Vec::with_capacity(N);
+    let wait = due.duration_since(SystemTime::now()).unwrap_or_default() + Duration::from_secs(30);
+    let deadline = Instant::now() + wait;
+    let mut offsets = [0u64; 4];
+    let admin = weir_client::Admin::new([node.addr.clone()]).unwrap();
+    runtime.block_on(async {
+        while late.len() < N && Instant::now() < deadline {
+            let mut got = 0;
+            for (q, offset) in offsets.iter_mut().enumerate() {
+                let page = admin
+                    .pull("bench-delay", q as u32, *offset, 1024)
+                    .await
+                    .unwrap();
+                *offset = page.next_offset;
+                got += page.messages.len();
+                late.extend(
+                    page.messages
+                        .iter()
+                        .map(|m| m.store_timestamp - m.deliver_at),
+                );
+            }
+            if got == 0 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    assert_eq!(late.len(), N);
+    late.sort_unstable();
+    eprintln!(
+        "delivery lateness ms: p50 {} p99 {} max {}",
+        late[N / 2],
+        late[N * 99 / 100],
+        late[N - 1]
+    );
+}
