@@ -4,11 +4,15 @@
 
 mod bad_input;
 mod cli;
+mod delay;
+mod filter;
 mod groups;
 mod harness;
 mod http_api;
 mod idempotence;
 mod metrics;
 mod orderly;
+mod replay;
+mod retry;
 mod shared;
 mod transaction;

@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use weir_store::Store;
 
 use crate::config::BrokerConfig;
+use crate::delay::{self, Delays};
 use crate::error::BrokerError;
 use crate::group::GroupCoordinator;
 use crate::http::HttpServer;
@@ -46,6 +47,8 @@ pub(crate) struct BrokerState {
     pub transactions: Transactions,
     /// Idempotent producers' ids and last batches.
     pub idempotence: Idempotence,
+    /// Delayed messages waiting in `%DELAY%`.
+    pub delays: Delays,
     /// Our address as put in routes and message ids.
     pub advertised_addr: String,
     /// The bound address.
@@ -165,6 +168,14 @@ impl Broker {
             &config.data_dir,
             config.shared_settings()?,
         )?);
+        let retention = store.config().retention_age;
+        let delay_store = store.clone();
+        let delay_dir = config.data_dir.clone();
+        // Rebuilding the wheel reads the undelivered part of %DELAY%: keep it off the workers.
+        let delays =
+            tokio::task::spawn_blocking(move || Delays::load(&delay_dir, &delay_store, retention))
+                .await
+                .map_err(|e| BrokerError::Config(format!("delay load task failed: {e}")))??;
         let listener =
             TcpListener::bind(&config.listen)
                 .await
@@ -222,6 +233,7 @@ impl Broker {
             outboxes: Outboxes::default(),
             transactions,
             idempotence,
+            delays,
             advertised_addr,
             local_addr,
             max_frame_len,
@@ -244,6 +256,7 @@ impl Broker {
                 state.clone(),
                 shutdown_rx.clone(),
             )),
+            tokio::spawn(delay::run(state.clone(), shutdown_rx.clone())),
             tokio::spawn(housekeeping(state.clone(), shutdown_rx)),
         ];
         if let Some(http) = http {

@@ -74,7 +74,39 @@ pub struct BrokerConfig {
     pub shared_retry_delays: String,
     /// Shared groups: deliveries before a message goes to `%DLQ%<group>`.
     pub shared_max_attempts: u32,
+    /// Waits before each redelivery of a message a consumer handed back (`SendBack`), as
+    /// durations (`"10s"`, `"1m"`, `"200ms"`); the last one repeats. A list, or one string
+    /// with the steps separated by commas (handy for `WEIR_RETRY_BACKOFF=1s,2s`).
+    #[serde(deserialize_with = "list_or_csv")]
+    pub retry_backoff: Vec<String>,
+    /// Failed deliveries after the first before a message goes to the group's dead-letter
+    /// topic `%DLQ%<group>`.
+    pub max_retries: u32,
 }
+
+/// Accepts a list of strings or one comma-separated string.
+fn list_or_csv<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrCsv {
+        List(Vec<String>),
+        Csv(String),
+    }
+    Ok(match ListOrCsv::deserialize(d)? {
+        ListOrCsv::List(list) => list,
+        ListOrCsv::Csv(csv) => csv
+            .split(',')
+            .map(|s| s.trim().trim_matches('"').to_owned())
+            .filter(|s| !s.is_empty())
+            .collect(),
+    })
+}
+
+/// RocketMQ's retry back-off: 10s 30s 1m 2m ... 10m 20m 30m 1h 2h.
+const DEFAULT_RETRY_BACKOFF: [&str; 16] = [
+    "10s", "30s", "1m", "2m", "3m", "4m", "5m", "6m", "7m", "8m", "9m", "10m", "20m", "30m", "1h",
+    "2h",
+];
 
 impl Default for BrokerConfig {
     fn default() -> Self {
@@ -105,6 +137,8 @@ impl Default for BrokerConfig {
             transaction_check_max: 15,
             shared_retry_delays: "10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h".to_owned(),
             shared_max_attempts: 16,
+            retry_backoff: DEFAULT_RETRY_BACKOFF.map(str::to_owned).to_vec(),
+            max_retries: 16,
         }
     }
 }
@@ -176,7 +210,25 @@ impl BrokerConfig {
                     .to_owned(),
             );
         }
+        self.retry_backoff()?;
         Ok(())
+    }
+
+    /// The retry back-off steps, parsed.
+    pub(crate) fn retry_backoff(&self) -> Result<Vec<Duration>, BrokerError> {
+        if self.retry_backoff.is_empty() {
+            return Err(BrokerError::Config(
+                "retry_backoff needs at least one duration".to_owned(),
+            ));
+        }
+        self.retry_backoff
+            .iter()
+            .map(|s| {
+                humantime::parse_duration(s).map_err(|e| {
+                    BrokerError::Config(format!("retry_backoff: {s:?} is not a duration: {e}"))
+                })
+            })
+            .collect()
     }
 
     /// The storage engine's configuration derived from this one.

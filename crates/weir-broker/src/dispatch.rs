@@ -11,6 +11,7 @@ use crate::handlers::{
     Reply, RequestContext, group, lookup, produce, pull, route, shared, topic, transaction,
 };
 use crate::metrics_catalog::{REQUEST_DURATION_SECONDS, REQUESTS_TOTAL};
+use crate::retry;
 
 /// The only body schema version spoken today.
 const API_VERSION: u16 = 0;
@@ -78,6 +79,7 @@ async fn handle(
         ApiKey::GetMessage => lookup::get_message(state, decode(meta)?),
         ApiKey::FindByKey => lookup::find_by_key(state, decode(meta)?),
         ApiKey::OffsetForTime => lookup::offset_for_time(state, decode(meta)?),
+        ApiKey::SendBack => retry::send_back(state, decode(meta)?).await,
         ApiKey::Receive => shared::receive(state, decode(meta)?).await,
         ApiKey::Ack => shared::ack(state, decode(meta)?),
         ApiKey::Nack => shared::nack(state, decode(meta)?).await,

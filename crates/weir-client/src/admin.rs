@@ -6,6 +6,7 @@ use bytes::Bytes;
 use weir_proto::{ApiKey, MessageId, pb};
 
 use crate::connection::ConnectionConfig;
+use crate::consumer::fetcher::{PullResult, pull_once};
 use crate::error::{ClientError, Result};
 use crate::message::ReceivedMessage;
 use crate::pool::Pool;
@@ -31,7 +32,7 @@ pub enum ResetTo {
 /// lookups by message id go straight to the broker named in the id.
 #[derive(Debug)]
 pub struct Admin {
-    routes: RouteCache,
+    pub(crate) routes: RouteCache,
 }
 
 impl Admin {
@@ -226,5 +227,32 @@ impl Admin {
             )
             .await?;
         Ok(response.offset)
+    }
+
+    /// Reads up to `max` messages (0: 32) of queue `queue_id` of `topic` from `offset`, outside
+    /// any group: no ownership check, nothing committed, no long polling. The answer's
+    /// `next_offset` is where to read on.
+    pub async fn pull(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        offset: u64,
+        max: u32,
+    ) -> Result<PullResult> {
+        let route = self.routes.refresh(topic).await?;
+        let broker = route
+            .queue(queue_id)
+            .map(|q| q.broker_addr.clone())
+            .ok_or_else(|| {
+                ClientError::InvalidArgument(format!("no queue {queue_id} in '{topic}'"))
+            })?;
+        let request = pb::PullRequest {
+            topic: topic.to_owned(),
+            queue_id,
+            offset,
+            max_messages: max,
+            ..pb::PullRequest::default()
+        };
+        pull_once(self.routes.pool(), &broker, &request).await
     }
 }

@@ -445,16 +445,25 @@ fn complete(
             "produce count mismatch"
         );
     }
+    // A batch with delayed messages was not stored contiguously: the broker lists each
+    // record's position.
+    let listed = response.record_offsets.len() == waiters.len()
+        && response.record_queue_offsets.len() == waiters.len();
     let mut commit_log_offset = response.commit_log_offset;
     for (i, waiter) in waiters.into_iter().enumerate() {
+        let (at, queue_offset) = if listed {
+            (response.record_offsets[i], response.record_queue_offsets[i])
+        } else {
+            (commit_log_offset, response.queue_offset + i as u64)
+        };
         let _ = waiter.reply.send(Ok(SendResult {
             message_id: MessageId {
                 broker_addr,
-                commit_log_offset,
+                commit_log_offset: at,
             },
             topic: topic.to_owned(),
             queue_id,
-            queue_offset: response.queue_offset + i as u64,
+            queue_offset,
         }));
         commit_log_offset += u64::from(waiter.len);
     }

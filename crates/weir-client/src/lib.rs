@@ -28,6 +28,7 @@ pub mod admin;
 mod batch;
 pub mod connection;
 pub mod consumer;
+pub mod dead_letter;
 pub mod error;
 pub mod fault;
 pub mod message;

@@ -2,13 +2,13 @@
 //! [`ReceivedMessage`] for what consumers get.
 
 use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use weir_proto::MessageId;
 use weir_proto::record::{self, RecordFields};
 
-use crate::error::Result;
+use crate::error::{ClientError, Result};
 
 /// A message to send, built with `Message::new(topic, body)` and the `with_*` methods.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,13 +61,33 @@ impl Message {
         self
     }
 
-    /// Asks for delivery at `at` (reserved: brokers deliver at once for now).
+    /// Asks for delivery at `at`: the broker keeps the message invisible to consumers until
+    /// then (at most 365 days ahead; a time in the past means at once).
     pub fn with_deliver_at(mut self, at: SystemTime) -> Message {
         self.deliver_at = at
             .duration_since(UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
             .unwrap_or(0);
         self
+    }
+
+    /// Asks for delivery `delay` from now (see [`Message::with_deliver_at`]).
+    pub fn with_delay(self, delay: Duration) -> Message {
+        self.with_deliver_at(SystemTime::now() + delay)
+    }
+
+    /// Asks for delivery after one of RocketMQ's 18 delay levels, 1 to 18: 1s 5s 10s 30s 1m 2m
+    /// 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h. Another level is an error.
+    pub fn with_delay_level(self, level: u8) -> Result<Message> {
+        let delay = delay_level(level).ok_or_else(|| {
+            ClientError::InvalidArgument(format!("delay level {level} is not one of 1..=18"))
+        })?;
+        Ok(self.with_delay(delay))
+    }
+
+    /// The requested delivery time, ms since the Unix epoch; 0 for at once.
+    pub fn deliver_at(&self) -> i64 {
+        self.deliver_at
     }
 
     /// The topic.
@@ -141,6 +161,17 @@ impl Message {
     }
 }
 
+/// RocketMQ's delay levels in seconds, level 1 first.
+const DELAY_LEVELS: [u64; 18] = [
+    1, 5, 10, 30, 60, 120, 180, 240, 300, 360, 420, 480, 540, 600, 1200, 1800, 3600, 7200,
+];
+
+/// The delay of RocketMQ delay level `level` (1 to 18).
+pub fn delay_level(level: u8) -> Option<Duration> {
+    let i = usize::from(level).checked_sub(1)?;
+    DELAY_LEVELS.get(i).map(|s| Duration::from_secs(*s))
+}
+
 /// Where a sent message was stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendResult {
@@ -150,7 +181,8 @@ pub struct SendResult {
     pub topic: String,
     /// The queue it went to.
     pub queue_id: u32,
-    /// Its index in the queue.
+    /// Its index in the queue (0 for a delayed message: it gets one when it is delivered;
+    /// its id until then names its place in the broker's internal `%DELAY%` topic).
     pub queue_offset: u64,
 }
 
@@ -175,13 +207,31 @@ pub struct ReceivedMessage {
     pub key: String,
     /// The tag, empty for none.
     pub tag: String,
-    /// The user properties, in order.
+    /// When it was asked to be delivered, ms since the Unix epoch; 0 for at once. Set on a
+    /// delayed message (and on a retry copy, delayed by the back-off).
+    pub deliver_at: i64,
+    /// The user properties, in order (the broker adds `DELAY_ORIGIN_ID` to a delivered delayed
+    /// message, and `ORIGIN_TOPIC`, `ORIGIN_MSG_ID`, `RECONSUME_TIMES` to a retry copy or a
+    /// dead letter).
     pub properties: Vec<(String, String)>,
     /// The body.
     pub body: Bytes,
 }
 
 impl ReceivedMessage {
+    /// How many times delivery of this message failed before (0 for a first delivery).
+    pub fn reconsume_times(&self) -> u32 {
+        self.property("RECONSUME_TIMES")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The topic the message was first produced to: `ORIGIN_TOPIC` for a retry copy or a dead
+    /// letter, else its topic.
+    pub fn origin_topic(&self) -> &str {
+        self.property("ORIGIN_TOPIC").unwrap_or(&self.topic)
+    }
+
     /// Decodes every record of `payload`, as stored by the broker at `broker_addr`.
     pub fn decode_all(payload: &Bytes, broker_addr: &str) -> Result<Vec<ReceivedMessage>> {
         let broker: Option<SocketAddr> = broker_addr.parse().ok();
@@ -206,6 +256,7 @@ impl ReceivedMessage {
             born_timestamp: m.born_timestamp,
             key: m.key,
             tag: m.tag,
+            deliver_at: m.deliver_at,
             properties: m.properties,
             body: m.body,
         }

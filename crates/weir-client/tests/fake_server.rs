@@ -185,6 +185,7 @@ async fn fake_broker(batches: Arc<Mutex<Vec<usize>>>) -> String {
                             count: count as u32,
                             store_timestamp: 1,
                             broker_addr: own.clone(),
+                            ..pb::ProduceResponse::default()
                         };
                         queue_end += count as u64;
                         log_end += frame.payload.len() as u64;

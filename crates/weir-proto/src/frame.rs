@@ -83,6 +83,8 @@ pub enum ApiKey {
     FindByKey = 18,
     /// Find the first queue offset stored at or after a time.
     OffsetForTime = 19,
+    /// Hand a failed message back for retry (or the dead-letter topic).
+    SendBack = 20,
     /// Shared group: take visible messages of a topic, hidden until acked or timed out.
     Receive = 30,
     /// Shared group: acknowledge deliveries by receipt.
@@ -105,7 +107,7 @@ pub enum ApiKey {
 
 impl ApiKey {
     /// Every api key, in number order.
-    pub const ALL: [ApiKey; 28] = [
+    pub const ALL: [ApiKey; 29] = [
         ApiKey::Produce,
         ApiKey::Pull,
         ApiKey::GetRoute,
@@ -125,6 +127,7 @@ impl ApiKey {
         ApiKey::GetMessage,
         ApiKey::FindByKey,
         ApiKey::OffsetForTime,
+        ApiKey::SendBack,
         ApiKey::Receive,
         ApiKey::Ack,
         ApiKey::Nack,
@@ -163,6 +166,7 @@ impl ApiKey {
             ApiKey::GetMessage => "get_message",
             ApiKey::FindByKey => "find_by_key",
             ApiKey::OffsetForTime => "offset_for_time",
+            ApiKey::SendBack => "send_back",
             ApiKey::Receive => "receive",
             ApiKey::Ack => "ack",
             ApiKey::Nack => "nack",

@@ -254,6 +254,16 @@ pub fn peek_total_len(buf: &[u8]) -> Option<u32> {
     (buf.len() >= 4).then(|| u32_at(buf, OFF_TOTAL_LEN))
 }
 
+/// The `deliver_at` field of the record at the start of `buf`, read from its fixed header
+/// without parsing the rest (not checked: parse the record to trust it); `None` when `buf` is
+/// shorter than the field's end.
+pub fn peek_deliver_at(buf: &[u8]) -> Option<i64> {
+    let bytes = buf.get(OFF_DELIVER_AT..OFF_DELIVER_AT + 8)?;
+    let mut x = [0u8; 8];
+    x.copy_from_slice(bytes);
+    Some(i64::from_le_bytes(x))
+}
+
 /// A record inside a byte slice, its variable fields located but not copied.
 ///
 /// [`Record::parse`] checks the layout (magic, lengths, UTF-8 of the text fields) but not the

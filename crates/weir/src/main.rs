@@ -28,6 +28,8 @@ enum Command {
     Group(cli::group_cmd::GroupArgs),
     /// Look messages up by id or key.
     Message(cli::message_cmd::MessageArgs),
+    /// A consumer group's dead letters: list, show, resend.
+    Dlq(cli::dlq_cmd::DlqArgs),
 }
 
 /// Logs of client commands go to stderr, at `warn` unless RUST_LOG says otherwise.
@@ -53,6 +55,7 @@ async fn main() -> std::process::ExitCode {
         Command::Consume(args) => cli::consume_cmd::run(args).await,
         Command::Group(args) => cli::group_cmd::run(args).await,
         Command::Message(args) => cli::message_cmd::run(args).await,
+        Command::Dlq(args) => cli::dlq_cmd::run(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -8,6 +8,7 @@ use crate::group::{Heartbeat, Mode, QueueKey};
 use crate::handlers::{Reply, RequestContext};
 use crate::ops;
 use crate::ops::group::ResetTarget;
+use crate::retry;
 
 fn queue_ref((topic, queue_id): QueueKey) -> pb::QueueRef {
     pb::QueueRef { topic, queue_id }
@@ -42,6 +43,11 @@ pub(crate) fn heartbeat(
             ));
         }
     };
+    // A clustering member subscribes to its group's retry topic: create it on demand.
+    let retry_topic = format!("{}{}", retry::RETRY_PREFIX, request.group);
+    if mode == Mode::Clustering && request.topics.contains(&retry_topic) {
+        retry::ensure_topic(state, &retry_topic)?;
+    }
     let assignment = state.groups.heartbeat(
         Heartbeat {
             group: request.group,

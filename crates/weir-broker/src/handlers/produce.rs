@@ -6,6 +6,7 @@ use bytes::BytesMut;
 use weir_proto::{ErrorCode, pb};
 
 use crate::broker::BrokerState;
+use crate::delay;
 use crate::error::RequestError;
 use crate::handlers::Reply;
 use crate::metrics_catalog::{BYTES_IN_TOTAL, MESSAGES_IN_TOTAL, PRODUCE_DURABLE_SECONDS};
@@ -19,6 +20,15 @@ pub(crate) async fn produce(
     request: pb::ProduceRequest,
     payload: BytesMut,
 ) -> Result<Reply, RequestError> {
+    if request.topic.starts_with(topics::INTERNAL_PREFIX) {
+        return Err(RequestError::new(
+            ErrorCode::InvalidTopicName,
+            format!(
+                "topic {:?} is internal; clients cannot produce to it",
+                request.topic
+            ),
+        ));
+    }
     let started = Instant::now();
     let queues = match state.topics.get(&request.topic) {
         Some(config) => config.queues,
@@ -49,15 +59,18 @@ pub(crate) async fn produce(
         ));
     }
     let bytes = payload.len() as u64;
-    let response = match special_batch(&payload) {
-        Some(SpecialBatch::TransactionHalf) => {
-            // Not in the topic until committed, so not counted as messages in.
-            let response = crate::transaction::store_half(state, &request, &payload).await?;
-            return Ok(Reply::meta(&response));
+    let special = special_batch(&payload);
+    if let Some(SpecialBatch::TransactionHalf) = special {
+        // Not in the topic until committed, so not counted as messages in.
+        let response = crate::transaction::store_half(state, &request, &payload).await?;
+        return Ok(Reply::meta(&response));
+    }
+    let now = delay::now_ms();
+    let response = match special {
+        _ if delay::has_delayed(&payload, now) => {
+            delay::produce(state, &request.topic, request.queue_id, payload, now).await?
         }
-        Some(SpecialBatch::Idempotent) => {
-            crate::idempotence::append(state, &request, payload).await?
-        }
+        Some(_) => crate::idempotence::append(state, &request, payload).await?,
         None => {
             let result = state
                 .store
@@ -69,6 +82,7 @@ pub(crate) async fn produce(
                 count: result.count,
                 store_timestamp: result.store_timestamp,
                 broker_addr: state.advertised_addr.clone(),
+                ..pb::ProduceResponse::default()
             }
         }
     };

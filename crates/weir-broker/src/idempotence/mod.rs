@@ -221,6 +221,7 @@ pub(crate) async fn append(
         count: last - first + 1,
         store_timestamp,
         broker_addr: state.advertised_addr.clone(),
+        ..pb::ProduceResponse::default()
     })
 }
 

@@ -329,5 +329,6 @@ pub(crate) async fn store_half(
         count: 1,
         store_timestamp: stored.store_timestamp,
         broker_addr: state.advertised_addr.clone(),
+        ..pb::ProduceResponse::default()
     })
 }

@@ -13,7 +13,7 @@ use weir_proto::{ApiKey, ErrorCode, pb};
 use crate::consumer::QueueKey;
 use crate::consumer::offset_store::QueueProgress;
 use crate::consumer::orderly::Lease;
-use crate::consumer::rebalance::{Fetched, Group, Sink};
+use crate::consumer::rebalance::{self, Fetched, Group, Sink};
 use crate::consumer::{orderly, push};
 use crate::error::{ClientError, Result};
 use crate::message::ReceivedMessage;
@@ -50,6 +50,14 @@ pub(crate) async fn pull_once(
         .await?;
     let mut messages = ReceivedMessage::decode_all(&payload, broker)?;
     messages.retain(|m| m.queue_offset >= request.offset);
+    if rebalance::is_retry_topic(&request.topic) {
+        // A retry copy is shown under the topic it was produced to.
+        for message in &mut messages {
+            if let Some(origin) = message.property("ORIGIN_TOPIC") {
+                message.topic = origin.to_owned();
+            }
+        }
+    }
     Ok(PullResult {
         messages,
         next_offset: response.next_offset,
@@ -115,14 +123,12 @@ pub(crate) async fn run(
                         }
                     }
                     Sink::Push(handler) => {
-                        let done = push::deliver(
-                            handler,
-                            &result.messages,
-                            &progress,
-                            &cancel,
-                            config.max_redeliveries,
-                        )
-                        .await;
+                        let to = push::SendBackTo {
+                            group: &group,
+                            broker: &broker,
+                        };
+                        let done =
+                            push::deliver(&to, handler, &result.messages, &progress, &cancel).await;
                         if !done {
                             return;
                         }

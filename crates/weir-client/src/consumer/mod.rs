@@ -65,8 +65,13 @@ impl StartFrom {
 pub enum ConsumeResult {
     /// Processed; the offset may move past it.
     Success,
-    /// Not processed; hand it to the handler again after a back-off (the queue waits, so
-    /// order is kept). After `max_redeliveries` tries the message is skipped with an error log.
+    /// Not processed. In clustering mode the message is handed back to the broker
+    /// (`SendBack`), which redelivers it to the group later through `%RETRY%<group>` with a
+    /// growing back-off, and after the broker's `max_retries` moves it to `%DLQ%<group>`; the
+    /// queue's other messages keep flowing. If the broker cannot be told (and in broadcast
+    /// mode), the handler gets it again locally after a back-off, the queue waiting, at most
+    /// `max_redeliveries` times; then it is skipped with an error log. A handler that panics
+    /// or runs longer than `handler_timeout` counts as `Retry`.
     Retry,
 }
 
@@ -97,8 +102,12 @@ pub struct ConsumerConfig {
     /// (`None`: in memory only).
     pub offsets_dir: Option<PathBuf>,
     /// Push consumer: how many times a message whose handler says [`ConsumeResult::Retry`] is
-    /// handed over again before it is skipped.
+    /// handed over again locally (when it cannot be sent back to the broker) before it is
+    /// skipped.
     pub max_redeliveries: u32,
+    /// Push consumer: a handler call that takes longer counts as failed
+    /// ([`ConsumeResult::Retry`]), whatever it returned.
+    pub handler_timeout: Duration,
     /// Pull consumer: most messages one `poll` returns.
     pub max_poll_messages: usize,
     /// Push consumer: orderly consumption (see [`orderly`]): one message at a time per queue,
@@ -134,6 +143,7 @@ impl ConsumerConfig {
             commit_interval: Duration::from_secs(1),
             offsets_dir: None,
             max_redeliveries: 16,
+            handler_timeout: Duration::from_secs(15 * 60),
             max_poll_messages: 256,
             orderly: false,
             orderly_retry_pause: Duration::from_secs(1),

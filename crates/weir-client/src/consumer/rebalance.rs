@@ -24,11 +24,24 @@ use weir_proto::{ApiKey, ErrorCode, pb};
 use crate::consumer::offset_store::{OffsetStore, QueueProgress};
 use crate::consumer::orderly::{self, Lease};
 use crate::consumer::push::Handler;
-use crate::consumer::{ConsumeMode, ConsumerConfig, QueueKey, fetcher};
+use crate::consumer::{ConsumeMode, ConsumerConfig, QueueKey, StartFrom, fetcher};
 use crate::error::{ClientError, Result};
 use crate::message::ReceivedMessage;
 use crate::pool::Pool;
 use crate::route::RouteCache;
+
+/// Prefix of a group's retry topic.
+const RETRY_PREFIX: &str = "%RETRY%";
+
+/// The retry topic of `group`.
+pub(crate) fn retry_topic(group: &str) -> String {
+    format!("{RETRY_PREFIX}{group}")
+}
+
+/// Whether `topic` is a group's retry topic.
+pub(crate) fn is_retry_topic(topic: &str) -> bool {
+    topic.starts_with(RETRY_PREFIX)
+}
 
 /// Where fetched messages go.
 pub(crate) enum Sink {
@@ -71,6 +84,9 @@ pub(crate) struct Group {
     pub member_id: String,
     pub routes: RouteCache,
     pub sink: Sink,
+    /// Every topic the member heartbeats with: the configured ones, plus the group's retry
+    /// topic `%RETRY%<group>` for a clustering push consumer (the broker creates it on demand).
+    subscriptions: Vec<String>,
     offsets: OffsetStore,
     owned: Mutex<HashMap<QueueKey, OwnedQueue>>,
     next_epoch: AtomicU64,
@@ -113,11 +129,16 @@ impl Group {
             std::process::id(),
             rand::random::<u32>()
         );
+        let mut subscriptions = config.topics.clone();
+        if matches!(sink, Sink::Push(_)) && config.mode == ConsumeMode::Clustering {
+            subscriptions.push(retry_topic(&config.group));
+        }
         Ok(Arc::new(Group {
             config,
             member_id,
             routes,
             sink,
+            subscriptions,
             offsets,
             owned: Mutex::new(HashMap::new()),
             next_epoch: AtomicU64::new(1),
@@ -254,7 +275,7 @@ impl Group {
                 group: self.config.group.clone(),
                 member_id: self.member_id.clone(),
                 mode: self.config.mode.to_pb() as i32,
-                topics: self.config.topics.clone(),
+                topics: self.subscriptions.clone(),
                 held: held.clone(),
             };
             let sent = tokio::time::Instant::now();
@@ -331,7 +352,12 @@ impl Group {
                     group: self.config.group.clone(),
                     topic: key.topic.clone(),
                     queue_id: key.queue_id,
-                    start_from: self.config.start_from.to_pb() as i32,
+                    // Retry copies are stored for this group only: never skip one.
+                    start_from: if is_retry_topic(&key.topic) {
+                        StartFrom::Earliest.to_pb() as i32
+                    } else {
+                        self.config.start_from.to_pb() as i32
+                    },
                 };
                 let conn = self.pool().get(&broker).await?;
                 let (response, _) = conn

@@ -1,4 +1,6 @@
 //! `weir consume TOPIC --group G`: print messages as they come, commit, leave.
+//! `weir consume TOPIC --queue Q --offset N`: print one queue's messages from an offset, with
+//! no group (replay).
 
 use std::io::Write;
 use std::time::Duration;
@@ -7,7 +9,7 @@ use anyhow::Result;
 use clap::{Args, ValueEnum};
 use tokio::time::Instant;
 use weir_client::consumer::ConsumerConfig;
-use weir_client::{ConsumeMode, PullConsumer, StartFrom};
+use weir_client::{Admin, ConsumeMode, PullConsumer, StartFrom};
 
 use super::ServerArgs;
 use super::output::{Format, write_message};
@@ -39,9 +41,15 @@ pub struct ConsumeArgs {
     pub(crate) server: ServerArgs,
     /// The topic.
     pub(crate) topic: String,
-    /// The consumer group.
-    #[arg(long, short = 'g')]
-    pub(crate) group: String,
+    /// The consumer group (not needed with --offset).
+    #[arg(long, short = 'g', required_unless_present = "offset")]
+    pub(crate) group: Option<String>,
+    /// Replay: read queue --queue from this offset, outside any group (nothing committed).
+    #[arg(long, requires = "queue", conflicts_with = "group")]
+    offset: Option<u64>,
+    /// The queue to replay (with --offset).
+    #[arg(long, requires = "offset")]
+    queue: Option<u32>,
     /// Where to start when the group has no committed offset.
     #[arg(long, value_enum, default_value = "latest")]
     from: StartAt,
@@ -71,15 +79,14 @@ pub struct ConsumeArgs {
 
 /// Runs `weir consume`.
 pub async fn run(args: ConsumeArgs) -> Result<()> {
+    let (Some(group), None) = (&args.group, args.offset) else {
+        return replay(&args).await;
+    };
     if args.mode == Mode::Shared {
         anyhow::ensure!(!args.orderly, "--orderly needs clustering mode");
-        return super::consume_shared::run(&args).await;
+        return super::consume_shared::run(&args, group).await;
     }
-    let mut config = ConsumerConfig::new(
-        args.server.servers(),
-        args.group.clone(),
-        args.topic.clone(),
-    );
+    let mut config = ConsumerConfig::new(args.server.servers(), group.clone(), args.topic.clone());
     config.start_from = match args.from {
         StartAt::Earliest => StartFrom::Earliest,
         StartAt::Latest => StartFrom::Latest,
@@ -107,6 +114,53 @@ pub async fn run(args: ConsumeArgs) -> Result<()> {
     printed?;
     closed?;
     Ok(())
+}
+
+/// Prints queue `--queue` from `--offset` on (every message: the tag filter applies to group
+/// consumption), until `--count` messages or the queue's end (waiting `--idle-timeout` there
+/// for more, default: not at all).
+async fn replay(args: &ConsumeArgs) -> Result<()> {
+    let (Some(queue), Some(mut offset)) = (args.queue, args.offset) else {
+        anyhow::bail!("--offset and --queue go together");
+    };
+    let admin = Admin::new(args.server.servers())?;
+    let stdout = std::io::stdout();
+    let mut printed = 0u64;
+    let mut last_message = Instant::now();
+    loop {
+        let remaining = args.count.map_or(u64::MAX, |n| n - printed);
+        if remaining == 0 {
+            return Ok(());
+        }
+        let page = admin
+            .pull(
+                &args.topic,
+                queue,
+                offset,
+                u32::try_from(remaining.min(256)).unwrap_or(256),
+            )
+            .await?;
+        offset = page.next_offset.max(offset);
+        let mut out = stdout.lock();
+        for message in &page.messages {
+            if printed == args.count.unwrap_or(u64::MAX) {
+                break;
+            }
+            write_message(&mut out, message, args.format)?;
+            printed += 1;
+        }
+        out.flush()?;
+        drop(out);
+        if page.messages.is_empty() {
+            let idle = args.idle_timeout.unwrap_or_default();
+            if offset >= page.max_offset && last_message.elapsed() >= idle {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        } else {
+            last_message = Instant::now();
+        }
+    }
 }
 
 async fn consume(consumer: &mut PullConsumer, args: &ConsumeArgs) -> Result<()> {

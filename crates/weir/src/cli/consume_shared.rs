@@ -12,12 +12,8 @@ use super::consume_cmd::ConsumeArgs;
 use super::output::write_message;
 
 /// Receives, prints and acks until the count, the idle timeout or Ctrl-C.
-pub async fn run(args: &ConsumeArgs) -> Result<()> {
-    let mut config = SharedConsumerConfig::new(
-        args.server.servers(),
-        args.group.clone(),
-        args.topic.clone(),
-    );
+pub async fn run(args: &ConsumeArgs, group: &str) -> Result<()> {
+    let mut config = SharedConsumerConfig::new(args.server.servers(), group, args.topic.clone());
     config.max_wait = Duration::from_secs(1);
     let consumer = SharedConsumer::new(config)?;
     let stdout = std::io::stdout();

@@ -4,6 +4,7 @@
 pub mod consume_cmd;
 pub mod consume_orderly;
 pub mod consume_shared;
+pub mod dlq_cmd;
 pub mod group_cmd;
 pub mod message_cmd;
 pub mod output;

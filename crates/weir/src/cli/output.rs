@@ -15,7 +15,7 @@ pub enum Format {
 }
 
 /// A message as one JSON object: topic, queue, offset, id, key, tag, properties, body,
-/// born_timestamp, store_timestamp.
+/// born_timestamp, store_timestamp, deliver_at (0 unless delayed).
 pub fn message_json(message: &ReceivedMessage) -> Value {
     let properties: Map<String, Value> = message
         .properties
@@ -33,6 +33,7 @@ pub fn message_json(message: &ReceivedMessage) -> Value {
         "body": String::from_utf8_lossy(&message.body),
         "born_timestamp": message.born_timestamp,
         "store_timestamp": message.store_timestamp,
+        "deliver_at": message.deliver_at,
     })
 }
 

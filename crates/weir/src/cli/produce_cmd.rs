@@ -1,7 +1,7 @@
 //! `weir produce TOPIC`: send one message (`--body`) or one message per stdin line.
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -35,6 +35,15 @@ pub struct ProduceArgs {
     /// Print each message's id to stdout, in input order (always done with --body).
     #[arg(long)]
     print_ids: bool,
+    /// Deliver the message(s) this long after sending (e.g. 30s, 5m, 2days).
+    #[arg(long, value_parser = humantime::parse_duration, conflicts_with_all = ["deliver_at", "delay_level"])]
+    delay: Option<Duration>,
+    /// Deliver the message(s) at this time (RFC 3339, e.g. 2030-01-01T08:00:00Z).
+    #[arg(long, value_parser = humantime::parse_rfc3339_weak, conflicts_with = "delay_level")]
+    deliver_at: Option<SystemTime>,
+    /// Deliver after one of RocketMQ's delay levels, 1 (1s) to 18 (2h).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=18))]
+    delay_level: Option<u8>,
 }
 
 fn parse_property(text: &str) -> Result<(String, String), String> {
@@ -45,8 +54,17 @@ fn parse_property(text: &str) -> Result<(String, String), String> {
 }
 
 impl ProduceArgs {
-    fn message(&self, body: String) -> Message {
+    fn message(&self, body: String) -> Result<Message> {
         let mut message = Message::new(self.topic.clone(), body);
+        if let Some(delay) = self.delay {
+            message = message.with_delay(delay);
+        }
+        if let Some(at) = self.deliver_at {
+            message = message.with_deliver_at(at);
+        }
+        if let Some(level) = self.delay_level {
+            message = message.with_delay_level(level)?;
+        }
         if let Some(key) = &self.key {
             message = message.with_key(key.clone());
         }
@@ -56,7 +74,7 @@ impl ProduceArgs {
         for (k, v) in &self.properties {
             message = message.with_property(k.clone(), v.clone());
         }
-        message
+        Ok(message)
     }
 }
 
@@ -68,14 +86,14 @@ pub async fn run(args: ProduceArgs) -> Result<()> {
     let started = Instant::now();
     let mut sent = 0u64;
     if let Some(body) = &args.body {
-        let result = producer.send(args.message(body.clone())).await?;
+        let result = producer.send(args.message(body.clone())?).await?;
         println!("{}", result.message_id);
         sent = 1;
     } else {
         let mut in_flight: VecDeque<SendHandle> = VecDeque::new();
         let mut lines = BufReader::new(tokio::io::stdin()).lines();
         while let Some(line) = lines.next_line().await.context("reading stdin")? {
-            in_flight.push_back(producer.send_async(args.message(line)));
+            in_flight.push_back(producer.send_async(args.message(line)?));
             if in_flight.len() >= MAX_IN_FLIGHT
                 && let Some(oldest) = in_flight.pop_front()
             {

@@ -71,11 +71,13 @@ pub async fn run(args: TopicArgs) -> Result<()> {
                         .iter()
                         .map(|q| q.max_offset - q.min_offset.min(q.max_offset))
                         .sum();
-                    vec![
-                        t.name.clone(),
-                        t.queues.len().to_string(),
-                        messages.to_string(),
-                    ]
+                    // Internal topics (`%RETRY%<group>`, `%DLQ%<group>`) are marked.
+                    let name = if t.name.starts_with('%') {
+                        format!("{} (internal)", t.name)
+                    } else {
+                        t.name.clone()
+                    };
+                    vec![name, t.queues.len().to_string(), messages.to_string()]
                 })
                 .collect();
             print_table(&["TOPIC", "QUEUES", "MESSAGES"], &rows);
