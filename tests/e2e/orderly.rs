@@ -228,6 +228,6 @@ fn a_failing_message_is_retried_in_place_then_dead_lettered() {
     let v: Value = serde_json::from_str(dead.trim()).unwrap();
     assert_eq!(v["body"], "m5");
     assert_eq!(v["key"], "k");
-    assert_eq!(v["properties"]["DLQ_ORIGIN_TOPIC"], "steps");
-    assert_eq!(v["properties"]["DLQ_ATTEMPTS"], "3");
+    assert_eq!(v["properties"]["ORIGIN_TOPIC"], "steps");
+    assert_eq!(v["properties"]["RECONSUME_TIMES"], "3");
 }

@@ -179,8 +179,8 @@ fn nacked_messages_back_off_then_go_to_the_dead_letter_topic() {
     ]);
     let v: Value = serde_json::from_str(dead.trim()).unwrap();
     assert_eq!(v["body"], "m0");
-    assert_eq!(v["properties"]["DLQ_ORIGIN_TOPIC"], "flaky");
-    assert_eq!(v["properties"]["DLQ_ATTEMPTS"], "3");
+    assert_eq!(v["properties"]["ORIGIN_TOPIC"], "flaky");
+    assert_eq!(v["properties"]["RECONSUME_TIMES"], "3");
 }
 
 #[test]

@@ -1,34 +1,18 @@
-//! Dead letters: a copy of a message whose handler gave up goes to its group's topic
-//! `%DLQ%<group>` (one queue, created on first use), with where it came from in properties:
-//!
-//! | property | value |
-//! | --- | --- |
-//! | `DLQ_ORIGIN_TOPIC` | the original topic |
-//! | `DLQ_ORIGIN_QUEUE` | its queue id |
-//! | `DLQ_ORIGIN_OFFSET` | its queue offset |
-//! | `DLQ_ATTEMPTS` | deliveries tried |
-//!
-//! Key, tag, body, born timestamp and the original properties are kept. The record is
-//! re-encoded (its topic is inside the producer's checksum), once per dead letter — not a hot
-//! path. Used by shared groups (out of attempts) and by the `DeadLetter` request of orderly
-//! push consumers.
+//! Dead letters by position: a message whose consumer gave up (an orderly push consumer's last
+//! try, a shared group's last attempt) is looked up by (topic, queue, offset) and handed to
+//! [`crate::retry::store_dead_letter`], the one place dead letters are written, so they carry
+//! the same origin properties (`ORIGIN_TOPIC`, `ORIGIN_MSG_ID`, `RECONSUME_TIMES` = attempts)
+//! as those of push consumers and `weir dlq` lists, shows and resends them all alike.
 
-use bytes::BytesMut;
-use weir_proto::ErrorCode;
-use weir_proto::record::{self, Record, RecordFields};
+use weir_proto::record::Record;
+use weir_proto::{ErrorCode, MessageId};
 use weir_store::TagFilter;
 
 use crate::broker::BrokerState;
+use crate::delay::own_addr;
 use crate::error::RequestError;
+use crate::retry::{self, PROP_ORIGIN_MSG_ID, PROP_ORIGIN_TOPIC, PROP_RECONSUME_TIMES};
 use crate::topics;
-
-/// Prefix of dead-letter topics.
-pub const DLQ_PREFIX: &str = "%DLQ%";
-
-/// The dead-letter topic of a group.
-pub fn dlq_topic(group: &str) -> String {
-    format!("{DLQ_PREFIX}{group}")
-}
 
 /// Copies the message at `topic`/`queue_id`/`offset` to `%DLQ%<group>`; returns its queue id
 /// and queue offset there.
@@ -69,46 +53,15 @@ pub(crate) async fn dead_letter(
     if original.stamp().queue_offset != offset {
         return Err(not_found());
     }
-    let mut properties = Vec::new();
-    for item in original.properties() {
-        let (k, v) =
-            item.map_err(|e| RequestError::new(ErrorCode::CorruptMessage, e.to_string()))?;
-        properties.push((k.to_owned(), v.to_owned()));
-    }
-    properties.extend([
-        ("DLQ_ORIGIN_TOPIC".to_owned(), topic.to_owned()),
-        ("DLQ_ORIGIN_QUEUE".to_owned(), queue_id.to_string()),
-        ("DLQ_ORIGIN_OFFSET".to_owned(), offset.to_string()),
-        ("DLQ_ATTEMPTS".to_owned(), attempts.to_string()),
-    ]);
-    let dlq = dlq_topic(group);
-    let mut batch = BytesMut::new();
-    record::encode(
-        &RecordFields {
-            topic: &dlq,
-            key: original.key(),
-            tag: original.tag(),
-            properties: &properties,
-            body: original.body(),
-            born_timestamp: original.born_timestamp(),
-            ..RecordFields::default()
-        },
-        &mut batch,
-    )
-    .map_err(|e| RequestError::new(ErrorCode::MessageTooLarge, e.to_string()))?;
-    if state.topics.get(&dlq).is_none() {
-        state.topics.get_or_create(&dlq, 1)?;
-        tracing::info!(topic = %dlq, "dead-letter topic created");
-        state.registrar.topics_changed();
-    }
-    let stored = state.store.append(&dlq, 0, batch).await?;
-    tracing::info!(
-        group,
-        topic,
-        queue_id,
-        offset,
-        attempts,
-        "message moved to the dead-letter topic"
-    );
+    let origin_id = MessageId {
+        broker_addr: own_addr(state),
+        commit_log_offset: original.stamp().commit_log_offset,
+    };
+    let origin = [
+        (PROP_ORIGIN_TOPIC.to_owned(), topic.to_owned()),
+        (PROP_ORIGIN_MSG_ID.to_owned(), origin_id.to_string()),
+        (PROP_RECONSUME_TIMES.to_owned(), attempts.to_string()),
+    ];
+    let stored = retry::store_dead_letter(state, group, &original, origin).await?;
     Ok((0, stored.queue_offset))
 }

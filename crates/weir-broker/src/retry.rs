@@ -16,6 +16,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use weir_proto::record::Record;
 use weir_proto::{ErrorCode, MessageId, pb};
+use weir_store::AppendResult;
 
 use crate::broker::BrokerState;
 use crate::delay::{self, PROP_DELAY_ORIGIN_ID, own_addr};
@@ -58,6 +59,34 @@ pub(crate) fn backoff(steps: &[Duration], failures: u32) -> Duration {
         .or(steps.last())
         .copied()
         .unwrap_or(Duration::from_secs(10))
+}
+
+/// Properties a copy takes over from its original and sets itself (see the module docs).
+const ORIGIN_PROPERTIES: [&str; 4] = [
+    PROP_ORIGIN_TOPIC,
+    PROP_ORIGIN_MSG_ID,
+    PROP_RECONSUME_TIMES,
+    PROP_DELAY_ORIGIN_ID,
+];
+
+/// Stores a copy of `record` in `%DLQ%<group>` (one queue, created on first use) with the
+/// origin properties `origin` (`ORIGIN_TOPIC`, `ORIGIN_MSG_ID`, `RECONSUME_TIMES`). The one way
+/// a message becomes a dead letter: push consumers' send-back, orderly consumers' last try and
+/// shared groups' last attempt all end here, so `weir dlq` reads them alike.
+pub(crate) async fn store_dead_letter(
+    state: &BrokerState,
+    group: &str,
+    record: &Record<'_>,
+    origin: [(String, String); 3],
+) -> Result<AppendResult, RequestError> {
+    let topic = format!("{DLQ_PREFIX}{group}");
+    ensure_topic(state, &topic)?;
+    let mut out = BytesMut::new();
+    delay::reencode(record, &topic, 0, &ORIGIN_PROPERTIES, &origin, &mut out)?;
+    let stored = state.store.append(&topic, 0, out).await?;
+    metrics::counter!("weir_dlq_messages_total", "group" => group.to_owned()).increment(1);
+    tracing::info!(group, failures = %origin[2].1, "message dead-lettered");
+    Ok(stored)
 }
 
 /// SendBack: stores the message again for the group, delayed, or dead-letters it.
@@ -106,20 +135,10 @@ pub(crate) async fn send_back(
         (PROP_ORIGIN_MSG_ID.to_owned(), origin_id),
         (PROP_RECONSUME_TIMES.to_owned(), failures.to_string()),
     ];
-    let drop = [
-        PROP_ORIGIN_TOPIC,
-        PROP_ORIGIN_MSG_ID,
-        PROP_RECONSUME_TIMES,
-        PROP_DELAY_ORIGIN_ID,
-    ];
+    let drop = ORIGIN_PROPERTIES;
     let mut out = BytesMut::new();
     if !request.resend && request.dead_letter || failures > state.config.max_retries {
-        let topic = format!("{DLQ_PREFIX}{group}");
-        ensure_topic(state, &topic)?;
-        delay::reencode(&record, &topic, 0, &drop, &add, &mut out)?;
-        let stored = state.store.append(&topic, 0, out).await?;
-        metrics::counter!("weir_dlq_messages_total", "group" => group.to_owned()).increment(1);
-        tracing::info!(group, failures, "message dead-lettered");
+        let stored = store_dead_letter(state, group, &record, add).await?;
         let stored_id = MessageId {
             broker_addr: own_addr(state),
             commit_log_offset: stored.commit_log_offset,
