@@ -28,6 +28,8 @@ enum Command {
     Group(cli::group_cmd::GroupArgs),
     /// Look messages up by id or key.
     Message(cli::message_cmd::MessageArgs),
+    /// Load-test a server: produce, consume or end-to-end throughput and latency.
+    Bench(cli::bench::BenchArgs),
 }
 
 /// Logs of client commands go to stderr, at `warn` unless RUST_LOG says otherwise.
@@ -53,6 +55,7 @@ async fn main() -> std::process::ExitCode {
         Command::Consume(args) => cli::consume_cmd::run(args).await,
         Command::Group(args) => cli::group_cmd::run(args).await,
         Command::Message(args) => cli::message_cmd::run(args).await,
+        Command::Bench(args) => cli::bench::run(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
