@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 use weir_proto::{ApiKey, pb};
 
-use crate::batch::{BatchConfig, Batcher};
+use crate::batch::{BatchConfig, Batcher, Reply};
 use crate::connection::ConnectionConfig;
 use crate::error::{ClientError, Result};
 use crate::fault::{FaultConfig, LatencyFaults};
@@ -110,20 +110,71 @@ impl std::fmt::Debug for Producer {
     }
 }
 
-/// The result of [`Producer::send_async`]: the send runs on its own task; await this for its
-/// result.
-#[derive(Debug)]
+/// The result of [`Producer::send_async`]; await it for the send's result.
+///
+/// When the message joined its batch at once (the topic's route was cached), the handle just
+/// waits for the batch's reply: no task per message. Only a failed attempt (to retry) or a
+/// message still waiting for its route runs on a task of its own.
 pub struct SendHandle {
-    task: JoinHandle<Result<SendResult>>,
+    state: HandleState,
+}
+
+impl std::fmt::Debug for SendHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &self.state {
+            HandleState::Enqueued { .. } => "enqueued",
+            HandleState::Task(_) => "task",
+        };
+        f.debug_struct("SendHandle").field("state", &state).finish()
+    }
+}
+
+enum HandleState {
+    /// In a batch; `message` is kept for a retry.
+    Enqueued {
+        reply: Reply,
+        broker: String,
+        inner: Arc<Inner>,
+        message: Option<Message>,
+    },
+    /// Retrying, or waiting for the route, on a task.
+    Task(JoinHandle<Result<SendResult>>),
 }
 
 impl Future for SendHandle {
     type Output = Result<SendResult>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.task)
-            .poll(cx)
-            .map(|joined| joined.unwrap_or(Err(ClientError::Closed)))
+        loop {
+            match &mut self.state {
+                HandleState::Task(task) => {
+                    return Pin::new(task)
+                        .poll(cx)
+                        .map(|joined| joined.unwrap_or(Err(ClientError::Closed)));
+                }
+                HandleState::Enqueued {
+                    reply,
+                    broker,
+                    inner,
+                    message,
+                } => {
+                    let failed = match std::task::ready!(Pin::new(reply).poll(cx)) {
+                        Ok(sent) => return Poll::Ready(Ok(sent)),
+                        Err(e) => e,
+                    };
+                    let Some(message) = message.take() else {
+                        return Poll::Ready(Err(failed));
+                    };
+                    // Hand the failed first attempt to the retry loop as if it had just
+                    // been answered, so retries follow the one code path.
+                    let first = (Reply::failed(failed), std::mem::take(broker));
+                    let inner = inner.clone();
+                    self.state = HandleState::Task(tokio::spawn(async move {
+                        send_with_retries_from(inner, message, Some(first)).await
+                    }));
+                }
+            }
+        }
     }
 }
 
@@ -168,7 +219,8 @@ impl Producer {
         send_with_retries_from(self.inner.clone(), message, None).await
     }
 
-    /// Starts sending `message` on its own task and returns a handle to await its result.
+    /// Starts sending `message` and returns a handle to await its result. The first attempt
+    /// goes ahead whether or not the handle is awaited; retries run while it is awaited.
     /// Must be called inside a Tokio runtime.
     ///
     /// When the topic's route is cached (after any earlier send, or [`Producer::route`]),
@@ -177,10 +229,15 @@ impl Producer {
     pub fn send_async(&self, message: Message) -> SendHandle {
         let inner = self.inner.clone();
         let task = match inner.enqueue_now(&message) {
-            Some(Ok(first)) => {
-                tokio::spawn(
-                    async move { send_with_retries_from(inner, message, Some(first)).await },
-                )
+            Some(Ok((reply, broker))) => {
+                return SendHandle {
+                    state: HandleState::Enqueued {
+                        reply,
+                        broker,
+                        inner,
+                        message: Some(message),
+                    },
+                };
             }
             Some(Err(e)) => tokio::spawn(async move { Err(e) }),
             None => {
@@ -202,7 +259,9 @@ impl Producer {
                 }
             }
         };
-        SendHandle { task }
+        SendHandle {
+            state: HandleState::Task(task),
+        }
     }
 
     /// Sends `message` in a one-way frame: no acknowledgement, no retry, no error report
@@ -254,7 +313,7 @@ impl Producer {
 }
 
 /// A message already added to a batch: the reply to wait for, and the broker it goes to.
-type Enqueued = (oneshot::Receiver<Result<SendResult>>, String);
+type Enqueued = (Reply, String);
 
 /// Sends `message`, starting from an attempt already enqueued if there is one, and retries.
 async fn send_with_retries_from(
@@ -282,7 +341,7 @@ async fn send_with_retries_from(
                     inner.batcher.enqueue(&message, queue)?
                 }
             };
-            reply.await.map_err(|_| ClientError::Closed)?
+            reply.await
         }
         .await;
         match result {

@@ -41,7 +41,7 @@ pub struct ProduceArgs {
     #[arg(long)]
     key_space: Option<u64>,
     /// Most messages per producer sent and not yet acknowledged.
-    #[arg(long, default_value_t = 32_768)]
+    #[arg(long, default_value_t = 16_384)]
     window: usize,
     /// Closed loop in steps: send --batch-size messages, wait until all are acknowledged,
     /// repeat (with --batch-size 1: one synchronous send at a time).

@@ -89,17 +89,20 @@ pub fn start(
             if plan.until.is_some_and(|until| scheduled >= until) {
                 break;
             }
-            let Ok(permit) = runtime.block_on(permits.clone().acquire_owned()) else {
-                break;
+            // Block (leaving this thread) only when the window is full.
+            let permit = match permits.clone().try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(_) => match runtime.block_on(permits.clone().acquire_owned()) {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
             };
             let mut message = Message::new(plan.topic.clone(), body(scheduled));
             if let Some(keys) = plan.key_space {
                 message = message.with_key(format!("k{}", sent % keys.max(1)));
             }
-            let handle = {
-                let _runtime = runtime.enter();
-                producer.send_async(message)
-            };
+            // Blocking-pool threads are inside the runtime's context: this may spawn.
+            let handle = producer.send_async(message);
             if acks.send((scheduled, handle, permit)).is_err() {
                 break;
             }
