@@ -9,9 +9,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -252,9 +252,8 @@ impl Batcher {
                     })
                 }
             };
-            let offset = u32::try_from(open.buf.len()).map_err(|_| {
-                ClientError::InvalidArgument("batch larger than 4 GiB".into())
-            })?;
+            let offset = u32::try_from(open.buf.len())
+                .map_err(|_| ClientError::InvalidArgument("batch larger than 4 GiB".into()))?;
             message.encode_into(now_ms(), &mut open.buf)?;
             reply = Reply(ReplyState::InBatch {
                 outcome: open.outcome.clone(),
@@ -393,9 +392,7 @@ impl Batcher {
             "batch sent"
         );
         match result {
-            Ok((response, _)) => batch
-                .outcome
-                .finish(acked(topic, addr, count, &response)),
+            Ok((response, _)) => batch.outcome.finish(acked(topic, addr, count, &response)),
             Err(e) => batch.outcome.finish(Err(e)),
         }
         if self.outstanding.fetch_sub(count, Ordering::AcqRel) == count {

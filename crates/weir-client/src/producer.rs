@@ -129,6 +129,8 @@ impl std::fmt::Debug for SendHandle {
     }
 }
 
+// The large variant is the common one; boxing it would cost an allocation per message.
+#[allow(clippy::large_enum_variant)]
 enum HandleState {
     /// In a batch; `message` is kept for a retry.
     Enqueued {

@@ -109,7 +109,7 @@ pub fn start(
             sent += 1;
             if plan
                 .flush_every
-                .is_some_and(|every| sent % every.max(1) as u64 == 0)
+                .is_some_and(|every| sent.is_multiple_of(every.max(1) as u64))
             {
                 // Wait until the whole window is back, i.e. everything is acknowledged.
                 let all = u32::try_from(window).unwrap_or(u32::MAX);

@@ -103,7 +103,7 @@ impl Recorder {
         self.bytes += bytes;
         let us = u64::try_from(latency.as_micros()).unwrap_or(MAX_LATENCY_US);
         self.latency.saturating_record(us.clamp(1, MAX_LATENCY_US));
-        if self.messages % 1024 == 0 && self.merged.elapsed() >= MERGE_EVERY {
+        if self.messages.is_multiple_of(1024) && self.merged.elapsed() >= MERGE_EVERY {
             self.merge();
         }
     }
