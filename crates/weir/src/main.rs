@@ -6,6 +6,12 @@ mod serve;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of the system allocator: the message path's remaining per-message
+/// allocations (message, topic and result strings) cost about half as much, and the broker's
+/// per-request buffers fragment less (see docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Weir: a message queue broker.
 #[derive(Debug, Parser)]
 #[command(name = "weir", version, about, propagate_version = true)]

@@ -38,6 +38,13 @@ pub struct Plan {
     pub start: Instant,
 }
 
+/// Messages handed from the pacer to the collector at once: one channel message and one
+/// window release per chunk, not per message.
+const CHUNK: usize = 256;
+
+/// Sent messages in send order: scheduled send time and the handle to await.
+type Chunk = Vec<(Instant, SendHandle)>;
+
 /// Builds the body of a message from its scheduled send time.
 pub type BodyFn = Box<dyn FnMut(Instant) -> Bytes + Send>;
 
@@ -50,29 +57,42 @@ pub fn start(
     stats: Arc<Stats>,
 ) -> JoinHandle<u64> {
     let window = plan.window.max(1);
+    // Window slots: the pacer takes one per message (and forgets it), the collector gives a
+    // chunk's worth back once the chunk is acknowledged.
     let permits = Arc::new(Semaphore::new(window));
-    let (acks, mut pending) = mpsc::unbounded_channel::<(Instant, SendHandle, _)>();
+    let (acks, mut pending) = mpsc::unbounded_channel::<Chunk>();
     let size = plan.size as u64;
+    let released = permits.clone();
     let collector = tokio::spawn(async move {
         let mut recorder = Recorder::new(stats.clone());
         let mut reported = false;
-        while let Some((scheduled, handle, permit)) = pending.recv().await {
-            match handle.await {
-                Ok(_) => recorder.record(size, scheduled.elapsed()),
-                Err(e) => {
-                    if !reported {
-                        tracing::warn!(error = %e, "send failed");
-                        reported = true;
+        while let Some(chunk) = pending.recv().await {
+            let count = chunk.len();
+            for (scheduled, handle) in chunk {
+                match handle.await {
+                    Ok(_) => recorder.record(size, scheduled.elapsed()),
+                    Err(e) => {
+                        if !reported {
+                            tracing::warn!(error = %e, "send failed");
+                            reported = true;
+                        }
+                        stats.error();
                     }
-                    stats.error();
                 }
             }
-            drop(permit);
+            released.add_permits(count);
         }
     });
-    let window_permits = permits.clone();
     let pacer = tokio::task::spawn_blocking(move || {
         let runtime = tokio::runtime::Handle::current();
+        let mut chunk: Chunk = Vec::with_capacity(CHUNK);
+        // Hands the chunk to the collector; false once the collector is gone.
+        let hand_over = |chunk: &mut Chunk| {
+            chunk.is_empty()
+                || acks
+                    .send(std::mem::replace(chunk, Vec::with_capacity(CHUNK)))
+                    .is_ok()
+        };
         let mut sent = 0u64;
         while plan.count.is_none_or(|n| sent < n) {
             let scheduled = match plan.rate {
@@ -80,6 +100,10 @@ pub fn start(
                     let at = plan.start + Duration::from_secs_f64(sent as f64 / rate);
                     let now = Instant::now();
                     if at > now {
+                        // Nothing may wait in the chunk while this thread sleeps.
+                        if !hand_over(&mut chunk) {
+                            break;
+                        }
                         std::thread::sleep(at - now);
                     }
                     at
@@ -89,33 +113,42 @@ pub fn start(
             if plan.until.is_some_and(|until| scheduled >= until) {
                 break;
             }
-            // Block (leaving this thread) only when the window is full.
-            let permit = match permits.clone().try_acquire_owned() {
-                Ok(permit) => permit,
-                Err(_) => match runtime.block_on(permits.clone().acquire_owned()) {
-                    Ok(permit) => permit,
-                    Err(_) => break,
-                },
-            };
+            match permits.try_acquire() {
+                Ok(permit) => permit.forget(),
+                Err(_) => {
+                    // The window is full: hand over what is pending, then wait for room.
+                    if !hand_over(&mut chunk) {
+                        break;
+                    }
+                    match runtime.block_on(permits.acquire()) {
+                        Ok(permit) => permit.forget(),
+                        Err(_) => break,
+                    }
+                }
+            }
             let mut message = Message::new(plan.topic.clone(), body(scheduled));
             if let Some(keys) = plan.key_space {
                 message = message.with_key(format!("k{}", sent % keys.max(1)));
             }
             // Blocking-pool threads are inside the runtime's context: this may spawn.
-            let handle = producer.send_async(message);
-            if acks.send((scheduled, handle, permit)).is_err() {
+            chunk.push((scheduled, producer.send_async(message)));
+            sent += 1;
+            if chunk.len() >= CHUNK && !hand_over(&mut chunk) {
                 break;
             }
-            sent += 1;
             if plan
                 .flush_every
                 .is_some_and(|every| sent.is_multiple_of(every.max(1) as u64))
             {
                 // Wait until the whole window is back, i.e. everything is acknowledged.
+                if !hand_over(&mut chunk) {
+                    break;
+                }
                 let all = u32::try_from(window).unwrap_or(u32::MAX);
-                drop(runtime.block_on(window_permits.acquire_many(all)));
+                drop(runtime.block_on(permits.acquire_many(all)));
             }
         }
+        hand_over(&mut chunk);
         sent
     });
     tokio::spawn(async move {
