@@ -49,6 +49,8 @@ struct Acked {
 /// and one completion per batch instead of a channel per message.
 struct BatchOutcome {
     topic: String,
+    /// The broker the batch goes to.
+    broker_addr: String,
     queue_id: u32,
     state: Mutex<OutcomeState>,
 }
@@ -95,6 +97,14 @@ impl Reply {
     /// A reply that is already a failure.
     pub(crate) fn failed(error: ClientError) -> Reply {
         Reply(ReplyState::Failed(Some(error)))
+    }
+
+    /// The broker the message's batch went to (kept once per batch, not per message).
+    pub(crate) fn broker(&self) -> Option<&str> {
+        match &self.0 {
+            ReplyState::InBatch { outcome, .. } => Some(&outcome.broker_addr),
+            ReplyState::Failed(_) => None,
+        }
     }
 }
 
@@ -245,6 +255,7 @@ impl Batcher {
                         count: 0,
                         outcome: Arc::new(BatchOutcome {
                             topic: message.topic().to_owned(),
+                            broker_addr: queue.broker_addr.clone(),
                             queue_id: queue.queue_id,
                             state: Mutex::new(OutcomeState::default()),
                         }),

@@ -135,7 +135,6 @@ enum HandleState {
     /// In a batch; `message` is kept for a retry.
     Enqueued {
         reply: Reply,
-        broker: String,
         inner: Arc<Inner>,
         message: Option<Message>,
     },
@@ -156,11 +155,10 @@ impl Future for SendHandle {
                 }
                 HandleState::Enqueued {
                     reply,
-                    broker,
                     inner,
                     message,
                 } => {
-                    let failed = match std::task::ready!(Pin::new(reply).poll(cx)) {
+                    let failed = match std::task::ready!(Pin::new(&mut *reply).poll(cx)) {
                         Ok(sent) => return Poll::Ready(Ok(sent)),
                         Err(e) => e,
                     };
@@ -169,7 +167,8 @@ impl Future for SendHandle {
                     };
                     // Hand the failed first attempt to the retry loop as if it had just
                     // been answered, so retries follow the one code path.
-                    let first = (Reply::failed(failed), std::mem::take(broker));
+                    let broker = reply.broker().unwrap_or_default().to_owned();
+                    let first = (Reply::failed(failed), broker);
                     let inner = inner.clone();
                     self.state = HandleState::Task(tokio::spawn(async move {
                         send_with_retries_from(inner, message, Some(first)).await
@@ -231,11 +230,10 @@ impl Producer {
     pub fn send_async(&self, message: Message) -> SendHandle {
         let inner = self.inner.clone();
         let task = match inner.enqueue_now(&message) {
-            Some(Ok((reply, broker))) => {
+            Some(Ok(reply)) => {
                 return SendHandle {
                     state: HandleState::Enqueued {
                         reply,
-                        broker,
                         inner,
                         message: Some(message),
                     },
@@ -395,7 +393,7 @@ impl Inner {
     }
 
     /// Adds `message` to its batch now if the topic's route is cached; `None` if it is not.
-    fn enqueue_now(&self, message: &Message) -> Option<Result<Enqueued>> {
+    fn enqueue_now(&self, message: &Message) -> Option<Result<Reply>> {
         if self.closed.load(Ordering::Acquire) {
             return Some(Err(ClientError::Closed));
         }
@@ -403,10 +401,10 @@ impl Inner {
             return None;
         }
         let route = self.routes.fresh(message.topic())?;
-        Some(self.select_queue(&route, message, None).and_then(|queue| {
-            let reply = self.batcher.enqueue(message, queue)?;
-            Ok((reply, queue.broker_addr.clone()))
-        }))
+        Some(
+            self.select_queue(&route, message, None)
+                .and_then(|queue| self.batcher.enqueue(message, queue)),
+        )
     }
 
     /// The queue for `message`: by key hash when it has a routing key (and selection allows),
