@@ -18,13 +18,15 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use parking_lot::Mutex;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 use tracing::debug;
 use weir_proto::record;
 use weir_proto::{ApiKey, MessageId, pb};
@@ -50,17 +52,143 @@ pub(crate) struct BatchConfig {
     pub retry_backoff: Duration,
 }
 
-/// One message's place in a batch: who waits for it and how long its record is.
-struct Waiter {
-    reply: oneshot::Sender<Result<SendResult>>,
-    len: u32,
+/// What the broker answered for a batch: where its first record went (the others follow
+/// contiguously), or, for a batch with delayed messages, where each record went.
+#[derive(Clone)]
+struct Acked {
+    broker_addr: SocketAddr,
+    commit_log_offset: u64,
+    queue_offset: u64,
+    /// Each record's (commit-log offset, queue offset), when the broker listed them.
+    listed: Option<Arc<[(u64, u64)]>>,
+}
+
+/// The outcome of one batch, shared by the [`Reply`] of every message in it: one allocation
+/// and one completion per batch instead of a channel per message.
+struct BatchOutcome {
+    topic: String,
+    /// The broker the batch goes to.
+    broker_addr: String,
+    queue_id: u32,
+    state: Mutex<OutcomeState>,
+}
+
+#[derive(Default)]
+struct OutcomeState {
+    result: Option<std::result::Result<Acked, ClientError>>,
+    /// Tasks waiting for the result.
+    wakers: Vec<Waker>,
+}
+
+impl BatchOutcome {
+    /// Sets the result (unless one is set) and wakes every waiting message.
+    fn finish(&self, result: std::result::Result<Acked, ClientError>) {
+        let wakers = {
+            let mut state = self.state.lock();
+            if state.result.is_some() {
+                return;
+            }
+            state.result = Some(result);
+            std::mem::take(&mut state.wakers)
+        };
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+}
+
+/// One message's send result: resolves when its batch is answered. The message's id and
+/// queue offset follow from the batch's: its record starts `offset` bytes into the batch and
+/// is the batch's `index`-th.
+pub(crate) struct Reply(ReplyState);
+
+enum ReplyState {
+    InBatch {
+        outcome: Arc<BatchOutcome>,
+        index: u32,
+        offset: u32,
+    },
+    Failed(Option<ClientError>),
+}
+
+impl Reply {
+    /// A reply that is already a failure.
+    pub(crate) fn failed(error: ClientError) -> Reply {
+        Reply(ReplyState::Failed(Some(error)))
+    }
+
+    /// The broker the message's batch went to (kept once per batch, not per message).
+    pub(crate) fn broker(&self) -> Option<&str> {
+        match &self.0 {
+            ReplyState::InBatch { outcome, .. } => Some(&outcome.broker_addr),
+            ReplyState::Failed(_) => None,
+        }
+    }
+}
+
+impl Future for Reply {
+    type Output = Result<SendResult>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.0 {
+            ReplyState::Failed(error) => {
+                Poll::Ready(Err(error.take().unwrap_or(ClientError::Closed)))
+            }
+            ReplyState::InBatch {
+                outcome,
+                index,
+                offset,
+            } => {
+                let mut state = outcome.state.lock();
+                match &state.result {
+                    Some(Ok(acked)) => {
+                        let (commit_log_offset, queue_offset) = match &acked.listed {
+                            Some(listed) => listed
+                                .get(*index as usize)
+                                .copied()
+                                .unwrap_or((acked.commit_log_offset, acked.queue_offset)),
+                            None => (
+                                acked.commit_log_offset + u64::from(*offset),
+                                acked.queue_offset + u64::from(*index),
+                            ),
+                        };
+                        Poll::Ready(Ok(SendResult {
+                            message_id: MessageId {
+                                broker_addr: acked.broker_addr,
+                                commit_log_offset,
+                            },
+                            topic: outcome.topic.clone(),
+                            queue_id: outcome.queue_id,
+                            queue_offset,
+                        }))
+                    }
+                    Some(Err(e)) => Poll::Ready(Err(e.duplicate())),
+                    None => {
+                        if state.wakers.last().is_none_or(|w| !w.will_wake(cx.waker())) {
+                            state.wakers.push(cx.waker().clone());
+                        }
+                        Poll::Pending
+                    }
+                }
+            }
+        }
+    }
 }
 
 struct Batch {
     id: u64,
     buf: BytesMut,
-    waiters: Vec<Waiter>,
+    /// Messages in the batch.
+    count: u32,
+    outcome: Arc<BatchOutcome>,
     created: Instant,
+}
+
+impl Drop for Batch {
+    /// A batch dropped unanswered (the producer is gone) fails its messages.
+    fn drop(&mut self) {
+        self.outcome.finish(Err(ClientError::Closed));
+    }
 }
 
 #[derive(Default)]
@@ -157,8 +285,8 @@ impl Batcher {
         self: &Arc<Self>,
         message: &Message,
         queue: &QueueRoute,
-    ) -> Result<oneshot::Receiver<Result<SendResult>>> {
-        let (reply, receiver) = oneshot::channel();
+    ) -> Result<Reply> {
+        let reply;
         let mut to_send = None;
         let mut new_batch = None;
         {
@@ -194,7 +322,7 @@ impl Batcher {
                 0
             };
             if let Some(open) = &state.open
-                && !open.waiters.is_empty()
+                && open.count > 0
                 && open.buf.len() + Self::record_len(message)? > self.config.max_bytes
             {
                 state.seal();
@@ -204,26 +332,42 @@ impl Batcher {
                 new_batch = Some(state.next_id);
             }
             let id = state.next_id;
-            let capacity = self.config.max_bytes.min(64 * 1024);
-            let open = state.open.get_or_insert_with(|| Batch {
-                id,
-                buf: BytesMut::with_capacity(capacity),
-                waiters: Vec::new(),
-                created: Instant::now(),
-            });
-            let len = message.encode_sequenced(
-                now_ms(),
-                producer_id,
-                state.next_seq,
-                0,
-                &mut open.buf,
-            )?;
+            let open = match state.open {
+                Some(ref mut open) => open,
+                None => {
+                    // Room for a full batch of records like this one, so the buffer is not
+                    // regrown (and copied) while the batch fills.
+                    let capacity = Self::record_len(message)?
+                        .saturating_mul(self.config.max_messages)
+                        .min(self.config.max_bytes);
+                    state.open.insert(Batch {
+                        id,
+                        buf: BytesMut::with_capacity(capacity),
+                        count: 0,
+                        outcome: Arc::new(BatchOutcome {
+                            topic: message.topic().to_owned(),
+                            broker_addr: queue.broker_addr.clone(),
+                            queue_id: queue.queue_id,
+                            state: Mutex::new(OutcomeState::default()),
+                        }),
+                        created: Instant::now(),
+                    })
+                }
+            };
+            let offset = u32::try_from(open.buf.len())
+                .map_err(|_| ClientError::InvalidArgument("batch larger than 4 GiB".into()))?;
+            message.encode_sequenced(now_ms(), producer_id, state.next_seq, 0, &mut open.buf)?;
             if self.config.idempotent {
                 state.next_seq = state.next_seq.wrapping_add(1);
             }
-            open.waiters.push(Waiter { reply, len });
+            reply = Reply(ReplyState::InBatch {
+                outcome: open.outcome.clone(),
+                index: open.count,
+                offset,
+            });
+            open.count += 1;
             self.outstanding.fetch_add(1, Ordering::AcqRel);
-            if open.waiters.len() >= self.config.max_messages
+            if open.count as usize >= self.config.max_messages
                 || open.buf.len() >= self.config.max_bytes
             {
                 state.seal();
@@ -260,7 +404,7 @@ impl Batcher {
         if let Some((addr, batch)) = to_send {
             self.spawn_send(message.topic().to_owned(), queue.queue_id, addr, batch);
         }
-        Ok(receiver)
+        Ok(reply)
     }
 
     fn record_len(message: &Message) -> Result<usize> {
@@ -322,14 +466,14 @@ impl Batcher {
         }
     }
 
-    async fn send_one(&self, topic: &str, queue_id: u32, addr: &str, batch: Batch) {
-        let count = batch.waiters.len();
+    async fn send_one(&self, topic: &str, queue_id: u32, addr: &str, mut batch: Batch) {
+        let count = batch.count as usize;
         let started = Instant::now();
         let request = pb::ProduceRequest {
             topic: topic.to_owned(),
             queue_id,
         };
-        let payload = batch.buf.freeze();
+        let payload = std::mem::take(&mut batch.buf).freeze();
         let mut attempt = 0u32;
         let result = loop {
             let result = async {
@@ -370,12 +514,8 @@ impl Batcher {
             "batch sent"
         );
         match result {
-            Ok((response, _)) => complete(topic, queue_id, addr, batch.waiters, &response),
-            Err(e) => {
-                for waiter in batch.waiters {
-                    let _ = waiter.reply.send(Err(e.duplicate()));
-                }
-            }
+            Ok((response, _)) => batch.outcome.finish(acked(topic, addr, count, &response)),
+            Err(e) => batch.outcome.finish(Err(e)),
         }
         if self.outstanding.fetch_sub(count, Ordering::AcqRel) == count {
             self.idle.notify_waiters();
@@ -411,60 +551,49 @@ impl Batcher {
     }
 }
 
-/// Hands each message of an acknowledged batch its id and offset: the first record is at the
-/// response's commit-log offset, each next one where the previous ended.
-fn complete(
+/// Where an acknowledged batch went: its first record is at the response's commit-log
+/// offset and queue offset; each next one follows (see [`Reply`]).
+fn acked(
     topic: &str,
-    queue_id: u32,
     addr: &str,
-    waiters: Vec<Waiter>,
+    count: usize,
     response: &pb::ProduceResponse,
-) {
-    let broker: Option<SocketAddr> = response
+) -> std::result::Result<Acked, ClientError> {
+    let broker_addr: SocketAddr = response
         .broker_addr
         .parse()
         .ok()
-        .or_else(|| addr.parse().ok());
-    let Some(broker_addr) = broker else {
-        let reason = format!(
-            "broker address {:?} is not an ip:port",
-            response.broker_addr
-        );
-        for waiter in waiters {
-            let _ = waiter
-                .reply
-                .send(Err(ClientError::Protocol(reason.clone())));
-        }
-        return;
-    };
-    if response.count as usize != waiters.len() {
+        .or_else(|| addr.parse().ok())
+        .ok_or_else(|| {
+            ClientError::Protocol(format!(
+                "broker address {:?} is not an ip:port",
+                response.broker_addr
+            ))
+        })?;
+    if response.count as usize != count {
         debug!(
             topic,
-            expected = waiters.len(),
+            expected = count,
             got = response.count,
             "produce count mismatch"
         );
     }
     // A batch with delayed messages was not stored contiguously: the broker lists each
     // record's position.
-    let listed = response.record_offsets.len() == waiters.len()
-        && response.record_queue_offsets.len() == waiters.len();
-    let mut commit_log_offset = response.commit_log_offset;
-    for (i, waiter) in waiters.into_iter().enumerate() {
-        let (at, queue_offset) = if listed {
-            (response.record_offsets[i], response.record_queue_offsets[i])
-        } else {
-            (commit_log_offset, response.queue_offset + i as u64)
-        };
-        let _ = waiter.reply.send(Ok(SendResult {
-            message_id: MessageId {
-                broker_addr,
-                commit_log_offset: at,
-            },
-            topic: topic.to_owned(),
-            queue_id,
-            queue_offset,
-        }));
-        commit_log_offset += u64::from(waiter.len);
-    }
+    let listed = (response.record_offsets.len() == count
+        && response.record_queue_offsets.len() == count)
+        .then(|| {
+            response
+                .record_offsets
+                .iter()
+                .copied()
+                .zip(response.record_queue_offsets.iter().copied())
+                .collect()
+        });
+    Ok(Acked {
+        broker_addr,
+        commit_log_offset: response.commit_log_offset,
+        queue_offset: response.queue_offset,
+        listed,
+    })
 }

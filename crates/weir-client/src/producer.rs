@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 use weir_proto::{ApiKey, pb};
 
-use crate::batch::{BatchConfig, Batcher};
+use crate::batch::{BatchConfig, Batcher, Reply};
 use crate::connection::ConnectionConfig;
 use crate::error::{ClientError, Result};
 use crate::fault::{FaultConfig, LatencyFaults};
@@ -117,20 +117,72 @@ impl std::fmt::Debug for Producer {
     }
 }
 
-/// The result of [`Producer::send_async`]: the send runs on its own task; await this for its
-/// result.
-#[derive(Debug)]
+/// The result of [`Producer::send_async`]; await it for the send's result.
+///
+/// When the message joined its batch at once (the topic's route was cached), the handle just
+/// waits for the batch's reply: no task per message. Only a failed attempt (to retry) or a
+/// message still waiting for its route runs on a task of its own.
 pub struct SendHandle {
-    task: JoinHandle<Result<SendResult>>,
+    state: HandleState,
+}
+
+impl std::fmt::Debug for SendHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &self.state {
+            HandleState::Enqueued { .. } => "enqueued",
+            HandleState::Task(_) => "task",
+        };
+        f.debug_struct("SendHandle").field("state", &state).finish()
+    }
+}
+
+// The large variant is the common one; boxing it would cost an allocation per message.
+#[allow(clippy::large_enum_variant)]
+enum HandleState {
+    /// In a batch; `message` is kept for a retry.
+    Enqueued {
+        reply: Reply,
+        inner: Arc<Inner>,
+        message: Option<Message>,
+    },
+    /// Retrying, or waiting for the route, on a task.
+    Task(JoinHandle<Result<SendResult>>),
 }
 
 impl Future for SendHandle {
     type Output = Result<SendResult>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.task)
-            .poll(cx)
-            .map(|joined| joined.unwrap_or(Err(ClientError::Closed)))
+        loop {
+            match &mut self.state {
+                HandleState::Task(task) => {
+                    return Pin::new(task)
+                        .poll(cx)
+                        .map(|joined| joined.unwrap_or(Err(ClientError::Closed)));
+                }
+                HandleState::Enqueued {
+                    reply,
+                    inner,
+                    message,
+                } => {
+                    let failed = match std::task::ready!(Pin::new(&mut *reply).poll(cx)) {
+                        Ok(sent) => return Poll::Ready(Ok(sent)),
+                        Err(e) => e,
+                    };
+                    let Some(message) = message.take() else {
+                        return Poll::Ready(Err(failed));
+                    };
+                    // Hand the failed first attempt to the retry loop as if it had just
+                    // been answered, so retries follow the one code path.
+                    let broker = reply.broker().unwrap_or_default().to_owned();
+                    let first = (Reply::failed(failed), broker);
+                    let inner = inner.clone();
+                    self.state = HandleState::Task(tokio::spawn(async move {
+                        send_with_retries_from(inner, message, Some(first)).await
+                    }));
+                }
+            }
+        }
     }
 }
 
@@ -178,7 +230,8 @@ impl Producer {
         send_with_retries_from(self.inner.clone(), message, None).await
     }
 
-    /// Starts sending `message` on its own task and returns a handle to await its result.
+    /// Starts sending `message` and returns a handle to await its result. The first attempt
+    /// goes ahead whether or not the handle is awaited; retries run while it is awaited.
     /// Must be called inside a Tokio runtime.
     ///
     /// When the topic's route is cached (after any earlier send, or [`Producer::route`]),
@@ -187,10 +240,14 @@ impl Producer {
     pub fn send_async(&self, message: Message) -> SendHandle {
         let inner = self.inner.clone();
         let task = match inner.enqueue_now(&message) {
-            Some(Ok(first)) => {
-                tokio::spawn(
-                    async move { send_with_retries_from(inner, message, Some(first)).await },
-                )
+            Some(Ok(reply)) => {
+                return SendHandle {
+                    state: HandleState::Enqueued {
+                        reply,
+                        inner,
+                        message: Some(message),
+                    },
+                };
             }
             Some(Err(e)) => tokio::spawn(async move { Err(e) }),
             None => {
@@ -212,7 +269,9 @@ impl Producer {
                 }
             }
         };
-        SendHandle { task }
+        SendHandle {
+            state: HandleState::Task(task),
+        }
     }
 
     /// Sends `message` in a one-way frame: no acknowledgement, no retry, no error report
@@ -264,7 +323,7 @@ impl Producer {
 }
 
 /// A message already added to a batch: the reply to wait for, and the broker it goes to.
-type Enqueued = (oneshot::Receiver<Result<SendResult>>, String);
+type Enqueued = (Reply, String);
 
 /// Sends `message`, starting from an attempt already enqueued if there is one, and retries.
 async fn send_with_retries_from(
@@ -293,7 +352,7 @@ async fn send_with_retries_from(
                     inner.batcher.enqueue(&message, queue)?
                 }
             };
-            reply.await.map_err(|_| ClientError::Closed)?
+            reply.await
         }
         .await;
         match result {
@@ -351,7 +410,7 @@ impl Inner {
     }
 
     /// Adds `message` to its batch now if the topic's route is cached; `None` if it is not.
-    fn enqueue_now(&self, message: &Message) -> Option<Result<Enqueued>> {
+    fn enqueue_now(&self, message: &Message) -> Option<Result<Reply>> {
         if self.closed.load(Ordering::Acquire) {
             return Some(Err(ClientError::Closed));
         }
@@ -367,11 +426,7 @@ impl Inner {
             // Idempotent, and no producer id from this broker yet: the route queue gets one.
             return None;
         }
-        Some(
-            self.batcher
-                .enqueue(message, queue)
-                .map(|reply| (reply, queue.broker_addr.clone())),
-        )
+        Some(self.batcher.enqueue(message, queue))
     }
 
     /// The queue for `message`: by key hash when it has a routing key (and selection allows),

@@ -157,7 +157,10 @@ fn sigkill_loses_nothing_reported_durable() {
             reported = reported.max(q + 1);
             got += 1;
         }
-        assert_eq!(got, want, "round {round}: the child stopped reporting durable records");
+        assert_eq!(
+            got, want,
+            "round {round}: the child stopped reporting durable records"
+        );
         child.kill().unwrap();
         child.wait().unwrap();
         let store = Store::open(small_config(dir.path())).unwrap();

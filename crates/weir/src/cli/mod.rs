@@ -1,6 +1,7 @@
 //! The client commands of the `weir` binary, one module per command group, all built on
 //! `weir-client`. Shared output formatting lives in [`output`].
 
+pub mod bench;
 pub mod consume_cmd;
 pub mod consume_orderly;
 pub mod consume_shared;

@@ -1,0 +1,126 @@
+//! `weir bench produce`: send throughput and acknowledgement latency.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use bytes::Bytes;
+use clap::Args;
+use weir_client::{Producer, ProducerConfig};
+
+use super::sender::{self, Plan};
+use super::stats::{Progress, Stats};
+use super::{Amount, Create, create_topic};
+
+/// Produce messages and measure.
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    /// The topic.
+    #[arg(long)]
+    topic: String,
+    #[command(flatten)]
+    amount: Amount,
+    #[command(flatten)]
+    create: Create,
+    /// Body size in bytes.
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// Concurrent producers (each its own client, connections and batches).
+    #[arg(long, default_value_t = 1)]
+    producers: usize,
+    /// Most messages per produce request.
+    #[arg(long, default_value_t = 1000)]
+    batch_size: usize,
+    /// How long a batch may wait for more messages, in ms.
+    #[arg(long, default_value_t = 5)]
+    linger: u64,
+    /// Total messages per second over all producers (open loop); default: as fast as
+    /// possible.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Give messages keys `k0`..`k{K-1}` in turn (key-hash queue choice, key index).
+    #[arg(long)]
+    key_space: Option<u64>,
+    /// Most messages per producer sent and not yet acknowledged.
+    #[arg(long, default_value_t = 16_384)]
+    window: usize,
+    /// Closed loop in steps: send --batch-size messages, wait until all are acknowledged,
+    /// repeat (with --batch-size 1: one synchronous send at a time).
+    #[arg(long)]
+    flush_wait: bool,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `weir bench produce`.
+pub async fn run(servers: Vec<String>, args: ProduceArgs) -> Result<()> {
+    if args.producers == 0 || args.batch_size == 0 {
+        bail!("--producers and --batch-size must be positive");
+    }
+    if args.rate.is_some_and(|r| r <= 0.0 || !r.is_finite()) {
+        bail!("--rate must be a positive number");
+    }
+    if args.create.create {
+        create_topic(&servers, &args.topic, args.create.queues).await?;
+    }
+    let body = Bytes::from(vec![b'x'; args.size]);
+    let mut producers = Vec::with_capacity(args.producers);
+    for _ in 0..args.producers {
+        let mut config = ProducerConfig::new(servers.iter().cloned());
+        config.batch_max_messages = args.batch_size;
+        config.batch_max_bytes = config
+            .batch_max_bytes
+            .max(args.batch_size * (args.size + 128));
+        config.linger = Duration::from_millis(args.linger);
+        let producer = Producer::new(config)?;
+        // Learn the route before the clock starts.
+        producer.route(&args.topic).await?;
+        producers.push(producer);
+    }
+    let stats = Stats::new();
+    let progress = Progress::start("produce", stats.clone());
+    let start = Instant::now();
+    let n = args.producers as u64;
+    let mut senders = Vec::with_capacity(args.producers);
+    for (i, producer) in producers.iter().enumerate() {
+        let count = args
+            .amount
+            .messages
+            .map(|total| total / n + u64::from((i as u64) < total % n));
+        let plan = Plan {
+            topic: args.topic.clone(),
+            size: args.size,
+            count,
+            until: args.amount.duration.map(|d| start + d),
+            rate: args.rate.map(|r| r / n as f64),
+            window: if args.flush_wait {
+                args.batch_size
+            } else {
+                args.window
+            },
+            flush_every: args.flush_wait.then_some(args.batch_size),
+            key_space: args.key_space,
+            start,
+        };
+        let body = body.clone();
+        senders.push(sender::start(
+            producer.clone(),
+            plan,
+            Box::new(move |_| body.clone()),
+            stats.clone(),
+        ));
+    }
+    for sender in senders {
+        sender.await?;
+    }
+    let elapsed = start.elapsed();
+    progress.finish();
+    for producer in producers {
+        producer.close().await;
+    }
+    stats.summary("produce", elapsed).print(args.json)?;
+    if stats.errors() > 0 {
+        bail!("{} sends failed", stats.errors());
+    }
+    Ok(())
+}
