@@ -211,12 +211,7 @@ impl Admin {
             timestamp_ms,
         };
         let route = self.routes.refresh(topic).await?;
-        let broker = route
-            .queue(queue_id)
-            .map(|q| q.broker_addr.clone())
-            .ok_or_else(|| {
-                ClientError::InvalidArgument(format!("no queue {queue_id} in '{topic}'"))
-            })?;
+        let broker = route.broker_of(queue_id)?;
         let conn = self.routes.pool().get(&broker).await?;
         let (response, _) = conn
             .call::<_, pb::OffsetForTimeResponse>(
@@ -240,12 +235,7 @@ impl Admin {
         max: u32,
     ) -> Result<PullResult> {
         let route = self.routes.refresh(topic).await?;
-        let broker = route
-            .queue(queue_id)
-            .map(|q| q.broker_addr.clone())
-            .ok_or_else(|| {
-                ClientError::InvalidArgument(format!("no queue {queue_id} in '{topic}'"))
-            })?;
+        let broker = route.broker_of(queue_id)?;
         let request = pb::PullRequest {
             topic: topic.to_owned(),
             queue_id,

@@ -50,6 +50,18 @@ impl TopicRoute {
     pub fn queue(&self, queue_id: u32) -> Option<&QueueRoute> {
         self.queues.iter().find(|q| q.queue_id == queue_id)
     }
+
+    /// The address of the broker serving queue `queue_id`, or an error naming the queue.
+    pub fn broker_of(&self, queue_id: u32) -> crate::Result<String> {
+        self.queue(queue_id)
+            .map(|q| q.broker_addr.clone())
+            .ok_or_else(|| {
+                crate::ClientError::InvalidArgument(format!(
+                    "no queue {queue_id} in '{}'",
+                    self.topic
+                ))
+            })
+    }
 }
 
 /// Routes by topic, fetched from any of the configured servers (name servers, or standalone

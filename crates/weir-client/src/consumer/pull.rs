@@ -144,12 +144,7 @@ impl PullConsumer {
         max: u32,
     ) -> Result<PullResult> {
         let route = self.group.routes.get(topic).await?;
-        let broker = route
-            .queue(queue_id)
-            .map(|q| q.broker_addr.clone())
-            .ok_or_else(|| {
-                ClientError::InvalidArgument(format!("no queue {queue_id} in '{topic}'"))
-            })?;
+        let broker = route.broker_of(queue_id)?;
         let request = pb::PullRequest {
             topic: topic.to_owned(),
             queue_id,
