@@ -219,7 +219,14 @@ fn sync_flush_crash_loses_no_acknowledged_message() {
 fn a_second_node_on_the_same_data_directory_refuses_to_start() {
     let node = Node::start(&[]);
     let out = std::process::Command::new(crate::harness::WEIR)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(node.data_dir())
         .output()
         .expect("run second weir serve");
