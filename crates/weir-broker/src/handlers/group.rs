@@ -5,23 +5,13 @@ use weir_proto::{ErrorCode, pb};
 use crate::broker::BrokerState;
 use crate::error::RequestError;
 use crate::group::{Heartbeat, Mode, QueueKey};
-use crate::handlers::{Reply, RequestContext};
+use crate::handlers::{Reply, RequestContext, require};
 use crate::ops;
 use crate::ops::group::ResetTarget;
 use crate::retry;
 
 fn queue_ref((topic, queue_id): QueueKey) -> pb::QueueRef {
     pb::QueueRef { topic, queue_id }
-}
-
-fn require(field: &str, value: &str) -> Result<(), RequestError> {
-    if value.is_empty() {
-        return Err(RequestError::new(
-            ErrorCode::InvalidArgument,
-            format!("{field} must be set"),
-        ));
-    }
-    Ok(())
 }
 
 /// A member's heartbeat: records it and answers with the queues the member owns now.

@@ -48,3 +48,14 @@ pub(crate) struct RequestContext {
     /// The peer's address.
     pub peer: SocketAddr,
 }
+
+/// Refuses a request whose required text `field` is empty.
+pub(crate) fn require(field: &str, value: &str) -> Result<(), crate::error::RequestError> {
+    if value.is_empty() {
+        return Err(crate::error::RequestError::new(
+            weir_proto::ErrorCode::InvalidArgument,
+            format!("{field} must be set"),
+        ));
+    }
+    Ok(())
+}

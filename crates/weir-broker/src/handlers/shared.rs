@@ -12,7 +12,7 @@ use weir_store::TagFilter;
 use crate::broker::BrokerState;
 use crate::dead_letter;
 use crate::error::RequestError;
-use crate::handlers::Reply;
+use crate::handlers::{Reply, require};
 use crate::shared_group::{Nacked, Receipt, Reservation};
 
 /// Messages per receive when the request says 0.
@@ -21,16 +21,6 @@ const DEFAULT_MAX_MESSAGES: u32 = 32;
 const MAX_MESSAGES: u32 = 1024;
 /// Invisibility when the request says 0.
 const DEFAULT_INVISIBLE_MS: u32 = 30_000;
-
-fn require(field: &str, value: &str) -> Result<(), RequestError> {
-    if value.is_empty() {
-        return Err(RequestError::new(
-            ErrorCode::InvalidArgument,
-            format!("{field} must be set"),
-        ));
-    }
-    Ok(())
-}
 
 /// Takes up to `max_messages` visible messages of a topic for a shared group, hiding each for
 /// `invisible_time_ms`; when there are none and `max_wait_ms > 0`, waits (long polling) until
