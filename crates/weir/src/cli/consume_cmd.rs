@@ -163,41 +163,72 @@ async fn replay(args: &ConsumeArgs) -> Result<()> {
     }
 }
 
+/// When a `weir consume` run stops: after `--count` messages, or after `--idle-timeout`
+/// without one.
+pub(crate) struct StopRule {
+    count: Option<u64>,
+    idle_timeout: Option<Duration>,
+    printed: u64,
+    last_message: Instant,
+}
+
+impl StopRule {
+    /// The rule for `args`, starting now.
+    pub(crate) fn new(args: &ConsumeArgs) -> StopRule {
+        StopRule {
+            count: args.count,
+            idle_timeout: args.idle_timeout,
+            printed: 0,
+            last_message: Instant::now(),
+        }
+    }
+
+    /// Messages still wanted (`u64::MAX` without `--count`).
+    pub(crate) fn remaining(&self) -> u64 {
+        self.count.map_or(u64::MAX, |n| n - self.printed)
+    }
+
+    /// How long to wait for the next message before the idle timeout (`None`: no timeout).
+    pub(crate) fn idle_left(&self) -> Option<Duration> {
+        self.idle_timeout
+            .map(|idle| idle.saturating_sub(self.last_message.elapsed()))
+    }
+
+    /// Whether the run is over.
+    pub(crate) fn done(&self) -> bool {
+        self.remaining() == 0 || self.idle_left().is_some_and(|left| left.is_zero())
+    }
+
+    /// Counts `n` more printed messages.
+    pub(crate) fn printed(&mut self, n: u64) {
+        self.printed += n;
+        self.last_message = Instant::now();
+    }
+}
+
 async fn consume(consumer: &mut PullConsumer, args: &ConsumeArgs) -> Result<()> {
     let stdout = std::io::stdout();
-    let mut printed = 0u64;
-    let mut last_message = Instant::now();
+    let mut stop = StopRule::new(args);
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
-    loop {
-        let remaining = args.count.map(|n| n - printed);
-        if remaining == Some(0) {
-            return Ok(());
-        }
-        let wait = match args.idle_timeout {
-            Some(idle) => {
-                let left = idle.saturating_sub(last_message.elapsed());
-                if left.is_zero() {
-                    return Ok(());
-                }
-                left.min(Duration::from_secs(1))
-            }
-            None => Duration::from_secs(1),
-        };
-        let max = remaining.map_or(usize::MAX, |r| usize::try_from(r).unwrap_or(usize::MAX));
+    while !stop.done() {
+        let wait = stop.idle_left().map_or(Duration::from_secs(1), |left| {
+            left.min(Duration::from_secs(1))
+        });
+        let max = usize::try_from(stop.remaining().min(1024)).unwrap_or(1024);
         let messages = tokio::select! {
             _ = &mut ctrl_c => return Ok(()),
-            polled = consumer.poll_max(wait, max.min(1024)) => polled?,
+            polled = consumer.poll_max(wait, max) => polled?,
         };
         if messages.is_empty() {
             continue;
         }
-        last_message = Instant::now();
         let mut out = stdout.lock();
         for message in &messages {
             write_message(&mut out, message, args.format)?;
         }
         out.flush()?;
-        printed += messages.len() as u64;
+        stop.printed(messages.len() as u64);
     }
+    Ok(())
 }

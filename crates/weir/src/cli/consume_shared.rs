@@ -5,10 +5,9 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Result;
-use tokio::time::Instant;
 use weir_client::{SharedConsumer, SharedConsumerConfig};
 
-use super::consume_cmd::ConsumeArgs;
+use super::consume_cmd::{ConsumeArgs, StopRule};
 use super::output::write_message;
 
 /// Receives, prints and acks until the count, the idle timeout or Ctrl-C.
@@ -17,22 +16,11 @@ pub async fn run(args: &ConsumeArgs, group: &str) -> Result<()> {
     config.max_wait = Duration::from_secs(1);
     let consumer = SharedConsumer::new(config)?;
     let stdout = std::io::stdout();
-    let mut printed = 0u64;
-    let mut last_message = Instant::now();
+    let mut stop = StopRule::new(args);
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
-    loop {
-        let remaining = args.count.map(|n| n - printed);
-        if remaining == Some(0) {
-            return Ok(());
-        }
-        if args
-            .idle_timeout
-            .is_some_and(|idle| last_message.elapsed() >= idle)
-        {
-            return Ok(());
-        }
-        let max = remaining.map_or(64, |r| u32::try_from(r.min(64)).unwrap_or(64));
+    while !stop.done() {
+        let max = u32::try_from(stop.remaining().min(64)).unwrap_or(64);
         let messages = tokio::select! {
             _ = &mut ctrl_c => return Ok(()),
             got = consumer.receive(max, args.invisible_time) => got?,
@@ -40,7 +28,6 @@ pub async fn run(args: &ConsumeArgs, group: &str) -> Result<()> {
         if messages.is_empty() {
             continue;
         }
-        last_message = Instant::now();
         {
             let mut out = stdout.lock();
             for m in &messages {
@@ -55,6 +42,7 @@ pub async fn run(args: &ConsumeArgs, group: &str) -> Result<()> {
                 "acks came too late (invisibility ran out)"
             );
         }
-        printed += messages.len() as u64;
+        stop.printed(messages.len() as u64);
     }
+    Ok(())
 }
