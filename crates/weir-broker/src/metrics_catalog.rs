@@ -36,6 +36,9 @@ pub(crate) const CONNECTIONS: &str = "weir_connections";
 pub(crate) const LONG_POLL_WAITERS: &str = "weir_long_poll_waiters";
 /// Gauge: delayed messages waiting for their delivery time (emitted by the delay scheduler).
 pub(crate) const DELAYED_MESSAGES: &str = "weir_delayed_messages";
+/// Histogram: how late delayed messages were appended to their queue (store time minus the
+/// due time of the earliest message in the append), seconds.
+pub(crate) const DELAY_LATENESS_SECONDS: &str = "weir_delay_lateness_seconds";
 /// Counter `{group}`: messages sent to a group's retry topic (emitted by retry handling).
 pub(crate) const RETRY_MESSAGES_TOTAL: &str = "weir_retry_messages_total";
 /// Counter `{group}`: messages moved to a group's dead-letter topic (emitted by retry
@@ -168,6 +171,11 @@ pub(crate) fn describe() {
         DELAYED_MESSAGES,
         Unit::Count,
         "Delayed messages waiting for their delivery time."
+    );
+    describe_histogram!(
+        DELAY_LATENESS_SECONDS,
+        Unit::Seconds,
+        "How late delayed messages were appended to their queue after their due time."
     );
     describe_counter!(
         RETRY_MESSAGES_TOTAL,

@@ -29,15 +29,29 @@ pub struct MessageId {
 pub struct InvalidMessageId(pub String);
 
 impl fmt::Display for MessageId {
+    /// Writes the hex form without allocating (delivery stamps one on every delayed message).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut bytes = Vec::with_capacity(26);
-        match self.broker_addr.ip() {
-            IpAddr::V4(ip) => bytes.extend_from_slice(&ip.octets()),
-            IpAddr::V6(ip) => bytes.extend_from_slice(&ip.octets()),
+        const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+        let mut raw = [0u8; 26];
+        let ip_len = match self.broker_addr.ip() {
+            IpAddr::V4(ip) => {
+                raw[..4].copy_from_slice(&ip.octets());
+                4
+            }
+            IpAddr::V6(ip) => {
+                raw[..16].copy_from_slice(&ip.octets());
+                16
+            }
+        };
+        raw[ip_len..ip_len + 2].copy_from_slice(&self.broker_addr.port().to_be_bytes());
+        raw[ip_len + 2..ip_len + 10].copy_from_slice(&self.commit_log_offset.to_be_bytes());
+        let raw = &raw[..ip_len + 10];
+        let mut text = [0u8; 52];
+        for (i, byte) in raw.iter().enumerate() {
+            text[2 * i] = DIGITS[usize::from(byte >> 4)];
+            text[2 * i + 1] = DIGITS[usize::from(byte & 0xF)];
         }
-        bytes.extend_from_slice(&self.broker_addr.port().to_be_bytes());
-        bytes.extend_from_slice(&self.commit_log_offset.to_be_bytes());
-        f.write_str(&hex::encode_upper(bytes))
+        f.write_str(std::str::from_utf8(&text[..2 * raw.len()]).map_err(|_| fmt::Error)?)
     }
 }
 

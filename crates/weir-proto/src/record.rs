@@ -151,63 +151,146 @@ fn check_len(field: &'static str, len: usize, max: usize) -> Result<(), RecordEr
 
 /// Bytes the record for `fields` takes, or why it cannot be encoded.
 pub fn encoded_len(fields: &RecordFields<'_>) -> Result<usize, RecordError> {
-    check_len("topic", fields.topic.len(), u8::MAX as usize)?;
-    check_len("key", fields.key.len(), u16::MAX as usize)?;
-    check_len("tag", fields.tag.len(), u8::MAX as usize)?;
-    let mut props = 0usize;
-    for (k, v) in fields.properties {
-        check_len("property key", k.len(), u16::MAX as usize)?;
-        check_len("property value", v.len(), u16::MAX as usize)?;
-        props += 4 + k.len() + v.len();
-    }
-    check_len("properties", props, u16::MAX as usize)?;
-    let total = MIN_RECORD_LEN
-        + fields.topic.len()
-        + fields.key.len()
-        + fields.tag.len()
-        + props
-        + fields.body.len();
-    check_len("record", total, u32::MAX as usize)?;
-    Ok(total)
+    Layout::new(fields, as_byte_pairs(fields.properties)).map(|l| l.total)
 }
 
 /// Appends the record for `fields` to `dst`, broker fields zero, `body_crc` computed.
 pub fn encode(fields: &RecordFields<'_>, dst: &mut BytesMut) -> Result<(), RecordError> {
-    let total = encoded_len(fields)?;
-    dst.reserve(total);
-    let start = dst.len();
-    dst.put_u32_le(total as u32);
-    dst.put_u8(MAGIC_V1);
-    dst.put_bytes(0, 3 + 8 + 8 + 8 + 4 + 4 + 4);
-    dst.put_i64_le(fields.born_timestamp);
-    dst.put_i64_le(fields.deliver_at);
-    dst.put_u64_le(fields.producer_id);
-    dst.put_u32_le(fields.sequence);
-    dst.put_u16_le(fields.flags);
-    dst.put_u8(fields.topic.len() as u8);
-    dst.put_slice(fields.topic.as_bytes());
-    dst.put_u16_le(fields.key.len() as u16);
-    dst.put_slice(fields.key.as_bytes());
-    dst.put_u8(fields.tag.len() as u8);
-    dst.put_slice(fields.tag.as_bytes());
-    let props: usize = fields
-        .properties
-        .iter()
-        .map(|(k, v)| 4 + k.len() + v.len())
-        .sum();
-    dst.put_u16_le(props as u16);
-    for (k, v) in fields.properties {
-        dst.put_u16_le(k.len() as u16);
-        dst.put_slice(k.as_bytes());
-        dst.put_u16_le(v.len() as u16);
-        dst.put_slice(v.as_bytes());
-    }
-    dst.put_u32_le(fields.body.len() as u32);
-    dst.put_slice(fields.body);
-    let record = &mut dst[start..];
-    let crc = crc32c::crc32c(&record[BODY_CRC_START..]);
-    record[OFF_BODY_CRC..OFF_BODY_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+    let properties = as_byte_pairs(fields.properties);
+    let layout = Layout::new(fields, properties.clone())?;
+    layout.write(fields, properties, dst);
     Ok(())
+}
+
+/// What a copy of a record made by the broker changes (see [`rewrite`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Rewrite<'a> {
+    /// Topic of the copy.
+    pub topic: &'a str,
+    /// `deliver_at` of the copy.
+    pub deliver_at: i64,
+    /// Idempotent producer id of the copy (0 for a copy that is not the producer's own write).
+    pub producer_id: u64,
+    /// Idempotent sequence of the copy.
+    pub sequence: u32,
+    /// Properties of the original left out of the copy, by name.
+    pub drop: &'a [&'a str],
+    /// Properties added to the copy, after the kept ones.
+    pub add: &'a [(&'a str, &'a str)],
+}
+
+/// Appends to `dst` a copy of `record` with the changes in `rewrite`; key, tag, body, born
+/// timestamp and flags are kept, broker fields are zero and `body_crc` is computed. The
+/// original's properties are copied as bytes (they were checked when it was parsed), so a
+/// copy costs no allocation.
+pub fn rewrite(
+    record: &Record<'_>,
+    rewrite: &Rewrite<'_>,
+    dst: &mut BytesMut,
+) -> Result<(), RecordError> {
+    let properties = RawProperties {
+        bytes: &record.bytes[record.properties.0..record.properties.1],
+    }
+    .filter(|(k, _)| !rewrite.drop.iter().any(|d| d.as_bytes() == *k))
+    .chain(
+        rewrite
+            .add
+            .iter()
+            .map(|(k, v)| (k.as_bytes(), v.as_bytes())),
+    );
+    let fields = RecordFields {
+        topic: rewrite.topic,
+        key: record.key(),
+        tag: record.tag(),
+        properties: &[],
+        body: record.body(),
+        born_timestamp: record.born_timestamp(),
+        deliver_at: rewrite.deliver_at,
+        producer_id: rewrite.producer_id,
+        sequence: rewrite.sequence,
+        flags: record.flags(),
+    };
+    let layout = Layout::new(&fields, properties.clone())?;
+    layout.write(&fields, properties, dst);
+    Ok(())
+}
+
+/// `(key, value)` properties as byte slices.
+fn as_byte_pairs(properties: &[(String, String)]) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
+    properties.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+}
+
+/// The checked sizes of a record to encode.
+struct Layout {
+    total: usize,
+    properties: usize,
+}
+
+impl Layout {
+    /// Checks every length of `fields` with `properties` in place of `fields.properties`.
+    fn new<'p>(
+        fields: &RecordFields<'_>,
+        properties: impl Iterator<Item = (&'p [u8], &'p [u8])>,
+    ) -> Result<Layout, RecordError> {
+        check_len("topic", fields.topic.len(), u8::MAX as usize)?;
+        check_len("key", fields.key.len(), u16::MAX as usize)?;
+        check_len("tag", fields.tag.len(), u8::MAX as usize)?;
+        let mut props = 0usize;
+        for (k, v) in properties {
+            check_len("property key", k.len(), u16::MAX as usize)?;
+            check_len("property value", v.len(), u16::MAX as usize)?;
+            props += 4 + k.len() + v.len();
+        }
+        check_len("properties", props, u16::MAX as usize)?;
+        let total = MIN_RECORD_LEN
+            + fields.topic.len()
+            + fields.key.len()
+            + fields.tag.len()
+            + props
+            + fields.body.len();
+        check_len("record", total, u32::MAX as usize)?;
+        Ok(Layout {
+            total,
+            properties: props,
+        })
+    }
+
+    /// Appends the record: `fields` with `properties` (the ones this layout was checked with).
+    fn write<'p>(
+        &self,
+        fields: &RecordFields<'_>,
+        properties: impl Iterator<Item = (&'p [u8], &'p [u8])>,
+        dst: &mut BytesMut,
+    ) {
+        dst.reserve(self.total);
+        let start = dst.len();
+        dst.put_u32_le(self.total as u32);
+        dst.put_u8(MAGIC_V1);
+        dst.put_bytes(0, 3 + 8 + 8 + 8 + 4 + 4 + 4);
+        dst.put_i64_le(fields.born_timestamp);
+        dst.put_i64_le(fields.deliver_at);
+        dst.put_u64_le(fields.producer_id);
+        dst.put_u32_le(fields.sequence);
+        dst.put_u16_le(fields.flags);
+        dst.put_u8(fields.topic.len() as u8);
+        dst.put_slice(fields.topic.as_bytes());
+        dst.put_u16_le(fields.key.len() as u16);
+        dst.put_slice(fields.key.as_bytes());
+        dst.put_u8(fields.tag.len() as u8);
+        dst.put_slice(fields.tag.as_bytes());
+        dst.put_u16_le(self.properties as u16);
+        for (k, v) in properties {
+            dst.put_u16_le(k.len() as u16);
+            dst.put_slice(k);
+            dst.put_u16_le(v.len() as u16);
+            dst.put_slice(v);
+        }
+        dst.put_u32_le(fields.body.len() as u32);
+        dst.put_slice(fields.body);
+        let record = &mut dst[start..];
+        let crc = crc32c::crc32c(&record[BODY_CRC_START..]);
+        record[OFF_BODY_CRC..OFF_BODY_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+    }
 }
 
 /// The broker-assigned position of a record, written by [`stamp`].
@@ -458,17 +541,9 @@ impl<'a> Iterator for Properties<'a> {
             return None;
         }
         let mut take = || -> Result<&'a str, RecordError> {
-            if self.bytes.len() < 2 {
-                return Err(RecordError::Malformed("property length past the end"));
-            }
-            let len = u16_at(self.bytes, 0) as usize;
-            let rest = &self.bytes[2..];
-            if rest.len() < len {
-                return Err(RecordError::Malformed("property past the end"));
-            }
-            let text =
-                std::str::from_utf8(&rest[..len]).map_err(|_| RecordError::NotUtf8("property"))?;
-            self.bytes = &rest[len..];
+            let (text, rest) = split_field(self.bytes)?;
+            let text = std::str::from_utf8(text).map_err(|_| RecordError::NotUtf8("property"))?;
+            self.bytes = rest;
             Ok(text)
         };
         let item = take().and_then(|k| Ok((k, take()?)));
@@ -476,6 +551,36 @@ impl<'a> Iterator for Properties<'a> {
             self.bytes = &[];
         }
         Some(item)
+    }
+}
+
+/// One length-prefixed (u16) property field at the start of `bytes`, and the rest.
+fn split_field(bytes: &[u8]) -> Result<(&[u8], &[u8]), RecordError> {
+    if bytes.len() < 2 {
+        return Err(RecordError::Malformed("property length past the end"));
+    }
+    let len = u16_at(bytes, 0) as usize;
+    let rest = &bytes[2..];
+    if rest.len() < len {
+        return Err(RecordError::Malformed("property past the end"));
+    }
+    Ok(rest.split_at(len))
+}
+
+/// The properties of a parsed record (so known to be well formed) as raw byte pairs.
+#[derive(Clone)]
+struct RawProperties<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Iterator for RawProperties<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (k, rest) = split_field(self.bytes).ok()?;
+        let (v, rest) = split_field(rest).ok()?;
+        self.bytes = rest;
+        Some((k, v))
     }
 }
 
@@ -677,6 +782,35 @@ mod tests {
             prop_assert_eq!(&m.body[..], &o.body[..]);
             prop_assert_eq!((m.born_timestamp, m.deliver_at, m.producer_id, m.sequence, m.flags),
                 (o.born, o.deliver, o.producer_id, o.sequence, o.flags));
+        }
+
+        #[test]
+        fn rewrite_equals_encoding_the_changed_fields(
+            o in owned_fields(),
+            st in (any::<u64>(), any::<u64>(), any::<i64>(), any::<u32>()),
+            topic in "[a-z%]{1,20}",
+            deliver in any::<i64>(),
+            drop_first in any::<bool>(),
+            added in proptest::collection::vec(("[A-Z_]{1,10}", "\\PC{0,20}"), 0..3),
+        ) {
+            let fields = RecordFields {
+                topic: &o.topic, key: &o.key, tag: &o.tag, properties: &o.properties, body: &o.body,
+                born_timestamp: o.born, deliver_at: o.deliver, producer_id: o.producer_id,
+                sequence: o.sequence, flags: o.flags,
+            };
+            let mut original = BytesMut::new();
+            encode(&fields, &mut original).unwrap();
+            stamp(&mut original, Stamp { commit_log_offset: st.0, queue_offset: st.1, store_timestamp: st.2, queue_id: st.3 });
+            let dropped: Vec<&str> = o.properties.first().filter(|_| drop_first).map(|(k, _)| k.as_str()).into_iter().collect();
+            let add: Vec<(&str, &str)> = added.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let mut copy = BytesMut::new();
+            let record = Record::parse(&original).unwrap();
+            rewrite(&record, &Rewrite { topic: &topic, deliver_at: deliver, producer_id: 0, sequence: 0, drop: &dropped, add: &add }, &mut copy).unwrap();
+            let mut properties: Vec<(String, String)> = o.properties.iter().filter(|(k, _)| !dropped.contains(&k.as_str())).cloned().collect();
+            properties.extend(added.iter().cloned());
+            let mut expected = BytesMut::new();
+            encode(&RecordFields { topic: &topic, deliver_at: deliver, producer_id: 0, sequence: 0, properties: &properties, ..fields }, &mut expected).unwrap();
+            prop_assert_eq!(copy, expected);
         }
 
         #[test]

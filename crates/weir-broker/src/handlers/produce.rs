@@ -67,10 +67,10 @@ pub(crate) async fn produce(
     }
     let now = delay::now_ms();
     let response = match special {
-        _ if delay::has_delayed(&payload, now) => {
+        Some(_) => crate::idempotence::append(state, &request, payload, now).await?,
+        None if delay::has_delayed(&payload, now) => {
             delay::produce(state, &request.topic, request.queue_id, payload, now).await?
         }
-        Some(_) => crate::idempotence::append(state, &request, payload).await?,
         None => {
             let result = state
                 .store

@@ -31,6 +31,7 @@ use weir_proto::{ErrorCode, pb};
 use weir_store::Store;
 
 use crate::broker::BrokerState;
+use crate::delay;
 use crate::error::RequestError;
 
 /// Batches remembered per (producer, topic, queue).
@@ -159,39 +160,75 @@ impl Idempotence {
 }
 
 /// Appends an idempotent batch (the first record has a producer id), or answers a duplicate
-/// with the original position.
+/// with the original position. A batch with delayed records is split as `delay::produce`
+/// does, under the same check.
 #[tracing::instrument(level = "debug", skip_all, fields(topic = %request.topic, queue = request.queue_id))]
 pub(crate) async fn append(
     state: &BrokerState,
     request: &pb::ProduceRequest,
     mut payload: BytesMut,
+    now: i64,
 ) -> Result<pb::ProduceResponse, RequestError> {
     let (producer_id, first, last) = batch_sequences(&payload)?;
+    let split = if delay::has_delayed(&payload, now) {
+        Some(delay::split(
+            state,
+            &request.topic,
+            request.queue_id,
+            &payload,
+            now,
+        )?)
+    } else {
+        None
+    };
     let idem = &state.idempotence;
     let key = (producer_id, request.topic.clone(), request.queue_id);
-    let (entry, duplicate) = {
+    let (entry, outcome) = {
         let mut table = idem.table.lock();
-        match classify(table.get(&key), first, last)? {
-            Verdict::Duplicate(entry) => (entry, true),
-            Verdict::Fresh => {
-                let stored =
-                    state
-                        .store
-                        .append_now(&request.topic, request.queue_id, &mut payload)?;
-                let entry = BatchEntry {
-                    first_seq: first,
-                    last_seq: last,
-                    queue_offset: stored.queue_offset,
-                    commit_log_offset: stored.commit_log_offset,
-                    end_offset: stored.end_offset,
-                    store_timestamp: stored.store_timestamp,
-                };
-                Idempotence::remember(&mut table, key, entry);
-                idem.dirty.store(true, Ordering::Release);
-                (entry, false)
-            }
+        let (entry, outcome) = match classify(table.get(&key), first, last)? {
+            Verdict::Duplicate(entry) => (entry, Outcome::Duplicate),
+            Verdict::Fresh => match split {
+                Some(split) => {
+                    let written = delay::write_now(state, &request.topic, request.queue_id, split)?;
+                    let (queue_offset, commit_log_offset, store_timestamp) =
+                        written.first_position();
+                    let entry = BatchEntry {
+                        first_seq: first,
+                        last_seq: last,
+                        queue_offset,
+                        commit_log_offset,
+                        end_offset: written.end_offset(),
+                        store_timestamp,
+                    };
+                    (entry, Outcome::Split(Box::new(written)))
+                }
+                None => {
+                    let stored =
+                        state
+                            .store
+                            .append_now(&request.topic, request.queue_id, &mut payload)?;
+                    let entry = BatchEntry {
+                        first_seq: first,
+                        last_seq: last,
+                        queue_offset: stored.queue_offset,
+                        commit_log_offset: stored.commit_log_offset,
+                        end_offset: stored.end_offset,
+                        store_timestamp: stored.store_timestamp,
+                    };
+                    (entry, Outcome::Stored)
+                }
+            },
+        };
+        if !matches!(outcome, Outcome::Duplicate) {
+            Idempotence::remember(&mut table, key, entry);
+            idem.dirty.store(true, Ordering::Release);
         }
+        (entry, outcome)
     };
+    if let Outcome::Split(written) = &outcome {
+        delay::finish(state, written).await?;
+        return Ok(delay::response(state, written, now));
+    }
     // Answer once the batch (or the original) is readable and, in sync mode, durable.
     if state.store.config().flush == weir_store::FlushMode::Sync {
         state.store.wait_durable(entry.end_offset).await?;
@@ -204,9 +241,9 @@ pub(crate) async fn append(
             entry.store_timestamp,
         )
     } else {
-        position_of(&state.store, &entry, first)?
+        position_of(&state.store, &entry, producer_id, first)?
     };
-    if duplicate {
+    if matches!(outcome, Outcome::Duplicate) {
         tracing::info!(
             producer_id,
             first,
@@ -223,6 +260,16 @@ pub(crate) async fn append(
         broker_addr: state.advertised_addr.clone(),
         ..pb::ProduceResponse::default()
     })
+}
+
+/// What an idempotent produce did.
+enum Outcome {
+    /// Nothing: the batch was stored before.
+    Duplicate,
+    /// Appended to its queue.
+    Stored,
+    /// Split between its queue and `%DELAY%`.
+    Split(Box<delay::Written>),
 }
 
 /// The first record at or after commit-log offset `offset` and below `written`, skipping a
@@ -245,11 +292,13 @@ pub(crate) fn next_record_offset(
     None
 }
 
-/// Queue offset, commit-log offset and store timestamp of the record with sequence `seq`
-/// inside the remembered run `entry` (records stored back to back from its first one).
+/// Queue offset, commit-log offset and store timestamp of the record of `producer_id` with
+/// sequence `seq` inside the remembered run `entry` (from its first record to its end; a
+/// batch split by delay has other records in between).
 fn position_of(
     store: &Store,
     entry: &BatchEntry,
+    producer_id: u64,
     seq: u32,
 ) -> Result<(u64, u64, i64), RequestError> {
     let mut at = entry.commit_log_offset;
@@ -258,6 +307,7 @@ fn position_of(
             break;
         };
         if let Ok(record) = Record::parse(&bytes)
+            && record.producer_id() == producer_id
             && record.sequence() == seq
         {
             let stamp = record.stamp();

@@ -13,9 +13,11 @@
 //! batches that end at or below `L`. So every idempotent batch below `L` is in the file, and
 //! none that a crash could still cut from the log. At start the broker loads the file, then
 //! reads every record from `L` (or the log's start, if retention passed `L`) to the end:
-//! records with a producer id, in a queue of a user topic, that follow each other directly
-//! with consecutive sequences of one (producer, topic, queue) form a run, remembered like a
-//! batch. A retried batch that is part of a run is found inside it (`position_of` walks the
+//! records with a producer id, in a queue of a user topic (or in `%DELAY%`, counted for the
+//! queue they wait to go to), that follow each other directly with consecutive sequences of
+//! one (producer, topic, queue) form a run, remembered like a batch. A batch split between its
+//! queue and `%DELAY%` becomes two or more runs there, so a retry of it after a crash before
+//! its snapshot is answered `duplicate_sequence` instead of with its positions. A retried batch that is part of a run is found inside it (`position_of` walks the
 //! run's records for the exact position).
 //!
 //! A snapshot is written every second when the table changed, or when the log moved more than
@@ -35,6 +37,7 @@ use weir_store::Store;
 
 use crate::atomic_file;
 use crate::broker::BrokerState;
+use crate::delay::{DELAY_TOPIC, PROP_REAL_QUEUE, PROP_REAL_TOPIC};
 use crate::error::BrokerError;
 use crate::idempotence::{BatchEntry, Idempotence, Key, next_record_offset, producer_ids};
 
@@ -116,15 +119,18 @@ fn rebuild_from_log(
         let Ok(record) = Record::parse(&bytes) else {
             continue;
         };
-        let idempotent = record.producer_id() != 0
-            && !record.topic().starts_with('%')
-            && record.flags() & (flags::TRANSACTION_HALF | flags::TRANSACTION_DECISION) == 0;
+        let Some((topic, queue_id)) = producer_queue(&record) else {
+            if let Some((key, run)) = current.take() {
+                Idempotence::remember(table, key, run);
+                runs += 1;
+            }
+            continue;
+        };
         let stamp = record.stamp();
-        if idempotent
-            && let Some((key, run)) = current.as_mut()
+        if let Some((key, run)) = current.as_mut()
             && key.0 == record.producer_id()
-            && key.1 == record.topic()
-            && key.2 == stamp.queue_id
+            && key.1 == topic
+            && key.2 == queue_id
             && run.last_seq.checked_add(1) == Some(record.sequence())
         {
             run.last_seq = record.sequence();
@@ -135,29 +141,41 @@ fn rebuild_from_log(
             Idempotence::remember(table, key, run);
             runs += 1;
         }
-        if idempotent {
-            current = Some((
-                (
-                    record.producer_id(),
-                    record.topic().to_owned(),
-                    stamp.queue_id,
-                ),
-                BatchEntry {
-                    first_seq: record.sequence(),
-                    last_seq: record.sequence(),
-                    queue_offset: stamp.queue_offset,
-                    commit_log_offset: stamp.commit_log_offset,
-                    end_offset: next,
-                    store_timestamp: stamp.store_timestamp,
-                },
-            ));
-        }
+        current = Some((
+            (record.producer_id(), topic.to_owned(), queue_id),
+            BatchEntry {
+                first_seq: record.sequence(),
+                last_seq: record.sequence(),
+                queue_offset: stamp.queue_offset,
+                commit_log_offset: stamp.commit_log_offset,
+                end_offset: next,
+                store_timestamp: stamp.store_timestamp,
+            },
+        ));
     }
     if let Some((key, run)) = current {
         Idempotence::remember(table, key, run);
         runs += 1;
     }
     runs
+}
+
+/// The (topic, queue) an idempotent producer wrote `record` to, if it is such a write: a
+/// record with a producer id in a user topic, or in `%DELAY%` on its way to its real queue.
+/// Broker-made copies (delivered, retried, dead-lettered, committed) carry no producer id;
+/// transaction records are not checked for duplicates.
+fn producer_queue<'a>(record: &Record<'a>) -> Option<(&'a str, u32)> {
+    if record.producer_id() == 0
+        || record.flags() & (flags::TRANSACTION_HALF | flags::TRANSACTION_DECISION) != 0
+    {
+        return None;
+    }
+    if record.topic() == DELAY_TOPIC {
+        let topic = record.property(PROP_REAL_TOPIC)?;
+        let queue_id = record.property(PROP_REAL_QUEUE)?.parse().ok()?;
+        return Some((topic, queue_id));
+    }
+    (!record.topic().starts_with('%')).then(|| (record.topic(), record.stamp().queue_id))
 }
 
 /// Writes a snapshot if the table changed or the log moved far since the last one.
