@@ -1,14 +1,15 @@
 //! Shared consumption: more consumers than queues all get work, per-message acks, invisibility
-//! timeouts, nack back-off and dead letters, and acks, attempt counts and invisibility surviving
-//! a broker crash.
+//! timeouts, nack back-off and dead letters, acks, attempt counts and invisibility surviving a
+//! broker crash, and shared groups in `weir group list|describe` and the HTTP API.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use weir_client::{Message, Producer, ProducerConfig, SharedConsumer, SharedConsumerConfig};
 
 use crate::harness::Node;
+use crate::http_api::Http;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -242,6 +243,14 @@ fn dead_letter(node: &Node, group: &str) -> Value {
     serde_json::from_str(dead.trim()).unwrap()
 }
 
+/// The cells of the row of `weir group describe` output that starts with `first`.
+fn row<'a>(out: &'a str, first: &str) -> Vec<&'a str> {
+    out.lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|cells| cells.first() == Some(&first))
+        .unwrap_or_else(|| panic!("no row {first:?} in:\n{out}"))
+}
+
 /// The broker writes its shared-group state every second: wait for one write, then crash it.
 fn crash_and_restart(node: &mut Node) {
     std::thread::sleep(Duration::from_millis(2500));
@@ -310,6 +319,21 @@ fn in_flight_messages_stay_hidden_across_a_crash_and_their_receipts_still_ack() 
     assert_eq!(before.iter().map(body).collect::<Vec<_>>(), ["m0", "m1"]);
     crash_and_restart(&mut node);
 
+    let list = node.ok(&["group", "list"]);
+    assert!(
+        list.lines()
+            .any(|l| l.split_whitespace().eq(["sg", "shared"])),
+        "{list}"
+    );
+    let described = node.ok(&["group", "describe", "sg"]);
+    assert!(described.starts_with("group sg (shared)"), "{described}");
+    assert!(described.contains("LOW WATER"), "{described}");
+    // TOPIC QUEUE MAX OFFSET LOW WATER CURSOR IN FLIGHT LAG
+    assert_eq!(
+        row(&described, "parcels"),
+        ["parcels", "0", "2", "0", "2", "2", "2"]
+    );
+
     rt.block_on(async {
         let c = consumer(&node.addr, "sg", "parcels", Duration::ZERO);
         let hidden = c.receive(2, Duration::from_secs(30)).await.unwrap();
@@ -337,6 +361,17 @@ fn in_flight_messages_stay_hidden_across_a_crash_and_their_receipts_still_ack() 
         assert_eq!(again[0].attempt, 2);
         assert!(c.ack(&again).await.unwrap().is_empty());
     });
+
+    let (status, group) = Http::new(&node).get("/api/v1/groups/sg");
+    assert_eq!(status, 200, "{group}");
+    assert_eq!(group["modes"], json!(["shared"]));
+    assert_eq!(group["total_lag"], 0);
+    assert_eq!(
+        group["queues"][0],
+        json!({"topic": "parcels", "queue_id": 0, "mode": "shared", "min_offset": 0,
+               "max_offset": 2, "committed_offset": null, "lag": 0, "owner": null,
+               "shared": {"low_water": 2, "cursor": 2, "in_flight": 0, "acked_above": 0}})
+    );
 }
 
 #[test]

@@ -174,6 +174,28 @@ pub enum Nacked {
     },
 }
 
+/// A shared group's progress on one queue, for `DescribeGroup`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedQueueView {
+    /// The topic.
+    pub topic: String,
+    /// The queue.
+    pub queue_id: u32,
+    /// The queue's readable range.
+    pub offsets: QueueOffsets,
+    /// Every offset below it is acked (or gone); at least the queue's minimum.
+    pub low_water: u64,
+    /// The next offset never delivered; at least `low_water`.
+    pub cursor: u64,
+    /// Deliveries not acked yet: hidden, waiting for a nack's back-off, or timed out and not
+    /// received again yet.
+    pub in_flight: u64,
+    /// Acked offsets above `low_water` that are still readable.
+    pub acked_above: u64,
+    /// Messages not acked yet: `max − low_water − acked_above` (in flight or never delivered).
+    pub unacked: u64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct InFlight {
     visible_at: Instant,
@@ -691,6 +713,64 @@ impl SharedGroups {
         self.wake(topic);
     }
 
+    /// Groups with state on any topic (they received at least once), sorted.
+    pub fn groups(&self) -> Vec<String> {
+        let names: BTreeSet<String> = self
+            .groups
+            .lock()
+            .keys()
+            .map(|(group, _)| group.clone())
+            .collect();
+        names.into_iter().collect()
+    }
+
+    /// A group's progress on every queue of every topic it received from, by topic and queue;
+    /// `None` when it never received. `queues_of(topic)` is the topic's queue count, `offsets`
+    /// a queue's readable range.
+    pub fn describe(
+        &self,
+        group: &str,
+        queues_of: &dyn Fn(&str) -> u32,
+        offsets: &dyn Fn(&str, u32) -> QueueOffsets,
+    ) -> Option<Vec<SharedQueueView>> {
+        let groups = self.groups.lock();
+        let mut topics: Vec<(&String, &TopicState)> = groups
+            .iter()
+            .filter(|((g, _), _)| g == group)
+            .map(|((_, topic), state)| (topic, state))
+            .collect();
+        if topics.is_empty() {
+            return None;
+        }
+        topics.sort_by_key(|(topic, _)| *topic);
+        let never_received = QueueState::default();
+        let mut out = Vec::new();
+        for (topic, state) in topics {
+            for queue_id in 0..queues_of(topic) {
+                let range = offsets(topic, queue_id);
+                let q = state.queues.get(&queue_id).unwrap_or(&never_received);
+                // Below the queue's minimum everything is gone, whether acked or not.
+                let low_water = q.low_water.max(range.min);
+                let readable = low_water..range.max.max(low_water);
+                let acked_above = q.acked.range(readable.clone()).count() as u64;
+                out.push(SharedQueueView {
+                    topic: topic.clone(),
+                    queue_id,
+                    offsets: range,
+                    low_water,
+                    cursor: q.cursor.max(low_water),
+                    in_flight: q.in_flight.range(readable).count() as u64,
+                    acked_above,
+                    unacked: range
+                        .max
+                        .saturating_sub(low_water)
+                        .saturating_sub(acked_above),
+                });
+            }
+        }
+        Some(out)
+    }
+
     /// Writes the state to disk if it changed since the last write.
     pub fn persist(&self) -> Result<(), BrokerError> {
         let _serial = self.write_lock.lock();
@@ -899,6 +979,27 @@ mod tests {
         assert!(again.ack("g", &first[2]));
         assert!(!again.ack("g", &first[3]), "redelivered since");
         again.settle("g", "t", 0, 1);
+        let view = again.describe("g", &|_| 1, &|_, _| QueueOffsets { min: 0, max: 4 });
+        assert_eq!(
+            view.as_deref(),
+            Some(
+                &[SharedQueueView {
+                    topic: "t".into(),
+                    queue_id: 0,
+                    offsets: QueueOffsets { min: 0, max: 4 },
+                    low_water: 0,
+                    cursor: 4,
+                    in_flight: 2,
+                    acked_above: 2,
+                    unacked: 2,
+                }][..]
+            )
+        );
+        assert!(
+            again
+                .describe("other", &|_| 1, &|_, _| QueueOffsets::default())
+                .is_none()
+        );
         Ok(())
     }
 
@@ -914,6 +1015,7 @@ mod tests {
         let shared = SharedGroups::load(dir.path(), settings())?;
         let got = shared.reserve("g", "t", 1, limits(10, Duration::from_secs(60)), &range(6));
         assert_eq!(offsets_and_attempts(&got), [(2, 1), (3, 1), (5, 1)]);
+        assert_eq!(shared.groups(), ["g"]);
         Ok(())
     }
 
