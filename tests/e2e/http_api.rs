@@ -219,15 +219,19 @@ fn groups_describe_and_reset_and_messages_by_id_and_key() {
     ]);
     let (status, groups) = http.get("/api/v1/groups");
     assert_eq!(status, 200);
-    assert_eq!(groups, json!({"groups": ["billing"]}));
+    assert_eq!(
+        groups,
+        json!({"groups": ["billing"], "modes": {"billing": ["clustering"]}})
+    );
     let (status, group) = http.get("/api/v1/groups/billing");
     assert_eq!(status, 200, "{group}");
     assert_eq!(group["members"], json!([]));
+    assert_eq!(group["modes"], json!(["clustering"]));
     assert_eq!(group["total_lag"], 2, "{group}");
     assert_eq!(
         group["queues"][0],
-        json!({"topic": "pay", "queue_id": 0, "min_offset": 0, "max_offset": 4,
-               "committed_offset": 2, "lag": 2, "owner": null})
+        json!({"topic": "pay", "queue_id": 0, "mode": "clustering", "min_offset": 0,
+               "max_offset": 4, "committed_offset": 2, "lag": 2, "owner": null})
     );
     assert_error(
         http.get("/api/v1/groups/nobody"),

@@ -1,13 +1,15 @@
 //! Shared consumption: more consumers than queues all get work, per-message acks, invisibility
-//! timeouts, nack back-off and dead letters, and acks surviving a broker crash.
+//! timeouts, nack back-off and dead letters, acks, attempt counts and invisibility surviving a
+//! broker crash, and shared groups in `weir group list|describe` and the HTTP API.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use weir_client::{Message, Producer, ProducerConfig, SharedConsumer, SharedConsumerConfig};
 
 use crate::harness::Node;
+use crate::http_api::Http;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -163,21 +165,7 @@ fn nacked_messages_back_off_then_go_to_the_dead_letter_topic() {
                 .is_empty()
         );
     });
-    let dead = node.ok(&[
-        "consume",
-        "%DLQ%fg",
-        "--group",
-        "reader",
-        "--from",
-        "earliest",
-        "-n",
-        "1",
-        "--format",
-        "json",
-        "--idle-timeout",
-        "10s",
-    ]);
-    let v: Value = serde_json::from_str(dead.trim()).unwrap();
+    let v = dead_letter(&node, "fg");
     assert_eq!(v["body"], "m0");
     assert_eq!(v["properties"]["ORIGIN_TOPIC"], "flaky");
     assert_eq!(v["properties"]["RECONSUME_TIMES"], "3");
@@ -193,7 +181,8 @@ fn acks_survive_a_broker_crash_and_unacked_messages_come_again() {
         let c = consumer(&node.addr, "dg", "durable", Duration::from_secs(1));
         let mut got = Vec::new();
         while got.len() < 10 {
-            got.extend(c.receive(10, Duration::from_secs(60)).await.unwrap());
+            // Hidden for 4 s, across the restart too.
+            got.extend(c.receive(10, Duration::from_secs(4)).await.unwrap());
         }
         let (ack, keep): (Vec<_>, Vec<_>) = got.into_iter().partition(|m| {
             body(m)
@@ -206,19 +195,13 @@ fn acks_survive_a_broker_crash_and_unacked_messages_come_again() {
         keep.sort();
         keep
     });
-    // Acks are persisted every second.
-    std::thread::sleep(Duration::from_millis(2500));
-    node.kill();
-    node.restart();
+    crash_and_restart(&mut node);
     rt.block_on(async {
-        let c = consumer(&node.addr, "dg", "durable", Duration::from_secs(1));
+        let c = consumer(&node.addr, "dg", "durable", Duration::from_secs(2));
         let mut again = Vec::new();
-        loop {
-            let got = c.receive(10, Duration::from_secs(60)).await.unwrap();
-            if got.is_empty() {
-                break;
-            }
-            again.extend(got);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while again.len() < unacked.len() && Instant::now() < deadline {
+            again.extend(c.receive(10, Duration::from_secs(60)).await.unwrap());
         }
         let mut bodies: Vec<String> = again.iter().map(body).collect();
         bodies.sort();
@@ -239,6 +222,156 @@ fn acks_survive_a_broker_crash_and_unacked_messages_come_again() {
         "2s",
     ]);
     assert_eq!(left, "", "everything was acked");
+}
+
+/// The dead letter of `group` as JSON, read with the CLI.
+fn dead_letter(node: &Node, group: &str) -> Value {
+    let dead = node.ok(&[
+        "consume",
+        &format!("%DLQ%{group}"),
+        "--group",
+        "reader",
+        "--from",
+        "earliest",
+        "-n",
+        "1",
+        "--format",
+        "json",
+        "--idle-timeout",
+        "10s",
+    ]);
+    serde_json::from_str(dead.trim()).unwrap()
+}
+
+/// The cells of the row of `weir group describe` output that starts with `first`.
+fn row<'a>(out: &'a str, first: &str) -> Vec<&'a str> {
+    out.lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|cells| cells.first() == Some(&first))
+        .unwrap_or_else(|| panic!("no row {first:?} in:\n{out}"))
+}
+
+/// The broker writes its shared-group state every second: wait for one write, then crash it.
+fn crash_and_restart(node: &mut Node) {
+    std::thread::sleep(Duration::from_millis(2500));
+    node.kill();
+    node.restart();
+}
+
+#[test]
+fn nack_attempts_keep_counting_across_a_crash_until_the_dead_letter_topic() {
+    let mut node = Node::start_with_env(
+        &[],
+        &[
+            ("WEIR_SHARED_RETRY_DELAYS", "200ms"),
+            ("WEIR_SHARED_MAX_ATTEMPTS", "4"),
+        ],
+    );
+    node.ok(&["topic", "create", "fragile", "--queues", "2"]);
+    let rt = runtime();
+    let nack_once = |addr: &str, expected: u32| {
+        rt.block_on(async {
+            let c = consumer(addr, "ng", "fragile", Duration::from_secs(5));
+            let got = c.receive(1, Duration::from_secs(30)).await.unwrap();
+            assert_eq!(got.len(), 1);
+            assert_eq!((body(&got[0]), got[0].attempt), ("m0".into(), expected));
+            assert!(c.nack(&got).await.unwrap().is_empty());
+        })
+    };
+    rt.block_on(produce(&node.addr, "fragile", 1));
+    nack_once(&node.addr, 1);
+    nack_once(&node.addr, 2);
+    crash_and_restart(&mut node);
+    // The count goes on where it was, and the fourth nack is the last.
+    nack_once(&node.addr, 3);
+    nack_once(&node.addr, 4);
+    rt.block_on(async {
+        let quick = consumer(&node.addr, "ng", "fragile", Duration::from_secs(1));
+        let left = quick.receive(1, Duration::from_secs(30)).await.unwrap();
+        assert!(
+            left.is_empty(),
+            "{:?}",
+            left.iter().map(body).collect::<Vec<_>>()
+        );
+    });
+    let v = dead_letter(&node, "ng");
+    assert_eq!(v["body"], "m0");
+    assert_eq!(v["properties"]["ORIGIN_TOPIC"], "fragile");
+    assert_eq!(v["properties"]["RECONSUME_TIMES"], "4");
+}
+
+#[test]
+fn in_flight_messages_stay_hidden_across_a_crash_and_their_receipts_still_ack() {
+    const INVISIBLE: Duration = Duration::from_secs(8);
+    let mut node = Node::start(&[]);
+    node.ok(&["topic", "create", "parcels", "--queues", "1"]);
+    let rt = runtime();
+    let (received_at, before) = rt.block_on(async {
+        produce(&node.addr, "parcels", 2).await;
+        let c = consumer(&node.addr, "sg", "parcels", Duration::from_secs(5));
+        let received_at = Instant::now();
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            got.extend(c.receive(2, INVISIBLE).await.unwrap());
+        }
+        (received_at, got)
+    });
+    assert_eq!(before.iter().map(body).collect::<Vec<_>>(), ["m0", "m1"]);
+    crash_and_restart(&mut node);
+
+    let list = node.ok(&["group", "list"]);
+    assert!(
+        list.lines()
+            .any(|l| l.split_whitespace().eq(["sg", "shared"])),
+        "{list}"
+    );
+    let described = node.ok(&["group", "describe", "sg"]);
+    assert!(described.starts_with("group sg (shared)"), "{described}");
+    assert!(described.contains("LOW WATER"), "{described}");
+    // TOPIC QUEUE MAX OFFSET LOW WATER CURSOR IN FLIGHT LAG
+    assert_eq!(
+        row(&described, "parcels"),
+        ["parcels", "0", "2", "0", "2", "2", "2"]
+    );
+
+    rt.block_on(async {
+        let c = consumer(&node.addr, "sg", "parcels", Duration::ZERO);
+        let hidden = c.receive(2, Duration::from_secs(30)).await.unwrap();
+        assert!(
+            received_at.elapsed() < INVISIBLE,
+            "too slow to tell: restarted after the invisibility ran out"
+        );
+        assert!(
+            hidden.is_empty(),
+            "delivered again before its invisibility ran out: {:?}",
+            hidden.iter().map(body).collect::<Vec<_>>()
+        );
+        // A receipt from before the crash acks its delivery.
+        assert!(c.ack(&before[1..]).await.unwrap().is_empty());
+        let waiting = consumer(&node.addr, "sg", "parcels", Duration::from_secs(2));
+        let again = loop {
+            let got = waiting.receive(2, Duration::from_secs(30)).await.unwrap();
+            if !got.is_empty() {
+                break got;
+            }
+            assert!(received_at.elapsed() < INVISIBLE * 3, "m0 never came back");
+        };
+        assert!(received_at.elapsed() >= INVISIBLE - Duration::from_millis(100));
+        assert_eq!(again.iter().map(body).collect::<Vec<_>>(), ["m0"]);
+        assert_eq!(again[0].attempt, 2);
+        assert!(c.ack(&again).await.unwrap().is_empty());
+    });
+
+    let (status, group) = Http::new(&node).get("/api/v1/groups/sg");
+    assert_eq!(status, 200, "{group}");
+    assert_eq!(group["modes"], json!(["shared"]));
+    assert_eq!(group["total_lag"], 0);
+    assert_eq!(
+        group["queues"][0],
+        json!({"topic": "parcels", "queue_id": 0, "mode": "shared", "min_offset": 0,
+               "max_offset": 2, "committed_offset": null, "lag": 0, "owner": null,
+               "shared": {"low_water": 2, "cursor": 2, "in_flight": 0, "acked_above": 0}})
+    );
 }
 
 #[test]

@@ -84,6 +84,8 @@ pub struct MemberView {
 /// A group as `DescribeGroup` shows it.
 #[derive(Debug)]
 pub struct GroupView {
+    /// How it consumes (its members' mode, as of the last heartbeat).
+    pub mode: Mode,
     /// Its live members, by id.
     pub members: Vec<MemberView>,
     /// Topics its members subscribe to.
@@ -279,9 +281,13 @@ impl GroupCoordinator {
         self.groups.lock().contains_key(group)
     }
 
-    /// Groups with live members.
-    pub fn groups(&self) -> Vec<String> {
-        self.groups.lock().keys().cloned().collect()
+    /// Groups with live members, with how each consumes.
+    pub fn groups(&self) -> Vec<(String, Mode)> {
+        self.groups
+            .lock()
+            .iter()
+            .map(|(name, g)| (name.clone(), g.mode))
+            .collect()
     }
 
     /// The group's members and owners, if it has live members.
@@ -311,6 +317,7 @@ impl GroupCoordinator {
             })
             .collect();
         Some(GroupView {
+            mode: g.mode,
             members,
             topics: g
                 .members

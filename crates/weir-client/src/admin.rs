@@ -13,8 +13,8 @@ use crate::pool::Pool;
 use crate::route::{RouteCache, TopicRoute};
 
 pub use weir_proto::pb::{
-    DescribeGroupResponse as GroupDescription, GroupMember, GroupQueueInfo, OffsetEntry, QueueInfo,
-    TopicInfo,
+    ConsumeMode as GroupMode, DescribeGroupResponse as GroupDescription, GroupListing, GroupMember,
+    GroupQueueInfo, OffsetEntry, QueueInfo, SharedQueueProgress, TopicInfo,
 };
 
 /// Where [`Admin::reset_offsets`] moves a group's offsets.
@@ -114,7 +114,25 @@ impl Admin {
         Ok(response.groups)
     }
 
-    /// A group's members and, per queue, its offsets, lag and owner.
+    /// Every consumer group with how it consumes ([`GroupListing::modes`]: clustering,
+    /// broadcast, shared). A broker that does not send modes gives groups without any.
+    pub async fn list_groups_with_modes(&self) -> Result<Vec<GroupListing>> {
+        let response: pb::ListGroupsResponse = self.call(ApiKey::ListGroups, &pb::Empty {}).await?;
+        if response.listings.is_empty() {
+            return Ok(response
+                .groups
+                .into_iter()
+                .map(|group| GroupListing {
+                    group,
+                    modes: Vec::new(),
+                })
+                .collect());
+        }
+        Ok(response.listings)
+    }
+
+    /// A group's modes, members and, per queue, its offsets, lag and owner; for a shared
+    /// group's queue also its progress ([`GroupQueueInfo::shared`]).
     pub async fn describe_group(&self, group: &str) -> Result<GroupDescription> {
         let request = pb::DescribeGroupRequest {
             group: group.to_owned(),

@@ -7,7 +7,7 @@ use crate::error::RequestError;
 use crate::group::{Heartbeat, Mode, QueueKey};
 use crate::handlers::{Reply, RequestContext, require};
 use crate::ops;
-use crate::ops::group::ResetTarget;
+use crate::ops::group::{GroupMode, ResetTarget};
 use crate::retry;
 
 fn queue_ref((topic, queue_id): QueueKey) -> pb::QueueRef {
@@ -26,6 +26,12 @@ pub(crate) fn heartbeat(
     let mode = match pb::ConsumeMode::try_from(request.mode) {
         Ok(pb::ConsumeMode::Clustering) => Mode::Clustering,
         Ok(pb::ConsumeMode::Broadcast) => Mode::Broadcast,
+        Ok(pb::ConsumeMode::Shared) => {
+            return Err(RequestError::new(
+                ErrorCode::InvalidArgument,
+                "shared groups do not heartbeat: their members use Receive and Ack",
+            ));
+        }
         Err(_) => {
             return Err(RequestError::new(
                 ErrorCode::MalformedRequest,
@@ -145,14 +151,32 @@ pub(crate) fn fetch(
     Ok(Reply::meta(&response))
 }
 
-/// Groups with live members or committed offsets.
+fn mode(mode: GroupMode) -> i32 {
+    let mode = match mode {
+        GroupMode::Clustering => pb::ConsumeMode::Clustering,
+        GroupMode::Broadcast => pb::ConsumeMode::Broadcast,
+        GroupMode::Shared => pb::ConsumeMode::Shared,
+    };
+    mode as i32
+}
+
+/// Groups with live members, committed offsets or shared-group state, with their modes.
 pub(crate) fn list(state: &BrokerState) -> Result<Reply, RequestError> {
+    let listings: Vec<pb::GroupListing> = ops::group::list(state)
+        .into_iter()
+        .map(|l| pb::GroupListing {
+            group: l.group,
+            modes: l.modes.into_iter().map(mode).collect(),
+        })
+        .collect();
     Ok(Reply::meta(&pb::ListGroupsResponse {
-        groups: ops::group::list(state),
+        groups: listings.iter().map(|l| l.group.clone()).collect(),
+        listings,
     }))
 }
 
-/// A group's members, and per queue its max offset, committed offset, lag and owner.
+/// A group's modes, members, and per queue its max offset, committed offset (a shared group:
+/// its acked low-water mark), lag and owner, and a shared group's progress.
 pub(crate) fn describe(
     state: &BrokerState,
     request: pb::DescribeGroupRequest,
@@ -163,11 +187,18 @@ pub(crate) fn describe(
         .into_iter()
         .map(|q| pb::GroupQueueInfo {
             max_offset: q.offsets.max,
-            committed_offset: q.committed.unwrap_or(0),
+            committed_offset: q.committed.or(q.shared.map(|s| s.low_water)).unwrap_or(0),
             lag: q.lag,
             owner: q.owner,
             topic: q.topic,
             queue_id: q.queue_id,
+            mode: mode(q.mode),
+            shared: q.shared.map(|s| pb::SharedQueueProgress {
+                low_water: s.low_water,
+                cursor: s.cursor,
+                in_flight: s.in_flight,
+                acked_above: s.acked_above,
+            }),
         })
         .collect();
     let members = description
@@ -176,10 +207,7 @@ pub(crate) fn describe(
         .map(|m| pb::GroupMember {
             member_id: m.member_id,
             client_addr: m.client_addr,
-            mode: match m.mode {
-                Mode::Clustering => pb::ConsumeMode::Clustering,
-                Mode::Broadcast => pb::ConsumeMode::Broadcast,
-            } as i32,
+            mode: mode(m.mode.into()),
             assigned: m.assigned.into_iter().map(queue_ref).collect(),
         })
         .collect();
@@ -187,6 +215,7 @@ pub(crate) fn describe(
         group: request.group,
         members,
         queues,
+        modes: description.modes.into_iter().map(mode).collect(),
     }))
 }
 

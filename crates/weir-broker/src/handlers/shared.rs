@@ -13,7 +13,7 @@ use crate::broker::BrokerState;
 use crate::dead_letter;
 use crate::error::RequestError;
 use crate::handlers::{Reply, require};
-use crate::shared_group::{Nacked, Receipt, Reservation};
+use crate::shared_group::{Nacked, Receipt, ReceiveLimits, Reservation};
 
 /// Messages per receive when the request says 0.
 const DEFAULT_MAX_MESSAGES: u32 = 32;
@@ -54,8 +54,7 @@ pub(crate) async fn receive(
             &request.group,
             topic,
             state.queues_of(topic),
-            max,
-            invisible,
+            ReceiveLimits { max, invisible },
             &|queue_id| state.store.queue_offsets(topic, queue_id),
         );
         for &(queue_id, offset, attempts) in &reservation.dead {

@@ -1,6 +1,7 @@
 //! The JSON admin API under `/api/v1`: broker info, topics, groups, message lookup. Each
 //! handler calls the [`ops`] function the native handler calls and shapes its answer as JSON.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -18,9 +19,8 @@ use weir_proto::{ErrorCode, MessageId};
 use super::HttpShared;
 use super::api_error::ApiError;
 use crate::broker::BrokerState;
-use crate::group::Mode;
 use crate::ops;
-use crate::ops::group::ResetTarget;
+use crate::ops::group::{GroupMode, ResetTarget, SharedProgress};
 
 /// A handler's result.
 type ApiResult<T> = Result<T, ApiError>;
@@ -92,12 +92,15 @@ pub(crate) struct CreateTopic {
 #[derive(Debug, Serialize)]
 pub(crate) struct GroupList {
     groups: Vec<String>,
+    /// Each group's modes.
+    modes: BTreeMap<String, Vec<&'static str>>,
 }
 
 /// `GET /api/v1/groups/{group}`.
 #[derive(Debug, Serialize)]
 pub(crate) struct GroupJson {
     group: String,
+    modes: Vec<&'static str>,
     members: Vec<MemberJson>,
     queues: Vec<GroupQueueJson>,
     total_lag: u64,
@@ -124,11 +127,35 @@ struct QueueRefJson {
 struct GroupQueueJson {
     topic: String,
     queue_id: u32,
+    mode: &'static str,
     min_offset: u64,
     max_offset: u64,
     committed_offset: Option<u64>,
     lag: u64,
     owner: Option<String>,
+    /// Only for a shared group's queue.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shared: Option<SharedJson>,
+}
+
+/// A shared group's progress on a queue.
+#[derive(Debug, Serialize)]
+struct SharedJson {
+    low_water: u64,
+    cursor: u64,
+    in_flight: u64,
+    acked_above: u64,
+}
+
+impl From<SharedProgress> for SharedJson {
+    fn from(s: SharedProgress) -> SharedJson {
+        SharedJson {
+            low_water: s.low_water,
+            cursor: s.cursor,
+            in_flight: s.in_flight,
+            acked_above: s.acked_above,
+        }
+    }
 }
 
 /// `POST /api/v1/groups/{group}/reset`.
@@ -290,17 +317,23 @@ pub(crate) async fn delete_topic(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Groups with live members or committed offsets.
+/// Groups with live members, committed offsets or shared-group state, with their modes.
 pub(crate) async fn list_groups(
     State(shared): State<Arc<HttpShared>>,
 ) -> ApiResult<Json<GroupList>> {
     let state = shared.broker()?;
+    let listings = ops::group::list(state);
     Ok(Json(GroupList {
-        groups: ops::group::list(state),
+        groups: listings.iter().map(|l| l.group.clone()).collect(),
+        modes: listings
+            .into_iter()
+            .map(|l| (l.group, l.modes.into_iter().map(GroupMode::name).collect()))
+            .collect(),
     }))
 }
 
-/// A group's members and per-queue offsets and lag, or 404.
+/// A group's modes, members and per-queue offsets and lag (and a shared group's progress), or
+/// 404.
 pub(crate) async fn describe_group(
     State(shared): State<Arc<HttpShared>>,
     Path(group): Path<String>,
@@ -313,10 +346,7 @@ pub(crate) async fn describe_group(
         .map(|m| MemberJson {
             member_id: m.member_id,
             client_addr: m.client_addr,
-            mode: match m.mode {
-                Mode::Clustering => "clustering",
-                Mode::Broadcast => "broadcast",
-            },
+            mode: GroupMode::from(m.mode).name(),
             assigned: m
                 .assigned
                 .into_iter()
@@ -331,15 +361,18 @@ pub(crate) async fn describe_group(
         .map(|q| GroupQueueJson {
             topic: q.topic,
             queue_id: q.queue_id,
+            mode: q.mode.name(),
             min_offset: q.offsets.min,
             max_offset: q.offsets.max,
             committed_offset: q.committed,
             lag: q.lag,
             owner: Some(q.owner).filter(|o| !o.is_empty()),
+            shared: q.shared.map(SharedJson::from),
         })
         .collect();
     Ok(Json(GroupJson {
         group,
+        modes: description.modes.iter().map(|m| m.name()).collect(),
         members,
         queues,
         total_lag,

@@ -8,7 +8,61 @@ use weir_store::QueueOffsets;
 
 use crate::broker::BrokerState;
 use crate::error::RequestError;
-use crate::group::{MemberView, QueueKey};
+use crate::group::{MemberView, Mode, QueueKey};
+use crate::shared_group::SharedQueueView;
+
+/// How a group consumes, as listed and described. Sorted as listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum GroupMode {
+    /// Queues owned by one member at a time; offsets kept by the broker.
+    Clustering,
+    /// Every member reads every queue; offsets kept by the members.
+    Broadcast,
+    /// Any receiver takes any message, acked one by one (`shared_group.rs`).
+    Shared,
+}
+
+impl GroupMode {
+    /// The name in JSON and in the CLI.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            GroupMode::Clustering => "clustering",
+            GroupMode::Broadcast => "broadcast",
+            GroupMode::Shared => "shared",
+        }
+    }
+}
+
+impl From<Mode> for GroupMode {
+    fn from(mode: Mode) -> GroupMode {
+        match mode {
+            Mode::Clustering => GroupMode::Clustering,
+            Mode::Broadcast => GroupMode::Broadcast,
+        }
+    }
+}
+
+/// A group and how it consumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GroupListing {
+    /// The group.
+    pub group: String,
+    /// Its modes, sorted: one name can be used by members and by shared receivers.
+    pub modes: Vec<GroupMode>,
+}
+
+/// A shared group's progress on a queue (see `shared_group.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SharedProgress {
+    /// Every offset below it is acked or gone.
+    pub low_water: u64,
+    /// The next offset never delivered.
+    pub cursor: u64,
+    /// Deliveries not acked yet.
+    pub in_flight: u64,
+    /// Acked offsets above `low_water`.
+    pub acked_above: u64,
+}
 
 /// A queue a group reads, with its progress.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,14 +79,21 @@ pub(crate) struct GroupQueue {
     pub lag: u64,
     /// The member owning the queue; empty for none.
     pub owner: String,
+    /// How the group reads the queue.
+    pub mode: GroupMode,
+    /// A shared group's progress; then `committed` is `None` and `lag` counts the messages
+    /// not acked.
+    pub shared: Option<SharedProgress>,
 }
 
-/// A group's live members and every queue it reads or has offsets on.
+/// A group's live members and every queue it reads, has offsets on or received from.
 #[derive(Debug)]
 pub(crate) struct GroupDescription {
+    /// How it consumes, sorted.
+    pub modes: Vec<GroupMode>,
     /// Live members, by id.
     pub members: Vec<MemberView>,
-    /// Queues by topic and id.
+    /// Queues by mode, topic and id.
     pub queues: Vec<GroupQueue>,
 }
 
@@ -54,29 +115,57 @@ pub(crate) fn lag(offsets: QueueOffsets, committed: Option<u64>) -> u64 {
     offsets.max.saturating_sub(position)
 }
 
-/// Groups with live members or committed offsets, sorted.
-pub(crate) fn list(state: &BrokerState) -> Vec<String> {
-    let groups: BTreeSet<String> = state
-        .groups
-        .groups()
+/// Groups with live members, committed offsets or shared-group state, sorted, with their
+/// modes. A group without live members but with offsets is a clustering one: only those commit
+/// offsets to the broker.
+pub(crate) fn list(state: &BrokerState) -> Vec<GroupListing> {
+    let mut groups: BTreeMap<String, BTreeSet<GroupMode>> = BTreeMap::new();
+    for (group, mode) in state.groups.groups() {
+        groups.entry(group).or_default().insert(mode.into());
+    }
+    for group in state.offsets.groups() {
+        let modes = groups.entry(group).or_default();
+        if modes.is_empty() {
+            modes.insert(GroupMode::Clustering);
+        }
+    }
+    for group in state.shared.groups() {
+        groups.entry(group).or_default().insert(GroupMode::Shared);
+    }
+    groups
         .into_iter()
-        .chain(state.offsets.groups())
-        .collect();
-    groups.into_iter().collect()
+        .map(|(group, modes)| GroupListing {
+            group,
+            modes: modes.into_iter().collect(),
+        })
+        .collect()
 }
 
-/// A group's members and, per queue, its offsets, committed offset, lag and owner; or
-/// `group_not_found` when it has neither live members nor offsets.
+/// A group's members and, per queue, its offsets, committed offset, lag and owner, and for a
+/// shared group its acked low-water mark, cursor and messages in flight; or `group_not_found`
+/// when it has no live members, no offsets and never received as a shared group.
 pub(crate) fn describe(state: &BrokerState, group: &str) -> Result<GroupDescription, RequestError> {
     let view = state
         .groups
         .describe(group, &|topic| state.queues_of(topic));
     let committed = state.offsets.group_offsets(group);
-    if view.is_none() && committed.is_empty() {
+    let shared = state.shared.describe(
+        group,
+        &|topic| state.queues_of(topic),
+        &|topic, queue_id| state.store.queue_offsets(topic, queue_id),
+    );
+    if view.is_none() && committed.is_empty() && shared.is_none() {
         return Err(RequestError::new(
             ErrorCode::GroupNotFound,
-            format!("group {group:?} has no members and no offsets"),
+            format!("group {group:?} has no members, no offsets and no shared state"),
         ));
+    }
+    let mut modes = BTreeSet::new();
+    let member_mode = view
+        .as_ref()
+        .map_or(GroupMode::Clustering, |v| v.mode.into());
+    if view.is_some() || !committed.is_empty() {
+        modes.insert(member_mode);
     }
     let mut queues: BTreeMap<QueueKey, Option<u64>> = BTreeMap::new();
     if let Some(view) = &view {
@@ -91,7 +180,7 @@ pub(crate) fn describe(state: &BrokerState, group: &str) -> Result<GroupDescript
             queues.insert((topic, queue_id), Some(offset));
         }
     }
-    let queues = queues
+    let mut queues: Vec<GroupQueue> = queues
         .into_iter()
         .map(|((topic, queue_id), committed)| {
             let offsets = state.store.queue_offsets(&topic, queue_id);
@@ -106,13 +195,38 @@ pub(crate) fn describe(state: &BrokerState, group: &str) -> Result<GroupDescript
                 offsets,
                 committed,
                 owner,
+                mode: member_mode,
+                shared: None,
             }
         })
         .collect();
+    if let Some(shared) = shared {
+        modes.insert(GroupMode::Shared);
+        queues.extend(shared.into_iter().map(shared_queue));
+    }
     Ok(GroupDescription {
+        modes: modes.into_iter().collect(),
         members: view.map(|v| v.members).unwrap_or_default(),
         queues,
     })
+}
+
+fn shared_queue(q: SharedQueueView) -> GroupQueue {
+    GroupQueue {
+        topic: q.topic,
+        queue_id: q.queue_id,
+        offsets: q.offsets,
+        committed: None,
+        lag: q.unacked,
+        owner: String::new(),
+        mode: GroupMode::Shared,
+        shared: Some(SharedProgress {
+            low_water: q.low_water,
+            cursor: q.cursor,
+            in_flight: q.in_flight,
+            acked_above: q.acked_above,
+        }),
+    }
 }
 
 /// Sets a group's offset on every queue of a topic and returns them by queue id; refused
