@@ -1,5 +1,7 @@
 //! `GET /metrics` after a known workload: the counters moved by exactly the workload.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use weir_client::connection::{Connection, ConnectionConfig};
 use weir_proto::{ApiKey, pb};
@@ -157,4 +159,29 @@ async fn counters_match_a_known_workload() {
         ),
         1.0
     );
+
+    // A shared group that received 30 messages and acked them: its low-water mark stands
+    // for the committed offset, its lag counts what is not acked.
+    let shared = weir_client::SharedConsumer::new(weir_client::SharedConsumerConfig::new(
+        [node.addr.clone()],
+        "sharers",
+        "metered",
+    ))
+    .unwrap();
+    let mut received = Vec::new();
+    while received.len() < 30 {
+        let want = 30 - received.len() as u32;
+        received.extend(shared.receive(want, Duration::from_secs(60)).await.unwrap());
+    }
+    shared.ack(&received).await.unwrap();
+    let http = Http::new(&node);
+    let (_, page) = tokio::task::spawn_blocking(move || http.get_text("/metrics"))
+        .await
+        .unwrap();
+    let queue = r#"{group="sharers",topic="metered",queue="0"}"#;
+    assert_eq!(
+        value(&page, &format!("weir_group_committed_offset{queue}")),
+        30.0
+    );
+    assert_eq!(value(&page, &format!("weir_group_lag{queue}")), 970.0);
 }

@@ -104,6 +104,26 @@ fn snapshots(state: &BrokerState, uptime_seconds: f64, page: &mut Exposition<'_>
             }
         }
     }
+    // Shared groups: the acked low-water mark stands for the committed offset, and the lag
+    // counts the messages not acked yet (in flight or never delivered). A name used in both
+    // modes on one queue shows its clustering offsets (one series per label set).
+    let clustering: std::collections::HashSet<(String, String, String)> = positions
+        .iter()
+        .map(|(g, t, q, _, _)| (g.clone(), t.clone(), q.clone()))
+        .collect();
+    for group in state.shared.groups() {
+        let queues = state.shared.describe(
+            &group,
+            &|topic| state.queues_of(topic),
+            &|topic, queue_id| state.store.queue_offsets(topic, queue_id),
+        );
+        for q in queues.into_iter().flatten() {
+            let key = (group.clone(), q.topic, q.queue_id.to_string());
+            if !clustering.contains(&key) {
+                positions.push((key.0, key.1, key.2, q.low_water, q.unacked));
+            }
+        }
+    }
     for (family, lag) in [(&GROUP_COMMITTED_OFFSET, false), (&GROUP_LAG, true)] {
         page.family(family);
         for (group, topic, queue, committed, queue_lag) in &positions {
