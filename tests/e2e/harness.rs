@@ -229,6 +229,11 @@ impl Background {
         self.lines.lock().expect("lines").clone()
     }
 
+    /// How many stdout lines were printed so far.
+    pub fn line_count(&self) -> usize {
+        self.lines.lock().expect("lines").len()
+    }
+
     /// Waits up to `timeout` for a stdout line that `matches`, and returns it.
     pub fn wait_for_line(
         &self,
