@@ -4,8 +4,8 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
 
 /// Path of the `weir` binary under test.
 pub const WEIR: &str = env!("CARGO_BIN_EXE_weir");
@@ -193,6 +193,75 @@ impl Node {
         let mut cmd = Command::new(WEIR);
         cmd.args(args).env("WEIR_SERVER", &self.addr);
         cmd
+    }
+
+    /// Starts a client command in the background, collecting its stdout lines as they come.
+    pub fn background(&self, args: &[&str]) -> Background {
+        let mut child = self
+            .client_command(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn weir");
+        let stdout = child.stdout.take().expect("stdout");
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().expect("lines").push(line);
+            }
+        });
+        Background { child, lines }
+    }
+}
+
+/// A client command running in the background (a consumer, a producer left hanging, a
+/// transaction check responder). Killed with SIGKILL when dropped.
+pub struct Background {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Background {
+    /// The stdout lines printed so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().expect("lines").clone()
+    }
+
+    /// How many stdout lines were printed so far.
+    pub fn line_count(&self) -> usize {
+        self.lines.lock().expect("lines").len()
+    }
+
+    /// Waits up to `timeout` for a stdout line that `matches`, and returns it.
+    pub fn wait_for_line(
+        &self,
+        timeout: Duration,
+        matches: impl Fn(&str) -> bool,
+    ) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.lines().into_iter().find(|l| matches(l)) {
+                return Some(line);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the process with SIGKILL, as a crash would, and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 

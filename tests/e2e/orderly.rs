@@ -2,8 +2,6 @@
 //! a failing message retried in place, then dead-lettered.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,10 +9,13 @@ use serde_json::Value;
 use weir_client::consumer::ConsumerConfig;
 use weir_client::{ConsumeResult, Message, Producer, ProducerConfig, PushConsumer, StartFrom};
 
-use crate::harness::Node;
+use crate::harness::{Background, Node};
 
 const KEYS: u32 = 20;
 const SEQS: u32 = 200;
+/// How long a processed message may stay uncommitted: the consumers' commit interval (1 s) plus
+/// slack for a busy machine.
+const UNCOMMITTED_WINDOW_US: u64 = 2_000_000;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -24,50 +25,157 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// (key, seq) lines printed by one consumer process, in the order it printed them.
-type Seen = Arc<Mutex<Vec<(u32, u32)>>>;
+/// One message processed by one consumer process.
+#[derive(Debug, Clone, Copy)]
+struct Processed {
+    /// Which consumer (index of its process).
+    consumer: usize,
+    key: u32,
+    seq: u32,
+    /// When its handler printed it (`consumed_at_us`, the same wall clock for every process).
+    at_us: u64,
+}
 
-fn spawn_consumer(node: &Node) -> (Child, Seen) {
-    let mut child = node
-        .client_command(&[
-            "consume",
-            "ordered",
-            "--group",
-            "og",
-            "--orderly",
-            "--from",
-            "earliest",
-            "--format",
-            "json",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let seen: Seen = Arc::default();
-    let out = child.stdout.take().unwrap();
-    let sink = seen.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { return };
-            let v: Value = serde_json::from_str(&line).unwrap();
-            let body = v["body"].as_str().unwrap();
-            let (k, s) = body.split_once(':').unwrap();
-            sink.lock()
-                .unwrap()
-                .push((k.parse().unwrap(), s.parse().unwrap()));
+fn spawn_consumer(node: &Node) -> Background {
+    node.background(&[
+        "consume",
+        "ordered",
+        "--group",
+        "og",
+        "--orderly",
+        "--from",
+        "earliest",
+        "--format",
+        "json",
+    ])
+}
+
+/// What `consumers[consumer]` processed so far, in the order it printed it.
+fn processed(consumer: usize, process: &Background) -> Vec<Processed> {
+    process
+        .lines()
+        .iter()
+        .map(|line| {
+            let v: Value = serde_json::from_str(line).unwrap();
+            let (key, seq) = v["body"].as_str().unwrap().split_once(':').unwrap();
+            Processed {
+                consumer,
+                key: key.parse().unwrap(),
+                seq: seq.parse().unwrap(),
+                at_us: v["consumed_at_us"].as_u64().unwrap(),
+            }
+        })
+        .collect()
+}
+
+/// Waits until the group's queues of `ordered` have `n` distinct owners.
+fn wait_for_owners(node: &Node, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // Until the first member joins, the group does not exist.
+        let out = node.cli(&["group", "describe", "og"]);
+        let table = String::from_utf8_lossy(&out.stdout);
+        let owners: BTreeSet<&str> = table
+            .lines()
+            .skip(1)
+            .filter(|l| l.starts_with("ordered "))
+            .filter_map(|l| l.split_whitespace().nth(5))
+            .filter(|owner| *owner != "-")
+            .collect();
+        if owners.len() == n {
+            return;
         }
-    });
-    (child, seen)
+        assert!(Instant::now() < deadline, "group never settled:\n{table}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Checks one key's processings, merged from every consumer in time order: the first owner
+/// starts at seq 0; an owner processes the key's messages one after the other, each once; the
+/// key moves to another owner only after its owner's last processing (no two consumers hold it
+/// at overlapping times) and never back; the next owner goes on with the first message not
+/// processed, or, only when the previous owner was the killed one, with a suffix of what it
+/// processed (its offset not yet committed) and then everything after it again in order. That
+/// suffix is only what the killed one processed in its last commit interval (plus slack for a
+/// busy machine) before it died at `died_us`. Returns the owners in turn.
+fn check_key_order(key: u32, history: &[Processed], victim: usize, died_us: u64) -> Vec<usize> {
+    let mut owners: Vec<usize> = Vec::new();
+    let mut last: Option<Processed> = None;
+    for &p in history {
+        match last {
+            None => assert_eq!(p.seq, 0, "key {key} starts at seq {}", p.seq),
+            Some(prev) if prev.consumer == p.consumer => assert_eq!(
+                p.seq,
+                prev.seq + 1,
+                "key {key}: consumer {} processed seq {} after {}",
+                p.consumer,
+                p.seq,
+                prev.seq
+            ),
+            Some(prev) => {
+                assert!(
+                    !owners.contains(&p.consumer),
+                    "key {key}: consumer {} processed it again after consumer {} (seq {} at {} µs, \
+                     after seq {} at {} µs): two consumers held the key at once",
+                    p.consumer,
+                    prev.consumer,
+                    p.seq,
+                    p.at_us,
+                    prev.seq,
+                    prev.at_us
+                );
+                assert!(
+                    p.at_us > prev.at_us,
+                    "key {key}: consumers {} and {} processed it at the same time",
+                    prev.consumer,
+                    p.consumer
+                );
+                if prev.consumer == victim {
+                    assert!(
+                        p.seq <= prev.seq + 1,
+                        "key {key}: seq {} skipped to {} after the kill",
+                        prev.seq,
+                        p.seq
+                    );
+                    if let Some(first_again) = history
+                        .iter()
+                        .find(|q| q.consumer == victim && q.seq == p.seq)
+                    {
+                        assert!(
+                            died_us - first_again.at_us <= UNCOMMITTED_WINDOW_US,
+                            "key {key}: seq {} was processed {} ms before the kill, yet not \
+                             committed",
+                            p.seq,
+                            (died_us - first_again.at_us) / 1000
+                        );
+                    }
+                } else {
+                    assert_eq!(
+                        p.seq,
+                        prev.seq + 1,
+                        "key {key}: a live owner handed seq {} over, the next took {}",
+                        prev.seq,
+                        p.seq
+                    );
+                }
+            }
+        }
+        if owners.last() != Some(&p.consumer) {
+            owners.push(p.consumer);
+        }
+        last = Some(p);
+    }
+    assert_eq!(last.map(|p| p.seq), Some(SEQS - 1), "key {key} incomplete");
+    owners
 }
 
 #[test]
 fn keyed_messages_stay_in_order_across_a_consumer_kill() {
     let node = Node::start(&[]);
     node.ok(&["topic", "create", "ordered", "--queues", "4"]);
-    let mut consumers: Vec<(Child, Seen)> = (0..3).map(|_| spawn_consumer(&node)).collect();
-    // Let the three settle their queues before messages flow.
-    std::thread::sleep(Duration::from_secs(2));
+    let mut consumers: Vec<Background> = (0..3).map(|_| spawn_consumer(&node)).collect();
+    // The three share the queues before messages flow.
+    wait_for_owners(&node, 3);
 
     let addr = node.addr.clone();
     let producer = std::thread::spawn(move || {
@@ -88,69 +196,70 @@ fn keyed_messages_stay_in_order_across_a_consumer_kill() {
         });
     });
 
-    let total = |consumers: &[(Child, Seen)]| -> usize {
-        consumers.iter().map(|(_, s)| s.lock().unwrap().len()).sum()
-    };
+    let total =
+        |consumers: &[Background]| -> usize { consumers.iter().map(Background::line_count).sum() };
     let deadline = Instant::now() + Duration::from_secs(20);
     while total(&consumers) < 1000 {
         assert!(Instant::now() < deadline, "consumers too slow to start");
         std::thread::sleep(Duration::from_millis(20));
     }
     // SIGKILL one that has work, mid-stream.
-    let victim = consumers
-        .iter()
-        .position(|(_, s)| !s.lock().unwrap().is_empty())
-        .unwrap();
+    let victim = consumers.iter().position(|c| c.line_count() > 0).unwrap();
     assert!(!producer.is_finished(), "the kill must land mid-stream");
-    consumers[victim].0.kill().unwrap();
-    consumers[victim].0.wait().unwrap();
+    consumers[victim].kill();
     producer.join().unwrap();
 
-    let distinct = |consumers: &[(Child, Seen)]| -> BTreeSet<(u32, u32)> {
+    let all = |consumers: &[Background]| -> Vec<Processed> {
         consumers
             .iter()
-            .flat_map(|(_, s)| s.lock().unwrap().clone())
+            .enumerate()
+            .flat_map(|(i, c)| processed(i, c))
             .collect()
     };
     let deadline = Instant::now() + Duration::from_secs(25);
-    while distinct(&consumers).len() < (KEYS * SEQS) as usize {
+    loop {
+        let distinct: BTreeSet<(u32, u32)> =
+            all(&consumers).iter().map(|p| (p.key, p.seq)).collect();
+        if distinct.len() == (KEYS * SEQS) as usize {
+            break;
+        }
         assert!(
             Instant::now() < deadline,
             "only {} of {} messages arrived",
-            distinct(&consumers).len(),
+            distinct.len(),
             KEYS * SEQS
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let mut processors_per_key: BTreeMap<u32, usize> = BTreeMap::new();
-    for (i, (_, seen)) in consumers.iter().enumerate() {
-        let seen = seen.lock().unwrap();
-        let mut last: BTreeMap<u32, u32> = BTreeMap::new();
-        for &(key, seq) in seen.iter() {
-            if let Some(prev) = last.insert(key, seq) {
-                assert!(
-                    seq > prev,
-                    "consumer {i} processed key {key} seq {seq} after {prev}"
-                );
-            } else {
-                *processors_per_key.entry(key).or_default() += 1;
-            }
+    // Let a late duplicate show up, if one were coming.
+    std::thread::sleep(Duration::from_millis(500));
+
+    // Every consumer's processing log merged in time order (a stable sort keeps each
+    // consumer's own order among equal times).
+    let mut merged = all(&consumers);
+    merged.sort_by_key(|p| p.at_us);
+    let mut per_key: BTreeMap<u32, Vec<Processed>> = BTreeMap::new();
+    for p in merged.iter().copied() {
+        per_key.entry(p.key).or_default().push(p);
+    }
+    assert_eq!(per_key.len(), KEYS as usize);
+    let died_us = merged
+        .iter()
+        .filter(|p| p.consumer == victim)
+        .map(|p| p.at_us)
+        .max()
+        .unwrap();
+    let mut moved_from_victim = 0;
+    for (key, history) in &per_key {
+        let owners = check_key_order(*key, history, victim, died_us);
+        if owners.len() > 1 && owners[0] == victim {
+            moved_from_victim += 1;
         }
     }
-    // Duplicates are only the killed consumer's uncommitted suffix, processed again.
-    let all: usize = total(&consumers);
     assert!(
-        all - (KEYS * SEQS) as usize <= 32 * 4 * 2,
-        "too many duplicates: {all}"
-    );
-    assert!(
-        processors_per_key.values().any(|n| *n > 1),
+        moved_from_victim > 0,
         "the killed consumer's keys moved to another"
     );
-    for (mut child, _) in consumers {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
 }
 
 #[test]

@@ -1,18 +1,22 @@
 //! Transactional messages against the real binary: commit, rollback, the check-back of an
-//! undecided transaction with another live member of the producer group, the rollback of one
-//! nobody answers for, and pending transactions across a broker crash.
+//! undecided transaction with another live member of the producer group after its producer
+//! process was killed, the rollback of one nobody answers for, pending transactions and their
+//! check counts across a broker crash, and committed copies that leave their producer's
+//! idempotence sequences alone.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use serde_json::Value;
 use weir_client::connection::{Connection, ConnectionConfig};
 use weir_client::{Message, ProducerConfig, ReceivedMessage, TransactionProducer, TxState};
-use weir_proto::transaction::PROP_TRANSACTION_ID;
+use weir_proto::record::{self, RecordFields, flags};
+use weir_proto::transaction::{PROP_PRODUCER_GROUP, PROP_TRANSACTION_ID};
 use weir_proto::{ApiKey, pb};
 
-use crate::harness::Node;
+use crate::harness::{Background, Node};
 
 /// Every message stored in the queues `0..queues` of `topic`, read with plain pulls.
 async fn read_all(node: &Node, topic: &str, queues: u32) -> Vec<ReceivedMessage> {
@@ -93,14 +97,54 @@ async fn producer(
 
 /// Check-back timings shortened for tests.
 fn fast_checks(first_ms: &'static str, interval_ms: &'static str, max: &'static str) -> Node {
+    fast_checks_with(&[], first_ms, interval_ms, max)
+}
+
+/// [`fast_checks`] with extra `weir serve` arguments.
+fn fast_checks_with(
+    args: &[&str],
+    first_ms: &'static str,
+    interval_ms: &'static str,
+    max: &'static str,
+) -> Node {
     Node::start_with_env(
-        &[],
+        args,
         &[
             ("WEIR_TRANSACTION_CHECK_FIRST_MS", first_ms),
             ("WEIR_TRANSACTION_CHECK_INTERVAL_MS", interval_ms),
             ("WEIR_TRANSACTION_CHECK_MAX", max),
         ],
     )
+}
+
+/// The JSON lines of a command's output.
+fn json_lines(out: &str) -> Vec<Value> {
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect()
+}
+
+/// Every message a new consumer group `group` of `topic` sees, from the earliest.
+fn consume_all(node: &Node, topic: &str, group: &str) -> Vec<Value> {
+    json_lines(&node.ok(&[
+        "consume",
+        topic,
+        "--group",
+        group,
+        "--from",
+        "earliest",
+        "--format",
+        "json",
+        "--idle-timeout",
+        "2s",
+    ]))
+}
+
+fn json_bodies(messages: &[Value]) -> Vec<&str> {
+    messages
+        .iter()
+        .map(|m| m["body"].as_str().unwrap_or_default())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,45 +192,156 @@ async fn a_commit_is_visible_and_a_rollback_never_is() {
     assert_eq!(bodies(&read_all(&node, "payments", 1).await), ["paid"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_undecided_transaction_is_checked_back_with_a_live_member_of_the_group() {
+#[test]
+fn the_cli_commits_and_rolls_back_a_transaction() {
+    let node = Node::start(&[]);
+    node.ok(&["topic", "create", "payments", "--queues", "1"]);
+    let committed = json_lines(&node.ok(&[
+        "produce",
+        "payments",
+        "--transaction",
+        "--group",
+        "payments-service",
+        "--body",
+        "paid",
+    ]));
+    assert_eq!(committed.len(), 2, "{committed:?}");
+    assert_eq!(committed[0]["event"], "half");
+    assert_eq!(committed[1]["event"], "commit");
+    assert_eq!(
+        committed[0]["transaction_id"],
+        committed[1]["transaction_id"]
+    );
+    let rolled_back = json_lines(&node.ok(&[
+        "produce",
+        "payments",
+        "--transaction",
+        "--group",
+        "payments-service",
+        "--decide",
+        "rollback",
+        "--body",
+        "refused",
+    ]));
+    assert_eq!(rolled_back[0]["event"], "half");
+    assert_eq!(rolled_back[1]["event"], "rollback");
+
+    let seen = consume_all(&node, "payments", "readers");
+    assert_eq!(json_bodies(&seen), ["paid"]);
+    assert_eq!(seen[0]["id"], committed[1]["id"]);
+    assert_eq!(seen[0]["offset"], committed[1]["offset"]);
+    assert_eq!(
+        seen[0]["properties"][PROP_TRANSACTION_ID],
+        committed[0]["transaction_id"]
+    );
+}
+
+/// Starts `weir produce --transaction --decide never` in `group`, waits until its half message
+/// is stored, kills it with SIGKILL and returns the transaction id.
+fn half_then_die(node: &Node, group: &str, body: &str) -> String {
+    let mut producer = node.background(&[
+        "produce",
+        "orders",
+        "--transaction",
+        "--group",
+        group,
+        "--decide",
+        "never",
+        "--key",
+        body,
+        "--body",
+        body,
+    ]);
+    let half = producer
+        .wait_for_line(Duration::from_secs(15), |l| l.contains(r#""event":"half""#))
+        .unwrap_or_else(|| panic!("no half message acknowledged; log:\n{}", node.log()));
+    producer.kill();
+    let half: Value = serde_json::from_str(&half).unwrap();
+    half["transaction_id"].as_str().unwrap().to_owned()
+}
+
+/// The check of transaction `tx` that `responder` answered (one JSON line), waiting for it.
+fn answered(node: &Node, responder: &Background, tx: &str) -> Value {
+    let line = responder
+        .wait_for_line(Duration::from_secs(15), |l| l.contains(tx))
+        .unwrap_or_else(|| panic!("transaction {tx} was never checked; log:\n{}", node.log()));
+    serde_json::from_str(&line).unwrap()
+}
+
+#[test]
+fn a_producer_killed_mid_transaction_is_decided_by_another_member_of_its_group() {
     let node = fast_checks("500", "500", "15");
-    node.ok(&["topic", "create", "orders", "--queues", "1"]);
+    node.ok(&["topic", "create", "orders", "--queues", "2"]);
 
-    // The first producer leaves its transaction undecided, then goes away.
-    let first = producer(&node, "order-service", |_| TxState::Unknown).await;
-    let undecided = first
-        .send_in_transaction(
-            Message::new("orders", "order-7").with_key("order-7"),
-            |_| TxState::Unknown,
-        )
-        .await
-        .unwrap();
-    assert!(undecided.committed.is_none());
-    drop(first);
+    // Two producer processes store a half message each and die before deciding.
+    let paid = half_then_die(&node, "order-service", "order-7");
+    let refused = half_then_die(&node, "refund-service", "refund-9");
 
-    // Another member of the same group knows the outcome.
-    let transaction_id = undecided.transaction_id.clone();
-    let asked = Arc::new(AtomicUsize::new(0));
-    let count = asked.clone();
-    let _second = producer(&node, "order-service", move |message| {
-        count.fetch_add(1, Ordering::SeqCst);
-        assert_eq!(message.topic, "orders");
-        assert_eq!(message.key, "order-7");
-        if message.property(PROP_TRANSACTION_ID) == Some(transaction_id.as_str()) {
-            TxState::Commit
-        } else {
-            TxState::Rollback
-        }
-    })
-    .await;
+    // Other live members of the two groups know the outcomes.
+    let committer = node.background(&[
+        "txn",
+        "answer",
+        "--group",
+        "order-service",
+        "--topic",
+        "orders",
+        "--state",
+        "commit",
+    ]);
+    let rollbacker = node.background(&[
+        "txn",
+        "answer",
+        "--group",
+        "refund-service",
+        "--topic",
+        "orders",
+        "--state",
+        "rollback",
+    ]);
+    let check = answered(&node, &committer, &paid);
+    assert_eq!(check["answer"], "commit");
+    assert_eq!(check["topic"], "orders");
+    assert_eq!(check["key"], "order-7");
+    assert_eq!(check["body"], "order-7");
+    let check = answered(&node, &rollbacker, &refused);
+    assert_eq!(check["answer"], "rollback");
+    assert_eq!(check["key"], "refund-9");
 
-    let messages = wait_for_messages(&node, "orders", 1, Duration::from_secs(15)).await;
-    assert_eq!(bodies(&messages), ["order-7"], "log:\n{}", node.log());
-    assert!(asked.load(Ordering::SeqCst) >= 1);
-    // Committed once, and no more checks for it.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(bodies(&read_all(&node, "orders", 1).await), ["order-7"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node
+        .ok(&["message", "find", "--topic", "orders", "--key", "order-7"])
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "never committed; log:\n{}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A few more check intervals: a decided transaction is neither checked nor stored again.
+    std::thread::sleep(Duration::from_millis(2000));
+    let seen = consume_all(&node, "orders", "readers");
+    assert_eq!(json_bodies(&seen), ["order-7"], "log:\n{}", node.log());
+    assert_eq!(seen[0]["properties"][PROP_TRANSACTION_ID], paid.as_str());
+    assert_eq!(
+        committer
+            .lines()
+            .iter()
+            .filter(|l| l.contains(&paid))
+            .count(),
+        1,
+        "checked again after the commit"
+    );
+    assert_eq!(
+        rollbacker
+            .lines()
+            .iter()
+            .filter(|l| l.contains(&refused))
+            .count(),
+        1,
+        "checked again after the rollback"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -242,4 +397,249 @@ async fn pending_transactions_survive_a_broker_crash() {
     assert_eq!(bodies(&messages), ["pending"], "log:\n{}", node.log());
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(bodies(&read_all(&node, "orders", 1).await), ["pending"]);
+}
+
+/// One check-back of a transaction in a JSON log: its attempt and when it was made.
+#[derive(Debug, Clone, Copy)]
+struct LoggedCheck {
+    attempt: u64,
+    at: time::OffsetDateTime,
+}
+
+/// The JSON log lines of a node (started with `--log-format json`).
+fn log_lines(node: &Node) -> Vec<Value> {
+    node.log()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn log_time(line: &Value) -> time::OffsetDateTime {
+    let at = line["timestamp"].as_str().unwrap();
+    time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).unwrap()
+}
+
+/// The check-backs of transaction `tx` in a JSON log, in log order, with whether each came
+/// after the broker's last start.
+fn logged_checks(lines: &[Value], tx: &str) -> Vec<(LoggedCheck, bool)> {
+    let mut restarted = false;
+    let mut checks = Vec::new();
+    for line in lines {
+        let fields = &line["fields"];
+        match fields["message"].as_str() {
+            Some("undecided transactions recovered; they will be checked back") => {
+                restarted = true;
+            }
+            Some(
+                "transaction checked back"
+                | "no live producer of the group to check the transaction with",
+            ) if fields["transaction_id"] == tx => checks.push((
+                LoggedCheck {
+                    attempt: fields["attempt"].as_u64().unwrap(),
+                    at: log_time(line),
+                },
+                restarted,
+            )),
+            _ => {}
+        }
+    }
+    checks
+}
+
+#[test]
+fn check_counts_survive_a_broker_restart() {
+    let mut node = fast_checks_with(&["--log-format", "json"], "300", "1500", "4");
+    node.ok(&["topic", "create", "orders", "--queues", "1"]);
+    // The producer leaves its transaction to the check-back and exits: nobody is left to ask,
+    // and every check counts.
+    let out = json_lines(&node.ok(&[
+        "produce",
+        "orders",
+        "--transaction",
+        "--group",
+        "gone-service",
+        "--decide",
+        "unknown",
+        "--body",
+        "lost",
+    ]));
+    let tx = out[0]["transaction_id"].as_str().unwrap().to_owned();
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while logged_checks(&log_lines(&node), &tx).len() < 2 {
+        assert!(Instant::now() < deadline, "no checks; log:\n{}", node.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    node.kill();
+    node.restart();
+
+    let rolled_back = |lines: &[Value]| {
+        lines
+            .iter()
+            .find(|l| {
+                l["fields"]["message"]
+                    == "transaction rolled back: no producer of its group decided it"
+                    && l["fields"]["transaction_id"] == tx.as_str()
+            })
+            .cloned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let rollback = loop {
+        if let Some(line) = rolled_back(&log_lines(&node)) {
+            break line;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never rolled back; log:\n{}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let lines = log_lines(&node);
+    let recovered = lines
+        .iter()
+        .find(|l| {
+            l["fields"]["message"] == "undecided transactions recovered; they will be checked back"
+        })
+        .unwrap();
+    assert_eq!(recovered["fields"]["checked_before"], 1);
+
+    // Counted on from where the crash left it, one check per interval, four in all.
+    let checks = logged_checks(&lines, &tx);
+    let attempts: Vec<u64> = checks.iter().map(|(c, _)| c.attempt).collect();
+    assert_eq!(attempts, [1, 2, 3, 4], "log:\n{}", node.log());
+    // The crash came between two checks, after the second.
+    let first_after = checks.iter().position(|(_, after)| *after);
+    assert!(
+        first_after >= Some(2),
+        "checks around the crash: {checks:?}"
+    );
+    let interval = time::Duration::milliseconds(1450);
+    for pair in checks.windows(2) {
+        assert!(
+            pair[1].0.at - pair[0].0.at >= interval,
+            "checks too close: {pair:?}"
+        );
+    }
+    assert_eq!(rollback["fields"]["checks"], 4);
+    assert!(log_time(&rollback) - checks[3].0.at >= interval);
+
+    // A member that would commit it comes too late: the decision stands.
+    let _late = node.background(&[
+        "txn",
+        "answer",
+        "--group",
+        "gone-service",
+        "--topic",
+        "orders",
+        "--state",
+        "commit",
+    ]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(consume_all(&node, "orders", "readers").is_empty());
+}
+
+/// One record of `producer_id` with `sequence`; a half message of transaction `tx` if given.
+fn sequenced(producer_id: u64, sequence: u32, body: &str, tx: Option<&str>) -> Bytes {
+    let properties = tx
+        .map(|tx| {
+            vec![
+                (PROP_TRANSACTION_ID.to_owned(), tx.to_owned()),
+                (PROP_PRODUCER_GROUP.to_owned(), "pg".to_owned()),
+            ]
+        })
+        .unwrap_or_default();
+    let mut buf = BytesMut::new();
+    record::encode(
+        &RecordFields {
+            topic: "orders",
+            properties: &properties,
+            body: body.as_bytes(),
+            born_timestamp: 1,
+            producer_id,
+            sequence,
+            flags: if tx.is_some() {
+                flags::TRANSACTION_HALF
+            } else {
+                0
+            },
+            ..RecordFields::default()
+        },
+        &mut buf,
+    )
+    .unwrap();
+    buf.freeze()
+}
+
+async fn produce_raw(
+    conn: &Connection,
+    payload: Bytes,
+) -> Result<pb::ProduceResponse, weir_client::ClientError> {
+    let request = pb::ProduceRequest {
+        topic: "orders".to_owned(),
+        queue_id: 0,
+    };
+    conn.call::<_, pb::ProduceResponse>(ApiKey::Produce, &request, payload, None)
+        .await
+        .map(|(response, _)| response)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_copy_leaves_its_producers_sequences_alone() {
+    let mut node = Node::start(&[]);
+    node.ok(&["topic", "create", "orders", "--queues", "1"]);
+    let conn = Connection::connect(&node.addr, ConnectionConfig::default())
+        .await
+        .unwrap();
+    let (id, _) = conn
+        .call::<_, pb::InitProducerIdResponse>(
+            ApiKey::InitProducerId,
+            &pb::Empty {},
+            Bytes::new(),
+            None,
+        )
+        .await
+        .unwrap();
+    let producer_id = id.producer_id;
+    for seq in 0..3 {
+        produce_raw(&conn, sequenced(producer_id, seq, &format!("m{seq}"), None))
+            .await
+            .unwrap();
+    }
+    // A half message carrying the producer's id and an old sequence, then committed.
+    let half = produce_raw(&conn, sequenced(producer_id, 0, "paid", Some("tx-1")))
+        .await
+        .unwrap();
+    conn.call::<_, pb::EndTransactionResponse>(
+        ApiKey::EndTransaction,
+        &pb::EndTransactionRequest {
+            producer_group: "pg".to_owned(),
+            transaction_id: "tx-1".to_owned(),
+            half_offset: half.commit_log_offset,
+            decision: pb::TransactionDecision::Commit as i32,
+        },
+        Bytes::new(),
+        None,
+    )
+    .await
+    .unwrap();
+
+    // The idempotence table is rebuilt from the log at start.
+    node.kill();
+    node.restart();
+    let conn = Connection::connect(&node.addr, ConnectionConfig::default())
+        .await
+        .unwrap();
+    // The producer's next batch follows its own last sequence, not the committed copy's.
+    let next = produce_raw(&conn, sequenced(producer_id, 3, "m3", None)).await;
+    assert!(next.is_ok(), "{next:?}; log:\n{}", node.log());
+    // And its last batch before is still known: a resend is answered with its position.
+    let resent = produce_raw(&conn, sequenced(producer_id, 2, "m2", None))
+        .await
+        .unwrap();
+    assert_eq!(resent.queue_offset, 2);
+    assert_eq!(
+        bodies(&read_all(&node, "orders", 1).await),
+        ["m0", "m1", "m2", "paid", "m3"]
+    );
 }

@@ -162,6 +162,18 @@ impl TransactionProducer {
         &self.inner.group
     }
 
+    /// Registers the group with every broker serving `topic`, so this producer is asked about
+    /// that topic's undecided transactions before it has sent one there itself: a process that
+    /// only answers check-backs calls it for each topic it answers for. (The servers in the
+    /// configuration are registered with already; in standalone mode that is the broker.)
+    pub async fn register_for_topic(&self, topic: &str) -> Result<()> {
+        let route = self.inner.routes.get(topic).await?;
+        for broker in route.brokers() {
+            self.inner.ensure_registered(&broker).await?;
+        }
+        Ok(())
+    }
+
     /// Sends `message` as a half message, runs `local_tx` with where it was stored, and
     /// commits or rolls back as it answers. For [`TxState::Unknown`] nothing is sent: the
     /// broker checks back with the group later.
@@ -213,29 +225,29 @@ impl TransactionProducer {
             queue_offset: stored.queue_offset,
         };
         let state = local_tx(&half);
-        let committed = if state == TxState::Unknown {
-            debug!(%transaction_id, "local transaction undecided; the broker will check back");
-            None
-        } else {
-            let response = inner
-                .end(&conn, &transaction_id, stored.commit_log_offset, state)
-                .await?;
-            (state == TxState::Commit).then_some(SendResult {
-                message_id: MessageId {
-                    broker_addr: broker,
-                    commit_log_offset: response.commit_log_offset,
-                },
-                topic: response.topic,
-                queue_id: response.queue_id,
-                queue_offset: response.queue_offset,
-            })
-        };
+        let committed = inner.decide(&conn, &transaction_id, &half, state).await?;
         Ok(TxOutcome {
             transaction_id,
             half,
             state,
             committed,
         })
+    }
+
+    /// Decides a transaction its local transaction left [`TxState::Unknown`], once the outcome
+    /// is known (an asynchronous local transaction, say), sparing the broker its check-back.
+    /// Returns where a committed message was stored (`None` for a transaction decided before:
+    /// deciding it again changes nothing).
+    pub async fn end_transaction(
+        &self,
+        outcome: &TxOutcome,
+        state: TxState,
+    ) -> Result<Option<SendResult>> {
+        let broker = outcome.half.message_id.broker_addr.to_string();
+        let conn = self.inner.ensure_registered(&broker).await?;
+        self.inner
+            .decide(&conn, &outcome.transaction_id, &outcome.half, state)
+            .await
     }
 }
 
@@ -270,6 +282,42 @@ impl Inner {
             self.registered.lock().insert(addr.to_owned(), conn.clone());
         }
         Ok(conn)
+    }
+
+    /// Sends `state` for the transaction of the half message `half` (nothing for
+    /// [`TxState::Unknown`]: the broker checks back later); for a commit, where the message
+    /// was stored, if this decision stored it.
+    async fn decide(
+        &self,
+        conn: &Connection,
+        transaction_id: &str,
+        half: &SendResult,
+        state: TxState,
+    ) -> Result<Option<SendResult>> {
+        if state == TxState::Unknown {
+            debug!(%transaction_id, "local transaction undecided; the broker will check back");
+            return Ok(None);
+        }
+        let response = self
+            .end(
+                conn,
+                transaction_id,
+                half.message_id.commit_log_offset,
+                state,
+            )
+            .await?;
+        // No position: a rollback, a transaction decided before, or one the broker rolled
+        // back because its queue is gone.
+        let stored = state == TxState::Commit && !response.topic.is_empty();
+        Ok(stored.then_some(SendResult {
+            message_id: MessageId {
+                broker_addr: half.message_id.broker_addr,
+                commit_log_offset: response.commit_log_offset,
+            },
+            topic: response.topic,
+            queue_id: response.queue_id,
+            queue_offset: response.queue_offset,
+        }))
     }
 
     /// Sends the decision, retrying retriable failures (deciding twice is harmless).

@@ -65,7 +65,8 @@ const OFF_TOPIC_LEN: usize = 74;
 pub mod flags {
     /// A transaction's half message: stored, but invisible until its transaction commits.
     pub const TRANSACTION_HALF: u16 = 1 << 0;
-    /// A control record carrying a transaction decision (commit or rollback).
+    /// A transaction's op record in `%HALF_OP%`: a decision (commit or rollback) or a
+    /// check-back sent (see [`crate::transaction`]).
     pub const TRANSACTION_DECISION: u16 = 1 << 1;
 }
 

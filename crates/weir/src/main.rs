@@ -26,7 +26,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Manage topics: create, list, describe, delete, add queues.
     Topic(cli::topic_cmd::TopicArgs),
-    /// Send messages to a topic (one per stdin line, or --body).
+    /// Send messages to a topic (one per stdin line, or --body; --transaction for one in a
+    /// transaction).
     Produce(cli::produce_cmd::ProduceArgs),
     /// Consume messages from a topic as a member of a consumer group.
     Consume(cli::consume_cmd::ConsumeArgs),
@@ -36,6 +37,8 @@ enum Command {
     Message(cli::message_cmd::MessageArgs),
     /// A consumer group's dead letters: list, show, resend.
     Dlq(cli::dlq_cmd::DlqArgs),
+    /// Transactions: answer the check-backs of a producer group.
+    Txn(cli::txn_cmd::TxnArgs),
     /// Load-test a server: produce, consume or end-to-end throughput and latency.
     Bench(cli::bench::BenchArgs),
 }
@@ -64,6 +67,7 @@ async fn main() -> std::process::ExitCode {
         Command::Group(args) => cli::group_cmd::run(args).await,
         Command::Message(args) => cli::message_cmd::run(args).await,
         Command::Dlq(args) => cli::dlq_cmd::run(args).await,
+        Command::Txn(args) => cli::txn_cmd::run(args).await,
         Command::Bench(args) => cli::bench::run(args).await,
     };
     match result {

@@ -3,32 +3,39 @@
 //! connection, answered by a one-way `EndTransaction`), and rolls back a transaction once it
 //! has been checked `max` times without a decision. A check counts even when the group has no
 //! live member, so a transaction whose producers are all gone is rolled back in the end.
+//!
+//! Every check is recorded in `%HALF_OP%` (attempt number, time) before it is sent, so after a
+//! restart the broker goes on with the next attempt at its time ([`super::recovery`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 use weir_proto::frame::flags;
 use weir_proto::record::Record;
-use weir_proto::transaction::{Decision, HALF_TOPIC};
+use weir_proto::transaction::{Decision, HALF_TOPIC, OP_TOPIC};
 use weir_proto::{ApiKey, Header, OutFrame, pb};
 
 use crate::broker::BrokerState;
-use crate::transaction::{half, read_half};
+use crate::transaction::{half, now_ms, read_half};
 
-/// What to do about one due transaction.
-enum Due {
-    Check {
-        half_offset: u64,
-        attempt: u32,
-    },
-    RollBack {
-        half_offset: u64,
-        transaction_id: String,
-        checks: u32,
-    },
+/// Check records appended per batch.
+const CHECK_RECORDS_PER_APPEND: usize = 256;
+
+/// A check-back about to be sent.
+struct Check {
+    half_offset: u64,
+    transaction_id: String,
+    attempt: u32,
+}
+
+/// A transaction checked `checks` times without a decision, to be rolled back.
+struct RollBack {
+    half_offset: u64,
+    transaction_id: String,
+    checks: u32,
 }
 
 /// Runs until shutdown, waking a few times per check interval.
@@ -44,35 +51,28 @@ pub(crate) async fn run(state: Arc<BrokerState>, mut shutdown: watch::Receiver<b
             _ = ticker.tick() => {}
             _ = crate::shutdown::requested(&mut shutdown) => return,
         }
-        for due in collect_due(&state) {
-            match due {
-                Due::Check {
+        let (checks, rollbacks) = collect_due(&state);
+        record_checks(&state, &checks).await;
+        for check in &checks {
+            send_check(&state, check, &request_ids);
+        }
+        for RollBack {
+            half_offset,
+            transaction_id,
+            checks,
+        } in rollbacks
+        {
+            match crate::transaction::end(&state, half_offset, &transaction_id, Decision::Rollback)
+                .await
+            {
+                Ok(_) => tracing::warn!(
                     half_offset,
-                    attempt,
-                } => send_check(&state, half_offset, attempt, &request_ids),
-                Due::RollBack {
-                    half_offset,
-                    transaction_id,
+                    %transaction_id,
                     checks,
-                } => {
-                    match crate::transaction::end(
-                        &state,
-                        half_offset,
-                        &transaction_id,
-                        Decision::Rollback,
-                    )
-                    .await
-                    {
-                        Ok(_) => tracing::warn!(
-                            half_offset,
-                            %transaction_id,
-                            checks,
-                            "transaction rolled back: no producer of its group decided it"
-                        ),
-                        Err(e) => tracing::error!(half_offset, %transaction_id, error = %e,
-                            "rolling back an undecided transaction failed; will retry"),
-                    }
-                }
+                    "transaction rolled back: no producer of its group decided it"
+                ),
+                Err(e) => tracing::error!(half_offset, %transaction_id, error = %e,
+                    "rolling back an undecided transaction failed; will retry"),
             }
         }
         let end = state.store.queue_offsets(HALF_TOPIC, 0).max;
@@ -91,11 +91,13 @@ pub(crate) async fn run(state: Arc<BrokerState>, mut shutdown: watch::Receiver<b
     }
 }
 
-/// The transactions whose check is due, their schedule advanced.
-fn collect_due(state: &BrokerState) -> Vec<Due> {
+/// The transactions whose check is due (their schedule advanced and their count raised) and
+/// those checked `max` times, to roll back.
+fn collect_due(state: &BrokerState) -> (Vec<Check>, Vec<RollBack>) {
     let timings = state.transactions.timings;
     let now = Instant::now();
-    let mut due = Vec::new();
+    let mut checks = Vec::new();
+    let mut rollbacks = Vec::new();
     let mut pending = state.transactions.pending.lock();
     for (&half_offset, p) in pending.iter_mut() {
         if p.deciding || p.next_check > now {
@@ -103,24 +105,50 @@ fn collect_due(state: &BrokerState) -> Vec<Due> {
         }
         p.next_check = now + timings.interval;
         if p.checks >= timings.max {
-            due.push(Due::RollBack {
+            rollbacks.push(RollBack {
                 half_offset,
                 transaction_id: p.info.transaction_id.clone(),
                 checks: p.checks,
             });
         } else {
             p.checks += 1;
-            due.push(Due::Check {
+            checks.push(Check {
                 half_offset,
+                transaction_id: p.info.transaction_id.clone(),
                 attempt: p.checks,
             });
         }
     }
-    due
+    (checks, rollbacks)
+}
+
+/// Appends one `%HALF_OP%` record per check about to be sent, so a restart goes on counting.
+/// A failure is logged and the checks are sent anyway: after a restart those attempts are
+/// made again.
+async fn record_checks(state: &BrokerState, checks: &[Check]) {
+    let now = now_ms();
+    for chunk in checks.chunks(CHECK_RECORDS_PER_APPEND) {
+        let mut batch = BytesMut::new();
+        for check in chunk {
+            match half::check_record(check.half_offset, &check.transaction_id, check.attempt, now) {
+                Ok(record) => batch.extend_from_slice(&record),
+                Err(e) => tracing::error!(half_offset = check.half_offset, error = %e,
+                    "cannot encode a transaction check record"),
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        if let Err(e) = state.store.append(OP_TOPIC, 0, batch).await {
+            tracing::error!(error = %e, checks = chunk.len(),
+                "recording transaction check-backs failed; a restart will repeat them");
+        }
+    }
 }
 
 /// Sends one `CheckTransaction` to a live member of the half's producer group, if there is one.
-fn send_check(state: &BrokerState, half_offset: u64, attempt: u32, request_ids: &AtomicU32) {
+fn send_check(state: &BrokerState, check: &Check, request_ids: &AtomicU32) {
+    let (half_offset, attempt) = (check.half_offset, check.attempt);
     let (bytes, info) = match read_half(state, half_offset) {
         Ok(half) => half,
         Err(e) => {
@@ -130,7 +158,8 @@ fn send_check(state: &BrokerState, half_offset: u64, attempt: u32, request_ids: 
     };
     let Some((connection, client_id)) = state.transactions.member(&info.producer_group, attempt)
     else {
-        tracing::info!(half_offset, group = %info.producer_group, attempt,
+        tracing::info!(half_offset, transaction_id = %info.transaction_id,
+            group = %info.producer_group, attempt,
             "no live producer of the group to check the transaction with");
         return;
     };

@@ -1,16 +1,24 @@
 //! The records of a transaction: a producer's half message re-encoded into `%HALF%`, restored
-//! into its real topic on commit, and the decision record written to `%HALF_OP%`.
+//! into its real topic on commit, and the op records (decisions, check-backs) written to
+//! `%HALF_OP%`.
 //!
 //! The topic is covered by the producer's body checksum, so moving a record between topics
 //! means encoding it again. That happens once per transactional message (store, commit), never
 //! on the plain produce path.
+//!
+//! Neither copy keeps the producer's idempotence identity (producer id and sequence are
+//! written as 0). A transaction is identified by its transaction id, not by a sequence: the
+//! half message is stored without the idempotence check, and the idempotence table is rebuilt
+//! at start from the records of user topics that carry a producer id. A committed copy that
+//! kept an old sequence would look like a new run of its producer there, and the producer's
+//! next batch would be refused as out of order.
 
 use bytes::BytesMut;
 use weir_proto::ErrorCode;
 use weir_proto::record::{self, Record, RecordFields, flags};
 use weir_proto::transaction::{
     Decision, HALF_TOPIC, OP_TOPIC, PROP_PRODUCER_GROUP, PROP_REAL_QUEUE, PROP_REAL_TOPIC,
-    PROP_TRANSACTION_ID, encode_decision,
+    PROP_TRANSACTION_ID, encode_check, encode_decision,
 };
 
 use crate::error::RequestError;
@@ -74,8 +82,8 @@ pub(crate) fn to_half(
         body: record.body(),
         born_timestamp: record.born_timestamp(),
         deliver_at: record.deliver_at(),
-        producer_id: record.producer_id(),
-        sequence: record.sequence(),
+        producer_id: 0,
+        sequence: 0,
         flags: record.flags() | flags::TRANSACTION_HALF,
     })?;
     let info = HalfInfo {
@@ -101,7 +109,8 @@ pub(crate) fn info(half: &Record<'_>) -> Option<HalfInfo> {
 }
 
 /// The message as the producer sent it (real topic, no broker properties, half flag cleared,
-/// broker fields zero): what a commit appends and what a check-back shows the producer.
+/// broker fields zero, no producer id or sequence): what a commit appends and what a
+/// check-back shows the producer.
 pub(crate) fn restore(half: &Record<'_>, info: &HalfInfo) -> Result<BytesMut, RequestError> {
     let properties: Vec<(String, String)> = owned_properties(half)?
         .into_iter()
@@ -115,8 +124,8 @@ pub(crate) fn restore(half: &Record<'_>, info: &HalfInfo) -> Result<BytesMut, Re
         body: half.body(),
         born_timestamp: half.born_timestamp(),
         deliver_at: half.deliver_at(),
-        producer_id: half.producer_id(),
-        sequence: half.sequence(),
+        producer_id: 0,
+        sequence: 0,
         flags: half.flags() & !flags::TRANSACTION_HALF,
     })
 }
@@ -138,12 +147,30 @@ pub(crate) fn decision_record(
     })
 }
 
+/// The `%HALF_OP%` record saying the half message at `half_offset` was checked back for the
+/// `attempt`-th time at `now_ms`.
+pub(crate) fn check_record(
+    half_offset: u64,
+    transaction_id: &str,
+    attempt: u32,
+    now_ms: i64,
+) -> Result<BytesMut, RequestError> {
+    encode(&RecordFields {
+        topic: OP_TOPIC,
+        key: transaction_id,
+        body: &encode_check(half_offset, attempt),
+        born_timestamp: now_ms,
+        flags: flags::TRANSACTION_DECISION,
+        ..RecordFields::default()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn a_half_message_goes_to_half_and_comes_back_as_sent() {
+    fn a_half_message_goes_to_half_and_comes_back_as_sent_without_a_producer_id() {
         let props = vec![
             (PROP_TRANSACTION_ID.to_owned(), "tx-1".to_owned()),
             (PROP_PRODUCER_GROUP.to_owned(), "pg".to_owned()),
@@ -158,6 +185,8 @@ mod tests {
                 properties: &props,
                 body: b"hello",
                 born_timestamp: 42,
+                producer_id: 77,
+                sequence: 5,
                 flags: flags::TRANSACTION_HALF,
                 ..RecordFields::default()
             },
@@ -170,6 +199,7 @@ mod tests {
         let half = Record::parse(&half).unwrap_or_else(|e| panic!("{e}"));
         assert!(half.verify_body().is_ok());
         assert_eq!(half.topic(), HALF_TOPIC);
+        assert_eq!((half.producer_id(), half.sequence()), (0, 0));
         assert_eq!(self::info(&half), Some(info.clone()));
         let back = restore(&half, &info).unwrap_or_else(|e| panic!("{e}"));
         let back = Record::parse(&back).unwrap_or_else(|e| panic!("{e}"));
@@ -177,6 +207,8 @@ mod tests {
         assert_eq!(back.flags(), 0);
         assert_eq!(back.body(), b"hello");
         assert_eq!(back.born_timestamp(), 42);
+        // Broker-made copies carry no idempotence identity of the producer.
+        assert_eq!((back.producer_id(), back.sequence()), (0, 0));
         assert_eq!(back.property(PROP_TRANSACTION_ID), Some("tx-1"));
         assert_eq!(back.property(PROP_REAL_TOPIC), None);
         assert_eq!(back.property("user"), Some("v"));

@@ -4,10 +4,12 @@
 //! about a transaction left undecided.
 //!
 //! State kept in memory, rebuilt at start ([`recovery`]): the pending set (half messages with
-//! no decision yet) and the live producer-group members (connections that sent
-//! `RegisterProducer`). The only file is `config/transactions.json`, the low-water mark: the
+//! no decision yet, each with its check-backs so far and when the next is due) and the live
+//! producer-group members (connections that sent `RegisterProducer`). Decisions and
+//! check-backs are op records in `%HALF_OP%`, so the pending set and its check counts come back
+//! after a restart. The only file is `config/transactions.json`, the low-water mark: the
 //! `%HALF%` queue offset below which every half message is decided, so a restart scans the
-//! half queue from there (and the decision queue whole) instead of from the beginning.
+//! half queue from there (and the op queue whole) instead of from the beginning.
 //!
 //! A commit appends the real message before the decision record: a crash between the two
 //! leaves the half pending, and the check-back may commit it again (at least once, as in
@@ -52,7 +54,7 @@ pub(crate) struct Pending {
     pub half_queue_offset: u64,
     /// When the next check is due.
     pub next_check: Instant,
-    /// Checks sent so far (since this broker started).
+    /// Checks made so far (recorded in `%HALF_OP%`, so counted across restarts).
     pub checks: u32,
     /// A decision is being written; nobody else may decide it.
     pub deciding: bool,
@@ -202,6 +204,7 @@ impl Transactions {
     }
 }
 
+/// Wall-clock milliseconds since the Unix epoch (0 before it).
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -12,7 +12,7 @@ use weir_client::consumer::ConsumerConfig;
 use weir_client::{Admin, ConsumeMode, PullConsumer, StartFrom};
 
 use super::ServerArgs;
-use super::output::{Format, write_message};
+use super::output::{Format, write_consumed};
 
 /// Where to start when the group has no offset.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -146,7 +146,7 @@ async fn replay(args: &ConsumeArgs) -> Result<()> {
             if printed == args.count.unwrap_or(u64::MAX) {
                 break;
             }
-            write_message(&mut out, message, args.format)?;
+            write_consumed(&mut out, message, args.format)?;
             printed += 1;
         }
         out.flush()?;
@@ -225,7 +225,7 @@ async fn consume(consumer: &mut PullConsumer, args: &ConsumeArgs) -> Result<()> 
         }
         let mut out = stdout.lock();
         for message in &messages {
-            write_message(&mut out, message, args.format)?;
+            write_consumed(&mut out, message, args.format)?;
         }
         out.flush()?;
         stop.printed(messages.len() as u64);

@@ -12,7 +12,7 @@ use weir_client::consumer::ConsumerConfig;
 use weir_client::{ConsumeResult, PushConsumer};
 
 use super::consume_cmd::ConsumeArgs;
-use super::output::write_message;
+use super::output::write_consumed;
 
 /// How often the stop conditions (count, idle timeout) are looked at.
 const CHECK_EVERY: Duration = Duration::from_millis(50);
@@ -34,7 +34,7 @@ pub async fn run(config: ConsumerConfig, args: &ConsumeArgs) -> Result<()> {
                 return ConsumeResult::Retry;
             }
             let mut out = std::io::stdout().lock();
-            if write_message(&mut out, message, format)
+            if write_consumed(&mut out, message, format)
                 .and_then(|()| out.flush())
                 .is_err()
             {

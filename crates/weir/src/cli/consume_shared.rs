@@ -8,7 +8,7 @@ use anyhow::Result;
 use weir_client::{SharedConsumer, SharedConsumerConfig};
 
 use super::consume_cmd::{ConsumeArgs, StopRule};
-use super::output::write_message;
+use super::output::write_consumed;
 
 /// Receives, prints and acks until the count, the idle timeout or Ctrl-C.
 pub async fn run(args: &ConsumeArgs, group: &str) -> Result<()> {
@@ -31,7 +31,7 @@ pub async fn run(args: &ConsumeArgs, group: &str) -> Result<()> {
         {
             let mut out = stdout.lock();
             for m in &messages {
-                write_message(&mut out, &m.message, args.format)?;
+                write_consumed(&mut out, &m.message, args.format)?;
             }
             out.flush()?;
         }

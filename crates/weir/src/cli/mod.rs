@@ -11,6 +11,7 @@ pub mod message_cmd;
 pub mod output;
 pub mod produce_cmd;
 pub mod topic_cmd;
+pub mod txn_cmd;
 
 use clap::Args;
 

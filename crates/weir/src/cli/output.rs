@@ -52,6 +52,31 @@ pub fn write_message(
     }
 }
 
+/// Writes a message this process consumed as one line in `format`. The JSON form adds
+/// `consumed_at_us`: the wall-clock time of the write in microseconds since the Unix epoch, so
+/// the output of several consumers can be merged in the order they processed messages.
+pub fn write_consumed(
+    out: &mut impl Write,
+    message: &ReceivedMessage,
+    format: Format,
+) -> std::io::Result<()> {
+    match format {
+        Format::Text => write_message(out, message, format),
+        Format::Json => {
+            let mut line = message_json(message);
+            line["consumed_at_us"] = json!(now_us());
+            writeln!(out, "{line}")
+        }
+    }
+}
+
+/// Wall-clock microseconds since the Unix epoch (0 before it).
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
 /// Prints rows under `headers`, columns padded to their widest cell.
 pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();

@@ -1,4 +1,5 @@
-//! `weir produce TOPIC`: send one message (`--body`) or one message per stdin line.
+//! `weir produce TOPIC`: send one message (`--body`) or one message per stdin line; with
+//! `--transaction`, one message in a transaction ([`super::txn_cmd`]).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime};
@@ -9,6 +10,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use weir_client::{Message, Producer, ProducerConfig, SendHandle};
 
 use super::ServerArgs;
+use super::txn_cmd::{self, Decide};
 
 /// Most sends in flight at once while streaming stdin.
 const MAX_IN_FLIGHT: usize = 20_000;
@@ -44,6 +46,21 @@ pub struct ProduceArgs {
     /// Deliver after one of RocketMQ's delay levels, 1 (1s) to 18 (2h).
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=18))]
     delay_level: Option<u8>,
+    /// Send the --body message in a transaction of producer group --group: stored invisible
+    /// first, then decided as --decide says. Prints one JSON line per step.
+    #[arg(
+        long,
+        requires_all = ["group", "body"],
+        conflicts_with_all = ["delay", "deliver_at", "delay_level", "print_ids"]
+    )]
+    transaction: bool,
+    /// The producer group of the transaction (the broker asks its members about it).
+    #[arg(long, short = 'g', requires = "transaction")]
+    group: Option<String>,
+    /// How the transaction ends: commit (default), rollback, unknown (exit undecided: the
+    /// broker checks back with the group) or never (stay connected undecided until killed).
+    #[arg(long, value_enum, requires = "transaction")]
+    decide: Option<Decide>,
 }
 
 fn parse_property(text: &str) -> Result<(String, String), String> {
@@ -80,6 +97,11 @@ impl ProduceArgs {
 
 /// Runs `weir produce`.
 pub async fn run(args: ProduceArgs) -> Result<()> {
+    if let (true, Some(group), Some(body)) = (args.transaction, &args.group, &args.body) {
+        let message = args.message(body.clone())?;
+        let decide = args.decide.unwrap_or(Decide::Commit);
+        return txn_cmd::produce(args.server.servers(), group.clone(), message, decide).await;
+    }
     let producer = Producer::new(ProducerConfig::new(args.server.servers()))?;
     // Learn the route first: a missing topic fails here, and stdin lines keep their order.
     producer.route(&args.topic).await?;
