@@ -9,6 +9,7 @@ use tokio::task::JoinHandle;
 use weir_proto::pb;
 
 use crate::consumer::fetcher::{self, PullResult};
+use crate::consumer::offset_store::QueueProgress;
 use crate::consumer::rebalance::{Fetched, Group, Sink};
 use crate::consumer::{ConsumerConfig, QueueKey};
 use crate::error::{ClientError, Result};
@@ -20,14 +21,21 @@ const BUFFERED_BATCHES: usize = 8;
 /// Consumes a topic by polling: the group machinery (heartbeats, assignment, long-poll fetch
 /// loops) runs in the background and fills a small buffer that [`PullConsumer::poll`] drains.
 ///
-/// A message counts as processed once `poll` has returned it; offsets are committed every
-/// `commit_interval`, on [`PullConsumer::commit`] and on [`PullConsumer::close`].
+/// As in Kafka, the messages a `poll` returned count as processed when the application polls
+/// again (or calls [`PullConsumer::commit`] or [`PullConsumer::close`]): offsets are committed
+/// every `commit_interval` and by those calls, and never cover a message the application may
+/// still be working on.
 pub struct PullConsumer {
     group: Arc<Group>,
     background: Option<JoinHandle<()>>,
     receiver: mpsc::Receiver<Fetched>,
     buffer: VecDeque<Fetched>,
+    /// The last poll's messages, by queue: marked processed at the next poll, commit or close.
+    polled: parking_lot::Mutex<Vec<Polled>>,
 }
+
+/// Messages of one queue returned by the last poll.
+type Polled = (Arc<parking_lot::Mutex<QueueProgress>>, Vec<u64>);
 
 impl std::fmt::Debug for PullConsumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -49,6 +57,7 @@ impl PullConsumer {
             background: Some(background),
             receiver,
             buffer: VecDeque::new(),
+            polled: parking_lot::Mutex::new(Vec::new()),
         })
     }
 
@@ -80,6 +89,7 @@ impl PullConsumer {
         if max == 0 {
             return Ok(out);
         }
+        self.mark_polled();
         self.take_buffered(&mut out, max);
         if out.is_empty() {
             let deadline = tokio::time::Instant::now() + timeout;
@@ -102,8 +112,18 @@ impl PullConsumer {
         Ok(out)
     }
 
+    /// Marks the last poll's messages processed.
+    fn mark_polled(&self) {
+        for (progress, offsets) in self.polled.lock().drain(..) {
+            let mut progress = progress.lock();
+            for offset in offsets {
+                progress.processed(offset);
+            }
+        }
+    }
+
     /// Moves up to `max - out.len()` messages of queues still held from the buffer to `out`,
-    /// marking them processed; drops batches of queues released meanwhile.
+    /// to be marked processed at the next poll; drops batches of queues released meanwhile.
     fn take_buffered(&mut self, out: &mut Vec<ReceivedMessage>, max: usize) {
         while out.len() < max {
             let Some(front) = self.buffer.front_mut() else {
@@ -116,12 +136,9 @@ impl PullConsumer {
             let take = (max - out.len()).min(front.messages.len());
             let rest = front.messages.split_off(take);
             let taken = std::mem::replace(&mut front.messages, rest);
-            {
-                let mut progress = progress.lock();
-                for message in &taken {
-                    progress.processed(message.queue_offset);
-                }
-            }
+            self.polled
+                .lock()
+                .push((progress, taken.iter().map(|m| m.queue_offset).collect()));
             out.extend(taken);
             if front.messages.is_empty() {
                 self.buffer.pop_front();
@@ -131,6 +148,7 @@ impl PullConsumer {
 
     /// Commits the offsets of everything polled so far.
     pub async fn commit(&self) -> Result<()> {
+        self.mark_polled();
         self.group.commit().await
     }
 
@@ -160,6 +178,7 @@ impl PullConsumer {
     /// Stops fetching, commits what was polled, and leaves the group. Messages fetched but
     /// never polled are not committed: the group gets them again.
     pub async fn close(mut self) -> Result<()> {
+        self.mark_polled();
         let background = self.background.take();
         // Release the fetch loops blocked on a full buffer before waiting for them.
         self.receiver.close();
