@@ -19,6 +19,17 @@ async fn connect(node: &Node) -> Connection {
 
 /// A batch of `bodies` from `producer_id`, sequences counting up from `first_seq`.
 fn batch(topic: &str, producer_id: u64, first_seq: u32, bodies: &[&str]) -> Bytes {
+    batch_due(topic, producer_id, first_seq, bodies, 0)
+}
+
+/// Like [`batch`], each record due at `deliver_at` (ms since the epoch; 0 for at once).
+fn batch_due(
+    topic: &str,
+    producer_id: u64,
+    first_seq: u32,
+    bodies: &[&str],
+    deliver_at: i64,
+) -> Bytes {
     let mut buf = BytesMut::new();
     for (i, body) in bodies.iter().enumerate() {
         record::encode(
@@ -26,6 +37,7 @@ fn batch(topic: &str, producer_id: u64, first_seq: u32, bodies: &[&str]) -> Byte
                 topic,
                 body: body.as_bytes(),
                 born_timestamp: 1,
+                deliver_at,
                 producer_id,
                 sequence: first_seq + i as u32,
                 ..RecordFields::default()
@@ -51,7 +63,8 @@ async fn produce(
         .map(|(response, _)| response)
 }
 
-async fn init_producer_id(conn: &Connection) -> u64 {
+/// A fresh producer id from the broker.
+pub(crate) async fn init_producer_id(conn: &Connection) -> u64 {
     let (response, _) = conn
         .call::<_, pb::InitProducerIdResponse>(
             ApiKey::InitProducerId,
@@ -65,6 +78,11 @@ async fn init_producer_id(conn: &Connection) -> u64 {
 }
 
 async fn read_queue(conn: &Connection, topic: &str) -> Vec<ReceivedMessage> {
+    ReceivedMessage::decode_all(&pull(conn, topic).await, "").unwrap()
+}
+
+/// The records of queue 0 of `topic`, as the broker sends them.
+async fn pull(conn: &Connection, topic: &str) -> Bytes {
     let request = pb::PullRequest {
         topic: topic.to_owned(),
         queue_id: 0,
@@ -76,23 +94,12 @@ async fn read_queue(conn: &Connection, topic: &str) -> Vec<ReceivedMessage> {
         .call::<_, pb::PullResponse>(ApiKey::Pull, &request, Bytes::new(), None)
         .await
         .unwrap();
-    ReceivedMessage::decode_all(&payload, "").unwrap()
+    payload
 }
 
 /// The raw records of queue 0 of `topic` (with their producer ids and sequences).
 async fn read_records(conn: &Connection, topic: &str) -> Vec<record::Message> {
-    let request = pb::PullRequest {
-        topic: topic.to_owned(),
-        queue_id: 0,
-        max_messages: 1000,
-        max_bytes: 4 << 20,
-        ..Default::default()
-    };
-    let (_, payload) = conn
-        .call::<_, pb::PullResponse>(ApiKey::Pull, &request, Bytes::new(), None)
-        .await
-        .unwrap();
-    record::Message::decode_all(&payload).unwrap()
+    record::Message::decode_all(&pull(conn, topic).await).unwrap()
 }
 
 fn position(r: &pb::ProduceResponse) -> (u64, u64, u32) {
@@ -243,28 +250,11 @@ fn delayed_batch(
     bodies: &[&str],
     delay_ms: i64,
 ) -> Bytes {
-    let deliver_at = std::time::SystemTime::now()
+    let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .as_millis() as i64
-        + delay_ms;
-    let mut buf = BytesMut::new();
-    for (i, body) in bodies.iter().enumerate() {
-        record::encode(
-            &RecordFields {
-                topic,
-                body: body.as_bytes(),
-                born_timestamp: 1,
-                deliver_at,
-                producer_id,
-                sequence: first_seq + i as u32,
-                ..RecordFields::default()
-            },
-            &mut buf,
-        )
-        .unwrap();
-    }
-    buf.freeze()
+        .as_millis() as i64;
+    batch_due(topic, producer_id, first_seq, bodies, now + delay_ms)
 }
 
 /// Pulls queue 0 of `topic` until it holds `count` messages or 10 s pass.

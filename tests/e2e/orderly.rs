@@ -320,21 +320,7 @@ fn a_failing_message_is_retried_in_place_then_dead_lettered() {
             assert!(pair[1].1 - pair[0].1 >= Duration::from_millis(250));
         }
     });
-    let dead = node.ok(&[
-        "consume",
-        "%DLQ%steps-g",
-        "--group",
-        "dlq-reader",
-        "--from",
-        "earliest",
-        "-n",
-        "1",
-        "--format",
-        "json",
-        "--idle-timeout",
-        "10s",
-    ]);
-    let v: Value = serde_json::from_str(dead.trim()).unwrap();
+    let v = crate::shared::dead_letter(&node, "steps-g");
     assert_eq!(v["body"], "m5");
     assert_eq!(v["key"], "k");
     assert_eq!(v["properties"]["ORIGIN_TOPIC"], "steps");

@@ -224,8 +224,8 @@ fn acks_survive_a_broker_crash_and_unacked_messages_come_again() {
     assert_eq!(left, "", "everything was acked");
 }
 
-/// The dead letter of `group` as JSON, read with the CLI.
-fn dead_letter(node: &Node, group: &str) -> Value {
+/// The (first) dead letter of `group` as JSON, read with the CLI.
+pub(crate) fn dead_letter(node: &Node, group: &str) -> Value {
     let dead = node.ok(&[
         "consume",
         &format!("%DLQ%{group}"),

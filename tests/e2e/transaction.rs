@@ -591,16 +591,7 @@ async fn a_committed_copy_leaves_its_producers_sequences_alone() {
     let conn = Connection::connect(&node.addr, ConnectionConfig::default())
         .await
         .unwrap();
-    let (id, _) = conn
-        .call::<_, pb::InitProducerIdResponse>(
-            ApiKey::InitProducerId,
-            &pb::Empty {},
-            Bytes::new(),
-            None,
-        )
-        .await
-        .unwrap();
-    let producer_id = id.producer_id;
+    let producer_id = crate::idempotence::init_producer_id(&conn).await;
     for seq in 0..3 {
         produce_raw(&conn, sequenced(producer_id, seq, &format!("m{seq}"), None))
             .await

@@ -137,14 +137,11 @@ pub(crate) fn decision_record(
     decision: Decision,
     now_ms: i64,
 ) -> Result<BytesMut, RequestError> {
-    encode(&RecordFields {
-        topic: OP_TOPIC,
-        key: transaction_id,
-        body: &encode_decision(half_offset, decision),
-        born_timestamp: now_ms,
-        flags: flags::TRANSACTION_DECISION,
-        ..RecordFields::default()
-    })
+    op_record(
+        transaction_id,
+        &encode_decision(half_offset, decision),
+        now_ms,
+    )
 }
 
 /// The `%HALF_OP%` record saying the half message at `half_offset` was checked back for the
@@ -155,10 +152,15 @@ pub(crate) fn check_record(
     attempt: u32,
     now_ms: i64,
 ) -> Result<BytesMut, RequestError> {
+    op_record(transaction_id, &encode_check(half_offset, attempt), now_ms)
+}
+
+/// A `%HALF_OP%` record with `body`, keyed by the transaction id.
+fn op_record(transaction_id: &str, body: &[u8], now_ms: i64) -> Result<BytesMut, RequestError> {
     encode(&RecordFields {
         topic: OP_TOPIC,
         key: transaction_id,
-        body: &encode_check(half_offset, attempt),
+        body,
         born_timestamp: now_ms,
         flags: flags::TRANSACTION_DECISION,
         ..RecordFields::default()
