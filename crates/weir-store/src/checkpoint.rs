@@ -6,15 +6,21 @@
 //! written since the last checkpoint, not with the size of the log.
 //!
 //! ```text
-//! data_dir/checkpoint (32 bytes, little-endian)
+//! data_dir/checkpoint (40 bytes, little-endian)
 //! offset size field
 //!  0     4    magic "WCKP"
-//!  4     4    version u32 = 1
+//!  4     4    version u32 = 2
 //!  8     8    dispatched u64     commit-log offset indexed (and durable) up to
 //! 16     8    index_base u64     newest key-index file, u64::MAX for none
 //! 24     4    index_count u32    entries in that file
-//! 28     4    crc u32            CRC32C of bytes 0..28
+//! 28     8    log_end u64        the log ends here: a cut in progress; u64::MAX for none
+//! 36     4    crc u32            CRC32C of bytes 0..36
 //! ```
+//!
+//! Version 1 (32 bytes: no `log_end`, the CRC at 28) is still read. `log_end` is set only
+//! while `Store::truncate_from` cuts the log: recovery then drops every byte from there even
+//! if the cut did not finish, and the checkpoint is written again without it once the cut is
+//! on disk, before anything new is appended.
 //!
 //! Written to `checkpoint.tmp`, fsynced, renamed over `checkpoint`, and the directory fsynced,
 //! so a crash leaves either the old or the new checkpoint, never a torn one.
@@ -27,8 +33,11 @@ use crate::key_index::IndexMark;
 use crate::segment::sync_dir;
 
 const MAGIC: &[u8; 4] = b"WCKP";
-const VERSION: u32 = 1;
-const LEN: usize = 32;
+const VERSION: u32 = 2;
+const LEN: usize = 40;
+const LEN_V1: usize = 32;
+/// `log_end` when no cut is in progress.
+const NO_END: u64 = u64::MAX;
 
 /// The checkpoint's contents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +46,8 @@ pub(crate) struct Checkpoint {
     pub dispatched: u64,
     /// The key index at that point.
     pub index: IndexMark,
+    /// Set while the log is being cut here: nothing at or after it is part of the log.
+    pub log_end: Option<u64>,
 }
 
 impl Checkpoint {
@@ -47,36 +58,37 @@ impl Checkpoint {
         b[8..16].copy_from_slice(&self.dispatched.to_le_bytes());
         b[16..24].copy_from_slice(&self.index.base.to_le_bytes());
         b[24..28].copy_from_slice(&self.index.count.to_le_bytes());
-        let crc = crc32c::crc32c(&b[..28]);
-        b[28..32].copy_from_slice(&crc.to_le_bytes());
+        b[28..36].copy_from_slice(&self.log_end.unwrap_or(NO_END).to_le_bytes());
+        let crc = crc32c::crc32c(&b[..36]);
+        b[36..40].copy_from_slice(&crc.to_le_bytes());
         b
     }
 
     fn decode(b: &[u8]) -> Option<Checkpoint> {
-        if b.len() != LEN || &b[0..4] != MAGIC {
+        let u32_at = |at: usize| -> Option<u32> {
+            Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+        };
+        let u64_at = |at: usize| -> Option<u64> {
+            Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+        };
+        if b.get(0..4)? != MAGIC {
             return None;
         }
-        let mut u4 = [0u8; 4];
-        let mut u8b = [0u8; 8];
-        u4.copy_from_slice(&b[28..32]);
-        if u32::from_le_bytes(u4) != crc32c::crc32c(&b[..28]) {
+        let (crc_at, log_end) = match (u32_at(4)?, b.len()) {
+            (1, LEN_V1) => (28, NO_END),
+            (VERSION, LEN) => (36, u64_at(28)?),
+            _ => return None,
+        };
+        if u32_at(crc_at)? != crc32c::crc32c(&b[..crc_at]) {
             return None;
         }
-        u4.copy_from_slice(&b[4..8]);
-        if u32::from_le_bytes(u4) != VERSION {
-            return None;
-        }
-        u8b.copy_from_slice(&b[8..16]);
-        let dispatched = u64::from_le_bytes(u8b);
-        u8b.copy_from_slice(&b[16..24]);
-        let base = u64::from_le_bytes(u8b);
-        u4.copy_from_slice(&b[24..28]);
         Some(Checkpoint {
-            dispatched,
+            dispatched: u64_at(8)?,
             index: IndexMark {
-                base,
-                count: u32::from_le_bytes(u4),
+                base: u64_at(16)?,
+                count: u32_at(24)?,
             },
+            log_end: (log_end != NO_END).then_some(log_end),
         })
     }
 
@@ -109,19 +121,35 @@ mod tests {
     fn round_trip_and_corruption() -> io::Result<()> {
         let dir = tempfile::tempdir()?;
         assert_eq!(Checkpoint::load(dir.path()), None);
-        let cp = Checkpoint {
-            dispatched: 12345,
-            index: IndexMark {
-                base: 100,
-                count: 7,
-            },
-        };
-        cp.store(dir.path())?;
-        assert_eq!(Checkpoint::load(dir.path()), Some(cp));
+        for log_end in [None, Some(12345)] {
+            let cp = Checkpoint {
+                dispatched: 12345,
+                index: IndexMark {
+                    base: 100,
+                    count: 7,
+                },
+                log_end,
+            };
+            cp.store(dir.path())?;
+            assert_eq!(Checkpoint::load(dir.path()), Some(cp));
+        }
         let mut bytes = std::fs::read(dir.path().join("checkpoint"))?;
         bytes[9] ^= 1;
         std::fs::write(dir.path().join("checkpoint"), bytes)?;
         assert_eq!(Checkpoint::load(dir.path()), None);
         Ok(())
+    }
+
+    #[test]
+    fn version_1_files_are_read() {
+        let mut b = [0u8; LEN_V1];
+        b[0..4].copy_from_slice(MAGIC);
+        b[4..8].copy_from_slice(&1u32.to_le_bytes());
+        b[8..16].copy_from_slice(&77u64.to_le_bytes());
+        b[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+        let crc = crc32c::crc32c(&b[..28]);
+        b[28..32].copy_from_slice(&crc.to_le_bytes());
+        let cp = Checkpoint::decode(&b);
+        assert_eq!(cp.map(|c| (c.dispatched, c.log_end)), Some((77, None)));
     }
 }

@@ -9,6 +9,7 @@
 //!    stamped commit-log offset is its own position continues the log; an end marker, or a
 //!    tail too short for one, moves to the next segment; anything else — zeros, a bad magic, a
 //!    bad checksum, a torn record — is the end of the log.
+//!    A checkpoint written during a cut (`log_end` set) ends the log there as well.
 //! 4. Cut there: the rest of that segment reads as zeros from then on and later segments are
 //!    deleted, so no stale bytes past the end can ever be mistaken for records.
 //!
@@ -74,8 +75,13 @@ pub(crate) fn recover_log(
     let mut pos = start - segments[i].base;
     let mut records = 0u64;
     let mut last_store_ts = 0i64;
+    let log_end = checkpoint.and_then(|cp| cp.log_end).unwrap_or(u64::MAX);
     loop {
         let seg = &segments[i];
+        if seg.base + pos >= log_end {
+            // A cut was in progress: nothing from here on is part of the log.
+            break;
+        }
         let rest = seg.bytes_from(pos);
         if (rest.len() as u64) < END_MARKER_LEN || is_end_marker(rest) {
             if i + 1 < segments.len() {

@@ -205,13 +205,15 @@ impl Inner {
         let cp = Checkpoint {
             dispatched,
             index: mark,
+            log_end: None,
         };
         cp.store(&self.config.data_dir)?;
         *last = Some(cp);
         Ok(())
     }
 
-    /// Moves the checkpoint to `offset` (before a cut); `last` is the held checkpoint lock.
+    /// Moves the checkpoint to `offset` with the log said to end there (before a cut); `last`
+    /// is the held checkpoint lock.
     fn checkpoint_at(&self, last: &mut Option<Checkpoint>, offset: u64) -> Result<(), StoreError> {
         self.index.sync()?;
         let dirty: Vec<_> = self
@@ -238,6 +240,7 @@ impl Inner {
         let cp = Checkpoint {
             dispatched: offset,
             index: self.index.mark(),
+            log_end: Some(offset),
         };
         cp.store(&self.config.data_dir)?;
         *last = Some(cp);
@@ -800,7 +803,8 @@ impl Store {
         for (_, _, cq) in inner.queues.all() {
             cq.truncate_log_offset(offset)?;
         }
-        // The checkpoint must not vouch for bytes about to be cut.
+        // The checkpoint must not vouch for bytes about to be cut, and says the log ends at
+        // `offset` until the cut is on disk: a crash midway is finished by recovery.
         inner.checkpoint_at(&mut last_checkpoint, offset)?;
         seg.zero_from(offset - seg.base)?;
         seg.sync()?;
@@ -810,6 +814,11 @@ impl Store {
         }
         if !removed.is_empty() {
             crate::segment::sync_dir(&inner.log.dir)?;
+        }
+        // Before anything is appended past `offset` again (the writer lock is held).
+        if let Some(cp) = last_checkpoint.as_mut() {
+            cp.log_end = None;
+            cp.store(&inner.config.data_dir)?;
         }
         writer.reset(Arc::clone(&seg), offset);
         inner.log.publish_written(offset);

@@ -254,6 +254,48 @@ async fn truncate_then_append_then_reopen() {
     );
 }
 
+/// The state a crash leaves in the middle of `truncate_from`: the checkpoint already says the
+/// log ends at the cut (layout in checkpoint.rs), the bytes past it are still there.
+#[tokio::test]
+async fn a_cut_interrupted_by_a_crash_is_finished_by_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(small_config(dir.path())).unwrap();
+    let mut results = Vec::new();
+    for i in 0..40u64 {
+        results.push(store.append("t", 0, batch("t", i, 1, 200)).await.unwrap());
+    }
+    wait_dispatched(&store).await;
+    store.shutdown().unwrap();
+    drop(store);
+    let cut = results[25].commit_log_offset;
+    let path = dir.path().join("checkpoint");
+    let mut cp = std::fs::read(&path).unwrap();
+    assert_eq!(cp.len(), 40, "checkpoint version 2");
+    cp[8..16].copy_from_slice(&cut.to_le_bytes());
+    cp[28..36].copy_from_slice(&cut.to_le_bytes());
+    let crc = crc32c::crc32c(&cp[..36]);
+    cp[36..40].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&path, cp).unwrap();
+
+    let store = Store::open(small_config(dir.path())).unwrap();
+    assert_eq!(store.stats().written_offset, cut);
+    assert_eq!(store.queue_offsets("t", 0).max, 25);
+    assert!(store.find_by_key("t", "k30", 10).unwrap().is_empty());
+    let r = store.append("t", 0, batch("t", 25, 1, 200)).await.unwrap();
+    assert_eq!((r.queue_offset, r.commit_log_offset), (25, cut));
+    // What is appended after the cut is not cut again by a later recovery.
+    store.shutdown().unwrap();
+    drop(store);
+    let store = Store::open(small_config(dir.path())).unwrap();
+    assert_eq!(
+        read_all(&store, "t", 0)
+            .iter()
+            .map(seq_of)
+            .collect::<Vec<_>>(),
+        (0..26).collect::<Vec<_>>()
+    );
+}
+
 #[tokio::test]
 async fn replicated_records_append_as_they_are() {
     let leader_dir = tempfile::tempdir().unwrap();
