@@ -20,7 +20,7 @@ use anyhow::{Result, bail};
 use bytes::{BufMut, Bytes, BytesMut};
 use clap::Args;
 use weir_client::consumer::ConsumerConfig;
-use weir_client::{Producer, ProducerConfig, PullConsumer, StartFrom};
+use weir_client::{Message, Producer, ProducerConfig, PullConsumer, StartFrom};
 
 use super::create_topic;
 use super::sender::{self, Plan};
@@ -91,6 +91,18 @@ pub async fn run(servers: Vec<String>, args: E2eArgs) -> Result<()> {
     producer_config.linger = Duration::from_millis(args.linger);
     let producer = Producer::new(producer_config)?;
     producer.route(&args.topic).await?;
+    // Warm-up, outside the figures: the first sends open the producer's connection and each
+    // queue's first consume-queue file. The receiver skips these (another run id).
+    let mut warm_up = BytesMut::with_capacity(args.size);
+    warm_up.put_u64_le(0);
+    warm_up.put_u64_le(!run_id);
+    warm_up.resize(args.size, 0);
+    let warm_up = warm_up.freeze();
+    for _ in 0..args.queues {
+        producer
+            .send(Message::new(args.topic.clone(), warm_up.clone()))
+            .await?;
+    }
 
     let stats = Stats::new();
     let acks = Stats::new();
