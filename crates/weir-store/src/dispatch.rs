@@ -4,7 +4,8 @@
 //! entry per record to its queue (buffered per queue, one positional write per queue per
 //! round), adds keyed records to the key index, then publishes the queues' new maxima and
 //! tells the dispatch listener. Readers only ever see dispatched entries. Entries are written
-//! at `queue_offset * 20`, so dispatching a range again after recovery is idempotent.
+//! at `queue_offset * 20`, so dispatching a range again after recovery is idempotent. Records
+//! of a deleted topic stored before its deletion are skipped (see `tombstones.rs`).
 
 use std::collections::HashMap;
 use std::io;
@@ -17,6 +18,7 @@ use weir_proto::record::{Record, tag_hash};
 use crate::consume_queue::{ConsumeQueue, Entry};
 use crate::segment::{END_MARKER_LEN, is_end_marker};
 use crate::store::Inner;
+use crate::tombstones::Tombstones;
 
 /// Most commit-log bytes handled in one round, so listeners hear about progress promptly.
 const ROUND_BYTES: u64 = 8 << 20;
@@ -34,20 +36,24 @@ struct QueueBuf {
 }
 
 /// The dispatcher's position and reusable buffers, held under the dispatch lock.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct DispatchState {
     /// Commit-log offset dispatched up to.
     pub dispatched: u64,
+    /// Deleted topics, whose older records are skipped.
+    pub tombstones: Tombstones,
     queues: HashMap<Arc<str>, HashMap<u32, QueueBuf>>,
     touched: Vec<(Arc<str>, u32)>,
 }
 
 impl DispatchState {
     /// A dispatcher starting at `dispatched`.
-    pub fn new(dispatched: u64) -> DispatchState {
+    pub fn new(dispatched: u64, tombstones: Tombstones) -> DispatchState {
         DispatchState {
             dispatched,
-            ..DispatchState::default()
+            tombstones,
+            queues: HashMap::new(),
+            touched: Vec::new(),
         }
     }
 
@@ -135,6 +141,11 @@ fn round(
             .map_err(|e| io::Error::other(format!("unreadable record at {pos}: {e}")))?;
         let stamp = record.stamp();
         let topic = record.topic();
+        if state.tombstones.covers(topic, pos) {
+            // A record of a deleted topic (re-dispatched by recovery): no queue gets it.
+            pos += record.total_len() as u64;
+            continue;
+        }
         let entry = Entry {
             offset: pos,
             size: record.total_len() as u32,

@@ -24,6 +24,7 @@ mod recovery;
 mod retention;
 mod segment;
 mod store;
+mod tombstones;
 
 pub use config::{FlushMode, StoreConfig};
 pub use error::StoreError;

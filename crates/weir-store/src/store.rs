@@ -17,6 +17,7 @@ use crate::commit_log::{Appended, CommitLog, StampMode, Writer};
 use crate::consume_queue::{ConsumeQueues, ENTRY_LEN, Entry};
 use crate::dispatch::{self, DispatchState, Touched};
 use crate::key_index::KeyIndex;
+use crate::tombstones::Tombstones;
 use crate::{FlushMode, StoreConfig, StoreError, TagFilter, flush, recovery, retention};
 
 /// Called with (topic, queue id, new max offset) after each dispatch round that touched the
@@ -314,12 +315,30 @@ impl Store {
             checkpoint,
         )?;
         let log_min = rec.segments.first().map_or(0, |s| s.base);
+        let mut tombstones = Tombstones::load(&config.data_dir)?;
+        tombstones.prune(log_min)?;
         let queues = ConsumeQueues::open(
             config.data_dir.join("consumequeue"),
             config.consume_queue_segment_entries,
             rec.start,
             log_min,
         )?;
+        // A deletion that crashed after its tombstone but before its queues were gone: their
+        // entries point below the tombstone (a topic made anew only has entries past it).
+        for (topic, deleted_at) in tombstones.iter() {
+            let stale =
+                queues
+                    .all()
+                    .into_iter()
+                    .filter(|(t, _, _)| t == topic)
+                    .any(|(_, _, cq)| {
+                        cq.min() < cq.max()
+                            && cq.entry(cq.min()).is_ok_and(|e| e.offset < deleted_at)
+                    });
+            if stale {
+                queues.remove_topic(topic)?;
+            }
+        }
         let index = KeyIndex::open(
             config.data_dir.join("index"),
             config.index_slots,
@@ -351,7 +370,7 @@ impl Store {
             log,
             queues,
             index,
-            dispatch: Mutex::new(DispatchState::new(rec.start)),
+            dispatch: Mutex::new(DispatchState::new(rec.start, tombstones)),
             dispatched: AtomicU64::new(rec.start),
             flushed: AtomicU64::new(rec.end),
             flushed_tx,
@@ -834,8 +853,9 @@ impl Store {
         Ok(())
     }
 
-    /// Drops a topic's consume queues (its records go with retention). A checkpoint is
-    /// written at once, so recovery does not rebuild them from older records.
+    /// Drops a topic's consume queues (its records go with retention). A tombstone (see
+    /// `tombstones.rs`) keeps any later recovery from rebuilding them from those records, and
+    /// a checkpoint is written at once.
     pub fn delete_queues(&self, topic: &str) -> Result<(), StoreError> {
         check_topic(topic)?;
         let inner = &self.inner;
@@ -847,6 +867,8 @@ impl Store {
                 let touched = dispatch::dispatch_round(inner, &mut state, written, u64::MAX)?;
                 inner.notify_listener(&touched);
             }
+            // First the tombstone: from then on no recovery indexes these records again.
+            state.tombstones.add(topic, written)?;
             state.forget_topic(topic);
             inner.queues.remove_topic(topic)?;
             writer.queues_mut().remove(topic);
