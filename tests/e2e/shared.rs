@@ -403,6 +403,40 @@ fn cli_shared_mode_prints_and_acks() {
         "1500ms",
     ]);
     assert_eq!(again, "");
+
+    // A reset moves the shared group back: everything is delivered again, and the group
+    // stays a shared group only.
+    node.ok(&[
+        "group",
+        "reset",
+        "cg",
+        "--topic",
+        "cli-shared",
+        "--to",
+        "earliest",
+    ]);
+    let replay = node.ok(&[
+        "consume",
+        "cli-shared",
+        "--group",
+        "cg",
+        "--mode",
+        "shared",
+        "-n",
+        "3",
+    ]);
+    let mut lines: Vec<&str> = replay.lines().collect();
+    lines.sort();
+    assert_eq!(lines, ["a", "b", "c"]);
+    let listed = node.ok(&["group", "list"]);
+    let row = listed
+        .lines()
+        .find(|l| l.starts_with("cg "))
+        .unwrap_or_default();
+    assert!(
+        row.contains("shared") && !row.contains("clustering"),
+        "{listed}"
+    );
 }
 
 /// Shared-mode throughput, for docs/benchmarks.md ("Shared consumption"):

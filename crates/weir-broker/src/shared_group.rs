@@ -706,6 +706,35 @@ impl SharedGroups {
         true
     }
 
+    /// Whether `group` has received from `topic` as a shared group.
+    pub fn has(&self, group: &str, topic: &str) -> bool {
+        self.groups
+            .lock()
+            .contains_key(&(group.to_owned(), topic.to_owned()))
+    }
+
+    /// Moves `group` on `topic` to `offsets` (queue id → offset): everything below an offset
+    /// counts as acked, everything from it on as never delivered. Deliveries in flight are
+    /// forgotten (their receipts no longer ack).
+    pub fn reset(&self, group: &str, topic: &str, offsets: &[(u32, u64)]) {
+        let mut groups = self.groups.lock();
+        let state = groups
+            .entry((group.to_owned(), topic.to_owned()))
+            .or_default();
+        for &(queue_id, offset) in offsets {
+            let q = state.queues.entry(queue_id).or_default();
+            for (at, gone) in std::mem::take(&mut q.in_flight) {
+                state.by_visibility.remove(&(gone.visible_at, queue_id, at));
+            }
+            q.acked.clear();
+            q.low_water = offset;
+            q.cursor = offset;
+        }
+        drop(groups);
+        self.mark_dirty();
+        self.wake(topic);
+    }
+
     /// Forgets every group's state on a topic (the topic was deleted).
     pub fn remove_topic(&self, topic: &str) {
         self.groups.lock().retain(|(_, t), _| t != topic);

@@ -230,7 +230,8 @@ fn shared_queue(q: SharedQueueView) -> GroupQueue {
 }
 
 /// Sets a group's offset on every queue of a topic and returns them by queue id; refused
-/// while the group has live members.
+/// while the group has live members. A shared group on the topic gets its acked low-water mark
+/// and cursor moved there (deliveries in flight are dropped).
 pub(crate) fn reset(
     state: &BrokerState,
     group: &str,
@@ -260,10 +261,23 @@ pub(crate) fn reset(
         };
         entries.push((queue_id, offset));
     }
-    for &(queue_id, offset) in &entries {
-        state.offsets.set(group, topic, queue_id, offset);
+    // A shared group on the topic is moved too; clustering offsets are set unless the name is
+    // only a shared group there (so a reset does not add a clustering mode to it).
+    let shared = state.shared.has(group, topic);
+    if shared {
+        state.shared.reset(group, topic, &entries);
     }
-    tracing::info!(group = %group, topic = %topic, ?to, "offsets reset");
+    let clustering = state
+        .offsets
+        .group_offsets(group)
+        .iter()
+        .any(|(t, _, _)| t == topic);
+    if !shared || clustering {
+        for &(queue_id, offset) in &entries {
+            state.offsets.set(group, topic, queue_id, offset);
+        }
+    }
+    tracing::info!(group = %group, topic = %topic, ?to, shared, "offsets reset");
     Ok(entries)
 }
 
