@@ -95,6 +95,16 @@ fn delayed_messages_arrive_on_time() {
         consumer.shutdown().await.unwrap();
         producer.close().await;
     });
+    // Four delayed messages were appended to their queue, each within 150 ms: the lateness
+    // histogram saw them (one observation per append).
+    let (status, page) = crate::http_api::Http::new(&node).get_text("/metrics");
+    assert_eq!(status, 200);
+    let count: f64 = page
+        .lines()
+        .find_map(|l| l.strip_prefix("weir_delay_lateness_seconds_count "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no lateness histogram in:\n{page}"));
+    assert!((1.0..=4.0).contains(&count), "{count}");
     let topics = node.ok(&["topic", "list"]);
     assert!(!topics.contains("%DELAY%"), "{topics}");
     let internal = node.cli(&["produce", "%DELAY%", "--body", "x"]);

@@ -379,30 +379,16 @@ fn cli_shared_mode_prints_and_acks() {
     let node = Node::start(&[]);
     node.ok(&["topic", "create", "cli-shared", "--queues", "2"]);
     node.cli_with_stdin(&["produce", "cli-shared"], Some(b"a\nb\nc\n"));
-    let out = node.ok(&[
-        "consume",
-        "cli-shared",
-        "--group",
-        "cg",
-        "--mode",
-        "shared",
-        "-n",
-        "3",
-    ]);
-    let mut lines: Vec<&str> = out.lines().collect();
-    lines.sort();
-    assert_eq!(lines, ["a", "b", "c"]);
-    let again = node.ok(&[
-        "consume",
-        "cli-shared",
-        "--group",
-        "cg",
-        "--mode",
-        "shared",
-        "--idle-timeout",
-        "1500ms",
-    ]);
-    assert_eq!(again, "");
+    // `weir consume` in shared mode with `stop` (e.g. `-n 3`), its lines sorted.
+    let consume = |stop: &[&str]| -> Vec<String> {
+        let mut args = vec!["consume", "cli-shared", "--group", "cg", "--mode", "shared"];
+        args.extend_from_slice(stop);
+        let mut lines: Vec<String> = node.ok(&args).lines().map(str::to_owned).collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(consume(&["-n", "3"]), ["a", "b", "c"]);
+    assert!(consume(&["--idle-timeout", "1500ms"]).is_empty());
 
     // A reset moves the shared group back: everything is delivered again, and the group
     // stays a shared group only.
@@ -415,19 +401,7 @@ fn cli_shared_mode_prints_and_acks() {
         "--to",
         "earliest",
     ]);
-    let replay = node.ok(&[
-        "consume",
-        "cli-shared",
-        "--group",
-        "cg",
-        "--mode",
-        "shared",
-        "-n",
-        "3",
-    ]);
-    let mut lines: Vec<&str> = replay.lines().collect();
-    lines.sort();
-    assert_eq!(lines, ["a", "b", "c"]);
+    assert_eq!(consume(&["-n", "3"]), ["a", "b", "c"]);
     let listed = node.ok(&["group", "list"]);
     let row = listed
         .lines()

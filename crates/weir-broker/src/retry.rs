@@ -175,16 +175,7 @@ pub(crate) async fn send_back(
     let deliver_at = delay::now_ms()
         .saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX))
         .max(1);
-    delay::encode_delayed(
-        &record,
-        &topic,
-        0,
-        deliver_at,
-        (0, 0),
-        &drop,
-        &add,
-        &mut out,
-    )?;
+    delay::encode_delayed(&record, &topic, 0, deliver_at, &drop, &add, &mut out)?;
     let offsets = delay::store_delayed(state, out).await?;
     metrics::counter!("weir_retry_messages_total", "group" => group.to_owned()).increment(1);
     let stored_id = MessageId {

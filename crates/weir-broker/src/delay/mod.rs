@@ -233,34 +233,46 @@ pub(crate) fn reencode(
         .map_err(|e| RequestError::new(ErrorCode::InvalidArgument, e.to_string()))
 }
 
-/// Encodes a `%DELAY%` record that delivers `record` (re-encoded for `topic`, with `add` among
-/// its properties and without those in `drop`) to `topic`/`queue_id` at `deliver_at`. It
-/// carries `producer` (id, sequence): the producer's own for its delayed sends, zeros for a
-/// copy the broker makes.
-#[allow(clippy::too_many_arguments)]
+/// Properties a `%DELAY%` record never takes over from its original: it sets them anew.
+const DELAY_DROP: [&str; 2] = [PROP_REAL_TOPIC, PROP_REAL_QUEUE];
+
+/// Encodes a `%DELAY%` record, made by the broker (no producer identity), that delivers
+/// `record` (re-encoded for `topic`, with `add` among its properties and without those in
+/// `drop`) to `topic`/`queue_id` at `deliver_at`.
 pub(crate) fn encode_delayed(
     record: &Record<'_>,
     topic: &str,
     queue_id: u32,
     deliver_at: i64,
-    producer: (u64, u32),
     drop: &[&str],
     add: &[(String, String)],
     dst: &mut BytesMut,
 ) -> Result<(), RequestError> {
     let queue = queue_id.to_string();
     let mut added: Vec<(&str, &str)> = add.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    added.push((PROP_REAL_TOPIC, topic));
-    added.push((PROP_REAL_QUEUE, &queue));
+    added.extend([(PROP_REAL_TOPIC, topic), (PROP_REAL_QUEUE, queue.as_str())]);
     let mut dropped = drop.to_vec();
-    dropped.extend([PROP_REAL_TOPIC, PROP_REAL_QUEUE]);
+    dropped.extend(DELAY_DROP);
+    rewrite_delayed(record, deliver_at, (0, 0), &dropped, &added, dst)
+}
+
+/// Encodes `record` as a `%DELAY%` record due at `deliver_at` carrying `producer` (id,
+/// sequence); `drop` and `add` are the whole property changes, `REAL_*` included.
+fn rewrite_delayed(
+    record: &Record<'_>,
+    deliver_at: i64,
+    producer: (u64, u32),
+    drop: &[&str],
+    add: &[(&str, &str)],
+    dst: &mut BytesMut,
+) -> Result<(), RequestError> {
     let change = Rewrite {
         topic: DELAY_TOPIC,
         deliver_at,
         producer_id: producer.0,
         sequence: producer.1,
-        drop: &dropped,
-        add: &added,
+        drop,
+        add,
     };
     record::rewrite(record, &change, dst)
         .map_err(|e| RequestError::new(ErrorCode::InvalidArgument, e.to_string()))
@@ -358,6 +370,8 @@ pub(crate) fn split(
         delayed_records: Vec::new(),
         order: Vec::new(),
     };
+    let queue = queue_id.to_string();
+    let real = [(PROP_REAL_TOPIC, topic), (PROP_REAL_QUEUE, queue.as_str())];
     for record in Records::new(payload) {
         let record =
             record.map_err(|e| RequestError::new(ErrorCode::CorruptMessage, e.to_string()))?;
@@ -390,14 +404,13 @@ pub(crate) fn split(
         }
         if record.deliver_at() > now {
             let before = out.delayed.len();
-            encode_delayed(
+            // The producer's own write: it keeps its identity (see the module doc).
+            rewrite_delayed(
                 &record,
-                topic,
-                queue_id,
                 record.deliver_at(),
                 (record.producer_id(), record.sequence()),
-                &[],
-                &[],
+                &DELAY_DROP,
+                &real,
                 &mut out.delayed,
             )?;
             out.delayed_records
