@@ -1,11 +1,13 @@
 //! Weir's formats, with no I/O: the message record shared by producers, the commit log and
 //! consumers ([`record`]), message ids ([`message_id`]), the native protocol's frames
 //! ([`frame`]), its protobuf bodies ([`pb`]) and its stable error codes ([`error_code`]), and
-//! the transactions' internal topics and decision records ([`transaction`]).
+//! the transactions' decision records ([`transaction`]), and the names broker and clients share
+//! ([`names`]: internal topics, properties the broker sets, the naming rule).
 
 pub mod error_code;
 pub mod frame;
 pub mod message_id;
+pub mod names;
 pub mod pb;
 pub mod record;
 pub mod transaction;

@@ -1,57 +1,65 @@
-//! Message ids: the storing broker's address and the message's commit-log offset, so a message
-//! is found by id with one read (RocketMQ's "offset message id").
+//! Message ids: the storing broker group's name and the message's commit-log offset, so a
+//! message is found by id with one read (RocketMQ's "offset message id"). The id names the
+//! broker group, not a machine: every replica of a group serves the same log at the same
+//! offsets, so an id minted by one replica keeps working when another one leads.
 //!
 //! Printed as uppercase hex of:
 //!
 //! ```text
-//! IPv4: ip (4 bytes) | port u16 BE | commit_log_offset u64 BE   -> 28 hex digits
-//! IPv6: ip (16 bytes) | port u16 BE | commit_log_offset u64 BE  -> 52 hex digits
+//! offset  size  field
+//!  0      1     name_len u8               1..=255
+//!  1      n     broker group name, UTF-8
+//!  1+n    8     commit_log_offset u64 BE
 //! ```
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use thiserror::Error;
 
-/// Where a message is stored: which broker, at which commit-log offset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Longest broker group name an id can carry, in bytes.
+pub const MAX_BROKER_NAME_LEN: usize = 255;
+
+/// Where a message is stored: which broker group, at which commit-log offset.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct MessageId {
-    /// The broker that stored the message.
-    pub broker_addr: SocketAddr,
-    /// The message's byte position in that broker's commit log.
+    /// The broker group that stored the message (shared, so ids of one group cost no copy).
+    pub broker: Arc<str>,
+    /// The message's byte position in that group's commit log.
     pub commit_log_offset: u64,
 }
 
 /// The text is not a message id.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("invalid message id {0:?}: expected 28 or 52 hex digits")]
+#[error("invalid message id {0:?}: expected the hex form of a broker name and an offset")]
 pub struct InvalidMessageId(pub String);
 
-impl fmt::Display for MessageId {
-    /// Writes the hex form without allocating (delivery stamps one on every delayed message).
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
-        let mut raw = [0u8; 26];
-        let ip_len = match self.broker_addr.ip() {
-            IpAddr::V4(ip) => {
-                raw[..4].copy_from_slice(&ip.octets());
-                4
-            }
-            IpAddr::V6(ip) => {
-                raw[..16].copy_from_slice(&ip.octets());
-                16
-            }
-        };
-        raw[ip_len..ip_len + 2].copy_from_slice(&self.broker_addr.port().to_be_bytes());
-        raw[ip_len + 2..ip_len + 10].copy_from_slice(&self.commit_log_offset.to_be_bytes());
-        let raw = &raw[..ip_len + 10];
-        let mut text = [0u8; 52];
-        for (i, byte) in raw.iter().enumerate() {
+const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+
+/// Writes `bytes` as uppercase hex without allocating, a chunk at a time.
+fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
+    let mut text = [0u8; 64];
+    for chunk in bytes.chunks(32) {
+        for (i, byte) in chunk.iter().enumerate() {
             text[2 * i] = DIGITS[usize::from(byte >> 4)];
             text[2 * i + 1] = DIGITS[usize::from(byte & 0xF)];
         }
-        f.write_str(std::str::from_utf8(&text[..2 * raw.len()]).map_err(|_| fmt::Error)?)
+        f.write_str(std::str::from_utf8(&text[..2 * chunk.len()]).map_err(|_| fmt::Error)?)?;
+    }
+    Ok(())
+}
+
+impl fmt::Display for MessageId {
+    /// Writes the hex form without allocating (delivery stamps one on every delayed message).
+    /// A name longer than [`MAX_BROKER_NAME_LEN`] cannot be written (brokers refuse such names
+    /// at start).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = self.broker.as_bytes();
+        let len = u8::try_from(name.len()).map_err(|_| fmt::Error)?;
+        write_hex(f, &[len])?;
+        write_hex(f, name)?;
+        write_hex(f, &self.commit_log_offset.to_be_bytes())
     }
 }
 
@@ -61,22 +69,15 @@ impl FromStr for MessageId {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || InvalidMessageId(s.to_owned());
         let bytes = hex::decode(s).map_err(|_| bad())?;
-        let ip_len = match bytes.len() {
-            14 => 4,
-            26 => 16,
-            _ => return Err(bad()),
-        };
-        let ip = if ip_len == 4 {
-            let octets: [u8; 4] = bytes[..4].try_into().map_err(|_| bad())?;
-            IpAddr::V4(Ipv4Addr::from(octets))
-        } else {
-            let octets: [u8; 16] = bytes[..16].try_into().map_err(|_| bad())?;
-            IpAddr::V6(Ipv6Addr::from(octets))
-        };
-        let port = u16::from_be_bytes([bytes[ip_len], bytes[ip_len + 1]]);
-        let offset: [u8; 8] = bytes[ip_len + 2..].try_into().map_err(|_| bad())?;
+        let (&len, rest) = bytes.split_first().ok_or_else(bad)?;
+        let len = usize::from(len);
+        if len == 0 || rest.len() != len + 8 {
+            return Err(bad());
+        }
+        let name = std::str::from_utf8(&rest[..len]).map_err(|_| bad())?;
+        let offset: [u8; 8] = rest[len..].try_into().map_err(|_| bad())?;
         Ok(MessageId {
-            broker_addr: SocketAddr::new(ip, port),
+            broker: Arc::from(name),
             commit_log_offset: u64::from_be_bytes(offset),
         })
     }
@@ -89,23 +90,35 @@ mod tests {
 
     proptest! {
         #[test]
-        fn round_trip_v4(ip in any::<[u8; 4]>(), port in any::<u16>(), offset in any::<u64>()) {
-            let id = MessageId { broker_addr: SocketAddr::new(IpAddr::V4(ip.into()), port), commit_log_offset: offset };
+        fn round_trip(name in "[A-Za-z0-9._-]{1,255}", offset in any::<u64>()) {
+            let id = MessageId { broker: Arc::from(name.as_str()), commit_log_offset: offset };
             let text = id.to_string();
-            prop_assert_eq!(text.len(), 28);
+            prop_assert_eq!(text.len(), 2 * (1 + name.len() + 8));
+            prop_assert!(text.bytes().all(|b| DIGITS.contains(&b)));
             prop_assert_eq!(text.parse::<MessageId>().unwrap(), id);
-        }
-
-        #[test]
-        fn round_trip_v6(ip in any::<[u8; 16]>(), port in any::<u16>(), offset in any::<u64>()) {
-            let id = MessageId { broker_addr: SocketAddr::new(IpAddr::V6(ip.into()), port), commit_log_offset: offset };
-            prop_assert_eq!(id.to_string().parse::<MessageId>().unwrap(), id);
         }
     }
 
     #[test]
     fn rejects_garbage() {
-        assert!("xyz".parse::<MessageId>().is_err());
-        assert!("00".parse::<MessageId>().is_err());
+        for bad in [
+            "xyz",
+            "00",
+            "",
+            "0161",
+            "01610000000000000000FF",
+            "02FFFE0000000000000001",
+        ] {
+            assert!(bad.parse::<MessageId>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_name_too_long_for_an_id_is_not_written() {
+        let id = MessageId {
+            broker: Arc::from("a".repeat(256).as_str()),
+            commit_log_offset: 1,
+        };
+        assert!(std::fmt::write(&mut String::new(), format_args!("{id}")).is_err());
     }
 }

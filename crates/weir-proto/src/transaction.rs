@@ -20,10 +20,7 @@
 
 use thiserror::Error;
 
-/// Internal topic holding half messages (queue 0).
-pub const HALF_TOPIC: &str = "%HALF%";
-/// Internal topic holding the op records of half messages: decisions and check-backs (queue 0).
-pub const OP_TOPIC: &str = "%HALF_OP%";
+pub use crate::names::{HALF_TOPIC, OP_TOPIC};
 /// Property: the transaction id, set by the producer; kept on the committed message.
 pub const PROP_TRANSACTION_ID: &str = "__TRANSACTION_ID";
 /// Property: the producer group that may be asked about the transaction.
