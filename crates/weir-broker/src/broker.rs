@@ -1,4 +1,6 @@
-//! The broker: its shared state, start-up (recovery, listener, background tasks) and shutdown.
+//! Start-up and shutdown: opens the store (recovering it), builds the core parts and every
+//! feature from the parts it needs, binds the listeners and starts the background tasks. The
+//! only module that knows every part; nothing imports it but `lib.rs`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -11,76 +13,37 @@ use tokio::task::JoinHandle;
 use weir_store::Store;
 
 use crate::config::BrokerConfig;
-use crate::delay::{self, Delays};
+use crate::core::identity::Identity;
+use crate::core::long_poll::LongPoll;
+use crate::core::message_log::MessageLog;
+use crate::core::role::{self, Role, RoleSetter};
+use crate::core::topics::TopicTable;
 use crate::error::BrokerError;
-use crate::group::GroupCoordinator;
-use crate::http::HttpServer;
-use crate::http::metrics_endpoint;
-use crate::idempotence::Idempotence;
-use crate::long_poll::LongPoll;
-use crate::name_server::NameServer;
-use crate::offsets::OffsetTable;
-use crate::outbox::Outboxes;
-use crate::registration::{Registrar, Target};
-use crate::server;
-use crate::shared_group::SharedGroups;
-use crate::topics::TopicTable;
-use crate::transaction::Transactions;
+use crate::features::delay::{self, Delays};
+use crate::features::groups::coordinator::GroupCoordinator;
+use crate::features::groups::offsets::OffsetTable;
+use crate::features::groups::shared::SharedGroups;
+use crate::features::idempotence::{self, Idempotence};
+use crate::features::retry::Retries;
+use crate::features::transaction::{self, Transactions};
+use crate::protocols::http::HttpServer;
+use crate::protocols::http::metrics_endpoint;
+use crate::protocols::native::outbox::Outboxes;
+use crate::protocols::native::server;
+use crate::routing::name_server::NameServer;
+use crate::routing::registration::{Registrar, Target};
+use crate::state::BrokerState;
 
 /// How often dirty offsets are written to disk.
 const OFFSET_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Everything request handlers share.
-pub(crate) struct BrokerState {
-    pub config: BrokerConfig,
-    pub store: Arc<Store>,
-    pub topics: Arc<TopicTable>,
-    pub offsets: OffsetTable,
-    pub groups: GroupCoordinator,
-    pub shared: Arc<SharedGroups>,
-    pub long_poll: Arc<LongPoll>,
-    pub name_server: Arc<NameServer>,
-    pub registrar: Arc<Registrar>,
-    /// Every open connection's send side, for server-to-client requests.
-    pub outboxes: Outboxes,
-    /// Pending transactions and producer-group members.
-    pub transactions: Transactions,
-    /// Idempotent producers' ids and last batches.
-    pub idempotence: Idempotence,
-    /// Delayed messages waiting in `%DELAY%`.
-    pub delays: Delays,
-    /// Our address as put in routes and message ids.
-    pub advertised_addr: String,
-    /// The bound address.
-    pub local_addr: SocketAddr,
-    pub max_frame_len: u32,
-    shutting_down: AtomicBool,
-}
-
-impl BrokerState {
-    /// Queues this broker hosts for a topic (0 when it has no such topic).
-    pub fn queues_of(&self, topic: &str) -> u32 {
-        self.topics.get(topic).map_or(0, |t| t.queues)
-    }
-
-    /// Whether the broker is stopping (long polls answer at once).
-    pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::Acquire)
-    }
-
-    /// Whether a message id's broker address is this broker's.
-    pub fn is_own_addr(&self, addr: SocketAddr) -> bool {
-        addr == self.local_addr
-            || self
-                .advertised_addr
-                .parse::<SocketAddr>()
-                .is_ok_and(|advertised| advertised == addr)
-    }
-}
-
 /// A running broker (and, in the same process, name server).
 pub struct Broker {
     state: Arc<BrokerState>,
+    /// The store itself, for shutdown (everything else writes through `state.log`).
+    store: Arc<Store>,
+    /// Sets the role (standalone: leader from start to shutdown).
+    role: RoleSetter,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     http_addr: Option<SocketAddr>,
@@ -89,8 +52,8 @@ pub struct Broker {
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Broker")
-            .field("local_addr", &self.state.local_addr)
-            .field("advertised_addr", &self.state.advertised_addr)
+            .field("local_addr", &self.state.identity.local_addr)
+            .field("advertised_addr", &self.state.identity.advertised_addr)
             .field("http_addr", &self.http_addr)
             .finish_non_exhaustive()
     }
@@ -161,21 +124,13 @@ impl Broker {
         shutdown_rx: watch::Receiver<bool>,
         http: Option<&HttpServer>,
     ) -> Result<Broker, BrokerError> {
+        let log = MessageLog::new(store.clone());
         let topics = Arc::new(TopicTable::load(&config.data_dir)?);
-        let offsets = OffsetTable::load(&config.data_dir)?;
-        let (transactions, idempotence) = load_producer_state(&config, &store).await?;
+        let offsets = Arc::new(OffsetTable::load(&config.data_dir)?);
         let shared = Arc::new(SharedGroups::load(
             &config.data_dir,
             config.shared_settings()?,
         )?);
-        let retention = store.config().retention_age;
-        let delay_store = store.clone();
-        let delay_dir = config.data_dir.clone();
-        // Rebuilding the wheel reads the undelivered part of %DELAY%: keep it off the workers.
-        let delays =
-            tokio::task::spawn_blocking(move || Delays::load(&delay_dir, &delay_store, retention))
-                .await
-                .map_err(|e| BrokerError::Config(format!("delay load task failed: {e}")))??;
         let listener =
             TcpListener::bind(&config.listen)
                 .await
@@ -186,10 +141,16 @@ impl Broker {
         let local_addr = listener
             .local_addr()
             .map_err(|e| BrokerError::io("reading the bound address", e))?;
-        let advertised_addr = config
-            .advertised_addr
-            .clone()
-            .unwrap_or_else(|| default_advertised(local_addr).to_string());
+        let identity = Arc::new(Identity {
+            cluster_name: config.cluster_name.clone(),
+            broker_name: Arc::from(config.broker_name.as_str()),
+            advertised_addr: config
+                .advertised_addr
+                .clone()
+                .unwrap_or_else(|| default_advertised(local_addr).to_string()),
+            local_addr,
+        });
+        let features = load_features(&config, &log, &topics, &identity).await?;
         let name_server = Arc::new(NameServer::new(Duration::from_millis(
             config.broker_expiry_ms,
         )));
@@ -206,13 +167,21 @@ impl Broker {
             .map_err(|_| BrokerError::Config("max_frame_size is above 4 GiB".to_owned()))?;
         let registrar = Arc::new(Registrar::new(
             targets,
-            config.cluster_name.clone(),
-            config.broker_name.clone(),
-            advertised_addr.clone(),
+            identity.cluster_name.clone(),
+            identity.broker_name.to_string(),
+            identity.advertised_addr.clone(),
             topics.clone(),
             Duration::from_millis(config.broker_heartbeat_interval_ms),
             max_frame_len,
         ));
+        // Routes follow the topic table, whoever changes it (a weak handle: the registrar
+        // holds the table too).
+        let follower = Arc::downgrade(&registrar);
+        topics.on_change(move || {
+            if let Some(registrar) = follower.upgrade() {
+                registrar.topics_changed();
+            }
+        });
         let long_poll = Arc::new(LongPoll::new());
         let waker = long_poll.clone();
         let shared_waker = shared.clone();
@@ -220,43 +189,49 @@ impl Broker {
             waker.wake(topic, queue_id);
             shared_waker.wake(topic);
         }));
+        // Standalone: this node is its group's only replica, so always the leader.
+        let (role_setter, role) = Role::new(true);
         let state = Arc::new(BrokerState {
-            groups: GroupCoordinator::new(Duration::from_millis(config.group_session_timeout_ms)),
+            groups: Arc::new(GroupCoordinator::new(Duration::from_millis(
+                config.group_session_timeout_ms,
+            ))),
             config,
-            store,
+            log,
+            identity,
             topics,
+            role: role.clone(),
             offsets,
             shared,
             long_poll,
             name_server,
-            registrar: registrar.clone(),
-            outboxes: Outboxes::default(),
-            transactions,
-            idempotence,
-            delays,
-            advertised_addr,
-            local_addr,
+            transactions: features.transactions,
+            idempotence: features.idempotence,
+            delays: features.delays,
+            retries: features.retries,
             max_frame_len,
             shutting_down: AtomicBool::new(false),
         });
         // The first registration happens before we return, so routes exist at once.
         registrar.register_all().await;
+        let outboxes = Arc::new(Outboxes::default());
         let tasks = vec![
             tokio::spawn(server::accept_loop(
                 state.clone(),
+                outboxes.clone(),
                 listener,
                 shutdown_rx.clone(),
             )),
             tokio::spawn(registrar.run(shutdown_rx.clone())),
-            tokio::spawn(crate::transaction::check::run(
-                state.clone(),
+            tokio::spawn(idempotence::snapshot::run(
+                state.idempotence.clone(),
                 shutdown_rx.clone(),
             )),
-            tokio::spawn(crate::idempotence::snapshot::run(
+            tokio::spawn(leader_only_work(
                 state.clone(),
+                role,
+                outboxes,
                 shutdown_rx.clone(),
             )),
-            tokio::spawn(delay::run(state.clone(), shutdown_rx.clone())),
             tokio::spawn(housekeeping(state.clone(), shutdown_rx)),
         ];
         if let Some(http) = http {
@@ -264,12 +239,15 @@ impl Broker {
         }
         tracing::info!(
             addr = %local_addr,
-            advertised = %state.advertised_addr,
+            advertised = %state.identity.advertised_addr,
+            broker = %state.identity.broker_name,
             topics = state.topics.list().len(),
             "broker started"
         );
         Ok(Broker {
             state,
+            store,
+            role: role_setter,
             shutdown,
             tasks,
             http_addr: None,
@@ -278,7 +256,7 @@ impl Broker {
 
     /// The bound address of the native listener.
     pub fn local_addr(&self) -> SocketAddr {
-        self.state.local_addr
+        self.state.identity.local_addr
     }
 
     /// The bound address of the HTTP listener, if one is configured.
@@ -288,7 +266,7 @@ impl Broker {
 
     /// The address put in routes and message ids.
     pub fn advertised_addr(&self) -> &str {
-        &self.state.advertised_addr
+        &self.state.identity.advertised_addr
     }
 
     /// Stops accepting, lets requests in flight finish (bounded), persists offsets and shuts
@@ -296,6 +274,9 @@ impl Broker {
     pub async fn shutdown(self) -> Result<(), BrokerError> {
         tracing::info!("broker shutting down");
         self.state.shutting_down.store(true, Ordering::Release);
+        // Step down first: leader-only work (deliveries, check-backs) ends before the
+        // connections drain and the store closes.
+        self.role.set_leader(false);
         let _ = self.shutdown.send(true);
         self.state.long_poll.wake_all();
         self.state.shared.wake_all();
@@ -306,7 +287,7 @@ impl Broker {
         }
         let offsets = self.state.offsets.persist();
         let shared = self.state.shared.persist();
-        let store = self.state.store.clone();
+        let store = self.store.clone();
         let data_dir = self.state.config.data_dir.clone();
         tokio::task::spawn_blocking(move || store.shutdown())
             .await
@@ -319,27 +300,89 @@ impl Broker {
     }
 }
 
-/// Rebuilds the pending transactions and the idempotence table from the store (reads files:
-/// off the async workers).
-async fn load_producer_state(
+/// The features' state, rebuilt from the log and their files.
+struct Features {
+    delays: Arc<Delays>,
+    transactions: Arc<Transactions>,
+    idempotence: Arc<Idempotence>,
+    retries: Arc<Retries>,
+}
+
+/// Builds every feature from the parts it uses, rebuilding its state from the log (reads
+/// files: off the async workers).
+async fn load_features(
     config: &BrokerConfig,
-    store: &Arc<Store>,
-) -> Result<(Transactions, Idempotence), BrokerError> {
-    let store = store.clone();
+    log: &MessageLog,
+    topics: &Arc<TopicTable>,
+    identity: &Arc<Identity>,
+) -> Result<Features, BrokerError> {
     let data_dir = config.data_dir.clone();
-    let timings = crate::transaction::CheckTimings {
+    let timings = transaction::CheckTimings {
         first: Duration::from_millis(config.transaction_check_first_ms),
         interval: Duration::from_millis(config.transaction_check_interval_ms),
         max: config.transaction_check_max,
     };
+    let max_message_size = usize::try_from(config.max_message_size).unwrap_or(usize::MAX);
+    let steps = config.retry_backoff()?;
+    let (max_retries, max_read_bytes) = (config.max_retries, config.max_pull_bytes());
+    let (log, topics, identity) = (log.clone(), topics.clone(), identity.clone());
     tokio::task::spawn_blocking(move || {
-        Ok((
-            crate::transaction::recovery::load(&store, &data_dir, timings)?,
-            crate::idempotence::snapshot::load(&store, &data_dir)?,
-        ))
+        let delays = Arc::new(Delays::load(
+            &data_dir,
+            log.clone(),
+            topics.clone(),
+            identity.clone(),
+            max_message_size,
+        )?);
+        let transactions = Arc::new(transaction::recovery::load(
+            log.clone(),
+            topics.clone(),
+            &data_dir,
+            timings,
+        )?);
+        let idempotence = Arc::new(idempotence::snapshot::load(
+            log.clone(),
+            delays.clone(),
+            &data_dir,
+        )?);
+        let retries = Arc::new(Retries::new(
+            log,
+            topics,
+            identity,
+            delays.clone(),
+            steps,
+            max_retries,
+            max_read_bytes,
+        ));
+        Ok(Features {
+            delays,
+            transactions,
+            idempotence,
+            retries,
+        })
     })
     .await
-    .map_err(|e| BrokerError::Config(format!("producer state load task failed: {e}")))?
+    .map_err(|e| BrokerError::Config(format!("feature load task failed: {e}")))?
+}
+
+/// Work only the group's leader does, started and stopped with the role: delayed delivery and
+/// transaction check-backs (over the native protocol's server-to-client channel).
+async fn leader_only_work(
+    state: Arc<BrokerState>,
+    role: Role,
+    outboxes: Arc<Outboxes>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let delays = state.delays.clone();
+    let transactions = state.transactions.clone();
+    drop(state);
+    let delivery = role::while_leader(role.clone(), shutdown.clone(), move |stop| {
+        delay::run(delays.clone(), stop)
+    });
+    let check_backs = role::while_leader(role, shutdown, move |stop| {
+        transaction::check::run(transactions.clone(), outboxes.clone(), stop)
+    });
+    tokio::join!(delivery, check_backs);
 }
 
 /// The bound address, with an unspecified IP (`0.0.0.0`, `::`) replaced by loopback.

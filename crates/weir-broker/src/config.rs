@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use weir_store::{FlushMode, StoreConfig};
 
 use crate::error::BrokerError;
-use crate::shared_group::SharedSettings;
+use crate::features::groups::shared::SharedSettings;
 
 /// Everything a broker (and its name-server role) can be told at start.
 ///
@@ -176,10 +176,10 @@ impl BrokerConfig {
                 self.segment_size, self.max_message_size
             ));
         }
-        if self.default_queues == 0 || self.default_queues > crate::topics::MAX_QUEUES {
+        if self.default_queues == 0 || self.default_queues > crate::core::topics::MAX_QUEUES {
             return bad(format!(
                 "default_queues must be between 1 and {}, not {}",
-                crate::topics::MAX_QUEUES,
+                crate::core::topics::MAX_QUEUES,
                 self.default_queues
             ));
         }

@@ -1,36 +1,52 @@
-//! Weir's server: the native-protocol listener, request handlers, topics, consumer groups and
-//! their offsets, long polling, and the name-server role.
+//! Weir's server: the broker (commit log, queues, consumer groups, delayed delivery, retries,
+//! transactions, idempotence) and the name-server role, behind the native protocol and an HTTP
+//! admin API.
 //!
-//! [`Broker::start`] opens the store, loads topics and offsets, binds the listeners and serves
-//! until [`Broker::shutdown`]. The native protocol it speaks is `docs/protocol.md`; its HTTP
-//! admin API, metrics and probes are `docs/http-api.md`.
+//! [`Broker::start`] opens the store, loads the features' state, binds the listeners and
+//! serves until [`Broker::shutdown`]. The native protocol is `docs/protocol.md`; the HTTP API,
+//! metrics and probes are `docs/http-api.md`; `docs/architecture.md` explains the layout below.
+//!
+//! # Layout
+//!
+//! ```text
+//! broker.rs      start-up and shutdown: builds every part, wires them, starts the tasks
+//! state.rs       what the protocol edges share (BrokerState): core parts + every feature
+//!
+//! core/          message_log (the ONE writer of the commit log; decides "acknowledged"),
+//!                identity (names, addresses, message ids), topics, role (leader or not),
+//!                long_poll, session, clock
+//! features/      delay, retry (+ dead letters), transaction, idempotence,
+//!                groups (coordinator, offsets, shared)
+//! ops/           protocol-neutral operations: produce, pull, topics, groups, lookups
+//! protocols/     native (frames + protobuf: server, connection, dispatch, handlers, outbox),
+//!                http (admin API, metrics, probes)
+//! routing/       the name-server registry and this broker's registration with name servers
+//! ```
+//!
+//! # Dependency rules
+//!
+//! * `core` depends on nothing else in the crate (but `config`/`error`/`shutdown` helpers).
+//! * A feature depends on `core` and on other features' handles — never on `state`, `ops`,
+//!   `protocols` or protobuf types (`weir_proto::pb`). It is built from explicit parts.
+//! * `ops` turns a request's fields into calls on core and features and returns neutral
+//!   results; it knows no protocol.
+//! * `protocols` decode, call `ops`/features, encode. Nothing depends on them but `broker.rs`.
+//! * Only `core::message_log` calls the store's append functions.
+//!
+//! `tests/layering.rs` checks these rules on the source.
 
 mod atomic_file;
 mod broker;
 mod config;
-mod connection;
-mod dead_letter;
-mod delay;
-mod dispatch;
+mod core;
 mod error;
-mod group;
-mod handlers;
-mod http;
-mod idempotence;
-mod long_poll;
+mod features;
 mod metrics_catalog;
-mod name_server;
-mod offsets;
 mod ops;
-mod outbox;
-mod registration;
-mod retry;
-mod server;
-mod shared_group;
+mod protocols;
+mod routing;
 mod shutdown;
-mod timing_wheel;
-mod topics;
-mod transaction;
+mod state;
 
 pub use broker::Broker;
 pub use config::BrokerConfig;

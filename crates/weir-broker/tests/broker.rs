@@ -224,7 +224,7 @@ async fn produce_then_pull_and_look_up() {
         .await
         .ok();
     assert_eq!((first.queue_offset, first.count), (0, 3));
-    assert_eq!(first.broker_addr, broker.local_addr().to_string());
+    assert_eq!(first.broker_name, "broker-a");
     let second: pb::ProduceResponse = c
         .produce("t", 1, &batch("t", &[("", "", "four")]))
         .await
@@ -269,7 +269,7 @@ async fn produce_then_pull_and_look_up() {
 
     // By id.
     let id = MessageId {
-        broker_addr: broker.local_addr(),
+        broker: "broker-a".into(),
         commit_log_offset: first.commit_log_offset,
     };
     let answer = c
@@ -285,7 +285,7 @@ async fn produce_then_pull_and_look_up() {
     let found = Message::decode(&answer.payload.freeze()).unwrap();
     assert_eq!(&found.body[..], b"one");
     let elsewhere = MessageId {
-        broker_addr: "10.0.0.1:1".parse().unwrap(),
+        broker: "broker-b".into(),
         commit_log_offset: 0,
     };
     let answer = c

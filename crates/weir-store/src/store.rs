@@ -510,7 +510,7 @@ impl Store {
         mut batch: BytesMut,
     ) -> Result<AppendResult, StoreError> {
         let result = self.append_now(topic, queue_id, &mut batch)?;
-        dispatch::try_dispatch_now(&self.inner);
+        self.dispatch_now();
         if self.inner.config.flush == FlushMode::Sync {
             self.wait_durable(result.end_offset).await?;
         }
@@ -567,6 +567,25 @@ impl Store {
             count: a.count,
             store_timestamp: first.store_timestamp,
         })
+    }
+
+    /// Dispatches what is written on the caller's thread, unless a dispatch is already running
+    /// (that one, or the dispatcher thread, covers it): an appender that is about to wait for
+    /// its batch to be readable calls this instead of waiting for the dispatcher to wake up.
+    pub fn dispatch_now(&self) {
+        if self.inner.dispatched.load(Ordering::Acquire) < self.inner.log.written() {
+            dispatch::try_dispatch_now(&self.inner);
+        }
+    }
+
+    /// Whether the log is durable up to `end_offset` now.
+    pub fn is_durable(&self, end_offset: u64) -> bool {
+        self.inner.flushed.load(Ordering::Acquire) >= end_offset
+    }
+
+    /// Whether the records before `end_offset` are dispatched (readable) now.
+    pub fn is_dispatched(&self, end_offset: u64) -> bool {
+        self.inner.dispatched.load(Ordering::Acquire) >= end_offset
     }
 
     /// Waits until the log is durable up to `end_offset`.

@@ -6,10 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use weir_proto::ErrorCode;
 use weir_store::QueueOffsets;
 
-use crate::broker::BrokerState;
 use crate::error::RequestError;
-use crate::group::{MemberView, Mode, QueueKey};
-use crate::shared_group::SharedQueueView;
+use crate::features::groups::coordinator::{MemberView, Mode, QueueKey};
+use crate::features::groups::shared::SharedQueueView;
+use crate::state::BrokerState;
 
 /// How a group consumes, as listed and described. Sorted as listed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -152,7 +152,7 @@ pub(crate) fn describe(state: &BrokerState, group: &str) -> Result<GroupDescript
     let shared = state.shared.describe(
         group,
         &|topic| state.queues_of(topic),
-        &|topic, queue_id| state.store.queue_offsets(topic, queue_id),
+        &|topic, queue_id| state.log.queue_offsets(topic, queue_id),
     );
     if view.is_none() && committed.is_empty() && shared.is_none() {
         return Err(RequestError::new(
@@ -183,7 +183,7 @@ pub(crate) fn describe(state: &BrokerState, group: &str) -> Result<GroupDescript
     let mut queues: Vec<GroupQueue> = queues
         .into_iter()
         .map(|((topic, queue_id), committed)| {
-            let offsets = state.store.queue_offsets(&topic, queue_id);
+            let offsets = state.log.queue_offsets(&topic, queue_id);
             let owner = view
                 .as_ref()
                 .and_then(|v| v.owners.get(&(topic.clone(), queue_id)).cloned())
@@ -253,11 +253,11 @@ pub(crate) fn reset(
     }
     let mut entries = Vec::with_capacity(queues as usize);
     for queue_id in 0..queues {
-        let offsets = state.store.queue_offsets(topic, queue_id);
+        let offsets = state.log.queue_offsets(topic, queue_id);
         let offset = match to {
             ResetTarget::Earliest => offsets.min,
             ResetTarget::Latest => offsets.max,
-            ResetTarget::Timestamp(ts) => state.store.offset_for_time(topic, queue_id, ts)?,
+            ResetTarget::Timestamp(ts) => state.log.offset_for_time(topic, queue_id, ts)?,
         };
         entries.push((queue_id, offset));
     }

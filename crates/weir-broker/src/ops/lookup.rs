@@ -3,8 +3,8 @@
 use bytes::Bytes;
 use weir_proto::{ErrorCode, MessageId};
 
-use crate::broker::BrokerState;
 use crate::error::RequestError;
+use crate::state::BrokerState;
 
 /// Matches per key lookup when the caller says 0.
 pub(crate) const DEFAULT_FIND_MAX: u32 = 64;
@@ -23,14 +23,14 @@ pub(crate) fn get_message(state: &BrokerState, message_id: &str) -> Result<Bytes
             .map_err(|e: weir_proto::message_id::InvalidMessageId| {
                 RequestError::new(ErrorCode::InvalidArgument, e.to_string())
             })?;
-    if !state.is_own_addr(id.broker_addr) {
+    if !state.identity.owns(&id) {
         return Err(not_found(format!(
-            "message {message_id} was stored by {}, not by this broker",
-            id.broker_addr
+            "message {message_id} was stored by broker group {}, not by this one",
+            id.broker
         )));
     }
     state
-        .store
+        .log
         .read_at(id.commit_log_offset)
         .map_err(|e| not_found(format!("message {message_id}: {e}")))
 }
@@ -54,7 +54,7 @@ pub(crate) fn find_by_key(
         0 => DEFAULT_FIND_MAX,
         n => n.min(MAX_FIND_MAX),
     };
-    let records = state.store.find_by_key(topic, key, max as usize)?;
+    let records = state.log.find_by_key(topic, key, max as usize)?;
     if records.is_empty() {
         return Err(not_found(format!(
             "no message of topic {topic:?} has key {key:?}"

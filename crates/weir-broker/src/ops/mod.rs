@@ -1,6 +1,10 @@
 //! Broker operations that do not depend on a protocol: the native handlers and the HTTP admin
-//! API both call these, then encode the answer their own way (protobuf or JSON).
+//! API both call these, then encode the answer their own way (protobuf or JSON). Produce
+//! ([`produce`]) and the long-polling read ([`pull`]) return neutral results, ready for any
+//! protocol.
 
 pub(crate) mod group;
 pub(crate) mod lookup;
+pub(crate) mod produce;
+pub(crate) mod pull;
 pub(crate) mod topic;

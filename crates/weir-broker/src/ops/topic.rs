@@ -2,9 +2,9 @@
 
 use weir_store::QueueOffsets;
 
-use crate::broker::BrokerState;
+use crate::core::topics::{self, TopicConfig};
 use crate::error::RequestError;
-use crate::topics::{self, TopicConfig};
+use crate::state::BrokerState;
 
 /// A queue of a topic and its readable range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,7 +20,7 @@ pub(crate) fn queue_states(state: &BrokerState, name: &str, queues: u32) -> Vec<
     (0..queues)
         .map(|queue_id| QueueState {
             queue_id,
-            offsets: state.store.queue_offsets(name, queue_id),
+            offsets: state.log.queue_offsets(name, queue_id),
         })
         .collect()
 }
@@ -37,7 +37,6 @@ pub(crate) fn create(
         n => n,
     };
     let config = state.topics.create(name, queues)?;
-    state.registrar.topics_changed();
     tracing::info!(topic = %name, queues, "topic created");
     Ok(config)
 }
@@ -46,11 +45,10 @@ pub(crate) fn create(
 /// with retention).
 pub(crate) fn delete(state: &BrokerState, name: &str) -> Result<(), RequestError> {
     state.topics.delete(name)?;
-    state.registrar.topics_changed();
     state.long_poll.remove_topic(name);
     state.offsets.remove_topic(name);
     state.shared.remove_topic(name);
-    state.store.delete_queues(name)?;
+    state.log.delete_queues(name)?;
     tracing::info!(topic = %name, "topic deleted");
     Ok(())
 }

@@ -1,0 +1,223 @@
+//! The write path: the only writer of the commit log, and the only place that decides when an
+//! append is acknowledged.
+//!
+//! Every append the broker makes — a producer's batch, a delayed message parked in `%DELAY%`
+//! or delivered, a retry, a dead letter, a half message, a transaction's decision, a
+//! check-back record — goes through [`MessageLog`]. So the replication that comes next wraps
+//! one type: it changes [`AckPolicy`] (committed by a majority instead of durable here) and
+//! nothing else needs to know.
+//!
+//! An append happens in two steps:
+//!
+//! ```text
+//! write(batch)              validated, stamped in place, in the log (not yet acknowledged)
+//!   └─ acknowledged(end)    waits until the policy holds for everything before `end`
+//! ```
+//!
+//! [`MessageLog::append`] does both. A caller that must take its place in the log under a
+//! lock of its own (the idempotence check, a delayed batch split in two) writes under the lock
+//! and waits for the acknowledgement outside it.
+//!
+//! Reads go through here too, so that what a consumer may see can later be bounded by what is
+//! committed.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use weir_store::{
+    AppendResult, FlushMode, QueueOffsets, ReadResult, Store, StoreError, StoreStats, TagFilter,
+};
+
+/// When an append counts as acknowledged (answered "stored" to whoever made it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AckPolicy {
+    /// One node: readable (dispatched) — after a crash it may be lost if it was not flushed
+    /// (the `async` flush mode's trade: no fsync on the produce path).
+    Dispatched,
+    /// One node: readable and fsynced (the `sync` flush mode, with group commit).
+    DispatchedAndDurable,
+}
+
+impl AckPolicy {
+    /// The policy a store's flush mode asks for.
+    pub fn for_flush(mode: FlushMode) -> AckPolicy {
+        match mode {
+            FlushMode::Sync => AckPolicy::DispatchedAndDurable,
+            FlushMode::Async => AckPolicy::Dispatched,
+        }
+    }
+
+    /// Whether an append is acknowledged, from what has been observed of it.
+    pub fn holds(self, observed: Observed) -> bool {
+        match self {
+            AckPolicy::Dispatched => observed.dispatched,
+            AckPolicy::DispatchedAndDurable => observed.dispatched && observed.durable,
+        }
+    }
+}
+
+/// What has happened to an append so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Observed {
+    /// Indexed: readable by consumers and lookups.
+    pub dispatched: bool,
+    /// Fsynced on this node.
+    pub durable: bool,
+}
+
+/// The commit log as the broker sees it: one writer, one acknowledgement rule. Cheap to clone
+/// (a handle).
+#[derive(Debug, Clone)]
+pub(crate) struct MessageLog {
+    store: Arc<Store>,
+    policy: AckPolicy,
+}
+
+impl MessageLog {
+    /// The write path over `store`, acknowledging as its flush mode asks.
+    pub fn new(store: Arc<Store>) -> MessageLog {
+        let policy = AckPolicy::for_flush(store.config().flush);
+        MessageLog { store, policy }
+    }
+
+    /// Appends a batch and returns once it is acknowledged.
+    pub async fn append(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        mut batch: BytesMut,
+    ) -> Result<AppendResult, StoreError> {
+        let written = self.write(topic, queue_id, &mut batch)?;
+        self.acknowledged(written.end_offset).await?;
+        Ok(written)
+    }
+
+    /// Appends a batch (records checked, stamped in place, written with one write) without
+    /// waiting: the caller must wait for [`MessageLog::acknowledged`] before it tells anyone
+    /// the batch is stored.
+    pub fn write(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        batch: &mut [u8],
+    ) -> Result<AppendResult, StoreError> {
+        self.store.append_now(topic, queue_id, batch)
+    }
+
+    /// Waits until everything before commit-log offset `end` is acknowledged.
+    pub async fn acknowledged(&self, end: u64) -> Result<(), StoreError> {
+        if self.policy.holds(self.observe(end)) {
+            return Ok(());
+        }
+        // Readable first (on this thread when the dispatcher is idle), then durable: the
+        // flusher gathers appends into one fsync meanwhile (group commit).
+        self.store.dispatch_now();
+        if self.policy == AckPolicy::DispatchedAndDurable {
+            self.store.wait_durable(end).await?;
+        }
+        self.store.wait_dispatched(end).await
+    }
+
+    fn observe(&self, end: u64) -> Observed {
+        Observed {
+            dispatched: self.store.is_dispatched(end),
+            durable: self.store.is_durable(end),
+        }
+    }
+
+    /// Reads from a queue (see [`Store::read`]).
+    pub fn read(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        from_offset: u64,
+        max_messages: u32,
+        max_bytes: u32,
+        filter: &TagFilter,
+    ) -> Result<ReadResult, StoreError> {
+        self.store.read(
+            topic,
+            queue_id,
+            from_offset,
+            max_messages,
+            max_bytes,
+            filter,
+        )
+    }
+
+    /// The checked record at a commit-log offset.
+    pub fn read_at(&self, commit_log_offset: u64) -> Result<Bytes, StoreError> {
+        self.store.read_at(commit_log_offset)
+    }
+
+    /// A queue's readable range.
+    pub fn queue_offsets(&self, topic: &str, queue_id: u32) -> QueueOffsets {
+        self.store.queue_offsets(topic, queue_id)
+    }
+
+    /// Up to `max` records of `topic` with key `key`, oldest first.
+    pub fn find_by_key(
+        &self,
+        topic: &str,
+        key: &str,
+        max: usize,
+    ) -> Result<Vec<Bytes>, StoreError> {
+        self.store.find_by_key(topic, key, max)
+    }
+
+    /// The first queue offset stored at or after `timestamp_ms`.
+    pub fn offset_for_time(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        timestamp_ms: i64,
+    ) -> Result<u64, StoreError> {
+        self.store.offset_for_time(topic, queue_id, timestamp_ms)
+    }
+
+    /// Drops a deleted topic's queues and indexes (its records stay until retention).
+    pub fn delete_queues(&self, topic: &str) -> Result<(), StoreError> {
+        self.store.delete_queues(topic)
+    }
+
+    /// Store figures for the admin API and metrics.
+    pub fn stats(&self) -> StoreStats {
+        self.store.stats()
+    }
+
+    /// The store's settings.
+    pub fn config(&self) -> &weir_store::StoreConfig {
+        self.store.config()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acknowledgement_follows_the_policy() {
+        let nothing = Observed::default();
+        let readable = Observed {
+            dispatched: true,
+            durable: false,
+        };
+        let durable_only = Observed {
+            dispatched: false,
+            durable: true,
+        };
+        let both = Observed {
+            dispatched: true,
+            durable: true,
+        };
+        let async_mode = AckPolicy::for_flush(FlushMode::Async);
+        let sync_mode = AckPolicy::for_flush(FlushMode::Sync);
+        assert!(!async_mode.holds(nothing) && async_mode.holds(readable));
+        assert!(
+            !async_mode.holds(durable_only),
+            "never acknowledge what cannot be read"
+        );
+        assert!(!sync_mode.holds(readable) && !sync_mode.holds(durable_only));
+        assert!(sync_mode.holds(both));
+    }
+}

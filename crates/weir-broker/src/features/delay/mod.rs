@@ -1,0 +1,517 @@
+//! Delayed messages: stored in the internal topic `%DELAY%` until due, then copied to their
+//! real queue.
+//!
+//! * **Produce.** A batch whose records all have `deliver_at` in the past goes the normal way
+//!   (the check reads one fixed field per record). A batch with a future `deliver_at` is split:
+//!   each delayed record is re-encoded for topic `%DELAY%` (queue 0) with its real topic and
+//!   queue in the properties `REAL_TOPIC` and `REAL_QUEUE`; the others are appended as they
+//!   came. The delayed record's (deadline, commit-log offset) goes into the [`TimingWheel`]; its
+//!   body stays in the log.
+//! * **Delivery** ([`delivery`]). A preparer thread keeps the wheel up to [`LEAD`] ahead of
+//!   the clock: records coming due in that window are read by their commit-log offset,
+//!   re-encoded for their real topic and queue (`deliver_at` kept, property `DELAY_ORIGIN_ID`
+//!   = their `%DELAY%` message id, `REAL_*` dropped) and staged in memory by due millisecond.
+//!   A task appends each staged millisecond when it comes, one append per queue, then marks
+//!   the records delivered. So at the due time only the append is left to do.
+//! * **Retention.** A record may not wait in the log longer than half the retention age: a
+//!   timer fires at `min(deliver_at, stored + retention / 2)`; a record that is not yet due
+//!   when it fires is appended again at the end of `%DELAY%` (and the old copy marked done).
+//! * **Progress** ([`progress`]). `config/delay_progress.json` says which `%DELAY%` queue
+//!   offsets are delivered. It is written at most every [`PERSIST_INTERVAL`] and on shutdown.
+//!   At start the broker reads `%DELAY%` from the first undelivered offset to its end, skips
+//!   what is delivered and puts the rest back into the wheel; what came due while it was down
+//!   is delivered at once. A crash can repeat the deliveries of the last [`PERSIST_INTERVAL`]
+//!   (at least once), never lose one; staged records are not delivered yet, so a restart
+//!   simply stages them again.
+//! * **Producer identity.** A `%DELAY%` record written for an idempotent producer keeps its
+//!   producer id and sequence (the idempotence table finds it there after a restart); every
+//!   copy the broker makes on its own — the delivered copy, a retry — carries none.
+
+mod delivery;
+mod progress;
+pub(crate) mod timing_wheel;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use parking_lot::{Condvar, Mutex};
+use weir_proto::ErrorCode;
+use weir_proto::record::{self, Record, Records, Rewrite};
+use weir_store::{AppendResult, TagFilter};
+
+use crate::atomic_file;
+use crate::core::identity::Identity;
+use crate::core::message_log::MessageLog;
+use crate::core::position::Produced;
+use crate::core::topics::TopicTable;
+use crate::error::{BrokerError, RequestError};
+use crate::metrics_catalog::DELAYED_MESSAGES;
+use timing_wheel::{Timer, TimingWheel};
+
+pub(crate) use crate::core::clock::now_ms;
+pub(crate) use delivery::run;
+use progress::Progress;
+pub(crate) use weir_proto::names::{
+    DELAY_TOPIC, PROP_DELAY_ORIGIN_ID, PROP_DELAY_REAL_QUEUE as PROP_REAL_QUEUE,
+    PROP_DELAY_REAL_TOPIC as PROP_REAL_TOPIC,
+};
+/// Longest delay accepted.
+pub(crate) const MAX_DELAY: Duration = Duration::from_secs(365 * 86_400);
+/// How far ahead of the clock due records are read and re-encoded.
+const LEAD: Duration = Duration::from_secs(1);
+/// How often delivery progress is written when it changed.
+const PERSIST_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The delayed-message service: the wheel, the staged deliveries, the delivery progress, and
+/// where it is kept; built from the write path (to park and deliver), the topic table (to find
+/// a delivered message's queue) and the identity (to name a delivered message's origin).
+#[derive(Debug)]
+pub(crate) struct Delays {
+    log: MessageLog,
+    topics: Arc<TopicTable>,
+    identity: Arc<Identity>,
+    /// Largest record a producer may send, bytes.
+    max_message_size: usize,
+    /// Wall-clock ms of wheel tick 0.
+    origin_ms: i64,
+    wheel: Mutex<TimingWheel>,
+    /// Timers found due when inserted (behind the wheel's lead, or at start), for the
+    /// preparer's next pass; it waits on `ready_cv`.
+    ready: Mutex<Vec<Timer>>,
+    ready_cv: Condvar,
+    /// Records read and re-encoded, waiting for their millisecond.
+    stage: delivery::Stage,
+    progress: Mutex<Progress>,
+    dirty: AtomicBool,
+    path: PathBuf,
+    /// A record may wait in the log at most this long before it is copied forward, ms.
+    max_park_ms: i64,
+}
+
+impl Delays {
+    /// Loads the progress and rebuilds the wheel from the undelivered part of `%DELAY%`.
+    pub fn load(
+        data_dir: &Path,
+        log: MessageLog,
+        topics: Arc<TopicTable>,
+        identity: Arc<Identity>,
+        max_message_size: usize,
+    ) -> Result<Delays, BrokerError> {
+        let path = data_dir.join("config").join("delay_progress.json");
+        let progress = Progress::load(&path)?;
+        let retention = log.config().retention_age;
+        let delays = Delays {
+            log,
+            topics,
+            identity,
+            max_message_size,
+            origin_ms: now_ms(),
+            wheel: Mutex::new(TimingWheel::new()),
+            ready: Mutex::new(Vec::new()),
+            ready_cv: Condvar::new(),
+            stage: delivery::Stage::default(),
+            progress: Mutex::new(progress),
+            dirty: AtomicBool::new(false),
+            path,
+            max_park_ms: i64::try_from(retention.as_millis() / 2)
+                .unwrap_or(i64::MAX)
+                .max(60_000),
+        };
+        let bounds = delays.log.queue_offsets(DELAY_TOPIC, 0);
+        let mut offset = delays.progress.lock().low().max(bounds.min);
+        let mut pending = 0u64;
+        while offset < bounds.max {
+            let read = delays
+                .log
+                .read(DELAY_TOPIC, 0, offset, 4096, 4 << 20, &TagFilter::All)
+                .map_err(|e| BrokerError::from_store(e, data_dir))?;
+            for record in Records::new(&read.records) {
+                let record = record.map_err(|e| BrokerError::Config(format!("%DELAY%: {e}")))?;
+                let stamp = record.stamp();
+                if delays.progress.lock().is_done(stamp.queue_offset) {
+                    continue;
+                }
+                delays.schedule(
+                    record.deliver_at(),
+                    stamp.store_timestamp,
+                    stamp.commit_log_offset,
+                );
+                pending += 1;
+            }
+            if read.next_offset <= offset {
+                break;
+            }
+            offset = read.next_offset;
+        }
+        tracing::info!(
+            pending,
+            due_now = delays.ready.lock().len(),
+            "delayed messages restored"
+        );
+        metrics::gauge!(DELAYED_MESSAGES).set(pending as f64);
+        Ok(delays)
+    }
+
+    /// Puts a stored `%DELAY%` record into the wheel (or, when the wheel has passed its time,
+    /// hands it to the preparer at once).
+    fn schedule(&self, deliver_at: i64, stored_at: i64, commit_log_offset: u64) {
+        let fire_at = deliver_at.min(stored_at.saturating_add(self.max_park_ms));
+        let deadline = u64::try_from(fire_at.saturating_sub(self.origin_ms)).unwrap_or(0);
+        let timer = Timer {
+            deadline,
+            commit_log_offset,
+        };
+        let due = self.wheel.lock().insert(timer);
+        if let Some(due) = due {
+            self.ready.lock().push(due);
+            self.ready_cv.notify_one();
+        }
+    }
+
+    /// Pending delayed messages: in the wheel, about to be read, or staged.
+    pub fn pending(&self) -> usize {
+        self.wheel.lock().len() + self.ready.lock().len() + self.stage.len()
+    }
+
+    fn mark_done(&self, queue_offsets: impl IntoIterator<Item = u64>) {
+        let mut progress = self.progress.lock();
+        for offset in queue_offsets {
+            progress.mark(offset);
+        }
+        self.dirty.store(true, Ordering::Release);
+    }
+
+    /// Writes the progress file if it changed.
+    pub fn persist(&self) -> Result<(), BrokerError> {
+        if !self.dirty.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let json = self.progress.lock().to_json();
+        let json = json.map_err(|e| BrokerError::Config(format!("delay progress: {e}")))?;
+        atomic_file::write_atomic(&self.path, &json).map_err(|e| {
+            self.dirty.store(true, Ordering::Release);
+            BrokerError::io(format!("writing {}", self.path.display()), e)
+        })
+    }
+}
+
+/// Whether any record of a producer's batch asks for delivery after `now` (reads one fixed
+/// field per record).
+pub(crate) fn has_delayed(batch: &[u8], now: i64) -> bool {
+    let mut at = 0;
+    while at < batch.len() {
+        let rest = &batch[at..];
+        let (Some(len), Some(deliver_at)) =
+            (record::peek_total_len(rest), record::peek_deliver_at(rest))
+        else {
+            return false;
+        };
+        if deliver_at > now {
+            return true;
+        }
+        at += (len as usize).max(1);
+    }
+    false
+}
+
+/// Copies `record` re-encoded as a copy the broker makes (no producer identity): for
+/// `topic`, with `deliver_at`, without the properties named in `drop`, with `add` appended.
+pub(crate) fn reencode(
+    record: &Record<'_>,
+    topic: &str,
+    deliver_at: i64,
+    drop: &[&str],
+    add: &[(String, String)],
+    dst: &mut BytesMut,
+) -> Result<(), RequestError> {
+    let add: Vec<(&str, &str)> = add.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let change = Rewrite {
+        topic,
+        deliver_at,
+        producer_id: 0,
+        sequence: 0,
+        drop,
+        add: &add,
+    };
+    record::rewrite(record, &change, dst)
+        .map_err(|e| RequestError::new(ErrorCode::InvalidArgument, e.to_string()))
+}
+
+/// Properties a `%DELAY%` record never takes over from its original: it sets them anew.
+const DELAY_DROP: [&str; 2] = [PROP_REAL_TOPIC, PROP_REAL_QUEUE];
+
+/// Encodes a `%DELAY%` record, made by the broker (no producer identity), that delivers
+/// `record` (re-encoded for `topic`, with `add` among its properties and without those in
+/// `drop`) to `topic`/`queue_id` at `deliver_at`.
+pub(crate) fn encode_delayed(
+    record: &Record<'_>,
+    topic: &str,
+    queue_id: u32,
+    deliver_at: i64,
+    drop: &[&str],
+    add: &[(String, String)],
+    dst: &mut BytesMut,
+) -> Result<(), RequestError> {
+    let queue = queue_id.to_string();
+    let mut added: Vec<(&str, &str)> = add.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    added.extend([(PROP_REAL_TOPIC, topic), (PROP_REAL_QUEUE, queue.as_str())]);
+    let mut dropped = drop.to_vec();
+    dropped.extend(DELAY_DROP);
+    rewrite_delayed(record, deliver_at, (0, 0), &dropped, &added, dst)
+}
+
+/// Encodes `record` as a `%DELAY%` record due at `deliver_at` carrying `producer` (id,
+/// sequence); `drop` and `add` are the whole property changes, `REAL_*` included.
+fn rewrite_delayed(
+    record: &Record<'_>,
+    deliver_at: i64,
+    producer: (u64, u32),
+    drop: &[&str],
+    add: &[(&str, &str)],
+    dst: &mut BytesMut,
+) -> Result<(), RequestError> {
+    let change = Rewrite {
+        topic: DELAY_TOPIC,
+        deliver_at,
+        producer_id: producer.0,
+        sequence: producer.1,
+        drop,
+        add,
+    };
+    record::rewrite(record, &change, dst)
+        .map_err(|e| RequestError::new(ErrorCode::InvalidArgument, e.to_string()))
+}
+
+impl Delays {
+    /// Appends a batch of `%DELAY%` records and puts them into the wheel; returns their
+    /// commit-log offsets.
+    pub async fn store_delayed(&self, batch: BytesMut) -> Result<Vec<u64>, RequestError> {
+        let deliver_at: Vec<(i64, u64)> = Records::new(&batch)
+            .map(|r| r.map(|r| (r.deliver_at(), r.total_len() as u64)))
+            .collect::<Result<_, _>>()
+            .map_err(|e| RequestError::new(ErrorCode::Internal, e.to_string()))?;
+        let result = self.log.append(DELAY_TOPIC, 0, batch).await?;
+        Ok(self.schedule_stored(&result, &deliver_at))
+    }
+
+    /// Puts the records of an appended `%DELAY%` batch (`(deliver_at, length)` of each, in
+    /// order) into the wheel; returns their commit-log offsets.
+    fn schedule_stored(&self, result: &AppendResult, records: &[(i64, u64)]) -> Vec<u64> {
+        let mut offsets = Vec::with_capacity(records.len());
+        let mut at = result.commit_log_offset;
+        for (deliver_at, len) in records {
+            self.schedule(*deliver_at, result.store_timestamp, at);
+            offsets.push(at);
+            at += len;
+        }
+        metrics::gauge!(DELAYED_MESSAGES).set(self.pending() as f64);
+        offsets
+    }
+}
+
+/// A producer's batch with delayed records, checked and split: the records due now as they
+/// came, the delayed ones re-encoded for `%DELAY%`.
+#[derive(Debug)]
+pub(crate) struct Split {
+    plain: BytesMut,
+    plain_lens: Vec<u64>,
+    delayed: BytesMut,
+    /// `(deliver_at, length)` of each delayed record.
+    delayed_records: Vec<(i64, u64)>,
+    /// Per record of the batch: `true` when it is delayed.
+    order: Vec<bool>,
+}
+
+/// The two appends of a [`Split`], written but maybe not yet readable.
+#[derive(Debug)]
+pub(crate) struct Written {
+    split: Split,
+    plain: Option<AppendResult>,
+    delayed: Option<AppendResult>,
+}
+
+impl Written {
+    /// Commit-log offset just past both appends.
+    pub fn end_offset(&self) -> u64 {
+        self.plain
+            .iter()
+            .chain(&self.delayed)
+            .map(|r| r.end_offset)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Queue offset (0 when delayed), commit-log offset and store time of the batch's first
+    /// record.
+    pub fn first_position(&self) -> (u64, u64, i64) {
+        let first = match self.split.order.first() {
+            Some(true) => self.delayed.as_ref().map(|r| (0, r)),
+            _ => self.plain.as_ref().map(|r| (r.queue_offset, r)),
+        };
+        first.map_or((0, 0, 0), |(queue_offset, r)| {
+            (queue_offset, r.commit_log_offset, r.store_timestamp)
+        })
+    }
+}
+
+impl Delays {
+    /// Checks a batch for `topic`/`queue_id` that has delayed records and splits it (see [`Split`]).
+    pub fn split(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        payload: &[u8],
+        now: i64,
+    ) -> Result<Split, RequestError> {
+        let max_size = self.max_message_size;
+        let latest = now.saturating_add(i64::try_from(MAX_DELAY.as_millis()).unwrap_or(i64::MAX));
+        let mut out = Split {
+            plain: BytesMut::new(),
+            plain_lens: Vec::new(),
+            delayed: BytesMut::new(),
+            delayed_records: Vec::new(),
+            order: Vec::new(),
+        };
+        let queue = queue_id.to_string();
+        let real = [(PROP_REAL_TOPIC, topic), (PROP_REAL_QUEUE, queue.as_str())];
+        for record in Records::new(payload) {
+            let record =
+                record.map_err(|e| RequestError::new(ErrorCode::CorruptMessage, e.to_string()))?;
+            record
+                .verify_body()
+                .map_err(|e| RequestError::new(ErrorCode::CorruptMessage, e.to_string()))?;
+            if record.total_len() > max_size {
+                return Err(RequestError::new(
+                    ErrorCode::MessageTooLarge,
+                    format!(
+                        "a record of {} bytes is over {max_size}",
+                        record.total_len()
+                    ),
+                ));
+            }
+            if record.topic() != topic {
+                return Err(RequestError::new(
+                    ErrorCode::CorruptMessage,
+                    format!("a record for {:?} in a batch for {topic:?}", record.topic()),
+                ));
+            }
+            if record.deliver_at() > latest {
+                return Err(RequestError::new(
+                    ErrorCode::InvalidArgument,
+                    format!(
+                        "deliver_at is more than {} days ahead",
+                        MAX_DELAY.as_secs() / 86_400
+                    ),
+                ));
+            }
+            if record.deliver_at() > now {
+                let before = out.delayed.len();
+                // The producer's own write: it keeps its identity (see the module doc).
+                rewrite_delayed(
+                    &record,
+                    record.deliver_at(),
+                    (record.producer_id(), record.sequence()),
+                    &DELAY_DROP,
+                    &real,
+                    &mut out.delayed,
+                )?;
+                out.delayed_records
+                    .push((record.deliver_at(), (out.delayed.len() - before) as u64));
+                out.order.push(true);
+            } else {
+                out.plain_lens.push(record.total_len() as u64);
+                out.plain.extend_from_slice(record.as_bytes());
+                out.order.push(false);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Appends both parts of `split` (without waiting for them to be acknowledged: see
+    /// [`Delays::finish`]).
+    pub fn write_now(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        mut split: Split,
+    ) -> Result<Written, RequestError> {
+        let plain = if split.plain.is_empty() {
+            None
+        } else {
+            Some(self.log.write(topic, queue_id, &mut split.plain)?)
+        };
+        let delayed = if split.delayed.is_empty() {
+            None
+        } else {
+            Some(self.log.write(DELAY_TOPIC, 0, &mut split.delayed)?)
+        };
+        Ok(Written {
+            split,
+            plain,
+            delayed,
+        })
+    }
+
+    /// Waits until `written` is acknowledged, then puts its delayed records into the wheel.
+    pub async fn finish(&self, written: &Written) -> Result<(), RequestError> {
+        self.log.acknowledged(written.end_offset()).await?;
+        if let Some(result) = &written.delayed {
+            self.schedule_stored(result, &written.split.delayed_records);
+        }
+        Ok(())
+    }
+
+    /// Produce of a batch with delayed records: the delayed ones to `%DELAY%`, the others to the
+    /// real queue; the answer lists every record's position.
+    pub async fn produce(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        payload: BytesMut,
+        now: i64,
+    ) -> Result<Produced, RequestError> {
+        let split = self.split(topic, queue_id, &payload, now)?;
+        let written = self.write_now(topic, queue_id, split)?;
+        self.finish(&written).await?;
+        Ok(written.produced(now))
+    }
+}
+
+impl Written {
+    /// Where a split batch went: every record's position (a delayed record's is its place in
+    /// `%DELAY%`, queue offset 0).
+    pub fn produced(&self, now: i64) -> Produced {
+        let mut plain_at = self.plain.as_ref().map(|r| r.commit_log_offset);
+        let mut plain_queue = self.plain.as_ref().map_or(0, |r| r.queue_offset);
+        let mut delayed_at = self.delayed.as_ref().map(|r| r.commit_log_offset);
+        let mut plain_lens = self.split.plain_lens.iter();
+        let mut delayed_lens = self.split.delayed_records.iter();
+        let mut record_offsets = Vec::with_capacity(self.split.order.len());
+        let mut record_queue_offsets = Vec::with_capacity(self.split.order.len());
+        for delayed in &self.split.order {
+            if *delayed {
+                record_offsets.push(delayed_at.unwrap_or(0));
+                record_queue_offsets.push(0);
+                let len = delayed_lens.next().map_or(0, |(_, len)| *len);
+                delayed_at = delayed_at.map(|at| at + len);
+            } else {
+                record_offsets.push(plain_at.unwrap_or(0));
+                record_queue_offsets.push(plain_queue);
+                plain_queue += 1;
+                let len = plain_lens.next().copied().unwrap_or(0);
+                plain_at = plain_at.map(|at| at + len);
+            }
+        }
+        Produced {
+            queue_offset: self.plain.as_ref().map_or(0, |r| r.queue_offset),
+            commit_log_offset: record_offsets.first().copied().unwrap_or(0),
+            count: self.split.order.len() as u32,
+            store_timestamp: self.plain.as_ref().map_or(now, |r| r.store_timestamp),
+            record_offsets,
+            record_queue_offsets,
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! The idempotent producer: per (producer id, topic, queue) the broker remembers the last
+//! [`WINDOW`] batches it stored — their first and last sequence and the first record's
+//! position — so a batch sent again (its acknowledgement was lost) is not stored twice but
+//! answered with the original positions, and a batch that skips sequences is refused.
+//!
+//! A batch's records carry the producer id and consecutive sequences (the client sets them,
+//! under its body checksum). For a batch `first..=last` against a window whose newest batch
+//! ends at `tail`:
+//!
+//! * inside a remembered batch → a duplicate: nothing is written, the answer is the original
+//!   position of record `first`;
+//! * `first == tail + 1`, or nothing remembered for the key → stored, and remembered;
+//! * `first > tail + 1` → `out_of_order_sequence` (a batch in between is missing);
+//! * otherwise (older than the window, or overlapping a remembered batch) →
+//!   `duplicate_sequence`.
+//!
+//! The check and the append happen under one lock, so two copies of a batch racing each other
+//! are still stored once. The table survives restarts through [`snapshot`].
+
+pub(crate) mod producer_ids;
+pub(crate) mod snapshot;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::BytesMut;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use weir_proto::ErrorCode;
+use weir_proto::record::{Record, Records};
+
+use crate::core::message_log::MessageLog;
+use crate::core::position::Produced;
+use crate::error::RequestError;
+use crate::features::delay::{self, Delays};
+
+/// Batches remembered per (producer, topic, queue).
+pub(crate) const WINDOW: usize = 5;
+
+/// (producer id, topic, queue id).
+pub(crate) type Key = (u64, String, u32);
+
+/// One stored batch (or, after a restart, a run of batches stored back to back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct BatchEntry {
+    /// Sequence of the first record.
+    pub first_seq: u32,
+    /// Sequence of the last record.
+    pub last_seq: u32,
+    /// Queue offset of the first record.
+    pub queue_offset: u64,
+    /// Commit-log offset of the first record.
+    pub commit_log_offset: u64,
+    /// Commit-log offset just past the last record.
+    pub end_offset: u64,
+    /// Store timestamp of the first record.
+    pub store_timestamp: i64,
+}
+
+/// What [`classify`] decided for a batch.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Store it.
+    Fresh,
+    /// Stored already, in this remembered batch.
+    Duplicate(BatchEntry),
+}
+
+/// Decides what to do with the batch `first..=last` given the remembered `window`.
+fn classify(
+    window: Option<&VecDeque<BatchEntry>>,
+    first: u32,
+    last: u32,
+) -> Result<Verdict, RequestError> {
+    let Some(tail) = window.and_then(|w| w.back()) else {
+        return Ok(Verdict::Fresh);
+    };
+    if let Some(entry) = window
+        .into_iter()
+        .flatten()
+        .find(|e| e.first_seq <= first && last <= e.last_seq)
+    {
+        return Ok(Verdict::Duplicate(*entry));
+    }
+    let expected = u64::from(tail.last_seq) + 1;
+    match u64::from(first).cmp(&expected) {
+        std::cmp::Ordering::Equal => Ok(Verdict::Fresh),
+        std::cmp::Ordering::Greater => Err(RequestError::new(
+            ErrorCode::OutOfOrderSequence,
+            format!("expected sequence {expected}, got {first}: a batch in between is missing"),
+        )),
+        std::cmp::Ordering::Less => Err(RequestError::new(
+            ErrorCode::DuplicateSequence,
+            format!(
+                "sequences {first}..={last} were stored before (the broker remembers {}..={} only)",
+                window
+                    .and_then(|w| w.front())
+                    .map_or(tail.first_seq, |e| e.first_seq),
+                tail.last_seq
+            ),
+        )),
+    }
+}
+
+/// The producer id and sequence range of a batch, checked: one producer id throughout and
+/// consecutive sequences.
+fn batch_sequences(payload: &[u8]) -> Result<(u64, u32, u32), RequestError> {
+    let corrupt = |e: weir_proto::record::RecordError| {
+        RequestError::new(ErrorCode::CorruptMessage, e.to_string())
+    };
+    let mut first: Option<(u64, u32)> = None;
+    let mut last = 0u32;
+    for record in Records::new(payload) {
+        let record = record.map_err(corrupt)?;
+        match first {
+            None => {
+                first = Some((record.producer_id(), record.sequence()));
+                last = record.sequence();
+            }
+            Some((pid, _)) => {
+                if record.producer_id() != pid || Some(record.sequence()) != last.checked_add(1) {
+                    return Err(RequestError::new(
+                        ErrorCode::InvalidArgument,
+                        "an idempotent batch has one producer id and consecutive sequences",
+                    ));
+                }
+                last = record.sequence();
+            }
+        }
+    }
+    let (pid, first) = first.ok_or_else(|| {
+        RequestError::new(
+            ErrorCode::InvalidArgument,
+            "a produce request needs at least one record",
+        )
+    })?;
+    Ok((pid, first, last))
+}
+
+/// The idempotence table and the producer-id allocator, built from the write path (checked
+/// batches are written under the table's lock) and the delay service (an idempotent batch
+/// with delayed records is split as any other).
+#[derive(Debug)]
+pub(crate) struct Idempotence {
+    log: MessageLog,
+    delays: Arc<Delays>,
+    /// Hands out producer ids.
+    pub ids: producer_ids::ProducerIds,
+    table: Mutex<HashMap<Key, VecDeque<BatchEntry>>>,
+    /// Changed since the last snapshot.
+    dirty: AtomicBool,
+    snapshot: snapshot::SnapshotFile,
+}
+
+impl Idempotence {
+    /// Remembers a stored batch, forgetting the oldest beyond [`WINDOW`].
+    fn remember(table: &mut HashMap<Key, VecDeque<BatchEntry>>, key: Key, entry: BatchEntry) {
+        let window = table.entry(key).or_default();
+        window.push_back(entry);
+        while window.len() > WINDOW {
+            window.pop_front();
+        }
+    }
+}
+
+impl Idempotence {
+    /// Appends an idempotent batch (the first record has a producer id), or answers a duplicate
+    /// with the original position. A batch with delayed records is split as [`Delays::produce`]
+    /// does, under the same check.
+    #[tracing::instrument(level = "debug", skip_all, fields(topic = %topic, queue = queue_id))]
+    pub async fn append(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        mut payload: BytesMut,
+        now: i64,
+    ) -> Result<Produced, RequestError> {
+        let (producer_id, first, last) = batch_sequences(&payload)?;
+        let split = if delay::has_delayed(&payload, now) {
+            Some(self.delays.split(topic, queue_id, &payload, now)?)
+        } else {
+            None
+        };
+        let key = (producer_id, topic.to_owned(), queue_id);
+        let (entry, outcome) = {
+            let mut table = self.table.lock();
+            let (entry, outcome) = match classify(table.get(&key), first, last)? {
+                Verdict::Duplicate(entry) => (entry, Outcome::Duplicate),
+                Verdict::Fresh => match split {
+                    Some(split) => {
+                        let written = self.delays.write_now(topic, queue_id, split)?;
+                        let (queue_offset, commit_log_offset, store_timestamp) =
+                            written.first_position();
+                        let entry = BatchEntry {
+                            first_seq: first,
+                            last_seq: last,
+                            queue_offset,
+                            commit_log_offset,
+                            end_offset: written.end_offset(),
+                            store_timestamp,
+                        };
+                        (entry, Outcome::Split(Box::new(written)))
+                    }
+                    None => {
+                        let stored = self.log.write(topic, queue_id, &mut payload)?;
+                        let entry = BatchEntry {
+                            first_seq: first,
+                            last_seq: last,
+                            queue_offset: stored.queue_offset,
+                            commit_log_offset: stored.commit_log_offset,
+                            end_offset: stored.end_offset,
+                            store_timestamp: stored.store_timestamp,
+                        };
+                        (entry, Outcome::Stored)
+                    }
+                },
+            };
+            if !matches!(outcome, Outcome::Duplicate) {
+                Idempotence::remember(&mut table, key, entry);
+                self.dirty.store(true, Ordering::Release);
+            }
+            (entry, outcome)
+        };
+        if let Outcome::Split(written) = &outcome {
+            self.delays.finish(written).await?;
+            return Ok(written.produced(now));
+        }
+        // Answer once the batch (or the original) is acknowledged.
+        self.log.acknowledged(entry.end_offset).await?;
+        let (queue_offset, commit_log_offset, store_timestamp) = if first == entry.first_seq {
+            (
+                entry.queue_offset,
+                entry.commit_log_offset,
+                entry.store_timestamp,
+            )
+        } else {
+            position_of(&self.log, &entry, producer_id, first)?
+        };
+        if matches!(outcome, Outcome::Duplicate) {
+            tracing::info!(
+                producer_id,
+                first,
+                last,
+                commit_log_offset,
+                "duplicate batch dropped; answering with the original position"
+            );
+        }
+        Ok(Produced {
+            queue_offset,
+            commit_log_offset,
+            count: last - first + 1,
+            store_timestamp,
+            ..Produced::default()
+        })
+    }
+}
+
+/// What an idempotent produce did.
+enum Outcome {
+    /// Nothing: the batch was stored before.
+    Duplicate,
+    /// Appended to its queue.
+    Stored,
+    /// Split between its queue and `%DELAY%`.
+    Split(Box<delay::Written>),
+}
+
+/// The first record at or after commit-log offset `offset` and below `written`, skipping a
+/// segment's unused tail, with the offset just past it.
+pub(crate) fn next_record_offset(
+    log: &MessageLog,
+    offset: u64,
+    written: u64,
+) -> Option<(bytes::Bytes, u64)> {
+    let segment = log.config().segment_size.max(1);
+    let mut at = offset;
+    while at < written {
+        if let Ok(bytes) = log.read_at(at) {
+            let len = bytes.len() as u64;
+            return Some((bytes, at + len));
+        }
+        // No record here: the rest of this segment is its end marker or padding.
+        at = (at / segment + 1) * segment;
+    }
+    None
+}
+
+/// Queue offset, commit-log offset and store timestamp of the record of `producer_id` with
+/// sequence `seq` inside the remembered run `entry` (from its first record to its end; a
+/// batch split by delay has other records in between).
+fn position_of(
+    log: &MessageLog,
+    entry: &BatchEntry,
+    producer_id: u64,
+    seq: u32,
+) -> Result<(u64, u64, i64), RequestError> {
+    let mut at = entry.commit_log_offset;
+    while at < entry.end_offset {
+        let Some((bytes, next)) = next_record_offset(log, at, entry.end_offset) else {
+            break;
+        };
+        if let Ok(record) = Record::parse(&bytes)
+            && record.producer_id() == producer_id
+            && record.sequence() == seq
+        {
+            let stamp = record.stamp();
+            return Ok((
+                stamp.queue_offset,
+                stamp.commit_log_offset,
+                stamp.store_timestamp,
+            ));
+        }
+        at = next;
+    }
+    Err(RequestError::new(
+        ErrorCode::Internal,
+        format!("sequence {seq} is remembered but its record was not found"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(first_seq: u32, last_seq: u32) -> BatchEntry {
+        BatchEntry {
+            first_seq,
+            last_seq,
+            queue_offset: u64::from(first_seq),
+            commit_log_offset: u64::from(first_seq) * 100,
+            end_offset: u64::from(last_seq + 1) * 100,
+            store_timestamp: 1,
+        }
+    }
+
+    #[test]
+    fn batches_are_fresh_duplicate_out_of_order_or_too_old() {
+        assert_eq!(classify(None, 7, 9), Ok(Verdict::Fresh));
+        let mut window: VecDeque<BatchEntry> = (0..WINDOW as u32)
+            .map(|i| entry(10 + i * 2, 11 + i * 2))
+            .collect();
+        assert_eq!(classify(Some(&window), 20, 20), Ok(Verdict::Fresh));
+        assert_eq!(
+            classify(Some(&window), 12, 13),
+            Ok(Verdict::Duplicate(entry(12, 13)))
+        );
+        assert_eq!(
+            classify(Some(&window), 13, 13),
+            Ok(Verdict::Duplicate(entry(12, 13)))
+        );
+        let code = |r: Result<Verdict, RequestError>| r.map_err(|e| e.code);
+        assert_eq!(
+            code(classify(Some(&window), 22, 23)),
+            Err(ErrorCode::OutOfOrderSequence)
+        );
+        assert_eq!(
+            code(classify(Some(&window), 2, 3)),
+            Err(ErrorCode::DuplicateSequence)
+        );
+        window.clear();
+        assert_eq!(classify(Some(&window), 5, 5), Ok(Verdict::Fresh));
+    }
+}

@@ -1,0 +1,6 @@
+//! The protocol edges: each decodes requests, calls the protocol-neutral operations
+//! ([`crate::ops`]) and the features, and encodes the answers. Nothing depends on them but
+//! start-up.
+
+pub(crate) mod http;
+pub(crate) mod native;

@@ -1,0 +1,248 @@
+//! Consumer groups: heartbeats, leaving, offsets, listing, describing, resetting.
+
+use weir_proto::{ErrorCode, pb};
+
+use crate::error::RequestError;
+use crate::features::groups::coordinator::{Heartbeat, Mode, QueueKey};
+use crate::ops;
+use crate::ops::group::{GroupMode, ResetTarget};
+use crate::protocols::native::handlers::{Reply, RequestContext, require};
+use crate::state::BrokerState;
+
+fn queue_ref((topic, queue_id): QueueKey) -> pb::QueueRef {
+    pb::QueueRef { topic, queue_id }
+}
+
+/// A member's heartbeat: records it and answers with the queues the member owns now.
+#[tracing::instrument(level = "debug", skip_all, fields(group = %request.group, member = %request.member_id))]
+pub(crate) fn heartbeat(
+    state: &BrokerState,
+    ctx: RequestContext,
+    request: pb::GroupHeartbeatRequest,
+) -> Result<Reply, RequestError> {
+    require("group", &request.group)?;
+    require("member_id", &request.member_id)?;
+    let mode = match pb::ConsumeMode::try_from(request.mode) {
+        Ok(pb::ConsumeMode::Clustering) => Mode::Clustering,
+        Ok(pb::ConsumeMode::Broadcast) => Mode::Broadcast,
+        Ok(pb::ConsumeMode::Shared) => {
+            return Err(RequestError::new(
+                ErrorCode::InvalidArgument,
+                "shared groups do not heartbeat: their members use Receive and Ack",
+            ));
+        }
+        Err(_) => {
+            return Err(RequestError::new(
+                ErrorCode::MalformedRequest,
+                format!("unknown consume mode {}", request.mode),
+            ));
+        }
+    };
+    // A clustering member subscribes to its group's retry topic: create it on demand.
+    let retry_topic = weir_proto::names::retry_topic(&request.group);
+    if mode == Mode::Clustering && request.topics.contains(&retry_topic) {
+        state.topics.ensure_internal(&retry_topic)?;
+    }
+    let assignment = state.groups.heartbeat(
+        Heartbeat {
+            group: request.group,
+            member_id: request.member_id,
+            mode,
+            topics: request.topics.into_iter().collect(),
+            held: request
+                .held
+                .into_iter()
+                .map(|q| (q.topic, q.queue_id))
+                .collect(),
+            connection: ctx.connection,
+            client_addr: ctx.peer.to_string(),
+        },
+        &|topic| state.queues_of(topic),
+    );
+    Ok(Reply::meta(&pb::GroupHeartbeatResponse {
+        assigned: assignment.assigned.into_iter().map(queue_ref).collect(),
+        heartbeat_interval_ms: u32::try_from(state.config.group_heartbeat_interval_ms)
+            .unwrap_or(u32::MAX),
+        generation: assignment.generation,
+        session_timeout_ms: u32::try_from(state.config.group_session_timeout_ms)
+            .unwrap_or(u32::MAX),
+    }))
+}
+
+/// A member leaves; its queues go to the others at once.
+#[tracing::instrument(level = "debug", skip_all, fields(group = %request.group, member = %request.member_id))]
+pub(crate) fn leave(
+    state: &BrokerState,
+    request: pb::LeaveGroupRequest,
+) -> Result<Reply, RequestError> {
+    state
+        .groups
+        .leave(&request.group, &request.member_id, &|topic| {
+            state.queues_of(topic)
+        });
+    Ok(Reply::meta(&pb::Empty {}))
+}
+
+/// Stores a group's offsets, skipping queues another live member owns and unknown queues.
+#[tracing::instrument(level = "debug", skip_all, fields(group = %request.group, member = %request.member_id, count = request.offsets.len()))]
+pub(crate) fn commit(
+    state: &BrokerState,
+    request: pb::CommitOffsetsRequest,
+) -> Result<Reply, RequestError> {
+    require("group", &request.group)?;
+    for entry in request.offsets {
+        if state
+            .topics
+            .check_queue(&entry.topic, entry.queue_id)
+            .is_err()
+        {
+            tracing::debug!(topic = %entry.topic, queue = entry.queue_id, "commit for an unknown queue ignored");
+            continue;
+        }
+        if !state.groups.may_commit(
+            &request.group,
+            &request.member_id,
+            &entry.topic,
+            entry.queue_id,
+        ) {
+            tracing::debug!(topic = %entry.topic, queue = entry.queue_id, "commit by a non-owner ignored");
+            continue;
+        }
+        state
+            .offsets
+            .set(&request.group, &entry.topic, entry.queue_id, entry.offset);
+    }
+    Ok(Reply::meta(&pb::Empty {}))
+}
+
+/// The committed offset of a queue, or its minimum or maximum when there is none.
+pub(crate) fn fetch(
+    state: &BrokerState,
+    request: pb::FetchOffsetRequest,
+) -> Result<Reply, RequestError> {
+    state.topics.check_queue(&request.topic, request.queue_id)?;
+    let response = match state
+        .offsets
+        .get(&request.group, &request.topic, request.queue_id)
+    {
+        Some(offset) => pb::FetchOffsetResponse {
+            offset,
+            committed: true,
+        },
+        None => {
+            let offsets = state.log.queue_offsets(&request.topic, request.queue_id);
+            let offset = match pb::StartFrom::try_from(request.start_from) {
+                Ok(pb::StartFrom::Earliest) => offsets.min,
+                Ok(pb::StartFrom::Latest) => offsets.max,
+                Err(_) => {
+                    return Err(RequestError::new(
+                        ErrorCode::MalformedRequest,
+                        format!("unknown start_from {}", request.start_from),
+                    ));
+                }
+            };
+            pb::FetchOffsetResponse {
+                offset,
+                committed: false,
+            }
+        }
+    };
+    Ok(Reply::meta(&response))
+}
+
+fn mode(mode: GroupMode) -> i32 {
+    let mode = match mode {
+        GroupMode::Clustering => pb::ConsumeMode::Clustering,
+        GroupMode::Broadcast => pb::ConsumeMode::Broadcast,
+        GroupMode::Shared => pb::ConsumeMode::Shared,
+    };
+    mode as i32
+}
+
+/// Groups with live members, committed offsets or shared-group state, with their modes.
+pub(crate) fn list(state: &BrokerState) -> Result<Reply, RequestError> {
+    let listings: Vec<pb::GroupListing> = ops::group::list(state)
+        .into_iter()
+        .map(|l| pb::GroupListing {
+            group: l.group,
+            modes: l.modes.into_iter().map(mode).collect(),
+        })
+        .collect();
+    Ok(Reply::meta(&pb::ListGroupsResponse {
+        groups: listings.iter().map(|l| l.group.clone()).collect(),
+        listings,
+    }))
+}
+
+/// A group's modes, members, and per queue its max offset, committed offset (a shared group:
+/// its acked low-water mark), lag and owner, and a shared group's progress.
+pub(crate) fn describe(
+    state: &BrokerState,
+    request: pb::DescribeGroupRequest,
+) -> Result<Reply, RequestError> {
+    let description = ops::group::describe(state, &request.group)?;
+    let queues = description
+        .queues
+        .into_iter()
+        .map(|q| pb::GroupQueueInfo {
+            max_offset: q.offsets.max,
+            committed_offset: q.committed.or(q.shared.map(|s| s.low_water)).unwrap_or(0),
+            lag: q.lag,
+            owner: q.owner,
+            topic: q.topic,
+            queue_id: q.queue_id,
+            mode: mode(q.mode),
+            shared: q.shared.map(|s| pb::SharedQueueProgress {
+                low_water: s.low_water,
+                cursor: s.cursor,
+                in_flight: s.in_flight,
+                acked_above: s.acked_above,
+            }),
+        })
+        .collect();
+    let members = description
+        .members
+        .into_iter()
+        .map(|m| pb::GroupMember {
+            member_id: m.member_id,
+            client_addr: m.client_addr,
+            mode: mode(m.mode.into()),
+            assigned: m.assigned.into_iter().map(queue_ref).collect(),
+        })
+        .collect();
+    Ok(Reply::meta(&pb::DescribeGroupResponse {
+        group: request.group,
+        members,
+        queues,
+        modes: description.modes.into_iter().map(mode).collect(),
+    }))
+}
+
+/// Sets a group's offsets on every queue of a topic; refused while the group has live members.
+#[tracing::instrument(level = "debug", skip_all, fields(group = %request.group, topic = %request.topic))]
+pub(crate) fn reset(
+    state: &BrokerState,
+    request: pb::ResetOffsetsRequest,
+) -> Result<Reply, RequestError> {
+    use pb::reset_offsets_request::To;
+    let to = match request.to {
+        Some(To::Earliest(_)) => ResetTarget::Earliest,
+        Some(To::Latest(_)) => ResetTarget::Latest,
+        Some(To::TimestampMs(ts)) => ResetTarget::Timestamp(ts),
+        None => {
+            return Err(RequestError::new(
+                ErrorCode::InvalidArgument,
+                "say where to reset to: earliest, latest or timestamp_ms",
+            ));
+        }
+    };
+    let offsets = ops::group::reset(state, &request.group, &request.topic, to)?
+        .into_iter()
+        .map(|(queue_id, offset)| pb::OffsetEntry {
+            topic: request.topic.clone(),
+            queue_id,
+            offset,
+        })
+        .collect();
+    Ok(Reply::meta(&pb::ResetOffsetsResponse { offsets }))
+}
