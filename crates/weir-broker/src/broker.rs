@@ -29,9 +29,9 @@ use crate::features::transaction::{self, Transactions};
 use crate::protocols::http::HttpServer;
 use crate::protocols::http::metrics_endpoint;
 use crate::protocols::native::outbox::Outboxes;
+use crate::protocols::native::registration::{Registrar, Target};
 use crate::protocols::native::server;
 use crate::routing::name_server::NameServer;
-use crate::routing::registration::{Registrar, Target};
 use crate::state::BrokerState;
 
 /// How often dirty offsets are written to disk.

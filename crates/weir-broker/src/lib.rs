@@ -18,9 +18,9 @@
 //! features/      delay, retry (+ dead letters), transaction, idempotence,
 //!                groups (coordinator, offsets, shared)
 //! ops/           protocol-neutral operations: produce, pull, topics, groups, lookups
-//! protocols/     native (frames + protobuf: server, connection, dispatch, handlers, outbox),
-//!                http (admin API, metrics, probes)
-//! routing/       the name-server registry and this broker's registration with name servers
+//! protocols/     native (frames + protobuf: server, connection, dispatch, handlers, outbox,
+//!                registration with name servers), http (admin API, metrics, probes)
+//! routing/       the name-server registry (routes from broker registrations)
 //! ```
 //!
 //! # Dependency rules

@@ -131,3 +131,13 @@ fn nothing_but_the_crate_root_reaches_into_start_up() {
         .collect();
     assert!(found.is_empty(), "{found:#?}");
 }
+
+#[test]
+fn protobuf_types_stay_in_the_native_protocol() {
+    let native = src().join("protocols").join("native");
+    let found: Vec<String> = violations(&src(), &["pb::"])
+        .into_iter()
+        .filter(|v| !v.starts_with(&native.display().to_string()))
+        .collect();
+    assert!(found.is_empty(), "{found:#?}");
+}

@@ -9,9 +9,33 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use weir_proto::{ErrorCode, pb};
+use weir_proto::ErrorCode;
 
 use crate::error::RequestError;
+
+/// A broker's registration: who it is and the topics (with queue counts) it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BrokerRegistration {
+    /// The cluster it belongs to.
+    pub cluster: String,
+    /// Its broker group's name.
+    pub broker_name: String,
+    /// Where clients reach it (`host:port`).
+    pub broker_addr: String,
+    /// Topic → its queue count there.
+    pub topics: Vec<(String, u32)>,
+}
+
+/// One queue of a topic's route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct QueueRoute {
+    /// The queue's id.
+    pub queue_id: u32,
+    /// The broker group serving it.
+    pub broker_name: String,
+    /// Where that group is reached.
+    pub broker_addr: String,
+}
 
 #[derive(Debug)]
 struct Registration {
@@ -38,18 +62,14 @@ impl NameServer {
     }
 
     /// Records (or refreshes) a broker's registration.
-    pub fn register(&self, request: pb::RegisterBrokerRequest) -> Result<(), RequestError> {
+    pub fn register(&self, request: BrokerRegistration) -> Result<(), RequestError> {
         if request.broker_name.is_empty() || request.broker_addr.is_empty() {
             return Err(RequestError::new(
                 ErrorCode::InvalidArgument,
                 "broker_name and broker_addr must be set",
             ));
         }
-        let topics = request
-            .topics
-            .into_iter()
-            .map(|t| (t.name, t.queue_count))
-            .collect();
+        let topics = request.topics.into_iter().collect();
         self.brokers.lock().insert(
             request.broker_name,
             Registration {
@@ -63,15 +83,15 @@ impl NameServer {
     }
 
     /// The route of a topic over every live broker serving it, or `topic_not_found`.
-    pub fn route(&self, topic: &str) -> Result<pb::GetRouteResponse, RequestError> {
+    pub fn route(&self, topic: &str) -> Result<Vec<QueueRoute>, RequestError> {
         let now = Instant::now();
         let brokers = self.brokers.lock();
-        let queues: Vec<pb::QueueRoute> = brokers
+        let queues: Vec<QueueRoute> = brokers
             .iter()
             .filter(|(_, r)| now.duration_since(r.last_seen) <= self.expiry)
             .filter_map(|(name, r)| r.topics.get(topic).map(|n| (name, r, *n)))
             .flat_map(|(name, r, n)| {
-                (0..n).map(move |queue_id| pb::QueueRoute {
+                (0..n).map(move |queue_id| QueueRoute {
                     queue_id,
                     broker_name: name.clone(),
                     broker_addr: r.broker_addr.clone(),
@@ -84,10 +104,7 @@ impl NameServer {
                 format!("topic '{topic}' does not exist (no live broker serves it)"),
             ));
         }
-        Ok(pb::GetRouteResponse {
-            topic: topic.to_owned(),
-            queues,
-        })
+        Ok(queues)
     }
 
     /// Drops brokers silent for longer than the expiry; returns the names dropped.
@@ -110,18 +127,12 @@ impl NameServer {
 mod tests {
     use super::*;
 
-    fn registration(name: &str, topics: &[(&str, u32)]) -> pb::RegisterBrokerRequest {
-        pb::RegisterBrokerRequest {
+    fn registration(name: &str, topics: &[(&str, u32)]) -> BrokerRegistration {
+        BrokerRegistration {
             cluster: "c".to_owned(),
             broker_name: name.to_owned(),
             broker_addr: format!("{name}:9876"),
-            topics: topics
-                .iter()
-                .map(|(t, n)| pb::TopicRegistration {
-                    name: (*t).to_owned(),
-                    queue_count: *n,
-                })
-                .collect(),
+            topics: topics.iter().map(|(t, n)| ((*t).to_owned(), *n)).collect(),
         }
     }
 
@@ -131,8 +142,8 @@ mod tests {
         ns.register(registration("a", &[("t", 2)]))?;
         ns.register(registration("b", &[("t", 1), ("u", 1)]))?;
         let route = ns.route("t")?;
-        assert_eq!(route.queues.len(), 3);
-        assert_eq!(route.queues[2].broker_addr, "b:9876");
+        assert_eq!(route.len(), 3);
+        assert_eq!(route[2].broker_addr, "b:9876");
         assert_eq!(
             ns.route("v").err().map(|e| e.code),
             Some(ErrorCode::TopicNotFound)

@@ -129,7 +129,8 @@ impl Delays {
                 .read(DELAY_TOPIC, 0, offset, 4096, 4 << 20, &TagFilter::All)
                 .map_err(|e| BrokerError::from_store(e, data_dir))?;
             for record in Records::new(&read.records) {
-                let record = record.map_err(|e| BrokerError::Config(format!("{DELAY_TOPIC}: {e}")))?;
+                let record =
+                    record.map_err(|e| BrokerError::Config(format!("{DELAY_TOPIC}: {e}")))?;
                 let stamp = record.stamp();
                 if delays.progress.lock().is_done(stamp.queue_offset) {
                     continue;

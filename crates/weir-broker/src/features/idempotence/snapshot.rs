@@ -181,7 +181,8 @@ fn producer_queue<'a>(record: &Record<'a>) -> Option<(&'a str, u32)> {
         let queue_id = record.property(PROP_REAL_QUEUE)?.parse().ok()?;
         return Some((topic, queue_id));
     }
-    (!weir_proto::names::is_internal(record.topic())).then(|| (record.topic(), record.stamp().queue_id))
+    (!weir_proto::names::is_internal(record.topic()))
+        .then(|| (record.topic(), record.stamp().queue_id))
 }
 
 /// Writes a snapshot if the table changed or the log moved far since the last one.

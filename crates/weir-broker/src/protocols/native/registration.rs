@@ -1,5 +1,6 @@
-//! The broker side of routing: registering this broker's topics with every name server, at
-//! start, every heartbeat interval and whenever the topic table changes.
+//! The broker side of routing, over the native protocol: registering this broker's topics
+//! with every name server, at start, every heartbeat interval and whenever the topic table
+//! changes.
 //!
 //! A remote name server gets a `RegisterBroker` request over the native protocol; in standalone
 //! mode (no name servers configured) the same request goes to this process's own name-server
@@ -18,7 +19,38 @@ use weir_proto::frame::encode_frame;
 use weir_proto::{ApiKey, ErrorCode, FrameCodec, Header, pb};
 
 use crate::core::topics::TopicTable;
-use crate::routing::name_server::NameServer;
+use crate::routing::name_server::{BrokerRegistration, NameServer};
+
+/// A registration as the native protocol carries it.
+fn to_request(registration: &BrokerRegistration) -> pb::RegisterBrokerRequest {
+    pb::RegisterBrokerRequest {
+        cluster: registration.cluster.clone(),
+        broker_name: registration.broker_name.clone(),
+        broker_addr: registration.broker_addr.clone(),
+        topics: registration
+            .topics
+            .iter()
+            .map(|(name, queues)| pb::TopicRegistration {
+                name: name.clone(),
+                queue_count: *queues,
+            })
+            .collect(),
+    }
+}
+
+/// A registration received over the native protocol.
+pub(crate) fn from_request(request: pb::RegisterBrokerRequest) -> BrokerRegistration {
+    BrokerRegistration {
+        cluster: request.cluster,
+        broker_name: request.broker_name,
+        broker_addr: request.broker_addr,
+        topics: request
+            .topics
+            .into_iter()
+            .map(|t| (t.name, t.queue_count))
+            .collect(),
+    }
+}
 
 /// How long one registration with a remote name server may take.
 const REMOTE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -69,8 +101,8 @@ impl Registrar {
     }
 
     /// The registration describing this broker now.
-    fn request(&self) -> pb::RegisterBrokerRequest {
-        pb::RegisterBrokerRequest {
+    fn request(&self) -> BrokerRegistration {
+        BrokerRegistration {
             cluster: self.cluster.clone(),
             broker_name: self.broker_name.clone(),
             broker_addr: self.broker_addr.clone(),
@@ -78,10 +110,7 @@ impl Registrar {
                 .topics
                 .list()
                 .into_iter()
-                .map(|(name, config)| pb::TopicRegistration {
-                    name,
-                    queue_count: config.queues,
-                })
+                .map(|(name, config)| (name, config.queues))
                 .collect(),
         }
     }
@@ -143,7 +172,7 @@ impl Registrar {
     async fn register_remote(
         &self,
         addr: &str,
-        request: &pb::RegisterBrokerRequest,
+        request: &BrokerRegistration,
     ) -> Result<(), String> {
         let mut stream = TcpStream::connect(addr)
             .await
@@ -151,7 +180,7 @@ impl Registrar {
         let _ = stream.set_nodelay(true);
         let header = Header::request(ApiKey::RegisterBroker, 1);
         let mut out = BytesMut::new();
-        encode_frame(&header, request, &[], &mut out);
+        encode_frame(&header, &to_request(request), &[], &mut out);
         stream
             .write_all(&out)
             .await
