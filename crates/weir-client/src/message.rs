@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use weir_proto::MessageId;
 use weir_proto::record::{self, RecordFields};
+use weir_proto::{MessageId, names};
 
 use crate::error::{ClientError, Result};
 
@@ -221,7 +221,7 @@ pub struct ReceivedMessage {
 impl ReceivedMessage {
     /// How many times delivery of this message failed before (0 for a first delivery).
     pub fn reconsume_times(&self) -> u32 {
-        self.property("RECONSUME_TIMES")
+        self.property(names::PROP_RECONSUME_TIMES)
             .and_then(|t| t.parse().ok())
             .unwrap_or(0)
     }
@@ -229,7 +229,8 @@ impl ReceivedMessage {
     /// The topic the message was first produced to: `ORIGIN_TOPIC` for a retry copy or a dead
     /// letter, else its topic.
     pub fn origin_topic(&self) -> &str {
-        self.property("ORIGIN_TOPIC").unwrap_or(&self.topic)
+        self.property(names::PROP_ORIGIN_TOPIC)
+            .unwrap_or(&self.topic)
     }
 
     /// Decodes every record of `payload`, as stored by the broker at `broker_addr`.

@@ -8,12 +8,13 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
+use weir_proto::names::{self, PROP_ORIGIN_TOPIC};
 use weir_proto::{ApiKey, ErrorCode, pb};
 
 use crate::consumer::QueueKey;
 use crate::consumer::offset_store::QueueProgress;
 use crate::consumer::orderly::Lease;
-use crate::consumer::rebalance::{self, Fetched, Group, Sink};
+use crate::consumer::rebalance::{Fetched, Group, Sink};
 use crate::consumer::{orderly, push};
 use crate::error::{ClientError, Result};
 use crate::message::ReceivedMessage;
@@ -50,10 +51,10 @@ pub(crate) async fn pull_once(
         .await?;
     let mut messages = ReceivedMessage::decode_all(&payload, broker)?;
     messages.retain(|m| m.queue_offset >= request.offset);
-    if rebalance::is_retry_topic(&request.topic) {
+    if names::is_retry_topic(&request.topic) {
         // A retry copy is shown under the topic it was produced to.
         for message in &mut messages {
-            if let Some(origin) = message.property("ORIGIN_TOPIC") {
+            if let Some(origin) = message.property(PROP_ORIGIN_TOPIC) {
                 message.topic = origin.to_owned();
             }
         }

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+use weir_proto::names::{is_retry_topic, retry_topic};
 use weir_proto::{ApiKey, ErrorCode, pb};
 
 use crate::consumer::offset_store::{OffsetStore, QueueProgress};
@@ -29,19 +30,6 @@ use crate::error::{ClientError, Result};
 use crate::message::ReceivedMessage;
 use crate::pool::Pool;
 use crate::route::RouteCache;
-
-/// Prefix of a group's retry topic.
-const RETRY_PREFIX: &str = "%RETRY%";
-
-/// The retry topic of `group`.
-pub(crate) fn retry_topic(group: &str) -> String {
-    format!("{RETRY_PREFIX}{group}")
-}
-
-/// Whether `topic` is a group's retry topic.
-pub(crate) fn is_retry_topic(topic: &str) -> bool {
-    topic.starts_with(RETRY_PREFIX)
-}
 
 /// Where fetched messages go.
 pub(crate) enum Sink {
