@@ -69,7 +69,11 @@ impl Admin {
             resend: true,
             ..pb::SendBackRequest::default()
         };
-        let conn = self.routes.pool().get(&id.broker_addr.to_string()).await?;
+        let broker = self
+            .routes
+            .addr_of_group(&id.broker, &dlq_topic(group))
+            .await?;
+        let conn = self.routes.pool().get(&broker).await?;
         let (response, _) = conn
             .call::<_, pb::SendBackResponse>(ApiKey::SendBack, &request, Bytes::new(), None)
             .await?;

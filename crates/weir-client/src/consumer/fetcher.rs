@@ -19,6 +19,7 @@ use crate::consumer::{orderly, push};
 use crate::error::{ClientError, Result};
 use crate::message::ReceivedMessage;
 use crate::pool::Pool;
+use crate::route::Broker;
 
 /// Extra time a long-poll pull is given over its `max_wait` before it counts as timed out.
 const PULL_GRACE: Duration = Duration::from_secs(10);
@@ -41,15 +42,15 @@ pub struct PullResult {
 /// Sends one pull request to `broker` and decodes the answer.
 pub(crate) async fn pull_once(
     pool: &Pool,
-    broker: &str,
+    broker: &Broker,
     request: &pb::PullRequest,
 ) -> Result<PullResult> {
     let timeout = Duration::from_millis(u64::from(request.max_wait_ms)) + PULL_GRACE;
-    let conn = pool.get(broker).await?;
+    let conn = pool.get(&broker.addr).await?;
     let (response, payload) = conn
         .call::<_, pb::PullResponse>(ApiKey::Pull, request, Bytes::new(), Some(timeout))
         .await?;
-    let mut messages = ReceivedMessage::decode_all(&payload, broker)?;
+    let mut messages = ReceivedMessage::decode_stored_by(&payload, Some(&broker.name))?;
     messages.retain(|m| m.queue_offset >= request.offset);
     if names::is_retry_topic(&request.topic) {
         // A retry copy is shown under the topic it was produced to.
@@ -72,7 +73,7 @@ pub(crate) async fn pull_once(
 pub(crate) async fn run(
     group: Arc<Group>,
     key: QueueKey,
-    broker: String,
+    broker: Broker,
     epoch: u64,
     progress: Arc<Mutex<QueueProgress>>,
     lease: Arc<Lease>,
@@ -113,7 +114,7 @@ pub(crate) async fn run(
                         let queue = orderly::QueueLoop {
                             group: &group,
                             key: &key,
-                            broker: &broker,
+                            broker: &broker.addr,
                             progress: &progress,
                             lease: &lease,
                             cancel: &cancel,
@@ -126,7 +127,7 @@ pub(crate) async fn run(
                     Sink::Push(handler) => {
                         let to = push::SendBackTo {
                             group: &group,
-                            broker: &broker,
+                            broker: &broker.addr,
                         };
                         let done =
                             push::deliver(&to, handler, &result.messages, &progress, &cancel).await;
@@ -153,7 +154,7 @@ pub(crate) async fn run(
                     return;
                 }
                 ErrorCode::OffsetOutOfRange => {
-                    match describe_bounds(group.pool(), &broker, &key).await {
+                    match describe_bounds(group.pool(), &broker.addr, &key).await {
                         Ok((min, max)) => {
                             let to = offset.clamp(min, max);
                             warn!(queue = %key, offset, to, "offset out of range; jumping");

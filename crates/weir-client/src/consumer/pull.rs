@@ -162,7 +162,7 @@ impl PullConsumer {
         max: u32,
     ) -> Result<PullResult> {
         let route = self.group.routes.get(topic).await?;
-        let broker = route.broker_of(queue_id)?;
+        let broker = route.named_broker_of(queue_id)?;
         let request = pb::PullRequest {
             topic: topic.to_owned(),
             queue_id,

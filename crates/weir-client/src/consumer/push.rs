@@ -210,7 +210,7 @@ async fn handle(
 async fn send_back(to: &SendBackTo<'_>, messages: &[ReceivedMessage]) -> Result<()> {
     let conn = to.group.pool().get(to.broker).await?;
     for message in messages {
-        let id = message.id.ok_or_else(|| {
+        let id = message.id.as_ref().ok_or_else(|| {
             ClientError::Protocol("a message without an id cannot be sent back".into())
         })?;
         let request = pb::SendBackRequest {

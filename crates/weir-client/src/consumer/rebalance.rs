@@ -29,7 +29,7 @@ use crate::consumer::{ConsumeMode, ConsumerConfig, QueueKey, StartFrom, fetcher}
 use crate::error::{ClientError, Result};
 use crate::message::ReceivedMessage;
 use crate::pool::Pool;
-use crate::route::RouteCache;
+use crate::route::{Broker, RouteCache};
 
 /// Where fetched messages go.
 pub(crate) enum Sink {
@@ -60,7 +60,7 @@ struct OwnedQueue {
 
 /// A queue a heartbeat round says this member owns.
 struct Assigned {
-    broker: String,
+    broker: Broker,
     /// Until when the broker's answer guarantees the ownership (an instant already past when
     /// the broker could not be asked).
     lease_until: tokio::time::Instant,
@@ -200,7 +200,9 @@ impl Group {
             let owned = self.owned.lock();
             let revoked = owned
                 .iter()
-                .filter(|(key, q)| assigned.get(*key).map(|a| &a.broker) != Some(&q.broker_addr))
+                .filter(|(key, q)| {
+                    assigned.get(*key).map(|a| &a.broker.addr) != Some(&q.broker_addr)
+                })
                 .map(|(key, _)| key.clone())
                 .collect();
             let new = assigned
@@ -236,7 +238,7 @@ impl Group {
         let mut brokers = Vec::new();
         for topic in &self.config.topics {
             match self.routes.get(topic).await {
-                Ok(route) => brokers.extend(route.brokers()),
+                Ok(route) => brokers.extend(route.named_brokers()),
                 Err(e) => {
                     if self.owned.lock().is_empty() {
                         return Err(e);
@@ -245,15 +247,15 @@ impl Group {
                 }
             }
         }
-        brokers.sort();
-        brokers.dedup();
+        brokers.sort_by(|a, b| a.addr.cmp(&b.addr));
+        brokers.dedup_by(|a, b| a.addr == b.addr);
         let mut assigned = HashMap::new();
         for broker in brokers {
             let held: Vec<pb::QueueRef> = self
                 .owned
                 .lock()
                 .iter()
-                .filter(|(_, q)| q.broker_addr == broker)
+                .filter(|(_, q)| q.broker_addr == broker.addr)
                 .map(|(key, _)| pb::QueueRef {
                     topic: key.topic.clone(),
                     queue_id: key.queue_id,
@@ -268,7 +270,7 @@ impl Group {
             };
             let sent = tokio::time::Instant::now();
             let answer = async {
-                let conn = self.pool().get(&broker).await?;
+                let conn = self.pool().get(&broker.addr).await?;
                 conn.call::<_, pb::GroupHeartbeatResponse>(
                     ApiKey::GroupHeartbeat,
                     &request,
@@ -300,7 +302,7 @@ impl Group {
                     }
                 }
                 Err(e) => {
-                    warn!(broker, error = %e, "group heartbeat failed");
+                    warn!(broker = %broker.addr, error = %e, "group heartbeat failed");
                     // Kept for now, but the broker may have released them (a closed
                     // connection releases at once): the lease ends.
                     for q in held {
@@ -326,11 +328,11 @@ impl Group {
         Ok(assigned)
     }
 
-    /// Starts consuming `key` from the broker at `broker`, at the group's offset.
+    /// Starts consuming `key` from `broker`, at the group's offset.
     async fn start_queue(
         self: &Arc<Self>,
         key: QueueKey,
-        broker: String,
+        broker: Broker,
         lease_until: tokio::time::Instant,
     ) -> Result<()> {
         let offset = match self.offsets.local_offset(&key) {
@@ -347,7 +349,7 @@ impl Group {
                         self.config.start_from.to_pb() as i32
                     },
                 };
-                let conn = self.pool().get(&broker).await?;
+                let conn = self.pool().get(&broker.addr).await?;
                 let (response, _) = conn
                     .call::<_, pb::FetchOffsetResponse>(
                         ApiKey::FetchOffset,
@@ -364,10 +366,11 @@ impl Group {
         let progress = Arc::new(Mutex::new(QueueProgress::new(offset)));
         let cancel = self.stop.child_token();
         let lease = Arc::new(Lease::new(lease_until));
+        let broker_addr = broker.addr.clone();
         let task = tokio::spawn(fetcher::run(
             self.clone(),
             key.clone(),
-            broker.clone(),
+            broker,
             epoch,
             progress.clone(),
             lease.clone(),
@@ -376,7 +379,7 @@ impl Group {
         self.owned.lock().insert(
             key,
             OwnedQueue {
-                broker_addr: broker,
+                broker_addr,
                 epoch,
                 progress,
                 lease,
