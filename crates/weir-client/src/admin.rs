@@ -6,7 +6,8 @@ use bytes::Bytes;
 use weir_proto::{ApiKey, MessageId, pb};
 
 use crate::connection::ConnectionConfig;
-use crate::consumer::fetcher::{PullResult, pull_once};
+use crate::consumer::PullResult;
+use crate::consumer::fetcher::pull_once;
 use crate::error::{ClientError, Result};
 use crate::message::ReceivedMessage;
 use crate::pool::Pool;

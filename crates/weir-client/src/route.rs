@@ -131,11 +131,6 @@ impl RouteCache {
         })
     }
 
-    /// The configured servers.
-    pub fn servers(&self) -> &[String] {
-        &self.servers
-    }
-
     /// The connection pool the cache uses.
     pub fn pool(&self) -> &Arc<Pool> {
         &self.pool

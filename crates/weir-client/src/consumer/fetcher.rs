@@ -1,5 +1,6 @@
 //! The fetch loop of one owned queue: long-poll pulls from the queue's broker, handing each
-//! batch to the push handler or to the pull consumer's buffer.
+//! batch to the member's sink: orderly or concurrent delivery to the push handler, or the pull
+//! consumer's buffer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,11 +12,9 @@ use tracing::{debug, error, warn};
 use weir_proto::names::{self, PROP_ORIGIN_TOPIC};
 use weir_proto::{ApiKey, ErrorCode, pb};
 
-use crate::consumer::QueueKey;
 use crate::consumer::offset_store::QueueProgress;
 use crate::consumer::orderly::Lease;
-use crate::consumer::rebalance::{Fetched, Group, Sink};
-use crate::consumer::{orderly, push};
+use crate::consumer::{Fetched, Member, PullResult, QueueKey, Sink, concurrent, orderly};
 use crate::error::{ClientError, Result};
 use crate::message::ReceivedMessage;
 use crate::pool::Pool;
@@ -25,19 +24,6 @@ use crate::route::Broker;
 const PULL_GRACE: Duration = Duration::from_secs(10);
 /// Longest pause between pulls after errors.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-/// What one pull returned.
-#[derive(Debug, Clone)]
-pub struct PullResult {
-    /// The messages, in queue order.
-    pub messages: Vec<ReceivedMessage>,
-    /// Where to pull next (past messages skipped by the tag filter too).
-    pub next_offset: u64,
-    /// The queue's minimum offset.
-    pub min_offset: u64,
-    /// The queue's maximum offset (the offset the next message stored will get).
-    pub max_offset: u64,
-}
 
 /// Sends one pull request to `broker` and decodes the answer.
 pub(crate) async fn pull_once(
@@ -71,7 +57,7 @@ pub(crate) async fn pull_once(
 /// Runs until `cancel` fires (after the batch in process is done), or until the queue is
 /// lost (not the owner any more, topic or queue gone).
 pub(crate) async fn run(
-    group: Arc<Group>,
+    member: Arc<Member>,
     key: QueueKey,
     broker: Broker,
     epoch: u64,
@@ -79,7 +65,7 @@ pub(crate) async fn run(
     lease: Arc<Lease>,
     cancel: CancellationToken,
 ) {
-    let config = &group.config;
+    let config = &member.config;
     let mut backoff = Duration::from_millis(100);
     let max_wait_ms = u32::try_from(config.max_wait.as_millis()).unwrap_or(u32::MAX);
     while !cancel.is_cancelled() {
@@ -91,13 +77,13 @@ pub(crate) async fn run(
             max_messages: config.pull_batch,
             max_bytes: config.pull_max_bytes,
             max_wait_ms,
-            group: group.config.group.clone(),
-            member_id: group.member_id.clone(),
+            group: config.group.clone(),
+            member_id: member.member_id.clone(),
             tag_expression: config.tag_expression.clone(),
         };
         let pulled = tokio::select! {
             _ = cancel.cancelled() => return,
-            pulled = pull_once(group.pool(), &broker, &request) => pulled,
+            pulled = pull_once(&member.pool, &broker, &request) => pulled,
         };
         match pulled {
             Ok(result) => {
@@ -109,10 +95,10 @@ pub(crate) async fn run(
                 if result.messages.is_empty() {
                     continue;
                 }
-                match &group.sink {
+                match &member.sink {
                     Sink::Push(handler) if config.orderly => {
                         let queue = orderly::QueueLoop {
-                            group: &group,
+                            member: &member,
                             key: &key,
                             broker: &broker.addr,
                             progress: &progress,
@@ -125,12 +111,13 @@ pub(crate) async fn run(
                         }
                     }
                     Sink::Push(handler) => {
-                        let to = push::SendBackTo {
-                            group: &group,
+                        let to = concurrent::SendBackTo {
+                            member: &member,
                             broker: &broker.addr,
                         };
                         let done =
-                            push::deliver(&to, handler, &result.messages, &progress, &cancel).await;
+                            concurrent::deliver(&to, handler, &result.messages, &progress, &cancel)
+                                .await;
                         if !done {
                             return;
                         }
@@ -154,7 +141,7 @@ pub(crate) async fn run(
                     return;
                 }
                 ErrorCode::OffsetOutOfRange => {
-                    match describe_bounds(group.pool(), &broker.addr, &key).await {
+                    match describe_bounds(&member.pool, &broker.addr, &key).await {
                         Ok((min, max)) => {
                             let to = offset.clamp(min, max);
                             warn!(queue = %key, offset, to, "offset out of range; jumping");

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -24,27 +23,10 @@ use weir_proto::{ApiKey, ErrorCode, pb};
 
 use crate::consumer::offset_store::{OffsetStore, QueueProgress};
 use crate::consumer::orderly::{self, Lease};
-use crate::consumer::push::Handler;
-use crate::consumer::{ConsumeMode, ConsumerConfig, QueueKey, StartFrom, fetcher};
+use crate::consumer::{ConsumeMode, ConsumerConfig, Member, QueueKey, Sink, StartFrom, fetcher};
 use crate::error::{ClientError, Result};
-use crate::message::ReceivedMessage;
 use crate::pool::Pool;
 use crate::route::{Broker, RouteCache};
-
-/// Where fetched messages go.
-pub(crate) enum Sink {
-    /// To a handler, in the fetch loop (push consumer).
-    Push(Handler),
-    /// Into a channel drained by `poll` (pull consumer).
-    Pull(mpsc::Sender<Fetched>),
-}
-
-/// Messages fetched from one queue, for the pull consumer's buffer.
-pub(crate) struct Fetched {
-    pub key: QueueKey,
-    pub epoch: u64,
-    pub messages: Vec<ReceivedMessage>,
-}
 
 /// A queue this member holds.
 struct OwnedQueue {
@@ -68,10 +50,9 @@ struct Assigned {
 
 /// One member of a consumer group: its identity, its queues and their progress.
 pub(crate) struct Group {
-    pub config: ConsumerConfig,
-    pub member_id: String,
+    /// Settings, id, connections and sink, shared with the queues' fetch loops.
+    pub member: Arc<Member>,
     pub routes: RouteCache,
-    pub sink: Sink,
     /// Every topic the member heartbeats with: the configured ones, plus the group's retry
     /// topic `%RETRY%<group>` for a clustering push consumer (the broker creates it on demand).
     subscriptions: Vec<String>,
@@ -101,7 +82,7 @@ impl Group {
             ));
         }
         let pool = Arc::new(Pool::new(config.connection.clone()));
-        let routes = RouteCache::new(pool, config.servers.clone())?;
+        let routes = RouteCache::new(pool.clone(), config.servers.clone())?;
         let offsets = match config.mode {
             ConsumeMode::Clustering => OffsetStore::Broker,
             ConsumeMode::Broadcast => OffsetStore::local(
@@ -122,10 +103,13 @@ impl Group {
             subscriptions.push(retry_topic(&config.group));
         }
         Ok(Arc::new(Group {
-            config,
-            member_id,
+            member: Arc::new(Member {
+                config,
+                member_id,
+                pool,
+                sink,
+            }),
             routes,
-            sink,
             subscriptions,
             offsets,
             owned: Mutex::new(HashMap::new()),
@@ -136,7 +120,12 @@ impl Group {
     }
 
     pub(crate) fn pool(&self) -> &Arc<Pool> {
-        self.routes.pool()
+        &self.member.pool
+    }
+
+    /// The member's settings.
+    pub(crate) fn config(&self) -> &ConsumerConfig {
+        &self.member.config
     }
 
     /// Joins the group (one heartbeat round, so a missing topic is reported here) and starts
@@ -151,7 +140,7 @@ impl Group {
     }
 
     async fn background(self: Arc<Self>) {
-        let mut commit = tokio::time::interval(self.config.commit_interval);
+        let mut commit = tokio::time::interval(self.config().commit_interval);
         commit.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut next_heartbeat = tokio::time::Instant::now() + self.heartbeat_interval();
         loop {
@@ -159,14 +148,14 @@ impl Group {
                 _ = self.stop.cancelled() => return,
                 _ = commit.tick() => {
                     if let Err(e) = self.commit().await {
-                        warn!(group = %self.config.group, error = %e, "offset commit failed");
+                        warn!(group = %self.config().group, error = %e, "offset commit failed");
                     }
                 }
                 _ = tokio::time::sleep_until(next_heartbeat) => {
                     let again = match self.rebalance().await {
                         Ok(revoked) => revoked,
                         Err(e) => {
-                            warn!(group = %self.config.group, error = %e, "heartbeat failed");
+                            warn!(group = %self.config().group, error = %e, "heartbeat failed");
                             false
                         }
                     };
@@ -220,7 +209,7 @@ impl Group {
         for key in &revoked {
             let queue = self.owned.lock().remove(key);
             if let Some(queue) = queue {
-                info!(group = %self.config.group, queue = %key, "queue revoked");
+                info!(group = %self.config().group, queue = %key, "queue revoked");
                 self.stop_queue(key, queue).await;
             }
         }
@@ -236,7 +225,7 @@ impl Group {
     /// with their brokers. A broker that cannot be reached keeps its queues for now.
     async fn heartbeat_all(&self) -> Result<HashMap<QueueKey, Assigned>> {
         let mut brokers = Vec::new();
-        for topic in &self.config.topics {
+        for topic in &self.config().topics {
             match self.routes.get(topic).await {
                 Ok(route) => brokers.extend(route.named_brokers()),
                 Err(e) => {
@@ -262,9 +251,9 @@ impl Group {
                 })
                 .collect();
             let request = pb::GroupHeartbeatRequest {
-                group: self.config.group.clone(),
-                member_id: self.member_id.clone(),
-                mode: self.config.mode.to_pb() as i32,
+                group: self.config().group.clone(),
+                member_id: self.member.member_id.clone(),
+                mode: self.config().mode.to_pb() as i32,
                 topics: self.subscriptions.clone(),
                 held: held.clone(),
             };
@@ -319,7 +308,7 @@ impl Group {
                             },
                         );
                     }
-                    for topic in &self.config.topics {
+                    for topic in &self.config().topics {
                         self.routes.invalidate(topic);
                     }
                 }
@@ -339,14 +328,14 @@ impl Group {
             Some(offset) => offset,
             None => {
                 let request = pb::FetchOffsetRequest {
-                    group: self.config.group.clone(),
+                    group: self.config().group.clone(),
                     topic: key.topic.clone(),
                     queue_id: key.queue_id,
                     // Retry copies are stored for this group only: never skip one.
                     start_from: if is_retry_topic(&key.topic) {
                         StartFrom::Earliest.to_pb() as i32
                     } else {
-                        self.config.start_from.to_pb() as i32
+                        self.config().start_from.to_pb() as i32
                     },
                 };
                 let conn = self.pool().get(&broker.addr).await?;
@@ -361,14 +350,14 @@ impl Group {
                 response.offset
             }
         };
-        info!(group = %self.config.group, queue = %key, offset, "queue assigned");
+        info!(group = %self.config().group, queue = %key, offset, "queue assigned");
         let epoch = self.next_epoch.fetch_add(1, Ordering::Relaxed);
         let progress = Arc::new(Mutex::new(QueueProgress::new(offset)));
         let cancel = self.stop.child_token();
         let lease = Arc::new(Lease::new(lease_until));
         let broker_addr = broker.addr.clone();
         let task = tokio::spawn(fetcher::run(
-            self.clone(),
+            self.member.clone(),
             key.clone(),
             broker,
             epoch,
@@ -400,7 +389,12 @@ impl Group {
             let entry = [(queue.broker_addr, key.clone(), offset)];
             if let Err(e) = self
                 .offsets
-                .commit(self.pool(), &self.config.group, &self.member_id, &entry)
+                .commit(
+                    self.pool(),
+                    &self.config().group,
+                    &self.member.member_id,
+                    &entry,
+                )
                 .await
             {
                 warn!(queue = %key, error = %e, "cannot commit the offset of a released queue");
@@ -439,7 +433,12 @@ impl Group {
             return Ok(());
         }
         self.offsets
-            .commit(self.pool(), &self.config.group, &self.member_id, &entries)
+            .commit(
+                self.pool(),
+                &self.config().group,
+                &self.member.member_id,
+                &entries,
+            )
             .await?;
         let mut owned = self.owned.lock();
         for (_, key, offset) in entries {
@@ -460,7 +459,7 @@ impl Group {
         let queues: Vec<(QueueKey, OwnedQueue)> = self.owned.lock().drain().collect();
         let mut brokers: HashSet<String> =
             queues.iter().map(|(_, q)| q.broker_addr.clone()).collect();
-        for topic in &self.config.topics {
+        for topic in &self.config().topics {
             if let Some(route) = self.routes.cached(topic) {
                 brokers.extend(route.brokers());
             }
@@ -469,8 +468,8 @@ impl Group {
             self.stop_queue(&key, queue).await;
         }
         let request = pb::LeaveGroupRequest {
-            group: self.config.group.clone(),
-            member_id: self.member_id.clone(),
+            group: self.config().group.clone(),
+            member_id: self.member.member_id.clone(),
         };
         let mut result = Ok(());
         for broker in brokers {

@@ -311,7 +311,7 @@ impl SharedConsumer {
             };
             let (done, retry): (Vec<SharedMessage>, Vec<SharedMessage>) =
                 messages.into_iter().partition(|m| {
-                    crate::consumer::push::run_handler(|| handler(m)) == ConsumeResult::Success
+                    crate::consumer::run_handler(|| handler(m)) == ConsumeResult::Success
                 });
             for (api, list) in [(ApiKey::Ack, done), (ApiKey::Nack, retry)] {
                 if list.is_empty() {
