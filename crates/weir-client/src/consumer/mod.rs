@@ -239,12 +239,102 @@ pub(crate) struct Fetched {
 }
 
 /// A group member as its fetch loops and deliveries see it: settings, identity, connections
-/// and where fetched messages go. The member's group machinery (`rebalance::Group`) and each
-/// of its queues' loops share one.
+/// and where fetched messages go. The member's group machinery (the rebalancer's `Group`) and
+/// each of its queues' loops share one.
 pub(crate) struct Member {
     pub config: ConsumerConfig,
     pub member_id: String,
     /// Connections to the brokers (shared with the member's route cache).
     pub pool: Arc<Pool>,
     pub sink: Sink,
+}
+
+#[cfg(test)]
+mod tests {
+    /// Each consumer module with its source and the sibling modules it may use. Every module
+    /// may use only modules listed before it, so the imports cannot form a cycle.
+    const LAYERS: &[(&str, &str, &[&str])] = &[
+        ("offset_store", include_str!("offset_store.rs"), &[]),
+        ("orderly", include_str!("orderly.rs"), &["offset_store"]),
+        (
+            "concurrent",
+            include_str!("concurrent.rs"),
+            &["offset_store"],
+        ),
+        (
+            "fetcher",
+            include_str!("fetcher.rs"),
+            &["offset_store", "orderly", "concurrent"],
+        ),
+        (
+            "rebalance",
+            include_str!("rebalance.rs"),
+            &["offset_store", "orderly", "fetcher"],
+        ),
+        ("push", include_str!("push.rs"), &["rebalance"]),
+        (
+            "pull",
+            include_str!("pull.rs"),
+            &["offset_store", "fetcher", "rebalance"],
+        ),
+        ("shared", include_str!("shared.rs"), &[]),
+    ];
+
+    /// The sibling modules `source` refers to: `consumer::name`, `super::name`, or `name` in
+    /// a `use crate::consumer::{...}` list.
+    fn used_siblings(source: &str) -> Vec<&'static str> {
+        let mut grouped = Vec::new();
+        for (start, _) in source.match_indices("crate::consumer::{") {
+            let rest = &source[start + "crate::consumer::{".len()..];
+            let list = rest.split('}').next().unwrap_or_default();
+            grouped.extend(
+                list.split(',')
+                    .filter_map(|item| item.split([':', ' ', '\n']).find(|w| !w.is_empty())),
+            );
+        }
+        LAYERS
+            .iter()
+            .map(|(name, _, _)| *name)
+            .filter(|name| {
+                source.contains(&format!("consumer::{name}"))
+                    || source.contains(&format!("super::{name}"))
+                    || grouped.contains(name)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn consumer_modules_depend_one_way() {
+        for (i, (name, source, allowed)) in LAYERS.iter().enumerate() {
+            let earlier: Vec<&str> = LAYERS[..i].iter().map(|(n, _, _)| *n).collect();
+            for dep in *allowed {
+                assert!(
+                    earlier.contains(dep),
+                    "{name} may only use modules below it"
+                );
+            }
+            for used in used_siblings(source) {
+                assert!(
+                    used == *name || allowed.contains(&used),
+                    "consumer/{name}.rs uses {used}, which is not below it in the chain"
+                );
+            }
+        }
+        // The vocabulary uses none of the machinery.
+        let vocabulary = include_str!("mod.rs").split("#[cfg(test)]").next();
+        for name in [
+            "offset_store",
+            "orderly",
+            "concurrent",
+            "fetcher",
+            "rebalance",
+        ] {
+            assert!(
+                !vocabulary
+                    .unwrap_or_default()
+                    .contains(&format!("{name}::")),
+                "mod.rs uses {name}"
+            );
+        }
+    }
 }
