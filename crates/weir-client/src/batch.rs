@@ -594,3 +594,32 @@ fn acked(topic: &str, routed: &Arc<str>, count: usize, response: &pb::ProduceRes
         listed,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(broker_name: &str) -> pb::ProduceResponse {
+        pb::ProduceResponse {
+            commit_log_offset: 100,
+            count: 1,
+            broker_name: broker_name.into(),
+            ..pb::ProduceResponse::default()
+        }
+    }
+
+    #[test]
+    fn ids_name_the_group_the_answer_names() {
+        let routed: Arc<str> = Arc::from("group-a");
+        // Agreeing with the route: the route's name is shared, not copied.
+        let acked_same = acked("t", &routed, 1, &answer("group-a"));
+        assert!(Arc::ptr_eq(&acked_same.broker, &routed));
+        // An answer without a name: the route's.
+        assert_eq!(&*acked("t", &routed, 1, &answer("")).broker, "group-a");
+        // The broker knows best which group stored the batch.
+        assert_eq!(
+            &*acked("t", &routed, 1, &answer("group-b")).broker,
+            "group-b"
+        );
+    }
+}
