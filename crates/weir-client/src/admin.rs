@@ -6,7 +6,8 @@ use bytes::Bytes;
 use weir_proto::{ApiKey, MessageId, pb};
 
 use crate::connection::ConnectionConfig;
-use crate::consumer::fetcher::{PullResult, pull_once};
+use crate::consumer::PullResult;
+use crate::consumer::fetcher::pull_once;
 use crate::error::{ClientError, Result};
 use crate::message::ReceivedMessage;
 use crate::pool::Pool;
@@ -29,7 +30,8 @@ pub enum ResetTo {
 }
 
 /// An administrative client. Requests go to the configured servers (the first that answers);
-/// lookups by message id go straight to the broker named in the id.
+/// lookups by message id go straight to the broker group named in the id, when a route known
+/// to this client says where it is.
 #[derive(Debug)]
 pub struct Admin {
     pub(crate) routes: RouteCache,
@@ -162,29 +164,38 @@ impl Admin {
         Ok(response.offsets)
     }
 
-    /// The message with id `id`, read from the broker the id names (or, if that address
-    /// cannot be reached, from the configured servers).
+    /// The message with id `id`, read from an address serving the broker group the id names
+    /// (as this client's routes know it), or from the configured servers when no route names
+    /// the group or its address cannot be reached.
     pub async fn get_message(&self, id: &MessageId) -> Result<ReceivedMessage> {
         let request = pb::GetMessageRequest {
             message_id: id.to_string(),
         };
-        let broker = id.broker_addr.to_string();
-        let direct = async {
-            let conn = self.routes.pool().get(&broker).await?;
-            conn.call::<_, pb::Empty>(ApiKey::GetMessage, &request, Bytes::new(), None)
-                .await
+        let direct = match self.routes.cached_addr_of_group(&id.broker) {
+            Some(broker) => {
+                let answer = async {
+                    let conn = self.routes.pool().get(&broker).await?;
+                    conn.call::<_, pb::Empty>(ApiKey::GetMessage, &request, Bytes::new(), None)
+                        .await
+                };
+                match answer.await {
+                    Ok((_, payload)) => Some(payload),
+                    Err(e @ ClientError::Server { .. }) => return Err(e),
+                    Err(_) => None,
+                }
+            }
+            None => None,
         };
-        let payload = match direct.await {
-            Ok((_, payload)) => payload,
-            Err(e @ ClientError::Server { .. }) => return Err(e),
-            Err(_) => {
+        let payload = match direct {
+            Some(payload) => payload,
+            None => {
                 self.routes
                     .call_any::<_, pb::Empty>(ApiKey::GetMessage, &request)
                     .await?
                     .1
             }
         };
-        ReceivedMessage::decode_all(&payload, &broker)?
+        ReceivedMessage::decode_stored_by(&payload, Some(&id.broker))?
             .into_iter()
             .next()
             .ok_or_else(|| ClientError::Protocol("GetMessage answered no record".into()))
@@ -205,12 +216,15 @@ impl Admin {
         };
         let route = self.routes.refresh(topic).await?;
         let mut found = Vec::new();
-        for broker in route.brokers() {
-            let conn = self.routes.pool().get(&broker).await?;
+        for broker in route.named_brokers() {
+            let conn = self.routes.pool().get(&broker.addr).await?;
             let (_, payload) = conn
                 .call::<_, pb::Empty>(ApiKey::FindByKey, &request, Bytes::new(), None)
                 .await?;
-            found.extend(ReceivedMessage::decode_all(&payload, &broker)?);
+            found.extend(ReceivedMessage::decode_stored_by(
+                &payload,
+                Some(&broker.name),
+            )?);
         }
         found.sort_by_key(|m| (m.store_timestamp, m.queue_id, m.queue_offset));
         Ok(found)
@@ -253,7 +267,7 @@ impl Admin {
         max: u32,
     ) -> Result<PullResult> {
         let route = self.routes.refresh(topic).await?;
-        let broker = route.broker_of(queue_id)?;
+        let broker = route.named_broker_of(queue_id)?;
         let request = pb::PullRequest {
             topic: topic.to_owned(),
             queue_id,

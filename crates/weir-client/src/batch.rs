@@ -17,7 +17,6 @@
 //! `out_of_order_sequence`).
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -56,7 +55,8 @@ pub(crate) struct BatchConfig {
 /// contiguously), or, for a batch with delayed messages, where each record went.
 #[derive(Clone)]
 struct Acked {
-    broker_addr: SocketAddr,
+    /// The broker group that stored the batch (one name shared by every message's id).
+    broker: Arc<str>,
     commit_log_offset: u64,
     queue_offset: u64,
     /// Each record's (commit-log offset, queue offset), when the broker listed them.
@@ -69,6 +69,8 @@ struct BatchOutcome {
     topic: String,
     /// The broker the batch goes to.
     broker_addr: String,
+    /// Its group's name, from the route (for ids when the answer does not name the group).
+    broker_name: Arc<str>,
     queue_id: u32,
     state: Mutex<OutcomeState>,
 }
@@ -154,7 +156,7 @@ impl Future for Reply {
                         };
                         Poll::Ready(Ok(SendResult {
                             message_id: MessageId {
-                                broker_addr: acked.broker_addr,
+                                broker: acked.broker.clone(),
                                 commit_log_offset,
                             },
                             topic: outcome.topic.clone(),
@@ -347,6 +349,7 @@ impl Batcher {
                         outcome: Arc::new(BatchOutcome {
                             topic: message.topic().to_owned(),
                             broker_addr: queue.broker_addr.clone(),
+                            broker_name: queue.broker_name.clone(),
                             queue_id: queue.queue_id,
                             state: Mutex::new(OutcomeState::default()),
                         }),
@@ -514,7 +517,10 @@ impl Batcher {
             "batch sent"
         );
         match result {
-            Ok((response, _)) => batch.outcome.finish(acked(topic, addr, count, &response)),
+            Ok((response, _)) => {
+                let acked = acked(topic, &batch.outcome.broker_name, count, &response);
+                batch.outcome.finish(Ok(acked));
+            }
             Err(e) => batch.outcome.finish(Err(e)),
         }
         if self.outstanding.fetch_sub(count, Ordering::AcqRel) == count {
@@ -552,24 +558,15 @@ impl Batcher {
 }
 
 /// Where an acknowledged batch went: its first record is at the response's commit-log
-/// offset and queue offset; each next one follows (see [`Reply`]).
-fn acked(
-    topic: &str,
-    addr: &str,
-    count: usize,
-    response: &pb::ProduceResponse,
-) -> std::result::Result<Acked, ClientError> {
-    let broker_addr: SocketAddr = response
-        .broker_addr
-        .parse()
-        .ok()
-        .or_else(|| addr.parse().ok())
-        .ok_or_else(|| {
-            ClientError::Protocol(format!(
-                "broker address {:?} is not an ip:port",
-                response.broker_addr
-            ))
-        })?;
+/// offset and queue offset; each next one follows (see [`Reply`]). The ids name the group the
+/// answer names, else the group the route names (`routed`); the route's name is shared when
+/// the two agree, so an answer costs no allocation.
+fn acked(topic: &str, routed: &Arc<str>, count: usize, response: &pb::ProduceResponse) -> Acked {
+    let broker = if response.broker_name.is_empty() || *response.broker_name == **routed {
+        routed.clone()
+    } else {
+        Arc::from(response.broker_name.as_str())
+    };
     if response.count as usize != count {
         debug!(
             topic,
@@ -590,10 +587,39 @@ fn acked(
                 .zip(response.record_queue_offsets.iter().copied())
                 .collect()
         });
-    Ok(Acked {
-        broker_addr,
+    Acked {
+        broker,
         commit_log_offset: response.commit_log_offset,
         queue_offset: response.queue_offset,
         listed,
-    })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(broker_name: &str) -> pb::ProduceResponse {
+        pb::ProduceResponse {
+            commit_log_offset: 100,
+            count: 1,
+            broker_name: broker_name.into(),
+            ..pb::ProduceResponse::default()
+        }
+    }
+
+    #[test]
+    fn ids_name_the_group_the_answer_names() {
+        let routed: Arc<str> = Arc::from("group-a");
+        // Agreeing with the route: the route's name is shared, not copied.
+        let acked_same = acked("t", &routed, 1, &answer("group-a"));
+        assert!(Arc::ptr_eq(&acked_same.broker, &routed));
+        // An answer without a name: the route's.
+        assert_eq!(&*acked("t", &routed, 1, &answer("")).broker, "group-a");
+        // The broker knows best which group stored the batch.
+        assert_eq!(
+            &*acked("t", &routed, 1, &answer("group-b")).broker,
+            "group-b"
+        );
+    }
 }

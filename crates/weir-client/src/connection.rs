@@ -4,7 +4,7 @@
 //! `write` call; a reader task splits the incoming stream into frames and hands each response
 //! to the request waiting for its `request_id`. When the connection fails, every request in
 //! flight fails at once with [`ClientError::ConnectionLost`] (retriable), and the connection
-//! reports itself closed so a [`Pool`](crate::pool::Pool) opens a new one.
+//! reports itself closed so the connection pool opens a new one.
 //!
 //! The server may also send requests of its own on the connection (server-to-client requests,
 //! such as a transaction check-back): a frame without the response flag goes to the

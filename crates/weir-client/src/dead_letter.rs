@@ -3,16 +3,12 @@
 //! id and failure count in the properties `ORIGIN_TOPIC`, `ORIGIN_MSG_ID`, `RECONSUME_TIMES`.
 
 use bytes::Bytes;
+use weir_proto::names::dlq_topic;
 use weir_proto::{ApiKey, ErrorCode, MessageId, pb};
 
 use crate::admin::Admin;
 use crate::error::{ClientError, Result};
 use crate::message::ReceivedMessage;
-
-/// The dead-letter topic of `group`.
-pub fn dlq_topic(group: &str) -> String {
-    format!("%DLQ%{group}")
-}
 
 /// Most dead letters read per pull.
 const PAGE: u32 = 256;
@@ -73,7 +69,11 @@ impl Admin {
             resend: true,
             ..pb::SendBackRequest::default()
         };
-        let conn = self.routes.pool().get(&id.broker_addr.to_string()).await?;
+        let broker = self
+            .routes
+            .addr_of_group(&id.broker, &dlq_topic(group))
+            .await?;
+        let conn = self.routes.pool().get(&broker).await?;
         let (response, _) = conn
             .call::<_, pb::SendBackResponse>(ApiKey::SendBack, &request, Bytes::new(), None)
             .await?;

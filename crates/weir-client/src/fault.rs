@@ -102,10 +102,12 @@ impl LatencyFaults {
     }
 
     /// Whether `broker` may be used now.
-    pub fn is_available(&self, broker: &str) -> bool {
+    #[cfg(test)]
+    fn is_available(&self, broker: &str) -> bool {
         self.is_available_at(broker, Instant::now())
     }
 
+    #[cfg(test)]
     fn is_available_at(&self, broker: &str, now: Instant) -> bool {
         self.items
             .lock()

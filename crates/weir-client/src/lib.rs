@@ -28,22 +28,26 @@ pub mod admin;
 mod batch;
 pub mod connection;
 pub mod consumer;
-pub mod dead_letter;
+mod dead_letter;
 pub mod error;
-pub mod fault;
+mod fault;
 pub mod message;
-pub mod pool;
+mod pool;
 pub mod producer;
-pub mod route;
+mod route;
 pub mod transaction;
 
 pub use admin::{Admin, ResetTo};
 pub use consumer::{
-    ConsumeMode, ConsumeResult, PullConsumer, PullConsumerConfig, PushConsumer, PushConsumerConfig,
-    SharedConsumer, SharedConsumerConfig, SharedMessage, SharedWorkers, StartFrom,
+    ConsumeMode, ConsumeResult, ConsumerConfig, PullConsumer, PullConsumerConfig, PullResult,
+    PushConsumer, PushConsumerConfig, QueueKey, SharedConsumer, SharedConsumerConfig,
+    SharedMessage, SharedWorkers, StartFrom,
 };
 pub use error::{ClientError, Result};
+pub use fault::FaultConfig;
 pub use message::{Message, ReceivedMessage, SendResult};
 pub use producer::{Producer, ProducerConfig, QueueSelection, SendHandle};
+pub use route::{QueueRoute, TopicRoute};
 pub use transaction::{TransactionChecker, TransactionProducer, TxOutcome, TxState};
+pub use weir_proto::names;
 pub use weir_proto::{ErrorCode, MessageId};

@@ -1,12 +1,12 @@
 //! Messages: [`Message`] to produce, [`SendResult`] for where it was stored, and
 //! [`ReceivedMessage`] for what consumers get.
 
-use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use weir_proto::MessageId;
 use weir_proto::record::{self, RecordFields};
+use weir_proto::{MessageId, names};
 
 use crate::error::{ClientError, Result};
 
@@ -175,7 +175,7 @@ pub fn delay_level(level: u8) -> Option<Duration> {
 /// Where a sent message was stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendResult {
-    /// The message's id (storing broker and commit-log offset).
+    /// The message's id (storing broker group and commit-log offset).
     pub message_id: MessageId,
     /// The topic.
     pub topic: String,
@@ -189,7 +189,8 @@ pub struct SendResult {
 /// A message as a consumer receives it: what the producer set plus where the broker stored it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceivedMessage {
-    /// The message id, when the storing broker's address is an IP address.
+    /// The message id (storing broker group and commit-log offset); `None` when the storing
+    /// broker's name is not known (a transaction check-back).
     pub id: Option<MessageId>,
     /// The topic.
     pub topic: String,
@@ -221,7 +222,7 @@ pub struct ReceivedMessage {
 impl ReceivedMessage {
     /// How many times delivery of this message failed before (0 for a first delivery).
     pub fn reconsume_times(&self) -> u32 {
-        self.property("RECONSUME_TIMES")
+        self.property(names::PROP_RECONSUME_TIMES)
             .and_then(|t| t.parse().ok())
             .unwrap_or(0)
     }
@@ -229,12 +230,23 @@ impl ReceivedMessage {
     /// The topic the message was first produced to: `ORIGIN_TOPIC` for a retry copy or a dead
     /// letter, else its topic.
     pub fn origin_topic(&self) -> &str {
-        self.property("ORIGIN_TOPIC").unwrap_or(&self.topic)
+        self.property(names::PROP_ORIGIN_TOPIC)
+            .unwrap_or(&self.topic)
     }
 
-    /// Decodes every record of `payload`, as stored by the broker at `broker_addr`.
-    pub fn decode_all(payload: &Bytes, broker_addr: &str) -> Result<Vec<ReceivedMessage>> {
-        let broker: Option<SocketAddr> = broker_addr.parse().ok();
+    /// Decodes every record of `payload`, as stored by the broker group named `broker_name`
+    /// (empty when not known: the messages get no id).
+    pub fn decode_all(payload: &Bytes, broker_name: &str) -> Result<Vec<ReceivedMessage>> {
+        let broker = (!broker_name.is_empty()).then(|| Arc::from(broker_name));
+        ReceivedMessage::decode_stored_by(payload, broker.as_ref())
+    }
+
+    /// [`ReceivedMessage::decode_all`] with the group's name already shared: every message's
+    /// id refers to that one name (no allocation per message).
+    pub(crate) fn decode_stored_by(
+        payload: &Bytes,
+        broker: Option<&Arc<str>>,
+    ) -> Result<Vec<ReceivedMessage>> {
         let messages = record::Message::decode_all(payload)?;
         Ok(messages
             .into_iter()
@@ -242,10 +254,10 @@ impl ReceivedMessage {
             .collect())
     }
 
-    fn from_record(m: record::Message, broker: Option<SocketAddr>) -> ReceivedMessage {
+    fn from_record(m: record::Message, broker: Option<&Arc<str>>) -> ReceivedMessage {
         ReceivedMessage {
-            id: broker.map(|broker_addr| MessageId {
-                broker_addr,
+            id: broker.map(|broker| MessageId {
+                broker: broker.clone(),
                 commit_log_offset: m.commit_log_offset,
             }),
             topic: m.topic,

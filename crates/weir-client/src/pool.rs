@@ -24,11 +24,6 @@ impl Pool {
         }
     }
 
-    /// The settings connections are opened with.
-    pub fn config(&self) -> &ConnectionConfig {
-        &self.config
-    }
-
     /// The open connection to `addr`, opening one if there is none or the last one failed.
     pub async fn get(&self, addr: &str) -> Result<Connection> {
         if let Some(conn) = self.connections.lock().get(addr)
@@ -46,10 +41,5 @@ impl Pool {
         }
         connections.insert(addr.to_owned(), fresh.clone());
         Ok(fresh)
-    }
-
-    /// Closes every connection (requests in flight fail).
-    pub fn clear(&self) {
-        self.connections.lock().clear();
     }
 }

@@ -21,10 +21,20 @@ pub const ROUTE_TTL: Duration = Duration::from_secs(30);
 pub struct QueueRoute {
     /// The queue's id within the topic.
     pub queue_id: u32,
-    /// The name of the broker (group) serving it.
-    pub broker_name: String,
+    /// The name of the broker group serving it, as message ids carry it (shared, so the ids
+    /// of every message from this queue refer to it without a copy).
+    pub broker_name: Arc<str>,
     /// The address clients connect to for this queue.
     pub broker_addr: String,
+}
+
+/// A broker as a route names it: where to connect, and the group name its message ids carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Broker {
+    /// The address to connect to.
+    pub addr: String,
+    /// The broker group's name.
+    pub name: Arc<str>,
 }
 
 /// A topic's queues, sorted by queue id.
@@ -46,6 +56,21 @@ impl TopicRoute {
         brokers
     }
 
+    /// Every broker serving the topic, one per address, sorted by address.
+    pub(crate) fn named_brokers(&self) -> Vec<Broker> {
+        let mut brokers: Vec<Broker> = self
+            .queues
+            .iter()
+            .map(|q| Broker {
+                addr: q.broker_addr.clone(),
+                name: q.broker_name.clone(),
+            })
+            .collect();
+        brokers.sort_by(|a, b| a.addr.cmp(&b.addr));
+        brokers.dedup_by(|a, b| a.addr == b.addr);
+        brokers
+    }
+
     /// The route of queue `queue_id`, if the topic has it.
     pub fn queue(&self, queue_id: u32) -> Option<&QueueRoute> {
         self.queues.iter().find(|q| q.queue_id == queue_id)
@@ -53,14 +78,30 @@ impl TopicRoute {
 
     /// The address of the broker serving queue `queue_id`, or an error naming the queue.
     pub fn broker_of(&self, queue_id: u32) -> crate::Result<String> {
+        self.named_broker_of(queue_id).map(|broker| broker.addr)
+    }
+
+    /// The broker serving queue `queue_id`, or an error naming the queue.
+    pub(crate) fn named_broker_of(&self, queue_id: u32) -> crate::Result<Broker> {
         self.queue(queue_id)
-            .map(|q| q.broker_addr.clone())
+            .map(|q| Broker {
+                addr: q.broker_addr.clone(),
+                name: q.broker_name.clone(),
+            })
             .ok_or_else(|| {
                 crate::ClientError::InvalidArgument(format!(
                     "no queue {queue_id} in '{}'",
                     self.topic
                 ))
             })
+    }
+
+    /// An address serving broker group `name`, if the topic has a queue there.
+    fn addr_of_group(&self, name: &str) -> Option<&str> {
+        self.queues
+            .iter()
+            .find(|q| &*q.broker_name == name)
+            .map(|q| q.broker_addr.as_str())
     }
 }
 
@@ -88,11 +129,6 @@ impl RouteCache {
             next_server: AtomicUsize::new(0),
             routes: RwLock::new(HashMap::new()),
         })
-    }
-
-    /// The configured servers.
-    pub fn servers(&self) -> &[String] {
-        &self.servers
     }
 
     /// The connection pool the cache uses.
@@ -137,7 +173,7 @@ impl RouteCache {
             .into_iter()
             .map(|q| QueueRoute {
                 queue_id: q.queue_id,
-                broker_name: q.broker_name,
+                broker_name: Arc::from(q.broker_name),
                 broker_addr: q.broker_addr,
             })
             .collect();
@@ -153,6 +189,29 @@ impl RouteCache {
         debug!(topic, queues = route.queues.len(), "route refreshed");
         self.routes.write().insert(topic.to_owned(), route.clone());
         Ok(route)
+    }
+
+    /// An address serving broker group `name` (the group a message id names), from any
+    /// cached route, however old.
+    pub(crate) fn cached_addr_of_group(&self, name: &str) -> Option<String> {
+        self.routes
+            .read()
+            .values()
+            .find_map(|route| route.addr_of_group(name))
+            .map(str::to_owned)
+    }
+
+    /// An address serving broker group `name`, which serves a queue of `topic`: from the
+    /// cached routes, else from a fresh route of `topic`.
+    pub(crate) async fn addr_of_group(&self, name: &str, topic: &str) -> Result<String> {
+        if let Some(addr) = self.cached_addr_of_group(name) {
+            return Ok(addr);
+        }
+        let route = self.refresh(topic).await?;
+        route
+            .addr_of_group(name)
+            .map(str::to_owned)
+            .ok_or_else(|| ClientError::NoRoute(topic.to_owned()))
     }
 
     /// Sends a request to the configured servers in turn until one answers; a server error

@@ -28,7 +28,6 @@
 //! of the group; the member runs the [`TransactionChecker`] on the message and answers with a
 //! one-way `EndTransaction` (nothing for [`TxState::Unknown`]: the broker asks again later).
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -214,10 +213,14 @@ impl TransactionProducer {
                 Some(inner.config.send_timeout),
             )
             .await?;
-        let broker = broker_addr(&stored.broker_addr, &queue.broker_addr)?;
+        let broker = if stored.broker_name.is_empty() {
+            queue.broker_name.clone()
+        } else {
+            Arc::from(stored.broker_name)
+        };
         let half = SendResult {
             message_id: MessageId {
-                broker_addr: broker,
+                broker,
                 commit_log_offset: stored.commit_log_offset,
             },
             topic: message.topic().to_owned(),
@@ -243,18 +246,17 @@ impl TransactionProducer {
         outcome: &TxOutcome,
         state: TxState,
     ) -> Result<Option<SendResult>> {
-        let broker = outcome.half.message_id.broker_addr.to_string();
+        let half = &outcome.half;
+        let broker = self
+            .inner
+            .routes
+            .addr_of_group(&half.message_id.broker, &half.topic)
+            .await?;
         let conn = self.inner.ensure_registered(&broker).await?;
         self.inner
             .decide(&conn, &outcome.transaction_id, &outcome.half, state)
             .await
     }
-}
-
-fn broker_addr(answered: &str, dialled: &str) -> Result<SocketAddr> {
-    answered.parse().or_else(|_| dialled.parse()).map_err(|_| {
-        ClientError::Protocol(format!("broker address {answered:?} is not an ip:port"))
-    })
 }
 
 impl Inner {
@@ -311,7 +313,7 @@ impl Inner {
         let stored = state == TxState::Commit && !response.topic.is_empty();
         Ok(stored.then_some(SendResult {
             message_id: MessageId {
-                broker_addr: half.message_id.broker_addr,
+                broker: half.message_id.broker.clone(),
                 commit_log_offset: response.commit_log_offset,
             },
             topic: response.topic,

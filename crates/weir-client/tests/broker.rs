@@ -203,7 +203,7 @@ async fn pull_consumer_commits_only_what_was_polled() {
         .unwrap();
     let first = consumer.poll_max(Duration::from_secs(5), 7).await.unwrap();
     assert_eq!(first.len(), 7);
-    assert_eq!(first[0].id, Some(ids[0]));
+    assert_eq!(first[0].id.as_ref(), Some(&ids[0]));
     consumer.close().await.unwrap();
     let description = admin.describe_group("pc").await.unwrap();
     assert_eq!(description.queues[0].committed_offset, 7);

@@ -184,7 +184,7 @@ async fn fake_broker(batches: Arc<Mutex<Vec<usize>>>) -> String {
                             commit_log_offset: log_end,
                             count: count as u32,
                             store_timestamp: 1,
-                            broker_addr: own.clone(),
+                            broker_name: "b".into(),
                             ..pb::ProduceResponse::default()
                         };
                         queue_end += count as u64;

@@ -62,7 +62,7 @@ async fn flaky_broker(fail_first: usize, produces: Arc<AtomicUsize>) -> String {
                                 commit_log_offset: 5000 + queue_end * 1000,
                                 count: count as u32,
                                 store_timestamp: 1,
-                                broker_addr: own.clone(),
+                                broker_name: "b".into(),
                                 ..pb::ProduceResponse::default()
                             };
                             queue_end += count as u64;

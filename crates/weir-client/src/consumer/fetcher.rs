@@ -1,5 +1,6 @@
 //! The fetch loop of one owned queue: long-poll pulls from the queue's broker, handing each
-//! batch to the push handler or to the pull consumer's buffer.
+//! batch to the member's sink: orderly or concurrent delivery to the push handler, or the pull
+//! consumer's buffer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,52 +9,39 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
+use weir_proto::names::{self, PROP_ORIGIN_TOPIC};
 use weir_proto::{ApiKey, ErrorCode, pb};
 
-use crate::consumer::QueueKey;
 use crate::consumer::offset_store::QueueProgress;
 use crate::consumer::orderly::Lease;
-use crate::consumer::rebalance::{self, Fetched, Group, Sink};
-use crate::consumer::{orderly, push};
+use crate::consumer::{Fetched, Member, PullResult, QueueKey, Sink, concurrent, orderly};
 use crate::error::{ClientError, Result};
 use crate::message::ReceivedMessage;
 use crate::pool::Pool;
+use crate::route::Broker;
 
 /// Extra time a long-poll pull is given over its `max_wait` before it counts as timed out.
 const PULL_GRACE: Duration = Duration::from_secs(10);
 /// Longest pause between pulls after errors.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// What one pull returned.
-#[derive(Debug, Clone)]
-pub struct PullResult {
-    /// The messages, in queue order.
-    pub messages: Vec<ReceivedMessage>,
-    /// Where to pull next (past messages skipped by the tag filter too).
-    pub next_offset: u64,
-    /// The queue's minimum offset.
-    pub min_offset: u64,
-    /// The queue's maximum offset (the offset the next message stored will get).
-    pub max_offset: u64,
-}
-
 /// Sends one pull request to `broker` and decodes the answer.
 pub(crate) async fn pull_once(
     pool: &Pool,
-    broker: &str,
+    broker: &Broker,
     request: &pb::PullRequest,
 ) -> Result<PullResult> {
     let timeout = Duration::from_millis(u64::from(request.max_wait_ms)) + PULL_GRACE;
-    let conn = pool.get(broker).await?;
+    let conn = pool.get(&broker.addr).await?;
     let (response, payload) = conn
         .call::<_, pb::PullResponse>(ApiKey::Pull, request, Bytes::new(), Some(timeout))
         .await?;
-    let mut messages = ReceivedMessage::decode_all(&payload, broker)?;
+    let mut messages = ReceivedMessage::decode_stored_by(&payload, Some(&broker.name))?;
     messages.retain(|m| m.queue_offset >= request.offset);
-    if rebalance::is_retry_topic(&request.topic) {
+    if names::is_retry_topic(&request.topic) {
         // A retry copy is shown under the topic it was produced to.
         for message in &mut messages {
-            if let Some(origin) = message.property("ORIGIN_TOPIC") {
+            if let Some(origin) = message.property(PROP_ORIGIN_TOPIC) {
                 message.topic = origin.to_owned();
             }
         }
@@ -69,15 +57,15 @@ pub(crate) async fn pull_once(
 /// Runs until `cancel` fires (after the batch in process is done), or until the queue is
 /// lost (not the owner any more, topic or queue gone).
 pub(crate) async fn run(
-    group: Arc<Group>,
+    member: Arc<Member>,
     key: QueueKey,
-    broker: String,
+    broker: Broker,
     epoch: u64,
     progress: Arc<Mutex<QueueProgress>>,
     lease: Arc<Lease>,
     cancel: CancellationToken,
 ) {
-    let config = &group.config;
+    let config = &member.config;
     let mut backoff = Duration::from_millis(100);
     let max_wait_ms = u32::try_from(config.max_wait.as_millis()).unwrap_or(u32::MAX);
     while !cancel.is_cancelled() {
@@ -89,13 +77,13 @@ pub(crate) async fn run(
             max_messages: config.pull_batch,
             max_bytes: config.pull_max_bytes,
             max_wait_ms,
-            group: group.config.group.clone(),
-            member_id: group.member_id.clone(),
+            group: config.group.clone(),
+            member_id: member.member_id.clone(),
             tag_expression: config.tag_expression.clone(),
         };
         let pulled = tokio::select! {
             _ = cancel.cancelled() => return,
-            pulled = pull_once(group.pool(), &broker, &request) => pulled,
+            pulled = pull_once(&member.pool, &broker, &request) => pulled,
         };
         match pulled {
             Ok(result) => {
@@ -107,12 +95,12 @@ pub(crate) async fn run(
                 if result.messages.is_empty() {
                     continue;
                 }
-                match &group.sink {
+                match &member.sink {
                     Sink::Push(handler) if config.orderly => {
                         let queue = orderly::QueueLoop {
-                            group: &group,
+                            member: &member,
                             key: &key,
-                            broker: &broker,
+                            broker: &broker.addr,
                             progress: &progress,
                             lease: &lease,
                             cancel: &cancel,
@@ -123,12 +111,13 @@ pub(crate) async fn run(
                         }
                     }
                     Sink::Push(handler) => {
-                        let to = push::SendBackTo {
-                            group: &group,
-                            broker: &broker,
+                        let to = concurrent::SendBackTo {
+                            member: &member,
+                            broker: &broker.addr,
                         };
                         let done =
-                            push::deliver(&to, handler, &result.messages, &progress, &cancel).await;
+                            concurrent::deliver(&to, handler, &result.messages, &progress, &cancel)
+                                .await;
                         if !done {
                             return;
                         }
@@ -152,7 +141,7 @@ pub(crate) async fn run(
                     return;
                 }
                 ErrorCode::OffsetOutOfRange => {
-                    match describe_bounds(group.pool(), &broker, &key).await {
+                    match describe_bounds(&member.pool, &broker.addr, &key).await {
                         Ok((min, max)) => {
                             let to = offset.clamp(min, max);
                             warn!(queue = %key, offset, to, "offset out of range; jumping");

@@ -1,22 +1,41 @@
 //! Consumers: [`PushConsumer`] (a handler closure) and [`PullConsumer`] (poll yourself), both
-//! members of a consumer group, and the machinery under them: group membership and queue
-//! assignment ([`rebalance`]), the per-queue long-poll loop ([`fetcher`]) and offsets
-//! ([`offset_store`]).
+//! members of a consumer group, and [`SharedConsumer`], a member of a shared group.
+//!
+//! The machinery under them is internal and depends one way, each module only on those
+//! below it:
+//!
+//! ```text
+//! push, pull      the consumers: a Group plus the application's side
+//!   rebalance     group membership: heartbeats, queue assignment and hand-over, commits
+//!     fetcher     the long-poll loop of one owned queue; hands each batch to a sink
+//!       orderly, concurrent   push delivery: one at a time under the queue's lease, or
+//!                             a batch with send-back and local redelivery on failure
+//!         offset_store        what is safe to commit, and where offsets live
+//!           (this module)     the vocabulary: settings, QueueKey, PullResult, Handler,
+//!                             Sink, Fetched, Member
+//! shared          the shared-group consumer (uses only this module's vocabulary)
+//! ```
 
-pub mod fetcher;
-pub mod offset_store;
-pub mod orderly;
+pub(crate) mod concurrent;
+pub(crate) mod fetcher;
+pub(crate) mod offset_store;
+pub(crate) mod orderly;
 pub mod pull;
 pub mod push;
-pub mod rebalance;
+pub(crate) mod rebalance;
 pub mod shared;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::runtime::{Handle, RuntimeFlavor};
+use tokio::sync::mpsc;
 use weir_proto::pb;
 
 use crate::connection::ConnectionConfig;
+use crate::message::ReceivedMessage;
+use crate::pool::Pool;
 
 pub use pull::PullConsumer;
 pub use push::PushConsumer;
@@ -110,7 +129,7 @@ pub struct ConsumerConfig {
     pub handler_timeout: Duration,
     /// Pull consumer: most messages one `poll` returns.
     pub max_poll_messages: usize,
-    /// Push consumer: orderly consumption (see [`orderly`]): one message at a time per queue,
+    /// Push consumer: orderly consumption: one message at a time per queue,
     /// only while this member holds the queue's broker-side lock; a failed message is retried
     /// in place after `orderly_retry_pause`, and after `orderly_max_attempts` calls it goes to
     /// `%DLQ%<group>`. Clustering mode only.
@@ -170,5 +189,152 @@ pub struct QueueKey {
 impl std::fmt::Display for QueueKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:{}", self.topic, self.queue_id)
+    }
+}
+
+/// What one pull returned.
+#[derive(Debug, Clone)]
+pub struct PullResult {
+    /// The messages, in queue order.
+    pub messages: Vec<ReceivedMessage>,
+    /// Where to pull next (past messages skipped by the tag filter too).
+    pub next_offset: u64,
+    /// The queue's minimum offset.
+    pub min_offset: u64,
+    /// The queue's maximum offset (the offset the next message stored will get).
+    pub max_offset: u64,
+}
+
+type EachFn = dyn Fn(&ReceivedMessage) -> ConsumeResult + Send + Sync;
+type BatchFn = dyn Fn(&[ReceivedMessage]) -> ConsumeResult + Send + Sync;
+
+/// The user's handler: per message or per pulled batch.
+#[derive(Clone)]
+pub(crate) enum Handler {
+    Each(Arc<EachFn>),
+    Batch(Arc<BatchFn>),
+}
+
+/// Runs `f` where blocking is allowed: in `block_in_place` on a multi-threaded runtime.
+pub(crate) fn run_handler<R>(f: impl FnOnce() -> R) -> R {
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// Where fetched messages go.
+pub(crate) enum Sink {
+    /// To a handler, in the fetch loop (push consumer).
+    Push(Handler),
+    /// Into a channel drained by `poll` (pull consumer).
+    Pull(mpsc::Sender<Fetched>),
+}
+
+/// Messages fetched from one queue, for the pull consumer's buffer.
+pub(crate) struct Fetched {
+    pub key: QueueKey,
+    pub epoch: u64,
+    pub messages: Vec<ReceivedMessage>,
+}
+
+/// A group member as its fetch loops and deliveries see it: settings, identity, connections
+/// and where fetched messages go. The member's group machinery (the rebalancer's `Group`) and
+/// each of its queues' loops share one.
+pub(crate) struct Member {
+    pub config: ConsumerConfig,
+    pub member_id: String,
+    /// Connections to the brokers (shared with the member's route cache).
+    pub pool: Arc<Pool>,
+    pub sink: Sink,
+}
+
+#[cfg(test)]
+mod tests {
+    /// Each consumer module with its source and the sibling modules it may use. Every module
+    /// may use only modules listed before it, so the imports cannot form a cycle.
+    const LAYERS: &[(&str, &str, &[&str])] = &[
+        ("offset_store", include_str!("offset_store.rs"), &[]),
+        ("orderly", include_str!("orderly.rs"), &["offset_store"]),
+        (
+            "concurrent",
+            include_str!("concurrent.rs"),
+            &["offset_store"],
+        ),
+        (
+            "fetcher",
+            include_str!("fetcher.rs"),
+            &["offset_store", "orderly", "concurrent"],
+        ),
+        (
+            "rebalance",
+            include_str!("rebalance.rs"),
+            &["offset_store", "orderly", "fetcher"],
+        ),
+        ("push", include_str!("push.rs"), &["rebalance"]),
+        (
+            "pull",
+            include_str!("pull.rs"),
+            &["offset_store", "fetcher", "rebalance"],
+        ),
+        ("shared", include_str!("shared.rs"), &[]),
+    ];
+
+    /// The sibling modules `source` refers to: `consumer::name`, `super::name`, or `name` in
+    /// a `use crate::consumer::{...}` list.
+    fn used_siblings(source: &str) -> Vec<&'static str> {
+        let mut grouped = Vec::new();
+        for (start, _) in source.match_indices("crate::consumer::{") {
+            let rest = &source[start + "crate::consumer::{".len()..];
+            let list = rest.split('}').next().unwrap_or_default();
+            grouped.extend(
+                list.split(',')
+                    .filter_map(|item| item.split([':', ' ', '\n']).find(|w| !w.is_empty())),
+            );
+        }
+        LAYERS
+            .iter()
+            .map(|(name, _, _)| *name)
+            .filter(|name| {
+                source.contains(&format!("consumer::{name}"))
+                    || source.contains(&format!("super::{name}"))
+                    || grouped.contains(name)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn consumer_modules_depend_one_way() {
+        for (i, (name, source, allowed)) in LAYERS.iter().enumerate() {
+            let earlier: Vec<&str> = LAYERS[..i].iter().map(|(n, _, _)| *n).collect();
+            for dep in *allowed {
+                assert!(
+                    earlier.contains(dep),
+                    "{name} may only use modules below it"
+                );
+            }
+            for used in used_siblings(source) {
+                assert!(
+                    used == *name || allowed.contains(&used),
+                    "consumer/{name}.rs uses {used}, which is not below it in the chain"
+                );
+            }
+        }
+        // The vocabulary uses none of the machinery.
+        let vocabulary = include_str!("mod.rs").split("#[cfg(test)]").next();
+        for name in [
+            "offset_store",
+            "orderly",
+            "concurrent",
+            "fetcher",
+            "rebalance",
+        ] {
+            assert!(
+                !vocabulary
+                    .unwrap_or_default()
+                    .contains(&format!("{name}::")),
+                "mod.rs uses {name}"
+            );
+        }
     }
 }

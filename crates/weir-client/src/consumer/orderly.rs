@@ -33,9 +33,7 @@ use tracing::{error, warn};
 use weir_proto::{ApiKey, pb};
 
 use crate::consumer::offset_store::QueueProgress;
-use crate::consumer::push::{Handler, run_handler};
-use crate::consumer::rebalance::Group;
-use crate::consumer::{ConsumeResult, QueueKey};
+use crate::consumer::{ConsumeResult, Handler, Member, QueueKey, run_handler};
 use crate::message::ReceivedMessage;
 
 /// How often a loop whose lease ran out looks whether it was renewed.
@@ -84,7 +82,7 @@ impl Lease {
 /// One owned queue's loop, as orderly delivery needs it.
 pub(crate) struct QueueLoop<'a> {
     /// The member.
-    pub group: &'a Group,
+    pub member: &'a Member,
     /// The queue.
     pub key: &'a QueueKey,
     /// Its broker.
@@ -106,14 +104,14 @@ pub(crate) async fn deliver(
     messages: &[ReceivedMessage],
 ) -> bool {
     let QueueLoop {
-        group,
+        member,
         key,
         broker,
         progress,
         lease,
         cancel,
     } = *q;
-    let config = &group.config;
+    let config = &member.config;
     for message in messages {
         let mut attempt = 0;
         loop {
@@ -129,7 +127,7 @@ pub(crate) async fn deliver(
                 break;
             }
             if attempt >= config.orderly_max_attempts {
-                if !dead_letter(group, key, broker, message, attempt, cancel).await {
+                if !dead_letter(member, key, broker, message, attempt, cancel).await {
                     return false;
                 }
                 break;
@@ -146,7 +144,7 @@ pub(crate) async fn deliver(
 
 /// Copies `message` to `%DLQ%<group>`, retrying until it is there or the loop is cancelled.
 async fn dead_letter(
-    group: &Group,
+    member: &Member,
     key: &QueueKey,
     broker: &str,
     message: &ReceivedMessage,
@@ -154,7 +152,7 @@ async fn dead_letter(
     cancel: &CancellationToken,
 ) -> bool {
     let request = pb::DeadLetterRequest {
-        group: group.config.group.clone(),
+        group: member.config.group.clone(),
         topic: key.topic.clone(),
         queue_id: key.queue_id,
         queue_offset: message.queue_offset,
@@ -162,7 +160,7 @@ async fn dead_letter(
     };
     loop {
         let sent = async {
-            let conn = group.pool().get(broker).await?;
+            let conn = member.pool.get(broker).await?;
             conn.call::<_, pb::DeadLetterResponse>(ApiKey::DeadLetter, &request, Bytes::new(), None)
                 .await
         };
@@ -177,7 +175,7 @@ async fn dead_letter(
         }
         tokio::select! {
             _ = cancel.cancelled() => return false,
-            _ = tokio::time::sleep(group.config.orderly_retry_pause) => {}
+            _ = tokio::time::sleep(member.config.orderly_retry_pause) => {}
         }
     }
 }

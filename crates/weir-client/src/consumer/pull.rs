@@ -8,10 +8,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use weir_proto::pb;
 
-use crate::consumer::fetcher::{self, PullResult};
+use crate::consumer::fetcher;
 use crate::consumer::offset_store::QueueProgress;
-use crate::consumer::rebalance::{Fetched, Group, Sink};
-use crate::consumer::{ConsumerConfig, QueueKey};
+use crate::consumer::rebalance::Group;
+use crate::consumer::{ConsumerConfig, Fetched, PullResult, QueueKey, Sink};
 use crate::error::{ClientError, Result};
 use crate::message::ReceivedMessage;
 
@@ -40,8 +40,8 @@ type Polled = (Arc<parking_lot::Mutex<QueueProgress>>, Vec<u64>);
 impl std::fmt::Debug for PullConsumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PullConsumer")
-            .field("group", &self.group.config.group)
-            .field("member_id", &self.group.member_id)
+            .field("group", &self.group.config().group)
+            .field("member_id", &self.group.member.member_id)
             .finish()
     }
 }
@@ -63,7 +63,7 @@ impl PullConsumer {
 
     /// This member's id in the group.
     pub fn member_id(&self) -> &str {
-        &self.group.member_id
+        &self.group.member.member_id
     }
 
     /// The queues this member holds now.
@@ -74,7 +74,7 @@ impl PullConsumer {
     /// Up to `max_poll_messages` messages: waits up to `timeout` for the first, then returns
     /// what is already there. An empty answer means nothing came in time.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ReceivedMessage>> {
-        let max = self.group.config.max_poll_messages;
+        let max = self.group.config().max_poll_messages;
         self.poll_max(timeout, max).await
     }
 
@@ -162,14 +162,14 @@ impl PullConsumer {
         max: u32,
     ) -> Result<PullResult> {
         let route = self.group.routes.get(topic).await?;
-        let broker = route.broker_of(queue_id)?;
+        let broker = route.named_broker_of(queue_id)?;
         let request = pb::PullRequest {
             topic: topic.to_owned(),
             queue_id,
             offset,
             max_messages: max,
-            max_bytes: self.group.config.pull_max_bytes,
-            tag_expression: self.group.config.tag_expression.clone(),
+            max_bytes: self.group.config().pull_max_bytes,
+            tag_expression: self.group.config().tag_expression.clone(),
             ..Default::default()
         };
         fetcher::pull_once(self.group.pool(), &broker, &request).await

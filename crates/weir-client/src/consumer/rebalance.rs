@@ -15,48 +15,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+use weir_proto::names::{is_retry_topic, retry_topic};
 use weir_proto::{ApiKey, ErrorCode, pb};
 
 use crate::consumer::offset_store::{OffsetStore, QueueProgress};
 use crate::consumer::orderly::{self, Lease};
-use crate::consumer::push::Handler;
-use crate::consumer::{ConsumeMode, ConsumerConfig, QueueKey, StartFrom, fetcher};
+use crate::consumer::{ConsumeMode, ConsumerConfig, Member, QueueKey, Sink, StartFrom, fetcher};
 use crate::error::{ClientError, Result};
-use crate::message::ReceivedMessage;
 use crate::pool::Pool;
-use crate::route::RouteCache;
-
-/// Prefix of a group's retry topic.
-const RETRY_PREFIX: &str = "%RETRY%";
-
-/// The retry topic of `group`.
-pub(crate) fn retry_topic(group: &str) -> String {
-    format!("{RETRY_PREFIX}{group}")
-}
-
-/// Whether `topic` is a group's retry topic.
-pub(crate) fn is_retry_topic(topic: &str) -> bool {
-    topic.starts_with(RETRY_PREFIX)
-}
-
-/// Where fetched messages go.
-pub(crate) enum Sink {
-    /// To a handler, in the fetch loop (push consumer).
-    Push(Handler),
-    /// Into a channel drained by `poll` (pull consumer).
-    Pull(mpsc::Sender<Fetched>),
-}
-
-/// Messages fetched from one queue, for the pull consumer's buffer.
-pub(crate) struct Fetched {
-    pub key: QueueKey,
-    pub epoch: u64,
-    pub messages: Vec<ReceivedMessage>,
-}
+use crate::route::{Broker, RouteCache};
 
 /// A queue this member holds.
 struct OwnedQueue {
@@ -72,7 +42,7 @@ struct OwnedQueue {
 
 /// A queue a heartbeat round says this member owns.
 struct Assigned {
-    broker: String,
+    broker: Broker,
     /// Until when the broker's answer guarantees the ownership (an instant already past when
     /// the broker could not be asked).
     lease_until: tokio::time::Instant,
@@ -80,10 +50,9 @@ struct Assigned {
 
 /// One member of a consumer group: its identity, its queues and their progress.
 pub(crate) struct Group {
-    pub config: ConsumerConfig,
-    pub member_id: String,
+    /// Settings, id, connections and sink, shared with the queues' fetch loops.
+    pub member: Arc<Member>,
     pub routes: RouteCache,
-    pub sink: Sink,
     /// Every topic the member heartbeats with: the configured ones, plus the group's retry
     /// topic `%RETRY%<group>` for a clustering push consumer (the broker creates it on demand).
     subscriptions: Vec<String>,
@@ -113,7 +82,7 @@ impl Group {
             ));
         }
         let pool = Arc::new(Pool::new(config.connection.clone()));
-        let routes = RouteCache::new(pool, config.servers.clone())?;
+        let routes = RouteCache::new(pool.clone(), config.servers.clone())?;
         let offsets = match config.mode {
             ConsumeMode::Clustering => OffsetStore::Broker,
             ConsumeMode::Broadcast => OffsetStore::local(
@@ -134,10 +103,13 @@ impl Group {
             subscriptions.push(retry_topic(&config.group));
         }
         Ok(Arc::new(Group {
-            config,
-            member_id,
+            member: Arc::new(Member {
+                config,
+                member_id,
+                pool,
+                sink,
+            }),
             routes,
-            sink,
             subscriptions,
             offsets,
             owned: Mutex::new(HashMap::new()),
@@ -148,7 +120,12 @@ impl Group {
     }
 
     pub(crate) fn pool(&self) -> &Arc<Pool> {
-        self.routes.pool()
+        &self.member.pool
+    }
+
+    /// The member's settings.
+    pub(crate) fn config(&self) -> &ConsumerConfig {
+        &self.member.config
     }
 
     /// Joins the group (one heartbeat round, so a missing topic is reported here) and starts
@@ -163,7 +140,7 @@ impl Group {
     }
 
     async fn background(self: Arc<Self>) {
-        let mut commit = tokio::time::interval(self.config.commit_interval);
+        let mut commit = tokio::time::interval(self.config().commit_interval);
         commit.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut next_heartbeat = tokio::time::Instant::now() + self.heartbeat_interval();
         loop {
@@ -171,14 +148,14 @@ impl Group {
                 _ = self.stop.cancelled() => return,
                 _ = commit.tick() => {
                     if let Err(e) = self.commit().await {
-                        warn!(group = %self.config.group, error = %e, "offset commit failed");
+                        warn!(group = %self.config().group, error = %e, "offset commit failed");
                     }
                 }
                 _ = tokio::time::sleep_until(next_heartbeat) => {
                     let again = match self.rebalance().await {
                         Ok(revoked) => revoked,
                         Err(e) => {
-                            warn!(group = %self.config.group, error = %e, "heartbeat failed");
+                            warn!(group = %self.config().group, error = %e, "heartbeat failed");
                             false
                         }
                     };
@@ -212,7 +189,9 @@ impl Group {
             let owned = self.owned.lock();
             let revoked = owned
                 .iter()
-                .filter(|(key, q)| assigned.get(*key).map(|a| &a.broker) != Some(&q.broker_addr))
+                .filter(|(key, q)| {
+                    assigned.get(*key).map(|a| &a.broker.addr) != Some(&q.broker_addr)
+                })
                 .map(|(key, _)| key.clone())
                 .collect();
             let new = assigned
@@ -230,7 +209,7 @@ impl Group {
         for key in &revoked {
             let queue = self.owned.lock().remove(key);
             if let Some(queue) = queue {
-                info!(group = %self.config.group, queue = %key, "queue revoked");
+                info!(group = %self.config().group, queue = %key, "queue revoked");
                 self.stop_queue(key, queue).await;
             }
         }
@@ -246,9 +225,9 @@ impl Group {
     /// with their brokers. A broker that cannot be reached keeps its queues for now.
     async fn heartbeat_all(&self) -> Result<HashMap<QueueKey, Assigned>> {
         let mut brokers = Vec::new();
-        for topic in &self.config.topics {
+        for topic in &self.config().topics {
             match self.routes.get(topic).await {
-                Ok(route) => brokers.extend(route.brokers()),
+                Ok(route) => brokers.extend(route.named_brokers()),
                 Err(e) => {
                     if self.owned.lock().is_empty() {
                         return Err(e);
@@ -257,30 +236,30 @@ impl Group {
                 }
             }
         }
-        brokers.sort();
-        brokers.dedup();
+        brokers.sort_by(|a, b| a.addr.cmp(&b.addr));
+        brokers.dedup_by(|a, b| a.addr == b.addr);
         let mut assigned = HashMap::new();
         for broker in brokers {
             let held: Vec<pb::QueueRef> = self
                 .owned
                 .lock()
                 .iter()
-                .filter(|(_, q)| q.broker_addr == broker)
+                .filter(|(_, q)| q.broker_addr == broker.addr)
                 .map(|(key, _)| pb::QueueRef {
                     topic: key.topic.clone(),
                     queue_id: key.queue_id,
                 })
                 .collect();
             let request = pb::GroupHeartbeatRequest {
-                group: self.config.group.clone(),
-                member_id: self.member_id.clone(),
-                mode: self.config.mode.to_pb() as i32,
+                group: self.config().group.clone(),
+                member_id: self.member.member_id.clone(),
+                mode: self.config().mode.to_pb() as i32,
                 topics: self.subscriptions.clone(),
                 held: held.clone(),
             };
             let sent = tokio::time::Instant::now();
             let answer = async {
-                let conn = self.pool().get(&broker).await?;
+                let conn = self.pool().get(&broker.addr).await?;
                 conn.call::<_, pb::GroupHeartbeatResponse>(
                     ApiKey::GroupHeartbeat,
                     &request,
@@ -312,7 +291,7 @@ impl Group {
                     }
                 }
                 Err(e) => {
-                    warn!(broker, error = %e, "group heartbeat failed");
+                    warn!(broker = %broker.addr, error = %e, "group heartbeat failed");
                     // Kept for now, but the broker may have released them (a closed
                     // connection releases at once): the lease ends.
                     for q in held {
@@ -329,7 +308,7 @@ impl Group {
                             },
                         );
                     }
-                    for topic in &self.config.topics {
+                    for topic in &self.config().topics {
                         self.routes.invalidate(topic);
                     }
                 }
@@ -338,28 +317,28 @@ impl Group {
         Ok(assigned)
     }
 
-    /// Starts consuming `key` from the broker at `broker`, at the group's offset.
+    /// Starts consuming `key` from `broker`, at the group's offset.
     async fn start_queue(
         self: &Arc<Self>,
         key: QueueKey,
-        broker: String,
+        broker: Broker,
         lease_until: tokio::time::Instant,
     ) -> Result<()> {
         let offset = match self.offsets.local_offset(&key) {
             Some(offset) => offset,
             None => {
                 let request = pb::FetchOffsetRequest {
-                    group: self.config.group.clone(),
+                    group: self.config().group.clone(),
                     topic: key.topic.clone(),
                     queue_id: key.queue_id,
                     // Retry copies are stored for this group only: never skip one.
                     start_from: if is_retry_topic(&key.topic) {
                         StartFrom::Earliest.to_pb() as i32
                     } else {
-                        self.config.start_from.to_pb() as i32
+                        self.config().start_from.to_pb() as i32
                     },
                 };
-                let conn = self.pool().get(&broker).await?;
+                let conn = self.pool().get(&broker.addr).await?;
                 let (response, _) = conn
                     .call::<_, pb::FetchOffsetResponse>(
                         ApiKey::FetchOffset,
@@ -371,15 +350,16 @@ impl Group {
                 response.offset
             }
         };
-        info!(group = %self.config.group, queue = %key, offset, "queue assigned");
+        info!(group = %self.config().group, queue = %key, offset, "queue assigned");
         let epoch = self.next_epoch.fetch_add(1, Ordering::Relaxed);
         let progress = Arc::new(Mutex::new(QueueProgress::new(offset)));
         let cancel = self.stop.child_token();
         let lease = Arc::new(Lease::new(lease_until));
+        let broker_addr = broker.addr.clone();
         let task = tokio::spawn(fetcher::run(
-            self.clone(),
+            self.member.clone(),
             key.clone(),
-            broker.clone(),
+            broker,
             epoch,
             progress.clone(),
             lease.clone(),
@@ -388,7 +368,7 @@ impl Group {
         self.owned.lock().insert(
             key,
             OwnedQueue {
-                broker_addr: broker,
+                broker_addr,
                 epoch,
                 progress,
                 lease,
@@ -409,7 +389,12 @@ impl Group {
             let entry = [(queue.broker_addr, key.clone(), offset)];
             if let Err(e) = self
                 .offsets
-                .commit(self.pool(), &self.config.group, &self.member_id, &entry)
+                .commit(
+                    self.pool(),
+                    &self.config().group,
+                    &self.member.member_id,
+                    &entry,
+                )
                 .await
             {
                 warn!(queue = %key, error = %e, "cannot commit the offset of a released queue");
@@ -448,7 +433,12 @@ impl Group {
             return Ok(());
         }
         self.offsets
-            .commit(self.pool(), &self.config.group, &self.member_id, &entries)
+            .commit(
+                self.pool(),
+                &self.config().group,
+                &self.member.member_id,
+                &entries,
+            )
             .await?;
         let mut owned = self.owned.lock();
         for (_, key, offset) in entries {
@@ -469,7 +459,7 @@ impl Group {
         let queues: Vec<(QueueKey, OwnedQueue)> = self.owned.lock().drain().collect();
         let mut brokers: HashSet<String> =
             queues.iter().map(|(_, q)| q.broker_addr.clone()).collect();
-        for topic in &self.config.topics {
+        for topic in &self.config().topics {
             if let Some(route) = self.routes.cached(topic) {
                 brokers.extend(route.brokers());
             }
@@ -478,8 +468,8 @@ impl Group {
             self.stop_queue(&key, queue).await;
         }
         let request = pb::LeaveGroupRequest {
-            group: self.config.group.clone(),
-            member_id: self.member_id.clone(),
+            group: self.config().group.clone(),
+            member_id: self.member.member_id.clone(),
         };
         let mut result = Ok(());
         for broker in brokers {

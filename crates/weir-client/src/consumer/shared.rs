@@ -33,7 +33,7 @@ use crate::consumer::ConsumeResult;
 use crate::error::{ClientError, Result};
 use crate::message::ReceivedMessage;
 use crate::pool::Pool;
-use crate::route::RouteCache;
+use crate::route::{Broker, RouteCache};
 
 /// Extra time a long-poll receive is given over its `max_wait` before it counts as timed out.
 const RECEIVE_GRACE: Duration = Duration::from_secs(10);
@@ -131,7 +131,7 @@ impl SharedConsumer {
     /// one, then long-polls one for up to `max_wait`; returns an empty list when nothing came.
     pub async fn receive(&self, max: u32, invisible_time: Duration) -> Result<Vec<SharedMessage>> {
         let route = self.routes.get(&self.config.topic).await?;
-        let brokers = route.brokers();
+        let brokers = route.named_brokers();
         if brokers.is_empty() {
             return Err(ClientError::NoRoute(self.config.topic.clone()));
         }
@@ -153,7 +153,7 @@ impl SharedConsumer {
 
     async fn receive_from(
         &self,
-        broker: &str,
+        broker: &Broker,
         max: u32,
         invisible_ms: u32,
         wait_ms: u32,
@@ -166,7 +166,7 @@ impl SharedConsumer {
             max_wait_ms: wait_ms,
         };
         let timeout = Duration::from_millis(u64::from(wait_ms)) + RECEIVE_GRACE;
-        let conn = self.pool().get(broker).await?;
+        let conn = self.pool().get(&broker.addr).await?;
         let (response, payload) = match conn
             .call::<_, pb::ReceiveResponse>(ApiKey::Receive, &request, Bytes::new(), Some(timeout))
             .await
@@ -177,7 +177,7 @@ impl SharedConsumer {
                 return Err(e);
             }
         };
-        let messages = ReceivedMessage::decode_all(&payload, broker)?;
+        let messages = ReceivedMessage::decode_stored_by(&payload, Some(&broker.name))?;
         if messages.len() != response.entries.len() {
             return Err(ClientError::Protocol(format!(
                 "receive answer has {} records but {} receipts",
@@ -192,7 +192,7 @@ impl SharedConsumer {
                 message,
                 receipt: entry.receipt,
                 attempt: entry.attempt,
-                broker: broker.to_owned(),
+                broker: broker.addr.clone(),
             })
             .collect())
     }
@@ -311,7 +311,7 @@ impl SharedConsumer {
             };
             let (done, retry): (Vec<SharedMessage>, Vec<SharedMessage>) =
                 messages.into_iter().partition(|m| {
-                    crate::consumer::push::run_handler(|| handler(m)) == ConsumeResult::Success
+                    crate::consumer::run_handler(|| handler(m)) == ConsumeResult::Success
                 });
             for (api, list) in [(ApiKey::Ack, done), (ApiKey::Nack, retry)] {
                 if list.is_empty() {

@@ -66,7 +66,7 @@ pub async fn run(args: DlqArgs) -> Result<()> {
                         preview.push('…');
                     }
                     vec![
-                        m.id.map(|id| id.to_string()).unwrap_or_default(),
+                        m.id.as_ref().map(ToString::to_string).unwrap_or_default(),
                         m.origin_topic().to_owned(),
                         m.reconsume_times().to_string(),
                         format_ms(m.store_timestamp),

@@ -26,7 +26,7 @@ pub fn message_json(message: &ReceivedMessage) -> Value {
         "topic": message.topic,
         "queue": message.queue_id,
         "offset": message.queue_offset,
-        "id": message.id.map(|id| id.to_string()),
+        "id": message.id.as_ref().map(ToString::to_string),
         "key": message.key,
         "tag": message.tag,
         "properties": properties,

@@ -72,7 +72,7 @@ pub async fn run(args: TopicArgs) -> Result<()> {
                         .map(|q| q.max_offset - q.min_offset.min(q.max_offset))
                         .sum();
                     // Internal topics (`%RETRY%<group>`, `%DLQ%<group>`) are marked.
-                    let name = if t.name.starts_with('%') {
+                    let name = if weir_proto::names::is_internal(&t.name) {
                         format!("{} (internal)", t.name)
                     } else {
                         t.name.clone()
