@@ -213,7 +213,7 @@ impl TransactionProducer {
                 Some(inner.config.send_timeout),
             )
             .await?;
-        let broker = if stored.broker_name.is_empty() {
+        let broker = if stored.broker_name.is_empty() || *stored.broker_name == *queue.broker_name {
             queue.broker_name.clone()
         } else {
             Arc::from(stored.broker_name)

@@ -129,9 +129,9 @@ pub struct ConsumerConfig {
     pub handler_timeout: Duration,
     /// Pull consumer: most messages one `poll` returns.
     pub max_poll_messages: usize,
-    /// Push consumer: orderly consumption: one message at a time per queue,
-    /// only while this member holds the queue's broker-side lock; a failed message is retried
-    /// in place after `orderly_retry_pause`, and after `orderly_max_attempts` calls it goes to
+    /// Push consumer: orderly consumption: one message at a time per queue, only while this
+    /// member holds the queue's broker-side lock; a failed message is retried in place after
+    /// `orderly_retry_pause`, and after `orderly_max_attempts` calls it goes to
     /// `%DLQ%<group>`. Clustering mode only.
     pub orderly: bool,
     /// Orderly: pause before a failed message is handed over again.
