@@ -142,16 +142,20 @@ fn a_stable_group_of_three_gets_every_message_exactly_once_in_key_order() {
 }
 
 /// Reads a child's stdout lines into a shared list, in a thread.
-fn collect_lines(child: &mut std::process::Child) -> Arc<Mutex<Vec<String>>> {
+/// Collects a child's stdout lines as they come; the reader ends at end of file, so joining
+/// it after the child exited means every line it printed is in.
+fn collect_lines(
+    child: &mut std::process::Child,
+) -> (Arc<Mutex<Vec<String>>>, std::thread::JoinHandle<()>) {
     let lines = Arc::new(Mutex::new(Vec::new()));
     let stdout = child.stdout.take().expect("stdout");
     let sink = Arc::clone(&lines);
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             sink.lock().expect("lines").push(line);
         }
     });
-    lines
+    (lines, reader)
 }
 
 fn queue_and_offset(line: &str) -> (u64, u64) {
@@ -185,8 +189,8 @@ fn a_killed_consumer_has_its_queues_taken_over() {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn consumer");
-        let lines = collect_lines(&mut child);
-        (child, lines)
+        let (lines, reader) = collect_lines(&mut child);
+        (child, lines, reader)
     };
     let mut consumers: Vec<_> = (0..3).map(|_| spawn_consumer()).collect();
     std::thread::sleep(Duration::from_secs(2));
@@ -204,10 +208,10 @@ fn a_killed_consumer_has_its_queues_taken_over() {
         });
         // Kill one consumer once it is busy.
         let deadline = Instant::now() + Duration::from_secs(60);
-        let (victim, victim_lines) = loop {
+        let (victim, victim_lines, victim_reader) = loop {
             if let Some(i) = consumers
                 .iter()
-                .position(|(_, lines)| lines.lock().expect("lines").len() > 200)
+                .position(|(_, lines, _)| lines.lock().expect("lines").len() > 200)
             {
                 break consumers.swap_remove(i);
             }
@@ -217,6 +221,8 @@ fn a_killed_consumer_has_its_queues_taken_over() {
         let mut victim = victim;
         signal(victim.id(), "KILL");
         let _ = victim.wait();
+        // Lines it printed (and committed) before the kill may still be in the pipe.
+        victim_reader.join().expect("victim's reader");
         let victim_seen: BTreeSet<(u64, u64)> = victim_lines
             .lock()
             .expect("lines")
@@ -225,14 +231,17 @@ fn a_killed_consumer_has_its_queues_taken_over() {
             .collect();
         let victim_queues: BTreeSet<u64> = victim_seen.iter().map(|(q, _)| *q).collect();
 
-        for (child, _) in consumers.iter_mut() {
-            let status = crate::harness::wait_timeout(child, Duration::from_secs(120))
+        let mut survivors_lines = Vec::new();
+        for (mut child, lines, reader) in consumers.drain(..) {
+            let status = crate::harness::wait_timeout(&mut child, Duration::from_secs(120))
                 .expect("survivor exits after its idle timeout");
             assert!(status.success());
+            reader.join().expect("survivor's reader");
+            survivors_lines.push(lines);
         }
-        let survivors: Vec<(u64, u64)> = consumers
+        let survivors: Vec<(u64, u64)> = survivors_lines
             .iter()
-            .flat_map(|(_, lines)| {
+            .flat_map(|lines| {
                 lines
                     .lock()
                     .expect("lines")
