@@ -161,7 +161,10 @@ impl Broker {
         shutdown_rx: watch::Receiver<bool>,
         http: Option<&HttpServer>,
     ) -> Result<Broker, BrokerError> {
-        let topics = Arc::new(TopicTable::load(&config.data_dir)?);
+        let topics = Arc::new(crate::topic_rebuild::load_or_rebuild(
+            &config.data_dir,
+            &store,
+        )?);
         let offsets = OffsetTable::load(&config.data_dir)?;
         let (transactions, idempotence) = load_producer_state(&config, &store).await?;
         let shared = Arc::new(SharedGroups::load(

@@ -29,6 +29,7 @@ mod server;
 mod shared_group;
 mod shutdown;
 mod timing_wheel;
+mod topic_rebuild;
 mod topics;
 mod transaction;
 

@@ -57,7 +57,10 @@ pub(crate) async fn pull(
             .store
             .read(topic, queue_id, offset, max_messages, max_bytes, &filter)
             .map_err(RequestError::from)?;
-        let give_up = read.count > 0 || state.is_shutting_down() || Instant::now() >= deadline;
+        let give_up = read.count > 0
+            || !read.skipped.is_empty()
+            || state.is_shutting_down()
+            || Instant::now() >= deadline;
         let Some(notified) = notified.filter(|_| !give_up) else {
             let status = if read.count > 0 {
                 let topic = topic.to_owned();
@@ -75,6 +78,15 @@ pub(crate) async fn pull(
                 min_offset: read.min_offset,
                 max_offset: read.max_offset,
                 count: read.count,
+                skipped: read
+                    .skipped
+                    .iter()
+                    .map(|r| pb::SkippedRange {
+                        from_offset: r.from,
+                        to_offset: r.to,
+                        reason: r.reason.as_str().to_owned(),
+                    })
+                    .collect(),
             };
             return Ok(Reply::with_payload(&response, read.records));
         };

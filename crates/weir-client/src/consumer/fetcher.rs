@@ -35,6 +35,32 @@ pub struct PullResult {
     pub min_offset: u64,
     /// The queue's maximum offset (the offset the next message stored will get).
     pub max_offset: u64,
+    /// Offsets below `next_offset` the broker stepped over because their message is damaged
+    /// on its disk: they will never be delivered.
+    pub skipped: Vec<SkippedRange>,
+}
+
+/// Queue offsets `[from, to)` a broker could not serve because they are damaged on its disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedRange {
+    /// First skipped offset.
+    pub from: u64,
+    /// One past the last skipped offset.
+    pub to: u64,
+    /// Why (`corrupt_record`, `index_mismatch`, `missing_entry`, `lost_in_log`).
+    pub reason: String,
+}
+
+impl SkippedRange {
+    /// Offsets in the range.
+    pub fn len(&self) -> u64 {
+        self.to.saturating_sub(self.from)
+    }
+
+    /// Whether the range is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Sends one pull request to `broker` and decodes the answer.
@@ -63,6 +89,15 @@ pub(crate) async fn pull_once(
         next_offset: response.next_offset,
         min_offset: response.min_offset,
         max_offset: response.max_offset,
+        skipped: response
+            .skipped
+            .into_iter()
+            .map(|r| SkippedRange {
+                from: r.from_offset,
+                to: r.to_offset,
+                reason: r.reason,
+            })
+            .collect(),
     })
 }
 
@@ -100,6 +135,18 @@ pub(crate) async fn run(
         match pulled {
             Ok(result) => {
                 backoff = Duration::from_millis(100);
+                for range in &result.skipped {
+                    error!(
+                        queue = %key,
+                        from = range.from,
+                        to = range.to,
+                        reason = %range.reason,
+                        "the broker skipped damaged messages; they will not be delivered"
+                    );
+                    group
+                        .damaged_skipped
+                        .fetch_add(range.len(), std::sync::atomic::Ordering::Relaxed);
+                }
                 progress.lock().fetched(
                     result.messages.iter().map(|m| m.queue_offset),
                     result.next_offset,

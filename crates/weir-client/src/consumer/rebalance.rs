@@ -93,6 +93,9 @@ pub(crate) struct Group {
     heartbeat_ms: AtomicU64,
     /// Cancelled on shutdown; every queue's token is a child of it.
     pub stop: CancellationToken,
+    /// Messages the brokers skipped because they are damaged on disk (see
+    /// [`crate::consumer::fetcher::SkippedRange`]).
+    pub damaged_skipped: AtomicU64,
 }
 
 impl Group {
@@ -144,6 +147,7 @@ impl Group {
             next_epoch: AtomicU64::new(1),
             heartbeat_ms: AtomicU64::new(1000),
             stop: CancellationToken::new(),
+            damaged_skipped: AtomicU64::new(0),
         }))
     }
 
