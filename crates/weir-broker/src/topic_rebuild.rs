@@ -44,7 +44,10 @@ pub(crate) fn load_or_rebuild(data_dir: &Path, store: &Store) -> Result<TopicTab
             ))
         })?;
     }
-    let rebuilt: Vec<String> = seen.iter().map(|(t, q)| format!("{t} ({q} queues)")).collect();
+    let rebuilt: Vec<String> = seen
+        .iter()
+        .map(|(t, q)| format!("{t} ({q} queues)"))
+        .collect();
     tracing::warn!(
         file = %path.display(),
         topics = %rebuilt.join(", "),

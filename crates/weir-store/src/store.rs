@@ -16,10 +16,10 @@ use crate::checkpoint::Checkpoint;
 use crate::commit_log::{Appended, CommitLog, StampMode, Writer};
 use crate::consume_queue::{ConsumeQueue, ConsumeQueues, ENTRY_LEN, Entry};
 use crate::damage::{DamageLocation, DamageLog, DamageReason, DamagedRange, SkippedRange};
-use crate::verify::{self, Expected};
 use crate::dispatch::{self, DispatchState, Touched};
 use crate::key_index::KeyIndex;
 use crate::tombstones::Tombstones;
+use crate::verify::{self, Expected};
 use crate::{FlushMode, StoreConfig, StoreError, TagFilter, flush, recovery, retention, segment};
 
 /// Called with (topic, queue id, new max offset) after each dispatch round that touched the
@@ -729,10 +729,7 @@ impl Store {
                     queue_id,
                     queue_offset: next,
                 };
-                if entry.is_written()
-                    && !entry.is_lost()
-                    && !filter.matches_hash(entry.tag_hash)
-                {
+                if entry.is_written() && !entry.is_lost() && !filter.matches_hash(entry.tag_hash) {
                     prev_end = None;
                     next += 1;
                     continue;
@@ -817,16 +814,18 @@ impl Store {
         let checked = self
             .inner
             .log
-            .with_bytes(entry.offset, entry.size as usize, |bytes| {
-                match verify::check_record(bytes, entry.offset, expected) {
+            .with_bytes(
+                entry.offset,
+                entry.size as usize,
+                |bytes| match verify::check_record(bytes, entry.offset, expected) {
                     Ok(r) if filter.matches_tag(r.tag()) => {
                         out.extend_from_slice(bytes);
                         Served::Copied(end)
                     }
                     Ok(_) => Served::Filtered(end),
                     Err(reason) => Served::Bad(reason),
-                }
-            });
+                },
+            );
         match checked {
             Some(served) => served,
             None if entry.offset < self.inner.log.min_offset() => Served::Gone,
@@ -1191,7 +1190,9 @@ fn stale_indexes(
             continue;
         };
         let Ok(entry) = cq.entry(last) else {
-            return Some(format!("the consume queue {topic}/{queue_id} cannot be read"));
+            return Some(format!(
+                "the consume queue {topic}/{queue_id} cannot be read"
+            ));
         };
         if entry.is_lost() || (entry.is_written() && entry.offset < log_min) {
             continue;

@@ -103,7 +103,11 @@ fn read_reserved(
                 // Every offset below next_offset was read (no filter) unless it was skipped as
                 // damaged: those can never be delivered, so they are settled.
                 for receipt in receipts {
-                    if read.skipped.iter().any(|r| (r.from..r.to).contains(&receipt.offset)) {
+                    if read
+                        .skipped
+                        .iter()
+                        .any(|r| (r.from..r.to).contains(&receipt.offset))
+                    {
                         state.shared.settle(group, topic, queue_id, receipt.offset);
                     } else if receipt.offset < read.next_offset {
                         entries.push(entry(receipt));
@@ -186,7 +190,9 @@ async fn move_to_dlq(
         Err(e)
             if matches!(
                 e.code,
-                ErrorCode::MessageNotFound | ErrorCode::OffsetOutOfRange | ErrorCode::CorruptMessage
+                ErrorCode::MessageNotFound
+                    | ErrorCode::OffsetOutOfRange
+                    | ErrorCode::CorruptMessage
             ) =>
         {
             state.shared.settle(group, topic, queue_id, offset);

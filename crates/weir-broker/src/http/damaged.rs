@@ -53,7 +53,9 @@ fn info(range: DamagedRange) -> DamagedRangeInfo {
 }
 
 /// Lists every damaged range.
-pub(crate) async fn list(State(shared): State<Arc<HttpShared>>) -> Result<Json<DamagedList>, ApiError> {
+pub(crate) async fn list(
+    State(shared): State<Arc<HttpShared>>,
+) -> Result<Json<DamagedList>, ApiError> {
     let state = shared.broker()?;
     let damaged = state.store.damaged_ranges().into_iter().map(info).collect();
     Ok(Json(DamagedList { damaged }))
