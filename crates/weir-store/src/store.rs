@@ -17,7 +17,7 @@ use crate::commit_log::{Appended, CommitLog, StampMode, Writer};
 use crate::consume_queue::{ConsumeQueue, ConsumeQueues, ENTRY_LEN, Entry};
 use crate::damage::{DamageLocation, DamageLog, DamageReason, DamagedRange, SkippedRange};
 use crate::dispatch::{self, DispatchState, Touched};
-use crate::key_index::KeyIndex;
+use crate::key_index::{IndexMark, KeyIndex};
 use crate::tombstones::Tombstones;
 use crate::verify::{self, Expected};
 use crate::{FlushMode, StoreConfig, StoreError, TagFilter, flush, recovery, retention, segment};
@@ -385,9 +385,20 @@ impl Store {
                 "{why}: verifying the whole commit log and rebuilding the consume queues and the \
                  key index from it"
             );
-            if rec.checkpoint.is_some() {
+            if let Some(cp) = rec.checkpoint {
                 drop(queues);
-                rec = recovery::recover_log(&log_dir, config.segment_size, None)?;
+                // From the first segment, with no key index; a cut in progress still ends the
+                // log where it was cut.
+                let full = Checkpoint {
+                    dispatched: log_min,
+                    index: IndexMark {
+                        base: u64::MAX,
+                        count: 0,
+                    },
+                    log_end: cp.log_end,
+                    queues: None,
+                };
+                rec = recovery::recover_log(&log_dir, config.segment_size, Some(full))?;
                 queues = ConsumeQueues::open(cq_dir, cq_entries, rec.start, log_min)?;
             }
         }
