@@ -685,6 +685,12 @@ impl Store {
     /// Reads up to `max_messages` messages (and about `max_bytes`, but at least one if any is
     /// available) from `topic`/`queue_id` starting at queue offset `from_offset`, skipping
     /// messages whose tag does not match `filter`.
+    ///
+    /// Every record is checked before it is returned (both CRCs, and its stamped position,
+    /// topic, queue and queue offset against the consume-queue entry; see `verify.rs`). A
+    /// wrong entry is rebuilt from the log when the right record is found; a message that
+    /// cannot be served is stepped over and named in [`ReadResult::skipped`], so damage never
+    /// blocks a queue.
     pub fn read(
         &self,
         topic: &str,

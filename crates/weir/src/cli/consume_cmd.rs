@@ -119,7 +119,7 @@ pub async fn run(args: ConsumeArgs) -> Result<()> {
 
 /// The error a run ends with when the broker skipped damaged messages: everything else was
 /// printed (and committed), but the user must learn that some messages cannot be delivered.
-fn damaged_error(damaged: u64) -> Result<()> {
+pub(crate) fn damaged_error(damaged: u64) -> Result<()> {
     anyhow::ensure!(
         damaged == 0,
         "{damaged} message(s) were skipped because they are damaged on the broker's disk \
