@@ -165,6 +165,7 @@ impl Broker {
             &config.data_dir,
             &store,
         )?);
+        crate::offsets_check::check(&config.data_dir, &store)?;
         let offsets = OffsetTable::load(&config.data_dir)?;
         let (transactions, idempotence) = load_producer_state(&config, &store).await?;
         let shared = Arc::new(SharedGroups::load(

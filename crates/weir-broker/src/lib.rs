@@ -21,6 +21,7 @@ mod long_poll;
 mod metrics_catalog;
 mod name_server;
 mod offsets;
+mod offsets_check;
 mod ops;
 mod outbox;
 mod registration;
