@@ -125,7 +125,11 @@ impl Broker {
         http: Option<&HttpServer>,
     ) -> Result<Broker, BrokerError> {
         let log = MessageLog::new(store.clone());
-        let topics = Arc::new(TopicTable::load(&config.data_dir)?);
+        let topics = Arc::new(crate::core::topic_rebuild::load_or_rebuild(
+            &config.data_dir,
+            &log,
+        )?);
+        crate::features::groups::offsets_check::check(&config.data_dir, &log)?;
         let offsets = Arc::new(OffsetTable::load(&config.data_dir)?);
         let shared = Arc::new(SharedGroups::load(
             &config.data_dir,

@@ -11,7 +11,9 @@
 //!   current and vanish with the topic or group they describe.
 
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-pub(crate) use weir_store::metric_names::{FSYNC_DURATION_SECONDS, FSYNC_TOTAL};
+pub(crate) use weir_store::metric_names::{
+    DAMAGED_MESSAGES_TOTAL, FSYNC_DURATION_SECONDS, FSYNC_TOTAL,
+};
 
 /// Counter `{topic}`: messages stored by produce requests.
 pub(crate) const MESSAGES_IN_TOTAL: &str = "weir_messages_in_total";
@@ -146,6 +148,11 @@ pub(crate) fn describe() {
         PRODUCE_DURABLE_SECONDS,
         Unit::Seconds,
         "Time from a produce request's arrival until its batch is stored as the flush mode requires (durable in sync mode)."
+    );
+    describe_counter!(
+        DAMAGED_MESSAGES_TOTAL,
+        Unit::Count,
+        "Messages found damaged on disk and skipped (never served), per reason; each damaged range counted once."
     );
     describe_counter!(
         FSYNC_TOTAL,

@@ -41,7 +41,7 @@ pub use admin::{Admin, ResetTo};
 pub use consumer::{
     ConsumeMode, ConsumeResult, ConsumerConfig, PullConsumer, PullConsumerConfig, PullResult,
     PushConsumer, PushConsumerConfig, QueueKey, SharedConsumer, SharedConsumerConfig,
-    SharedMessage, SharedWorkers, StartFrom,
+    SharedMessage, SharedWorkers, SkippedRange, StartFrom,
 };
 pub use error::{ClientError, Result};
 pub use fault::FaultConfig;

@@ -1,4 +1,6 @@
 //! Storage-engine throughput: `cargo bench -p weir-store`. Prints a Markdown table.
+//! `cargo bench -p weir-store --bench store -- read` runs only the cases whose name holds
+//! `read` (likewise `append`, `sync`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -166,34 +168,35 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with("--"));
+    let wants = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
     println!("| case | msgs/s | MB/s |");
     println!("|---|---:|---:|");
-    append_async(
-        100,
-        256,
-        8,
-        "async append, 100 B body, batches of 256, 8 queues",
-    );
-    append_async(
-        1024,
-        256,
-        8,
-        "async append, 1 KiB body, batches of 256, 8 queues",
-    );
-    for n in [1, 16, 64] {
-        append_sync(n, 100);
+    let appends = [(100, 256, 8), (1024, 256, 8)];
+    for (body, per_batch, queues) in appends {
+        let name = format!(
+            "async append, {} body, batches of {per_batch}, {queues} queues",
+            if body == 100 { "100 B" } else { "1 KiB" }
+        );
+        if wants(&name) {
+            append_async(body, per_batch, queues, &name);
+        }
     }
-    read_back();
-    append_async(
-        100,
-        16,
-        8,
-        "async append, 100 B body, batches of 16, 8 queues",
-    );
-    append_async(
-        100,
-        16,
-        10_000,
-        "async append, 100 B body, batches of 16, 10,000 queues",
-    );
+    if wants("sync") {
+        for n in [1, 16, 64] {
+            append_sync(n, 100);
+        }
+    }
+    if wants("sequential read") {
+        read_back();
+    }
+    for queues in [8, 10_000] {
+        let name = format!(
+            "async append, 100 B body, batches of 16, {} queues",
+            if queues == 8 { "8" } else { "10,000" }
+        );
+        if wants(&name) {
+            append_async(100, 16, queues, &name);
+        }
+    }
 }

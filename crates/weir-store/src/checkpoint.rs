@@ -6,18 +6,25 @@
 //! written since the last checkpoint, not with the size of the log.
 //!
 //! ```text
-//! data_dir/checkpoint (40 bytes, little-endian)
+//! data_dir/checkpoint (52 bytes, little-endian)
 //! offset size field
 //!  0     4    magic "WCKP"
-//!  4     4    version u32 = 2
+//!  4     4    version u32 = 3
 //!  8     8    dispatched u64     commit-log offset indexed (and durable) up to
 //! 16     8    index_base u64     newest key-index file, u64::MAX for none
 //! 24     4    index_count u32    entries in that file
 //! 28     8    log_end u64        the log ends here: a cut in progress; u64::MAX for none
-//! 36     4    crc u32            CRC32C of bytes 0..36
+//! 36     4    queue_count u32    consume queues holding entries below `dispatched`
+//! 40     8    queue_entries u64  the sum of their end offsets
+//! 48     4    crc u32            CRC32C of bytes 0..48
 //! ```
 //!
-//! Version 1 (32 bytes: no `log_end`, the CRC at 28) is still read. `log_end` is set only
+//! `queue_count` and `queue_entries` let an open notice consume queues that were deleted or
+//! cut behind the store's back: the queues it finds must add up to them, or they are rebuilt
+//! from the log.
+//!
+//! Versions 1 (32 bytes: no `log_end`, the CRC at 28) and 2 (40 bytes: no queue totals, the
+//! CRC at 36) are still read. `log_end` is set only
 //! while `Store::truncate_from` cuts the log: recovery then drops every byte from there even
 //! if the cut did not finish, and the checkpoint is written again without it once the cut is
 //! on disk, before anything new is appended.
@@ -33,9 +40,10 @@ use crate::key_index::IndexMark;
 use crate::segment::sync_dir;
 
 const MAGIC: &[u8; 4] = b"WCKP";
-const VERSION: u32 = 2;
-const LEN: usize = 40;
+const VERSION: u32 = 3;
+const LEN: usize = 52;
 const LEN_V1: usize = 32;
+const LEN_V2: usize = 40;
 /// `log_end` when no cut is in progress.
 const NO_END: u64 = u64::MAX;
 
@@ -48,6 +56,17 @@ pub(crate) struct Checkpoint {
     pub index: IndexMark,
     /// Set while the log is being cut here: nothing at or after it is part of the log.
     pub log_end: Option<u64>,
+    /// The consume queues at that point, if the file records them (version 3).
+    pub queues: Option<QueueTotals>,
+}
+
+/// What the consume queues added up to when a checkpoint was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct QueueTotals {
+    /// Queues holding at least one entry.
+    pub count: u32,
+    /// The sum of their end offsets.
+    pub entries: u64,
 }
 
 impl Checkpoint {
@@ -59,8 +78,11 @@ impl Checkpoint {
         b[16..24].copy_from_slice(&self.index.base.to_le_bytes());
         b[24..28].copy_from_slice(&self.index.count.to_le_bytes());
         b[28..36].copy_from_slice(&self.log_end.unwrap_or(NO_END).to_le_bytes());
-        let crc = crc32c::crc32c(&b[..36]);
-        b[36..40].copy_from_slice(&crc.to_le_bytes());
+        let totals = self.queues.unwrap_or_default();
+        b[36..40].copy_from_slice(&totals.count.to_le_bytes());
+        b[40..48].copy_from_slice(&totals.entries.to_le_bytes());
+        let crc = crc32c::crc32c(&b[..48]);
+        b[48..52].copy_from_slice(&crc.to_le_bytes());
         b
     }
 
@@ -74,9 +96,17 @@ impl Checkpoint {
         if b.get(0..4)? != MAGIC {
             return None;
         }
-        let (crc_at, log_end) = match (u32_at(4)?, b.len()) {
-            (1, LEN_V1) => (28, NO_END),
-            (VERSION, LEN) => (36, u64_at(28)?),
+        let (crc_at, log_end, queues) = match (u32_at(4)?, b.len()) {
+            (1, LEN_V1) => (28, NO_END, None),
+            (2, LEN_V2) => (36, u64_at(28)?, None),
+            (VERSION, LEN) => (
+                48,
+                u64_at(28)?,
+                Some(QueueTotals {
+                    count: u32_at(36)?,
+                    entries: u64_at(40)?,
+                }),
+            ),
             _ => return None,
         };
         if u32_at(crc_at)? != crc32c::crc32c(&b[..crc_at]) {
@@ -89,6 +119,7 @@ impl Checkpoint {
                 count: u32_at(24)?,
             },
             log_end: (log_end != NO_END).then_some(log_end),
+            queues,
         })
     }
 
@@ -129,6 +160,10 @@ mod tests {
                     count: 7,
                 },
                 log_end,
+                queues: Some(QueueTotals {
+                    count: 3,
+                    entries: 99,
+                }),
             };
             cp.store(dir.path())?;
             assert_eq!(Checkpoint::load(dir.path()), Some(cp));

@@ -12,6 +12,11 @@
 //! 12     8    tag_hash u64            weir_proto::record::tag_hash of the record's tag, 0 = none
 //! ```
 //!
+//! A *lost* entry (`size` 0, `tag_hash` u64::MAX, `commit_log_offset` where the log went on
+//! after the damage) stands for a message whose record was in a damaged stretch of the commit
+//! log: recovery kept the records after it, so the queue has a gap there that reads skip and
+//! report (see `damage.rs`).
+//!
 //! Invariants: entries are written by the dispatcher only, at their queue offset (a positional
 //! write, so re-dispatching after recovery is idempotent); within a queue, commit-log offsets
 //! increase with the queue offset; readers see entries below the published `max` only.
@@ -31,6 +36,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::RwLock;
 
+use crate::checkpoint::QueueTotals;
 use crate::segment::{self, file_name, list_numbered, preallocate, punch_range};
 
 /// Length of one entry.
@@ -51,7 +57,30 @@ pub(crate) struct Entry {
     pub tag_hash: u64,
 }
 
+/// `tag_hash` of a lost entry (see the module doc).
+const LOST_TAG_HASH: u64 = u64::MAX;
+
 impl Entry {
+    /// The entry standing for a message lost in a damaged stretch of the log that ended at
+    /// commit-log `resumed_at`.
+    pub fn lost(resumed_at: u64) -> Entry {
+        Entry {
+            offset: resumed_at,
+            size: 0,
+            tag_hash: LOST_TAG_HASH,
+        }
+    }
+
+    /// Whether this is a lost entry.
+    pub fn is_lost(&self) -> bool {
+        self.size == 0 && self.tag_hash == LOST_TAG_HASH
+    }
+
+    /// Whether this entry was written (a record's, or a lost one).
+    pub fn is_written(&self) -> bool {
+        self.size != 0 || self.is_lost()
+    }
+
     /// The entry's 20 bytes.
     pub fn encode(&self) -> [u8; ENTRY_LEN as usize] {
         let mut b = [0u8; ENTRY_LEN as usize];
@@ -126,7 +155,7 @@ impl ConsumeQueue {
         let last_end = files.last().map_or(0, |(b, _)| *b + entries_per_file);
         *cq.files.write() = files;
         cq.min.store(first, Ordering::Release);
-        let max = cq.partition(first, last_end, |e| e.size != 0 && e.offset < bound)?;
+        let max = cq.partition(first, last_end, |e| e.is_written() && e.offset < bound)?;
         cq.zero_entries(max, last_end)?;
         cq.max.store(max, Ordering::Release);
         cq.reserved.store(max, Ordering::Release);
@@ -461,6 +490,20 @@ impl ConsumeQueues {
             }
         }
         out
+    }
+
+    /// How many queues hold entries, and the sum of their ends (see the checkpoint).
+    pub fn totals(&self) -> QueueTotals {
+        let queues = self.queues.read();
+        let mut totals = QueueTotals::default();
+        for cq in queues.values().flat_map(|qs| qs.values()) {
+            let max = cq.max();
+            if max > 0 {
+                totals.count += 1;
+                totals.entries += max;
+            }
+        }
+        totals
     }
 
     /// Forgets a topic's queues and deletes their files.

@@ -5,9 +5,12 @@
 //! round), adds keyed records to the key index, then publishes the queues' new maxima and
 //! tells the dispatch listener. Readers only ever see dispatched entries. Entries are written
 //! at `queue_offset * 20`, so dispatching a range again after recovery is idempotent. Records
-//! of a deleted topic stored before its deletion are skipped (see `tombstones.rs`).
+//! of a deleted topic stored before its deletion are skipped (see `tombstones.rs`), and so are
+//! the damaged stretches recovery found between valid records (its *holes*): the queue
+//! offsets whose records were lost there get *lost* entries (see `consume_queue.rs`), so a
+//! read steps over them and says so instead of stopping.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,12 +19,16 @@ use std::time::Duration;
 use weir_proto::record::{Record, tag_hash};
 
 use crate::consume_queue::{ConsumeQueue, Entry};
+use crate::damage::{DamageLocation, DamageReason, DamagedRange};
 use crate::segment::{END_MARKER_LEN, is_end_marker};
 use crate::store::Inner;
 use crate::tombstones::Tombstones;
 
 /// Most commit-log bytes handled in one round, so listeners hear about progress promptly.
 const ROUND_BYTES: u64 = 8 << 20;
+/// Most lost entries written for one gap in a queue's offsets; a larger gap is left empty
+/// (reads report its entries as missing).
+const MAX_LOST_ENTRIES: u64 = 1 << 20;
 
 /// Entries of one queue gathered in a round.
 #[derive(Debug)]
@@ -33,6 +40,8 @@ struct QueueBuf {
     next: u64,
     bytes: Vec<u8>,
     in_round: bool,
+    /// Whether `next` is known (from the queue's entries or a dispatched record).
+    known: bool,
 }
 
 /// The dispatcher's position and reusable buffers, held under the dispatch lock.
@@ -42,16 +51,19 @@ pub(crate) struct DispatchState {
     pub dispatched: u64,
     /// Deleted topics, whose older records are skipped.
     pub tombstones: Tombstones,
+    /// Damaged stretches of the log, `from → to`, stepped over.
+    holes: BTreeMap<u64, u64>,
     queues: HashMap<Arc<str>, HashMap<u32, QueueBuf>>,
     touched: Vec<(Arc<str>, u32)>,
 }
 
 impl DispatchState {
     /// A dispatcher starting at `dispatched`.
-    pub fn new(dispatched: u64, tombstones: Tombstones) -> DispatchState {
+    pub fn new(dispatched: u64, tombstones: Tombstones, holes: &[(u64, u64)]) -> DispatchState {
         DispatchState {
             dispatched,
             tombstones,
+            holes: holes.iter().copied().collect(),
             queues: HashMap::new(),
             touched: Vec::new(),
         }
@@ -78,6 +90,7 @@ impl DispatchState {
                 next: 0,
                 bytes: Vec::new(),
                 in_round: false,
+                known: false,
             })
     }
 
@@ -123,6 +136,10 @@ fn round(
         if pos >= limit {
             break;
         }
+        if let Some(&to) = state.holes.get(&pos) {
+            pos = to;
+            continue;
+        }
         let Some(seg) = inner.log.segment_for(pos) else {
             return Err(io::Error::other(format!(
                 "dispatch position {pos} is in no segment"
@@ -152,6 +169,39 @@ fn round(
             tag_hash: tag_hash(record.tag()),
         };
         let buf = state.buf(topic, stamp.queue_id);
+        if !buf.known {
+            buf.known = true;
+            // A queue with entries continues at its end; a new (or rebuilt) one wherever its
+            // first record says.
+            buf.next = inner
+                .queues
+                .get(topic, stamp.queue_id)
+                .filter(|cq| cq.max() > cq.min())
+                .map_or(stamp.queue_offset, |cq| cq.max());
+        }
+        if stamp.queue_offset > buf.next && stamp.queue_offset - buf.next <= MAX_LOST_ENTRIES {
+            // Records of this queue were lost in a damaged stretch before this one.
+            inner.damage.report(
+                DamagedRange {
+                    location: DamageLocation::Queue {
+                        topic: topic.to_owned(),
+                        queue_id: stamp.queue_id,
+                    },
+                    from: buf.next,
+                    to: stamp.queue_offset,
+                    reason: DamageReason::LostInLog,
+                },
+                "the records were in a damaged stretch of the commit log",
+            );
+            if buf.bytes.is_empty() {
+                buf.first = buf.next;
+            }
+            let lost = Entry::lost(pos).encode();
+            for _ in buf.next..stamp.queue_offset {
+                buf.bytes.extend_from_slice(&lost);
+            }
+            buf.next = stamp.queue_offset;
+        }
         if !buf.bytes.is_empty() && buf.next != stamp.queue_offset {
             // Not contiguous with what is buffered (cannot happen with one writer, but a
             // positional write per run keeps it correct anyway).

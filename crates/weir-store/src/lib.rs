@@ -5,7 +5,8 @@
 //! from it by the [dispatcher](dispatch) and can always be rebuilt from it. [Flushing](flush)
 //! is async (interval) or sync (group commit); a [checkpoint](checkpoint) bounds
 //! [recovery](recovery) to the data written since; [retention](retention) deletes old
-//! segments. The entry point is [`Store`]; see `docs/storage.md` for the whole picture.
+//! segments. Every read [verifies](verify) what it serves; [damage](damage) is isolated and
+//! listed, never fatal. The entry point is [`Store`]; see `docs/storage.md` for the whole picture.
 
 #![deny(unsafe_code)]
 
@@ -13,6 +14,7 @@ mod checkpoint;
 mod commit_log;
 mod config;
 mod consume_queue;
+mod damage;
 mod dispatch;
 mod error;
 mod filter;
@@ -25,8 +27,10 @@ mod retention;
 mod segment;
 mod store;
 mod tombstones;
+mod verify;
 
 pub use config::{FlushMode, StoreConfig};
+pub use damage::{DamageLocation, DamageReason, DamagedRange, SkippedRange};
 pub use error::StoreError;
 pub use filter::TagFilter;
 pub use store::{AppendResult, DispatchListener, QueueOffsets, ReadResult, Store, StoreStats};

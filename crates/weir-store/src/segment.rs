@@ -235,6 +235,26 @@ impl Segment {
         zero_range(&self.file, pos, self.capacity.saturating_sub(pos))
     }
 
+    /// The first stretch `[start, end)` at or after segment position `pos` that may hold
+    /// data, or `None` when only holes (never-written or punched ranges, which read as zeros)
+    /// remain. A file system that does not report holes gives the whole rest.
+    pub fn next_data(&self, pos: u64) -> Option<(u64, u64)> {
+        use rustix::fs::{SeekFrom, seek};
+        if pos >= self.capacity {
+            return None;
+        }
+        let start = match seek(&self.file, SeekFrom::Data(pos)) {
+            Ok(start) => start,
+            Err(rustix::io::Errno::NXIO) => return None,
+            Err(_) => pos,
+        };
+        if start >= self.capacity {
+            return None;
+        }
+        let end = seek(&self.file, SeekFrom::Hole(start)).unwrap_or(self.capacity);
+        Some((start, end.min(self.capacity)))
+    }
+
     /// fdatasync: the data written so far is on disk once this returns.
     pub fn sync(&self) -> io::Result<()> {
         self.file.sync_data()

@@ -14,11 +14,13 @@ use weir_proto::record::{Record, Records};
 
 use crate::checkpoint::Checkpoint;
 use crate::commit_log::{Appended, CommitLog, StampMode, Writer};
-use crate::consume_queue::{ConsumeQueues, ENTRY_LEN, Entry};
+use crate::consume_queue::{ConsumeQueue, ConsumeQueues, ENTRY_LEN, Entry};
+use crate::damage::{DamageLocation, DamageLog, DamageReason, DamagedRange, SkippedRange};
 use crate::dispatch::{self, DispatchState, Touched};
-use crate::key_index::KeyIndex;
+use crate::key_index::{IndexMark, KeyIndex};
 use crate::tombstones::Tombstones;
-use crate::{FlushMode, StoreConfig, StoreError, TagFilter, flush, recovery, retention};
+use crate::verify::{self, Expected};
+use crate::{FlushMode, StoreConfig, StoreError, TagFilter, flush, recovery, retention, segment};
 
 /// Called with (topic, queue id, new max offset) after each dispatch round that touched the
 /// queue.
@@ -58,6 +60,9 @@ pub struct ReadResult {
     pub min_offset: u64,
     /// The queue's next offset to be written.
     pub max_offset: u64,
+    /// Queue offsets below `next_offset` that were stepped over because their message is
+    /// damaged (also reported to the damage list, logged and counted).
+    pub skipped: Vec<SkippedRange>,
 }
 
 /// A queue's readable range: offsets `min..max`.
@@ -67,6 +72,36 @@ pub struct QueueOffsets {
     pub min: u64,
     /// One past the largest readable (dispatched) offset.
     pub max: u64,
+}
+
+/// What [`Store::serve`] did with one entry.
+enum Served {
+    /// The record was good and matched the filter: copied out; its end in the log.
+    Copied(u64),
+    /// The record was good but its tag did not match; its end in the log.
+    Filtered(u64),
+    /// The record cannot be served.
+    Bad(DamageReason),
+    /// A lost entry: the record was in a damaged stretch of the log.
+    Lost(DamageReason),
+    /// The record is below the log's start (retention).
+    Gone,
+}
+
+/// Adds queue offset `offset` to `skipped`, extending the last range when it continues it.
+fn add_skipped(skipped: &mut Vec<SkippedRange>, offset: u64, reason: DamageReason) {
+    if let Some(last) = skipped.last_mut()
+        && last.to == offset
+        && last.reason == reason
+    {
+        last.to += 1;
+        return;
+    }
+    skipped.push(SkippedRange {
+        from: offset,
+        to: offset + 1,
+        reason,
+    });
 }
 
 /// Counters and positions for monitoring.
@@ -131,6 +166,8 @@ pub(crate) struct Inner {
     closed: AtomicBool,
     listener: RwLock<Option<DispatchListener>>,
     pub stats: Counters,
+    /// Damaged ranges found so far (see `damage.rs`).
+    pub damage: DamageLog,
 }
 
 impl Inner {
@@ -191,11 +228,13 @@ impl Inner {
     /// Writes a checkpoint: everything dispatched so far is made durable first.
     fn checkpoint(&self) -> Result<(), StoreError> {
         let mut last = self.checkpoint_lock.lock();
-        let (dispatched, mark) = {
+        let (dispatched, mark, totals) = {
             let state = self.dispatch.lock();
-            (state.dispatched, self.index.mark())
+            (state.dispatched, self.index.mark(), self.queues.totals())
         };
-        if last.is_some_and(|cp| cp.dispatched == dispatched && cp.index == mark) {
+        if last.is_some_and(|cp| {
+            cp.dispatched == dispatched && cp.index == mark && cp.queues == Some(totals)
+        }) {
             return Ok(());
         }
         flush::flush_to(self, dispatched)?;
@@ -207,6 +246,7 @@ impl Inner {
             dispatched,
             index: mark,
             log_end: None,
+            queues: Some(totals),
         };
         cp.store(&self.config.data_dir)?;
         *last = Some(cp);
@@ -242,6 +282,7 @@ impl Inner {
             dispatched: offset,
             index: self.index.mark(),
             log_end: Some(offset),
+            queues: Some(self.queues.totals()),
         };
         cp.store(&self.config.data_dir)?;
         *last = Some(cp);
@@ -308,21 +349,16 @@ impl Store {
             std::thread::sleep(Duration::from_millis(20));
         }
         let started = std::time::Instant::now();
+        let damage = DamageLog::load(config.data_dir.join("damaged"))?;
         let checkpoint = Checkpoint::load(&config.data_dir);
-        let rec = recovery::recover_log(
-            &config.data_dir.join("commitlog"),
-            config.segment_size,
-            checkpoint,
-        )?;
+        let log_dir = config.data_dir.join("commitlog");
+        let cq_dir = config.data_dir.join("consumequeue");
+        let cq_entries = config.consume_queue_segment_entries;
+        let mut rec = recovery::recover_log(&log_dir, config.segment_size, checkpoint)?;
         let log_min = rec.segments.first().map_or(0, |s| s.base);
         let mut tombstones = Tombstones::load(&config.data_dir)?;
         tombstones.prune(log_min)?;
-        let queues = ConsumeQueues::open(
-            config.data_dir.join("consumequeue"),
-            config.consume_queue_segment_entries,
-            rec.start,
-            log_min,
-        )?;
+        let mut queues = ConsumeQueues::open(cq_dir.clone(), cq_entries, rec.start, log_min)?;
         // A deletion that crashed after its tombstone but before its queues were gone: their
         // entries point below the tombstone (a topic made anew only has entries past it).
         for (topic, deleted_at) in tombstones.iter() {
@@ -338,6 +374,44 @@ impl Store {
             if stale {
                 queues.remove_topic(topic)?;
             }
+        }
+        let rebuild = match rec.checkpoint {
+            Some(cp) => stale_indexes(&cp, &queues, &rec, &config.data_dir.join("index")),
+            None if rec.records > 0 => Some("there is no valid checkpoint".to_owned()),
+            None => None,
+        };
+        if let Some(why) = &rebuild {
+            tracing::warn!(
+                "{why}: verifying the whole commit log and rebuilding the consume queues and the \
+                 key index from it"
+            );
+            if let Some(cp) = rec.checkpoint {
+                drop(queues);
+                // From the first segment, with no key index; a cut in progress still ends the
+                // log where it was cut.
+                let full = Checkpoint {
+                    dispatched: log_min,
+                    index: IndexMark {
+                        base: u64::MAX,
+                        count: 0,
+                    },
+                    log_end: cp.log_end,
+                    queues: None,
+                };
+                rec = recovery::recover_log(&log_dir, config.segment_size, Some(full))?;
+                queues = ConsumeQueues::open(cq_dir, cq_entries, rec.start, log_min)?;
+            }
+        }
+        for (from, to) in &rec.holes {
+            damage.report(
+                DamagedRange {
+                    location: DamageLocation::Log,
+                    from: *from,
+                    to: *to,
+                    reason: DamageReason::DamagedLog,
+                },
+                "found by recovery",
+            );
         }
         let index = KeyIndex::open(
             config.data_dir.join("index"),
@@ -370,7 +444,7 @@ impl Store {
             log,
             queues,
             index,
-            dispatch: Mutex::new(DispatchState::new(rec.start, tombstones)),
+            dispatch: Mutex::new(DispatchState::new(rec.start, tombstones, &rec.holes)),
             dispatched: AtomicU64::new(rec.start),
             flushed: AtomicU64::new(rec.end),
             flushed_tx,
@@ -387,12 +461,19 @@ impl Store {
             closed: AtomicBool::new(false),
             listener: RwLock::new(None),
             stats: Counters::default(),
+            damage,
             config,
         });
         {
             let mut state = inner.dispatch.lock();
             while state.dispatched < rec.end {
                 dispatch::dispatch_round(&inner, &mut state, rec.end, u64::MAX)?;
+            }
+        }
+        if rebuild.is_some() {
+            // Rebuilt queues start wherever their oldest surviving record is.
+            for (_, _, cq) in inner.queues.all() {
+                cq.advance_min(log_min)?;
             }
         }
         inner
@@ -623,6 +704,12 @@ impl Store {
     /// Reads up to `max_messages` messages (and about `max_bytes`, but at least one if any is
     /// available) from `topic`/`queue_id` starting at queue offset `from_offset`, skipping
     /// messages whose tag does not match `filter`.
+    ///
+    /// Every record is checked before it is returned (both CRCs, and its stamped position,
+    /// topic, queue and queue offset against the consume-queue entry; see `verify.rs`). A
+    /// wrong entry is rebuilt from the log when the right record is found; a message that
+    /// cannot be served is stepped over and named in [`ReadResult::skipped`], so damage never
+    /// blocks a queue.
     pub fn read(
         &self,
         topic: &str,
@@ -640,6 +727,7 @@ impl Store {
                     next_offset: 0,
                     min_offset: 0,
                     max_offset: 0,
+                    skipped: Vec::new(),
                 });
             }
             return Err(StoreError::OffsetOutOfRange {
@@ -659,6 +747,9 @@ impl Store {
         let mut out = BytesMut::new();
         let mut count = 0u32;
         let mut next = from_offset;
+        let mut skipped: Vec<SkippedRange> = Vec::new();
+        // End of the verified record at queue offset `next - 1`: where a repair scan starts.
+        let mut prev_end: Option<u64> = None;
         let scan_end = max.min(from_offset.saturating_add(MAX_SCAN_ENTRIES));
         let mut entries = Vec::new();
         'scan: while next < scan_end && count < max_messages {
@@ -669,52 +760,66 @@ impl Store {
                     break 'scan;
                 }
                 let entry = Entry::decode(raw);
-                if !filter.matches_hash(entry.tag_hash) {
+                let expected = Expected {
+                    topic,
+                    queue_id,
+                    queue_offset: next,
+                };
+                if entry.is_written() && !entry.is_lost() && !filter.matches_hash(entry.tag_hash) {
+                    prev_end = None;
                     next += 1;
                     continue;
                 }
                 if count > 0 && out.len() + entry.size as usize > max_bytes as usize {
                     break 'scan;
                 }
-                let copied = self
-                    .inner
-                    .log
-                    .with_bytes(
-                        entry.offset,
-                        entry.size as usize,
-                        |bytes| match Record::parse(bytes) {
-                            Ok(r) if filter.matches_tag(r.tag()) => {
-                                out.extend_from_slice(bytes);
-                                Some(true)
-                            }
-                            Ok(_) => Some(false),
-                            Err(_) => None,
-                        },
-                    )
-                    .flatten();
-                match copied {
-                    Some(true) => count += 1,
-                    Some(false) => {}
-                    None if count == 0 => {
+                let mut served = self.serve(entry, expected, filter, &mut out);
+                if let Served::Gone = served {
+                    if count == 0 && skipped.is_empty() {
                         // The record is gone (retention ran between the range check and here).
                         let log_min = self.inner.log.min_offset();
-                        if entry.offset < log_min {
-                            return Err(StoreError::OffsetOutOfRange {
-                                requested: from_offset,
-                                min: cq.offset_of_log_position(log_min)?,
-                                max,
-                            });
-                        }
-                        return Err(StoreError::CorruptRecord(
-                            weir_proto::record::RecordError::Malformed(
-                                "consume-queue entry does not point at a record",
-                            ),
-                        ));
+                        return Err(StoreError::OffsetOutOfRange {
+                            requested: from_offset,
+                            min: cq.offset_of_log_position(log_min)?,
+                            max,
+                        });
                     }
-                    None => break 'scan,
+                    break 'scan;
+                }
+                if let Served::Bad(DamageReason::IndexMismatch | DamageReason::MissingEntry) =
+                    served
+                    && let Some(found) = self.repair_entry(&cq, expected, prev_end)
+                {
+                    served = self.serve(found, expected, filter, &mut out);
+                }
+                prev_end = None;
+                match served {
+                    Served::Copied(end) => {
+                        count += 1;
+                        prev_end = Some(end);
+                    }
+                    Served::Filtered(end) => prev_end = Some(end),
+                    Served::Bad(reason) | Served::Lost(reason) => {
+                        add_skipped(&mut skipped, next, reason)
+                    }
+                    Served::Gone => break 'scan,
                 }
                 next += 1;
             }
+        }
+        for range in &skipped {
+            self.inner.damage.report(
+                DamagedRange {
+                    location: DamageLocation::Queue {
+                        topic: topic.to_owned(),
+                        queue_id,
+                    },
+                    from: range.from,
+                    to: range.to,
+                    reason: range.reason,
+                },
+                "found by a read",
+            );
         }
         Ok(ReadResult {
             records: out.freeze(),
@@ -722,7 +827,123 @@ impl Store {
             next_offset: next,
             min_offset: min,
             max_offset: max,
+            skipped,
         })
+    }
+
+    /// Checks the record `entry` points at against `expected` and, if it is good and matches
+    /// `filter`, appends its bytes to `out`.
+    fn serve(
+        &self,
+        entry: Entry,
+        expected: Expected<'_>,
+        filter: &TagFilter,
+        out: &mut BytesMut,
+    ) -> Served {
+        if entry.is_lost() {
+            return Served::Lost(DamageReason::LostInLog);
+        }
+        if !entry.is_written() {
+            return Served::Bad(DamageReason::MissingEntry);
+        }
+        let end = entry.offset + u64::from(entry.size);
+        let checked = self
+            .inner
+            .log
+            .with_bytes(
+                entry.offset,
+                entry.size as usize,
+                |bytes| match verify::check_record(bytes, entry.offset, expected) {
+                    Ok(r) if filter.matches_tag(r.tag()) => {
+                        out.extend_from_slice(bytes);
+                        Served::Copied(end)
+                    }
+                    Ok(_) => Served::Filtered(end),
+                    Err(reason) => Served::Bad(reason),
+                },
+            );
+        match checked {
+            Some(served) => served,
+            None if entry.offset < self.inner.log.min_offset() => Served::Gone,
+            None => Served::Bad(DamageReason::IndexMismatch),
+        }
+    }
+
+    /// Finds the record of `expected` in the log when its consume-queue entry is wrong, and
+    /// rewrites the entry. The search starts at `prev_end` (the end of the previous queue
+    /// offset's record), else after the previous entry's record if that one checks out, else
+    /// at the start of the log.
+    fn repair_entry(
+        &self,
+        cq: &ConsumeQueue,
+        expected: Expected<'_>,
+        prev_end: Option<u64>,
+    ) -> Option<Entry> {
+        let n = expected.queue_offset;
+        let lower = prev_end
+            .or_else(|| {
+                let prev = n.checked_sub(1).filter(|p| *p >= cq.min())?;
+                let entry = cq.entry(prev).ok()?;
+                let prev_expected = Expected {
+                    queue_offset: prev,
+                    ..expected
+                };
+                self.inner
+                    .log
+                    .with_bytes(entry.offset, entry.size as usize, |b| {
+                        verify::check_record(b, entry.offset, prev_expected).is_ok()
+                    })
+                    .filter(|ok| *ok)
+                    .map(|_| entry.offset + u64::from(entry.size))
+            })
+            .unwrap_or_else(|| self.inner.log.min_offset());
+        let upper = self.inner.dispatched.load(Ordering::Acquire);
+        let found = verify::find_record(&self.inner.log, lower, upper, expected)?;
+        match cq.write_entries(n, &found.encode()) {
+            Ok(()) => tracing::warn!(
+                topic = expected.topic,
+                queue = expected.queue_id,
+                offset = n,
+                "consume-queue entry did not match the commit log; rebuilt it from the log"
+            ),
+            Err(e) => tracing::error!(
+                error = %e,
+                topic = expected.topic,
+                queue = expected.queue_id,
+                offset = n,
+                "could not rewrite a consume-queue entry found wrong; serving from the log"
+            ),
+        }
+        Some(found)
+    }
+
+    /// Every damaged range found so far (by recovery and by reads), oldest first; they are
+    /// also in `data_dir/damaged`.
+    pub fn damaged_ranges(&self) -> Vec<DamagedRange> {
+        self.inner.damage.list()
+    }
+
+    /// Every queue the store holds entries for: (topic, queue id, readable range), sorted.
+    /// The broker rebuilds its topic table from this when the table's file is lost.
+    pub fn queues(&self) -> Vec<(String, u32, QueueOffsets)> {
+        let mut out: Vec<_> = self
+            .inner
+            .queues
+            .all()
+            .into_iter()
+            .map(|(topic, queue_id, cq)| {
+                (
+                    topic,
+                    queue_id,
+                    QueueOffsets {
+                        min: cq.min(),
+                        max: cq.max(),
+                    },
+                )
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        out
     }
 
     /// The readable range of a queue; `{0, 0}` for an unknown queue.
@@ -972,6 +1193,66 @@ impl Drop for Store {
             tracing::error!(error = %e, "store shutdown on drop failed");
         }
     }
+}
+
+/// Why the consume queues or the key index cannot be trusted up to the checkpoint `cp` (then
+/// they are rebuilt from the log), or `None`.
+fn stale_indexes(
+    cp: &Checkpoint,
+    queues: &ConsumeQueues,
+    rec: &recovery::Recovered,
+    index_dir: &std::path::Path,
+) -> Option<String> {
+    if let Some(expected) = cp.queues {
+        let found = queues.totals();
+        if found != expected {
+            return Some(format!(
+                "the consume queues do not match the checkpoint ({} queues with {} entries \
+                 expected, {} with {} found: files deleted, cut or replaced)",
+                expected.count, expected.entries, found.count, found.entries
+            ));
+        }
+    }
+    if cp.index.base != u64::MAX && !index_dir.join(segment::file_name(cp.index.base)).exists() {
+        return Some(format!(
+            "key-index file {} is missing",
+            segment::file_name(cp.index.base)
+        ));
+    }
+    // Each queue's newest entry must still point at its own record.
+    let log_min = rec.segments.first().map_or(0, |s| s.base);
+    for (topic, queue_id, cq) in queues.all() {
+        let Some(last) = cq.max().checked_sub(1).filter(|l| *l >= cq.min()) else {
+            continue;
+        };
+        let Ok(entry) = cq.entry(last) else {
+            return Some(format!(
+                "the consume queue {topic}/{queue_id} cannot be read"
+            ));
+        };
+        if entry.is_lost() || (entry.is_written() && entry.offset < log_min) {
+            continue;
+        }
+        let expected = Expected {
+            topic: &topic,
+            queue_id,
+            queue_offset: last,
+        };
+        let good = entry.is_written()
+            && rec
+                .segments
+                .iter()
+                .rev()
+                .find(|s| s.base <= entry.offset)
+                .and_then(|s| s.bytes(entry.offset - s.base, entry.size as usize))
+                .is_some_and(|b| verify::check_record(b, entry.offset, expected).is_ok());
+        if !good {
+            return Some(format!(
+                "the newest entry of consume queue {topic}/{queue_id} does not match the commit log"
+            ));
+        }
+    }
+    None
 }
 
 /// Every queue's next offset, from the consume queues.

@@ -39,6 +39,8 @@ enum Command {
     Dlq(cli::dlq_cmd::DlqArgs),
     /// Transactions: answer the check-backs of a producer group.
     Txn(cli::txn_cmd::TxnArgs),
+    /// List the data a broker found damaged on disk (isolated, never served).
+    Damaged(cli::damaged_cmd::DamagedArgs),
     /// Load-test a server: produce, consume or end-to-end throughput and latency.
     Bench(cli::bench::BenchArgs),
 }
@@ -69,6 +71,7 @@ async fn main() -> std::process::ExitCode {
         Command::Dlq(args) => cli::dlq_cmd::run(args).await,
         Command::Txn(args) => cli::txn_cmd::run(args).await,
         Command::Bench(args) => cli::bench::run(args).await,
+        Command::Damaged(args) => cli::damaged_cmd::run(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

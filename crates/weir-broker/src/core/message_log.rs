@@ -180,6 +180,16 @@ impl MessageLog {
         self.store.delete_queues(topic)
     }
 
+    /// The damaged ranges found so far (by recovery and by reads), oldest first.
+    pub fn damaged_ranges(&self) -> Vec<weir_store::DamagedRange> {
+        self.store.damaged_ranges()
+    }
+
+    /// Every queue the store has, with its readable range.
+    pub fn queues(&self) -> Vec<(String, u32, weir_store::QueueOffsets)> {
+        self.store.queues()
+    }
+
     /// Store figures for the admin API and metrics.
     pub fn stats(&self) -> StoreStats {
         self.store.stats()

@@ -11,4 +11,5 @@ pub(crate) mod message_log;
 pub(crate) mod position;
 pub(crate) mod role;
 pub(crate) mod session;
+pub(crate) mod topic_rebuild;
 pub(crate) mod topics;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::time::Instant;
-use weir_store::TagFilter;
+use weir_store::{SkippedRange, TagFilter};
 
 use crate::error::RequestError;
 use crate::metrics_catalog::{BYTES_OUT_TOTAL, LONG_POLL_WAITERS, MESSAGES_OUT_TOTAL};
@@ -52,6 +52,9 @@ pub(crate) struct Pulled {
     pub min_offset: u64,
     /// The queue's next offset to be written.
     pub max_offset: u64,
+    /// Ranges of queue offsets passed over because their records are damaged on disk (never
+    /// served; the consumer is told, and moves on).
+    pub skipped: Vec<SkippedRange>,
 }
 
 /// Answers with the records from `offset` on; when there are none and `max_wait_ms > 0`,
@@ -95,7 +98,10 @@ pub(crate) async fn pull(
             .log
             .read(topic, queue_id, offset, max_messages, max_bytes, &filter)
             .map_err(RequestError::from)?;
-        let give_up = read.count > 0 || state.is_shutting_down() || Instant::now() >= deadline;
+        let give_up = read.count > 0
+            || !read.skipped.is_empty()
+            || state.is_shutting_down()
+            || Instant::now() >= deadline;
         let Some(notified) = notified.filter(|_| !give_up) else {
             if read.count > 0 {
                 metrics::counter!(MESSAGES_OUT_TOTAL, "topic" => topic.to_owned())
@@ -109,6 +115,7 @@ pub(crate) async fn pull(
                 next_offset: read.next_offset,
                 min_offset: read.min_offset,
                 max_offset: read.max_offset,
+                skipped: read.skipped,
             });
         };
         // Messages skipped by the tag filter are not read again.

@@ -14,7 +14,9 @@ use weir_proto::{ApiKey, ErrorCode, pb};
 
 use crate::consumer::offset_store::QueueProgress;
 use crate::consumer::orderly::Lease;
-use crate::consumer::{Fetched, Member, PullResult, QueueKey, Sink, concurrent, orderly};
+use crate::consumer::{
+    Fetched, Member, PullResult, QueueKey, Sink, SkippedRange, concurrent, orderly,
+};
 use crate::error::{ClientError, Result};
 use crate::message::ReceivedMessage;
 use crate::pool::Pool;
@@ -51,6 +53,15 @@ pub(crate) async fn pull_once(
         next_offset: response.next_offset,
         min_offset: response.min_offset,
         max_offset: response.max_offset,
+        skipped: response
+            .skipped
+            .into_iter()
+            .map(|r| SkippedRange {
+                from: r.from_offset,
+                to: r.to_offset,
+                reason: r.reason,
+            })
+            .collect(),
     })
 }
 
@@ -88,6 +99,18 @@ pub(crate) async fn run(
         match pulled {
             Ok(result) => {
                 backoff = Duration::from_millis(100);
+                for range in &result.skipped {
+                    error!(
+                        queue = %key,
+                        from = range.from,
+                        to = range.to,
+                        reason = %range.reason,
+                        "the broker skipped damaged messages; they will not be delivered"
+                    );
+                    member
+                        .damaged_skipped
+                        .fetch_add(range.len(), std::sync::atomic::Ordering::Relaxed);
+                }
                 progress.lock().fetched(
                     result.messages.iter().map(|m| m.queue_offset),
                     result.next_offset,

@@ -203,6 +203,32 @@ pub struct PullResult {
     pub min_offset: u64,
     /// The queue's maximum offset (the offset the next message stored will get).
     pub max_offset: u64,
+    /// Offsets below `next_offset` the broker stepped over because their message is damaged
+    /// on its disk: they will never be delivered.
+    pub skipped: Vec<SkippedRange>,
+}
+
+/// Queue offsets `[from, to)` a broker could not serve because they are damaged on its disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedRange {
+    /// First skipped offset.
+    pub from: u64,
+    /// One past the last skipped offset.
+    pub to: u64,
+    /// Why (`corrupt_record`, `index_mismatch`, `missing_entry`, `lost_in_log`).
+    pub reason: String,
+}
+
+impl SkippedRange {
+    /// Offsets in the range.
+    pub fn len(&self) -> u64 {
+        self.to.saturating_sub(self.from)
+    }
+
+    /// Whether the range is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 type EachFn = dyn Fn(&ReceivedMessage) -> ConsumeResult + Send + Sync;
@@ -247,6 +273,8 @@ pub(crate) struct Member {
     /// Connections to the brokers (shared with the member's route cache).
     pub pool: Arc<Pool>,
     pub sink: Sink,
+    /// Messages the brokers skipped because they are damaged on disk (see [`SkippedRange`]).
+    pub damaged_skipped: std::sync::atomic::AtomicU64,
 }
 
 #[cfg(test)]

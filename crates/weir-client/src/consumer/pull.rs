@@ -47,6 +47,15 @@ impl std::fmt::Debug for PullConsumer {
 }
 
 impl PullConsumer {
+    /// Messages the brokers skipped so far because they are damaged on disk (each is logged at
+    /// ERROR with its offsets and reason; the queue moves on past them).
+    pub fn damaged_skipped(&self) -> u64 {
+        self.group
+            .member
+            .damaged_skipped
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Joins the group and starts fetching in the background.
     pub async fn subscribe(config: ConsumerConfig) -> Result<PullConsumer> {
         let (sender, receiver) = mpsc::channel(BUFFERED_BATCHES);

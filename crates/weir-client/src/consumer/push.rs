@@ -71,6 +71,15 @@ impl PushConsumer {
         self.group.commit().await
     }
 
+    /// Messages the brokers skipped so far because they are damaged on disk (each is logged at
+    /// ERROR with its offsets and reason; the queue moves on past them).
+    pub fn damaged_skipped(&self) -> u64 {
+        self.group
+            .member
+            .damaged_skipped
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Stops pulling, lets the batches in process finish, commits, and leaves the group.
     pub async fn shutdown(mut self) -> Result<()> {
         let background = self.background.take();

@@ -108,6 +108,7 @@ impl Group {
                 member_id,
                 pool,
                 sink,
+                damaged_skipped: AtomicU64::new(0),
             }),
             routes,
             subscriptions,

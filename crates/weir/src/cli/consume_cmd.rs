@@ -109,10 +109,22 @@ pub async fn run(args: ConsumeArgs) -> Result<()> {
     }
     let mut consumer = PullConsumer::subscribe(config).await?;
     let printed = consume(&mut consumer, &args).await;
+    let damaged = consumer.damaged_skipped();
     // Commit and leave whatever happened while printing.
     let closed = consumer.close().await;
     printed?;
     closed?;
+    damaged_error(damaged)
+}
+
+/// The error a run ends with when the broker skipped damaged messages: everything else was
+/// printed (and committed), but the user must learn that some messages cannot be delivered.
+pub(crate) fn damaged_error(damaged: u64) -> Result<()> {
+    anyhow::ensure!(
+        damaged == 0,
+        "{damaged} message(s) were skipped because they are damaged on the broker's disk \
+         (listed by `weir damaged`)"
+    );
     Ok(())
 }
 
@@ -126,11 +138,12 @@ async fn replay(args: &ConsumeArgs) -> Result<()> {
     let admin = Admin::new(args.server.servers())?;
     let stdout = std::io::stdout();
     let mut printed = 0u64;
+    let mut damaged = 0u64;
     let mut last_message = Instant::now();
     loop {
         let remaining = args.count.map_or(u64::MAX, |n| n - printed);
         if remaining == 0 {
-            return Ok(());
+            return damaged_error(damaged);
         }
         let page = admin
             .pull(
@@ -141,6 +154,13 @@ async fn replay(args: &ConsumeArgs) -> Result<()> {
             )
             .await?;
         offset = page.next_offset.max(offset);
+        for range in &page.skipped {
+            eprintln!(
+                "warning: offsets {}..{} of {}:{queue} skipped: damaged on the broker's disk ({})",
+                range.from, range.to, args.topic, range.reason
+            );
+            damaged += range.len();
+        }
         let mut out = stdout.lock();
         for message in &page.messages {
             if printed == args.count.unwrap_or(u64::MAX) {
@@ -154,7 +174,7 @@ async fn replay(args: &ConsumeArgs) -> Result<()> {
         if page.messages.is_empty() {
             let idle = args.idle_timeout.unwrap_or_default();
             if offset >= page.max_offset && last_message.elapsed() >= idle {
-                return Ok(());
+                return damaged_error(damaged);
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         } else {

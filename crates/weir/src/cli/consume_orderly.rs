@@ -64,6 +64,7 @@ pub async fn run(config: ConsumerConfig, args: &ConsumeArgs) -> Result<()> {
             break;
         }
     }
+    let damaged = consumer.damaged_skipped();
     consumer.shutdown().await?;
-    Ok(())
+    super::consume_cmd::damaged_error(damaged)
 }

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod consume_cmd;
 pub mod consume_orderly;
 pub mod consume_shared;
+pub mod damaged_cmd;
 pub mod dlq_cmd;
 pub mod group_cmd;
 pub mod message_cmd;

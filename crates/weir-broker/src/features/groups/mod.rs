@@ -3,4 +3,5 @@
 
 pub(crate) mod coordinator;
 pub(crate) mod offsets;
+pub(crate) mod offsets_check;
 pub(crate) mod shared;

@@ -29,7 +29,8 @@ pub struct OffsetTable {
 }
 
 impl OffsetTable {
-    /// Loads `config/offsets.json` under `data_dir` (empty when absent).
+    /// Loads `config/offsets.json` under `data_dir`; when absent, writes it empty, so that a
+    /// missing file later means a lost one (see `offsets_check.rs`).
     pub fn load(data_dir: &Path) -> Result<OffsetTable, BrokerError> {
         let path = data_dir.join("config").join("offsets.json");
         let offsets = match atomic_file::read_if_exists(&path)
@@ -37,7 +38,11 @@ impl OffsetTable {
         {
             Some(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|e| BrokerError::Config(format!("{}: {e}", path.display())))?,
-            None => Offsets::new(),
+            None => {
+                atomic_file::write_atomic(&path, b"{}")
+                    .map_err(|e| BrokerError::io(format!("writing {}", path.display()), e))?;
+                Offsets::new()
+            }
         };
         Ok(OffsetTable {
             path,

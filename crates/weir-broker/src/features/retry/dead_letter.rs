@@ -45,6 +45,16 @@ impl Retries {
                 format!("no message at {topic}:{queue_id}:{offset}"),
             )
         };
+        if let Some(damaged) = read.skipped.iter().find(|r| r.from == offset) {
+            // Never copied onward: a copy would carry the damage under a fresh checksum.
+            return Err(RequestError::new(
+                ErrorCode::CorruptMessage,
+                format!(
+                    "message {topic}:{queue_id}:{offset} is damaged on disk ({}); not copied",
+                    damaged.reason
+                ),
+            ));
+        }
         if read.count == 0 {
             return Err(not_found());
         }

@@ -8,6 +8,7 @@
 
 mod admin;
 mod api_error;
+mod damaged;
 pub(crate) mod metrics_endpoint;
 mod probes;
 
@@ -121,6 +122,7 @@ fn router(shared: Arc<HttpShared>) -> Router {
         .route("/api/v1/groups/{group}/reset", post(admin::reset_group))
         .route("/api/v1/messages", get(admin::find_messages))
         .route("/api/v1/messages/{id}", get(admin::get_message))
+        .route("/api/v1/damaged", get(damaged::list))
         .fallback(admin::no_such_endpoint)
         .with_state(shared)
 }

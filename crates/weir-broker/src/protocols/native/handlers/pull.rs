@@ -38,6 +38,15 @@ pub(crate) async fn pull(
         min_offset: pulled.min_offset,
         max_offset: pulled.max_offset,
         count: pulled.count,
+        skipped: pulled
+            .skipped
+            .iter()
+            .map(|r| pb::SkippedRange {
+                from_offset: r.from,
+                to_offset: r.to,
+                reason: r.reason.as_str().to_owned(),
+            })
+            .collect(),
     };
     Ok(Reply::with_payload(&response, pulled.records))
 }

@@ -98,11 +98,22 @@ fn read_reserved(
             &TagFilter::All,
         ) {
             Ok(read) => {
-                let n = (read.count as usize).min(receipts.len());
                 payload.extend_from_slice(&read.records);
-                let mut receipts = receipts.into_iter();
-                entries.extend(receipts.by_ref().take(n).map(entry));
-                give_back.extend(receipts);
+                // Every offset below next_offset was read (no filter) unless it was skipped as
+                // damaged: those can never be delivered, so they are settled.
+                for receipt in receipts {
+                    if read
+                        .skipped
+                        .iter()
+                        .any(|r| (r.from..r.to).contains(&receipt.offset))
+                    {
+                        state.shared.settle(group, topic, queue_id, receipt.offset);
+                    } else if receipt.offset < read.next_offset {
+                        entries.push(entry(receipt));
+                    } else {
+                        give_back.push(receipt);
+                    }
+                }
             }
             Err(e) => {
                 give_back.extend(receipts);
@@ -182,7 +193,9 @@ async fn move_to_dlq(
         Err(e)
             if matches!(
                 e.code,
-                ErrorCode::MessageNotFound | ErrorCode::OffsetOutOfRange
+                ErrorCode::MessageNotFound
+                    | ErrorCode::OffsetOutOfRange
+                    | ErrorCode::CorruptMessage
             ) =>
         {
             state.shared.settle(group, topic, queue_id, offset);
