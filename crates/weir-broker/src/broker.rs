@@ -25,6 +25,7 @@ use crate::registration::{Registrar, Target};
 use crate::server;
 use crate::shared_group::SharedGroups;
 use crate::topics::TopicTable;
+use crate::traffic::Traffic;
 use crate::transaction::Transactions;
 
 /// How often dirty offsets are written to disk.
@@ -49,6 +50,8 @@ pub(crate) struct BrokerState {
     pub idempotence: Idempotence,
     /// Delayed messages waiting in `%DELAY%`.
     pub delays: Delays,
+    /// Messages and bytes in and out since start, for the dashboard's charts.
+    pub traffic: Traffic,
     /// Our address as put in routes and message ids.
     pub advertised_addr: String,
     /// The bound address.
@@ -110,7 +113,9 @@ impl Broker {
             .as_deref()
             .filter(|addr| !addr.is_empty())
         {
-            Some(addr) => Some(HttpServer::start(addr, shutdown_rx.clone()).await?),
+            Some(addr) => {
+                Some(HttpServer::start(addr, config.dashboard, shutdown_rx.clone()).await?)
+            }
             None => None,
         };
         let result = Broker::open_and_serve(config, shutdown, shutdown_rx, http.as_ref()).await;
@@ -234,6 +239,7 @@ impl Broker {
             transactions,
             idempotence,
             delays,
+            traffic: Traffic::default(),
             advertised_addr,
             local_addr,
             max_frame_len,

@@ -30,6 +30,7 @@ mod shared_group;
 mod shutdown;
 mod timing_wheel;
 mod topics;
+mod traffic;
 mod transaction;
 
 pub use broker::Broker;

@@ -29,6 +29,7 @@
 
 mod delivery;
 mod progress;
+pub(crate) mod upcoming;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

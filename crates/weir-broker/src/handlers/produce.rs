@@ -87,6 +87,7 @@ pub(crate) async fn produce(
         }
     };
     metrics::histogram!(PRODUCE_DURABLE_SECONDS).record(started.elapsed());
+    state.traffic.produced(u64::from(response.count), bytes);
     let topic = request.topic.clone();
     metrics::counter!(MESSAGES_IN_TOTAL, "topic" => topic.clone())
         .increment(u64::from(response.count));

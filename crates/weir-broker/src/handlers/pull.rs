@@ -60,6 +60,9 @@ pub(crate) async fn pull(
         let give_up = read.count > 0 || state.is_shutting_down() || Instant::now() >= deadline;
         let Some(notified) = notified.filter(|_| !give_up) else {
             let status = if read.count > 0 {
+                state
+                    .traffic
+                    .consumed(u64::from(read.count), read.records.len() as u64);
                 let topic = topic.to_owned();
                 metrics::counter!(MESSAGES_OUT_TOTAL, "topic" => topic.clone())
                     .increment(u64::from(read.count));
