@@ -5,6 +5,7 @@
 mod bad_input;
 mod bench;
 mod cli;
+mod dashboard;
 mod delay;
 mod filter;
 mod groups;

@@ -52,7 +52,10 @@ function showError(err) {
   box.hidden = false;
 }
 
+let noticeAt = 0;
+
 function showNotice(text) {
+  noticeAt = Date.now();
   const box = $("#notice");
   box.textContent = text;
   box.hidden = !text;
@@ -74,6 +77,19 @@ function fmtBytes(n) {
 }
 
 function fmtRate(n) { return n >= 100 ? fmtNum(Math.round(n)) : fmtNum(Math.round(n * 10) / 10); }
+
+// A short axis label: 12.3k, 4.5M.
+function fmtShort(n) {
+  const units = [[1e9, "G"], [1e6, "M"], [1e3, "k"]];
+  for (const [v, u] of units) if (n >= v) return (n / v).toFixed(n >= 10 * v ? 0 : 1) + u;
+  return n >= 10 ? n.toFixed(0) : String(Math.round(n * 10) / 10);
+}
+
+function fmtShortBytes(n) {
+  const units = [[1 << 30, "GiB"], [1 << 20, "MiB"], [1 << 10, "KiB"]];
+  for (const [v, u] of units) if (n >= v) return (n / v).toFixed(n >= 10 * v ? 0 : 1) + " " + u;
+  return n.toFixed(0) + " B";
+}
 
 function fmtDuration(seconds) {
   seconds = Math.max(0, Math.floor(seconds));
@@ -134,38 +150,45 @@ function params() {
 // ---- charts ----------------------------------------------------------------------------------
 
 const COLORS = ["#2a6fdb", "#e07b24", "#23854a", "#9b3dc8"];
+const RATE = { axis: fmtShort, value: fmtRate };
+const BYTE_RATE = { axis: (v) => fmtShortBytes(v) + "/s", value: (v) => fmtBytes(v) + "/s" };
+const COUNT = { axis: fmtShort, value: fmtNum };
 
-// A line chart as inline SVG: `series` is [{name, points: [[t_ms, value], ...]}].
-function lineChart(title, series, format, id) {
-  const W = 600, H = 160, L = 56, R = 8, T = 8, B = 20;
+// A line chart as inline SVG over the last `spanMs`: `series` is
+// [{name, points: [[t_ms, value], ...]}].
+function lineChart(title, series, format, id, spanMs) {
+  const W = 600, H = 170, L = 64, R = 8, T = 8, B = 20;
   const all = series.flatMap((s) => s.points);
-  const now = Date.now();
-  const tMin = all.length ? Math.min(...all.map((p) => p[0])) : now - 60000;
-  const tMax = all.length ? Math.max(...all.map((p) => p[0]), tMin + 1000) : now;
-  let vMax = all.length ? Math.max(...all.map((p) => p[1])) : 0;
-  vMax = vMax > 0 ? vMax * 1.1 : 1;
+  const tMax = all.length ? Math.max(...all.map((p) => p[0])) : Date.now();
+  const tMin = tMax - spanMs;
+  const peak = all.length ? Math.max(...all.map((p) => p[1])) : 0;
+  const vMax = peak > 0 ? peak * 1.1 : 1;
   const x = (t) => L + (t - tMin) / (tMax - tMin) * (W - L - R);
   const y = (v) => T + (1 - v / vMax) * (H - T - B);
-  let svg = `<svg viewBox="0 0 ${W} ${H}" preserveAspectRatio="none" role="img" aria-label="${esc(title)}">`;
+  let svg = `<svg viewBox="0 0 ${W} ${H}" role="img" aria-label="${esc(title)}">`;
   for (let i = 0; i <= 3; i++) {
     const v = vMax * i / 3, yy = y(v);
     svg += `<line x1="${L}" x2="${W - R}" y1="${yy}" y2="${yy}" stroke="#e3e6ec"/>`;
-    svg += `<text x="${L - 4}" y="${yy + 4}" font-size="10" text-anchor="end" fill="#6b7385">${esc(format(v))}</text>`;
+    svg += `<text x="${L - 4}" y="${yy + 4}" font-size="10" text-anchor="end" fill="#6b7385">${esc(format.axis(v))}</text>`;
   }
-  const span = (tMax - tMin) / 1000;
-  svg += `<text x="${L}" y="${H - 4}" font-size="10" fill="#6b7385">-${esc(fmtDuration(span))}</text>`;
-  svg += `<text x="${W - R}" y="${H - 4}" font-size="10" text-anchor="end" fill="#6b7385">now</text>`;
+  for (let i = 0; i <= 4; i++) {
+    const t = tMin + spanMs * i / 4;
+    const anchor = i === 0 ? "start" : i === 4 ? "end" : "middle";
+    const label = i === 4 ? "now" : "-" + fmtDuration((tMax - t) / 1000);
+    svg += `<text x="${x(t)}" y="${H - 4}" font-size="10" text-anchor="${anchor}" fill="#6b7385">${label}</text>`;
+  }
   series.forEach((s, i) => {
     if (!s.points.length) return;
-    const d = s.points.map((p, j) => (j ? "L" : "M") + x(p[0]).toFixed(1) + " " + y(p[1]).toFixed(1)).join(" ");
-    svg += `<path d="${d}" fill="none" stroke="${COLORS[i % COLORS.length]}" stroke-width="1.6" vector-effect="non-scaling-stroke"/>`;
+    const pts = s.points.filter((p) => p[0] >= tMin);
+    const d = pts.map((p, j) => (j ? "L" : "M") + x(p[0]).toFixed(1) + " " + y(p[1]).toFixed(1)).join(" ");
+    svg += `<path d="${d}" fill="none" stroke="${COLORS[i % COLORS.length]}" stroke-width="1.8"/>`;
   });
   svg += "</svg>";
   const legend = series.map((s, i) => {
     const last = s.points.length ? s.points[s.points.length - 1][1] : 0;
-    return `<span><i style="background:${COLORS[i % COLORS.length]}"></i>${esc(s.name)}: <b data-last="${esc(s.name)}">${esc(format(last))}</b></span>`;
+    return `<span><i style="background:${COLORS[i % COLORS.length]}"></i>${esc(s.name)}: <b data-last="${esc(s.name)}">${esc(format.value(last))}</b></span>`;
   }).join("");
-  return `<div class="chart" id="${esc(id)}" data-points="${all.length}"><h3>${esc(title)}</h3>${svg}<div class="legend">${legend}</div></div>`;
+  return `<div class="chart" id="${esc(id)}" data-points="${all.length}" data-peak="${peak}"><h3>${esc(title)}</h3>${svg}<div class="legend">${legend}</div></div>`;
 }
 
 // ---- pages -----------------------------------------------------------------------------------
@@ -178,7 +201,9 @@ pages.overview = async (token) => {
   if (token !== renderToken) return;
   $("#broker-name").textContent = o.broker + " · " + o.cluster;
   const pts = (key) => h.samples.map((s) => [s.at_ms, s[key]]);
-  const last = h.samples.length ? h.samples[h.samples.length - 1] : {};
+  // The cards show the average of the last 10 seconds.
+  const recent = h.samples.slice(-10);
+  const avg = (key) => recent.reduce((sum, s) => sum + s[key], 0) / Math.max(1, recent.length);
   const card = (id, label, value, sub = "") =>
     `<div class="card" id="card-${id}"><div class="label">${esc(label)}</div><div class="value">${value}</div><div class="sub">${sub}</div></div>`;
   const windows = [[300, "5 min"], [900, "15 min"], [3600, "1 hour"]]
@@ -196,13 +221,13 @@ pages.overview = async (token) => {
       ${card("delayed", "Delayed pending", fmtNum(o.delayed))}
       ${card("transactions", "Transactions pending", fmtNum(o.transactions))}
       ${card("dead-letters", "Dead letters", fmtNum(o.dead_letters))}
-      ${card("rate-in", "Messages in /s", fmtRate(last.messages_in || 0))}
-      ${card("rate-out", "Messages out /s", fmtRate(last.messages_out || 0))}
+      ${card("rate-in", "Messages in /s", fmtRate(avg("messages_in")), fmtBytes(avg("bytes_in")) + "/s · last 10 s")}
+      ${card("rate-out", "Messages out /s", fmtRate(avg("messages_out")), fmtBytes(avg("bytes_out")) + "/s · last 10 s")}
     </div>
     <div class="row" style="margin-top:12px"><label>Chart window <select id="window">${windows}</select></label></div>
     <div class="charts">
-      ${lineChart("Messages per second", [{ name: "in", points: pts("messages_in") }, { name: "out", points: pts("messages_out") }], fmtRate, "chart-messages")}
-      ${lineChart("Bytes per second", [{ name: "in", points: pts("bytes_in") }, { name: "out", points: pts("bytes_out") }], (v) => fmtBytes(v) + "/s", "chart-bytes")}
+      ${lineChart("Messages per second", [{ name: "in", points: pts("messages_in") }, { name: "out", points: pts("messages_out") }], RATE, "chart-messages", windowSec * 1000)}
+      ${lineChart("Bytes per second", [{ name: "in", points: pts("bytes_in") }, { name: "out", points: pts("bytes_out") }], BYTE_RATE, "chart-bytes", windowSec * 1000)}
     </div>`;
   $("#window").onchange = (e) => { location.hash = "#/?window=" + e.target.value; };
   return 2000;
@@ -523,7 +548,7 @@ pages.group = async (token, name) => {
       <div class="card"><div class="label">Members</div><div class="value" id="group-members">${g.members.length}</div></div>
       <div class="card"><div class="label">Total lag</div><div class="value" id="group-lag">${fmtNum(g.total_lag)}</div></div>
     </div>
-    <div class="charts">${lineChart("Total lag (sampled every 10 s)", [{ name: "lag", points: h.samples.map((s) => [s.at_ms, s.lag]) }], fmtNum, "chart-lag")}</div>
+    <div class="charts">${lineChart("Total lag over the last hour (sampled every 10 s)", [{ name: "lag", points: h.samples.map((s) => [s.at_ms, s.lag]) }], COUNT, "chart-lag", 3600e3)}</div>
     <h2>Members</h2>
     <div class="table-wrap"><table><thead><tr><th>Member</th><th>Address</th><th>Mode</th><th>Owns</th></tr></thead>
     <tbody>${members || `<tr><td colspan="4" class="muted">No live members.</td></tr>`}</tbody></table></div>
@@ -670,6 +695,8 @@ async function render(quiet) {
 }
 
 window.addEventListener("hashchange", () => {
+  if (Date.now() - noticeAt > 1000) $("#notice").hidden = true;
+  showError(null);
   $("#nav").classList.remove("open");
   $("#menu-toggle").setAttribute("aria-expanded", "false");
   render();
