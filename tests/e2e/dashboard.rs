@@ -117,10 +117,18 @@ fn dashboard_in_a_real_browser() {
     });
 
     let screenshots = target_dir().join("dashboard-screenshots");
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/e2e/dashboard_browser.py");
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/e2e/dashboard_browser.py");
     let out = Command::new("python3")
         .arg(script)
-        .args(["--url", &node.http_url(), "--weir", WEIR, "--server", &node.addr])
+        .args([
+            "--url",
+            &node.http_url(),
+            "--weir",
+            WEIR,
+            "--server",
+            &node.addr,
+        ])
         .arg("--screenshots")
         .arg(&screenshots)
         .output()
@@ -133,7 +141,17 @@ fn dashboard_in_a_real_browser() {
         node.log()
     );
     assert!(stdout.contains("all checks passed"), "{stdout}");
-    for page in ["overview", "topics", "topic", "messages", "group", "dead-letters", "pending", "phone-topics"] {
+    eprintln!("{stdout}");
+    for page in [
+        "overview",
+        "topics",
+        "topic",
+        "messages",
+        "group",
+        "dead-letters",
+        "pending",
+        "phone-topics",
+    ] {
         assert!(
             screenshots.join(format!("{page}.png")).exists(),
             "no screenshot of {page}"

@@ -92,10 +92,19 @@ def visible(css):
     return wait(EC.visibility_of_element_located((By.CSS_SELECTOR, css)), css)
 
 
-def shot(name):
+def shot(name, full=True):
+    """Saves the page as NAME.png: the whole page (the window grown to its height, at most
+    2400 px) when `full`, else what the window shows."""
     os.makedirs(args.screenshots, exist_ok=True)
     path = os.path.join(args.screenshots, name + ".png")
+    size = driver.get_window_size()
+    driver.execute_script("window.scrollTo(0, 0)")
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    if full:
+        driver.set_window_size(size["width"], min(max(height + 100, size["height"]), 2400))
+    time.sleep(0.2)
     driver.save_screenshot(path)
+    driver.set_window_size(size["width"], size["height"])
     log(f"screenshot {path}")
 
 
@@ -260,9 +269,17 @@ def check_groups():
     assert group["total_lag"] > 9000, group
     wait(lambda d: number(d.find_element(By.ID, "group-lag").text) > 9000, "the lag shown after the reset")
     log("group reset to earliest from the UI")
-    shot("group")
     go("#/groups")
     visible("#groups-table")
+
+
+def check_lag_chart():
+    # The lag chart draws the broker's samples (every 10 s) of the group's lag.
+    until(lambda: len(api("/groups/ui-readers/lag-history")["samples"]) >= 2, "two lag samples", 25)
+    go("#/groups/ui-readers")
+    wait(lambda d: int(d.find_element(By.ID, "chart-lag").get_attribute("data-points")) >= 2, "the lag chart")
+    assert float(el("#chart-lag").get_attribute("data-peak")) > 9000
+    shot("group")
 
 
 def check_dead_letters():
@@ -288,12 +305,12 @@ def check_phone():
     driver.set_window_size(390, 844)
     go("#/")
     visible("#card-topics")
-    shot("phone-overview")
+    shot("phone-overview", full=False)
     nav = driver.find_element(By.ID, "nav")
     assert not nav.is_displayed(), "the navigation is folded on a phone"
     el("#menu-toggle").click()
     wait(lambda d: nav.is_displayed(), "the opened menu")
-    shot("phone-menu")
+    shot("phone-menu", full=False)
     nav.find_element(By.LINK_TEXT, "Consumer groups").click()
     visible("#groups-table")
     assert not nav.is_displayed(), "the menu folds after navigating"
@@ -302,7 +319,7 @@ def check_phone():
     visible("#topics-table")
     width = driver.execute_script("return document.documentElement.scrollWidth")
     assert width <= 400, f"the page is {width}px wide on a 390px phone"
-    shot("phone-topics")
+    shot("phone-topics", full=False)
     log("phone layout navigates")
 
 
@@ -321,6 +338,10 @@ def main():
     for a in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
               "--window-size=1280,900", "--hide-scrollbars", "--force-device-scale-factor=1"]:
         options.add_argument(a)
+    if os.path.isdir(args.screenshots):
+        for old in os.listdir(args.screenshots):
+            if old.endswith(".png"):
+                os.remove(os.path.join(args.screenshots, old))
     driver = webdriver.Chrome(service=Service(args.chromedriver), options=options)
     driver.set_page_load_timeout(30)
     try:
@@ -330,6 +351,7 @@ def main():
         check_groups()
         check_dead_letters()
         check_pending()
+        check_lag_chart()
         check_phone()
     finally:
         driver.quit()

@@ -6,6 +6,7 @@ mod bad_input;
 mod bench;
 mod cli;
 mod dashboard;
+mod dashboard_api;
 mod delay;
 mod filter;
 mod groups;

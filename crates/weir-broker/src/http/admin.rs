@@ -432,7 +432,8 @@ fn reset_target(to: &str) -> ApiResult<ResetTarget> {
     match to {
         "earliest" => Ok(ResetTarget::Earliest),
         "latest" => Ok(ResetTarget::Latest),
-        time => rfc3339_ms(time, "\"to\" must be \"earliest\", \"latest\" or").map(ResetTarget::Timestamp),
+        time => rfc3339_ms(time, "\"to\" must be \"earliest\", \"latest\" or")
+            .map(ResetTarget::Timestamp),
     }
 }
 
@@ -531,9 +532,7 @@ pub(crate) async fn find_messages(
     let Query(query) =
         query.map_err(|e| ApiError::new(ErrorCode::InvalidArgument, e.body_text()))?;
     let records = match (query.topic, query.key, query.time) {
-        (Some(topic), Some(key), None) => {
-            ops::lookup::find_by_key(state, &topic, &key, query.max)?
-        }
+        (Some(topic), Some(key), None) => ops::lookup::find_by_key(state, &topic, &key, query.max)?,
         (Some(topic), None, Some(time)) => {
             let ms = rfc3339_ms(&time, "\"time\" must be")?;
             let max = match query.max {

@@ -63,6 +63,8 @@ struct Rings {
     traffic: VecDeque<TrafficSample>,
     last: Option<(i64, TrafficTotals)>,
     queue_rates: HashMap<(String, u32), QueueRate>,
+    /// Queue offsets were measured once: a queue seen later is new and counts from 0.
+    queues_measured: bool,
     lag: BTreeMap<String, VecDeque<(i64, u64)>>,
 }
 
@@ -74,25 +76,27 @@ pub(crate) struct History {
 
 impl History {
     /// Records the traffic totals read at `at_ms`: the rates since the previous reading become
-    /// a sample.
+    /// a sample. The first reading counts from zero over one second (the sampler reads within
+    /// a second of the broker's start, when the totals started at zero).
     pub fn record_traffic(&self, at_ms: i64, totals: TrafficTotals) {
         let mut rings = self.rings.lock();
-        if let Some((then, before)) = rings.last {
-            let seconds = (at_ms - then) as f64 / 1000.0;
-            if seconds > 0.0 {
-                let rate = |now: u64, before: u64| now.saturating_sub(before) as f64 / seconds;
-                let sample = TrafficSample {
-                    at_ms,
-                    messages_in: rate(totals.messages_in, before.messages_in),
-                    bytes_in: rate(totals.bytes_in, before.bytes_in),
-                    messages_out: rate(totals.messages_out, before.messages_out),
-                    bytes_out: rate(totals.bytes_out, before.bytes_out),
-                };
-                if rings.traffic.len() == TRAFFIC_SAMPLES {
-                    rings.traffic.pop_front();
-                }
-                rings.traffic.push_back(sample);
+        let (then, before) = rings
+            .last
+            .unwrap_or((at_ms - 1000, TrafficTotals::default()));
+        let seconds = (at_ms - then) as f64 / 1000.0;
+        if seconds > 0.0 {
+            let rate = |now: u64, before: u64| now.saturating_sub(before) as f64 / seconds;
+            let sample = TrafficSample {
+                at_ms,
+                messages_in: rate(totals.messages_in, before.messages_in),
+                bytes_in: rate(totals.bytes_in, before.bytes_in),
+                messages_out: rate(totals.messages_out, before.messages_out),
+                bytes_out: rate(totals.bytes_out, before.bytes_out),
+            };
+            if rings.traffic.len() == TRAFFIC_SAMPLES {
+                rings.traffic.pop_front();
             }
+            rings.traffic.push_back(sample);
         }
         rings.last = Some((at_ms, totals));
     }
@@ -105,15 +109,19 @@ impl History {
     }
 
     /// Measures every queue's rate from its max offset now and `seconds` ago; queues of deleted
-    /// topics are forgotten.
+    /// topics are forgotten. The first measurement only sets the base; a queue that appears
+    /// after it is new, and counts from offset 0.
     pub fn record_queue_offsets(&self, seconds: f64, offsets: Vec<((String, u32), u64)>) {
         let mut rings = self.rings.lock();
         let mut rates = HashMap::with_capacity(offsets.len());
         for (queue, max_offset) in offsets {
-            let per_second = match rings.queue_rates.get(&queue) {
-                Some(before) if seconds > 0.0 => {
-                    max_offset.saturating_sub(before.max_offset) as f64 / seconds
-                }
+            let before = match rings.queue_rates.get(&queue) {
+                Some(before) => Some(before.max_offset),
+                None if rings.queues_measured => Some(0),
+                None => None,
+            };
+            let per_second = match before {
+                Some(before) if seconds > 0.0 => max_offset.saturating_sub(before) as f64 / seconds,
                 _ => 0.0,
             };
             rates.insert(
@@ -125,6 +133,7 @@ impl History {
             );
         }
         rings.queue_rates = rates;
+        rings.queues_measured = true;
     }
 
     /// A queue's messages per second as last measured (0 when not measured yet).
@@ -244,13 +253,13 @@ mod tests {
     #[test]
     fn traffic_samples_are_rates_and_the_ring_is_bounded() {
         let history = History::default();
-        history.record_traffic(0, totals(0, 0));
-        assert!(history.traffic(10).is_empty());
-        history.record_traffic(2000, totals(100, 5000));
+        history.record_traffic(0, totals(10, 100));
+        assert_eq!(history.traffic(10)[0].messages_in, 10.0, "from zero");
+        history.record_traffic(2000, totals(110, 5100));
         let samples = history.traffic(10);
-        assert_eq!(samples.len(), 1);
-        assert_eq!(samples[0].messages_in, 50.0);
-        assert_eq!(samples[0].bytes_in, 2500.0);
+        assert_eq!(samples.len(), 2);
+        assert_eq!(samples[1].messages_in, 50.0);
+        assert_eq!(samples[1].bytes_in, 2500.0);
         for i in 0..(TRAFFIC_SAMPLES as i64 + 10) {
             history.record_traffic(3000 + i * 1000, totals(100, 5000));
         }
@@ -264,9 +273,10 @@ mod tests {
         let q = |t: &str, q: u32, max: u64| ((t.to_owned(), q), max);
         history.record_queue_offsets(5.0, vec![q("a", 0, 10), q("b", 0, 0)]);
         assert_eq!(history.queue_rate("a", 0), 0.0);
-        history.record_queue_offsets(5.0, vec![q("a", 0, 60)]);
+        history.record_queue_offsets(5.0, vec![q("a", 0, 60), q("c", 0, 25)]);
         assert_eq!(history.queue_rate("a", 0), 10.0);
         assert_eq!(history.queue_rate("b", 0), 0.0);
+        assert_eq!(history.queue_rate("c", 0), 5.0, "a new queue counts from 0");
     }
 
     #[test]
@@ -277,7 +287,10 @@ mod tests {
         }
         let lag = history.lag("g");
         assert_eq!(lag.len(), LAG_SAMPLES);
-        assert_eq!(lag.last(), Some(&(LAG_SAMPLES as i64 + 4, LAG_SAMPLES as u64 + 4)));
+        assert_eq!(
+            lag.last(),
+            Some(&(LAG_SAMPLES as i64 + 4, LAG_SAMPLES as u64 + 4))
+        );
         history.record_lag(1000, vec![]);
         assert!(history.lag("g").is_empty());
     }

@@ -41,10 +41,7 @@ pub(super) fn routes() -> Router<Arc<HttpShared>> {
             "/api/v1/groups/{group}/dead-letters/resend-all",
             post(resend_all),
         )
-        .route(
-            "/api/v1/groups/{group}/dead-letters/{id}",
-            get(dead_letter),
-        )
+        .route("/api/v1/groups/{group}/dead-letters/{id}", get(dead_letter))
         .route(
             "/api/v1/groups/{group}/dead-letters/{id}/resend",
             post(resend),

@@ -87,7 +87,10 @@ pub(crate) async fn resend(
     };
     let reply = crate::retry::send_back(state, request).await?;
     let response = pb::SendBackResponse::decode(reply.meta).map_err(|e| {
-        RequestError::new(ErrorCode::Internal, format!("undecodable resend answer: {e}"))
+        RequestError::new(
+            ErrorCode::Internal,
+            format!("undecodable resend answer: {e}"),
+        )
     })?;
     MessageId::from_str(&response.stored_id)
         .map_err(|e| RequestError::new(ErrorCode::Internal, format!("resend stored id: {e}")))

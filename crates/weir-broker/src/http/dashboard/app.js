@@ -52,10 +52,11 @@ function showError(err) {
   box.hidden = false;
 }
 
-let noticeAt = 0;
+// The page a notice belongs to: it is hidden when the user goes elsewhere.
+let noticeHash = "";
 
 function showNotice(text) {
-  noticeAt = Date.now();
+  noticeHash = location.hash;
   const box = $("#notice");
   box.textContent = text;
   box.hidden = !text;
@@ -182,6 +183,9 @@ function lineChart(title, series, format, id, spanMs) {
     const pts = s.points.filter((p) => p[0] >= tMin);
     const d = pts.map((p, j) => (j ? "L" : "M") + x(p[0]).toFixed(1) + " " + y(p[1]).toFixed(1)).join(" ");
     svg += `<path d="${d}" fill="none" stroke="${COLORS[i % COLORS.length]}" stroke-width="1.8"/>`;
+    if (pts.length <= 60) {
+      for (const p of pts) svg += `<circle cx="${x(p[0]).toFixed(1)}" cy="${y(p[1]).toFixed(1)}" r="2.5" fill="${COLORS[i % COLORS.length]}"/>`;
+    }
   });
   svg += "</svg>";
   const legend = series.map((s, i) => {
@@ -303,9 +307,9 @@ async function deleteTopic(name) {
   if (!await confirmDialog(`Delete topic "${name}" and all its messages? This cannot be undone.`)) return;
   await act(async () => {
     await api("/topics/" + enc(name), { method: "DELETE" });
+    const list = "#/topics";
+    if (location.hash !== list) location.hash = list; else render();
     showNotice(`Topic ${name} deleted.`);
-    location.hash = "#/topics";
-    render();
   });
 }
 
@@ -541,6 +545,9 @@ pages.group = async (token, name) => {
     <td>${esc(q.mode)}</td><td class="num committed">${q.committed_offset ?? (q.shared ? q.shared.low_water : "–")}</td>
     <td class="num">${fmtNum(q.max_offset)}</td><td class="num lag">${fmtNum(q.lag)}</td><td class="hide-narrow">${esc(q.owner || "–")}</td></tr>`).join("");
   const topics = [...new Set(g.queues.map((q) => q.topic))];
+  // The chart spans the samples the broker has: at least 5 minutes, at most an hour.
+  const lagPoints = h.samples.map((s) => [s.at_ms, s.lag]);
+  const lagSpan = Math.min(3600e3, Math.max(300e3, lagPoints.length ? lagPoints[lagPoints.length - 1][0] - lagPoints[0][0] : 0));
   const live = g.members.length > 0;
   main().innerHTML = `<h1>Group ${esc(name)}</h1>
     <div class="cards">
@@ -548,7 +555,7 @@ pages.group = async (token, name) => {
       <div class="card"><div class="label">Members</div><div class="value" id="group-members">${g.members.length}</div></div>
       <div class="card"><div class="label">Total lag</div><div class="value" id="group-lag">${fmtNum(g.total_lag)}</div></div>
     </div>
-    <div class="charts">${lineChart("Total lag over the last hour (sampled every 10 s)", [{ name: "lag", points: h.samples.map((s) => [s.at_ms, s.lag]) }], COUNT, "chart-lag", 3600e3)}</div>
+    <div class="charts">${lineChart("Total lag (sampled every 10 s, up to an hour)", [{ name: "lag", points: lagPoints }], COUNT, "chart-lag", lagSpan)}</div>
     <h2>Members</h2>
     <div class="table-wrap"><table><thead><tr><th>Member</th><th>Address</th><th>Mode</th><th>Owns</th></tr></thead>
     <tbody>${members || `<tr><td colspan="4" class="muted">No live members.</td></tr>`}</tbody></table></div>
@@ -695,7 +702,7 @@ async function render(quiet) {
 }
 
 window.addEventListener("hashchange", () => {
-  if (Date.now() - noticeAt > 1000) $("#notice").hidden = true;
+  if (noticeHash !== location.hash) $("#notice").hidden = true;
   showError(null);
   $("#nav").classList.remove("open");
   $("#menu-toggle").setAttribute("aria-expanded", "false");
