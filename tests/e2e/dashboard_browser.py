@@ -50,7 +50,7 @@ def api(path, method="GET", body=None):
         return json.loads(text) if text else None
 
 
-def wait(cond, what, timeout=15):
+def wait(cond, what, timeout=30):
     try:
         return WebDriverWait(driver, timeout, poll_frequency=0.1,
                              ignored_exceptions=[NoSuchElementException, StaleElementReferenceException]).until(cond)
@@ -59,7 +59,7 @@ def wait(cond, what, timeout=15):
         raise AssertionError(f"timed out waiting for {what}; page error: {error_text()!r}") from e
 
 
-def until(pred, what, timeout=15):
+def until(pred, what, timeout=30):
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
@@ -280,6 +280,10 @@ def check_lag_chart():
     wait(lambda d: int(d.find_element(By.ID, "chart-lag").get_attribute("data-points")) >= 2, "the lag chart")
     assert float(el("#chart-lag").get_attribute("data-peak")) > 9000
     shot("group")
+    # The overview again, with the whole run's traffic in its charts.
+    go("#/")
+    wait(lambda d: int(d.find_element(By.ID, "chart-messages").get_attribute("data-points")) >= 20, "a longer history")
+    shot("overview")
 
 
 def check_dead_letters():

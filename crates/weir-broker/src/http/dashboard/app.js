@@ -183,7 +183,7 @@ function lineChart(title, series, format, id, spanMs) {
     const pts = s.points.filter((p) => p[0] >= tMin);
     const d = pts.map((p, j) => (j ? "L" : "M") + x(p[0]).toFixed(1) + " " + y(p[1]).toFixed(1)).join(" ");
     svg += `<path d="${d}" fill="none" stroke="${COLORS[i % COLORS.length]}" stroke-width="1.8"/>`;
-    if (pts.length <= 60) {
+    if (pts.length <= 12) {
       for (const p of pts) svg += `<circle cx="${x(p[0]).toFixed(1)}" cy="${y(p[1]).toFixed(1)}" r="2.5" fill="${COLORS[i % COLORS.length]}"/>`;
     }
   });
@@ -205,6 +205,9 @@ pages.overview = async (token) => {
   if (token !== renderToken) return;
   $("#broker-name").textContent = o.broker + " · " + o.cluster;
   const pts = (key) => h.samples.map((s) => [s.at_ms, s[key]]);
+  // A young broker's charts span what it has (at least a minute), not the whole window.
+  const have = h.samples.length ? h.samples[h.samples.length - 1].at_ms - h.samples[0].at_ms : 0;
+  const span = Math.min(windowSec * 1000, Math.max(60e3, have));
   // The cards show the average of the last 10 seconds.
   const recent = h.samples.slice(-10);
   const avg = (key) => recent.reduce((sum, s) => sum + s[key], 0) / Math.max(1, recent.length);
@@ -230,8 +233,8 @@ pages.overview = async (token) => {
     </div>
     <div class="row" style="margin-top:12px"><label>Chart window <select id="window">${windows}</select></label></div>
     <div class="charts">
-      ${lineChart("Messages per second", [{ name: "in", points: pts("messages_in") }, { name: "out", points: pts("messages_out") }], RATE, "chart-messages", windowSec * 1000)}
-      ${lineChart("Bytes per second", [{ name: "in", points: pts("bytes_in") }, { name: "out", points: pts("bytes_out") }], BYTE_RATE, "chart-bytes", windowSec * 1000)}
+      ${lineChart("Messages per second", [{ name: "in", points: pts("messages_in") }, { name: "out", points: pts("messages_out") }], RATE, "chart-messages", span)}
+      ${lineChart("Bytes per second", [{ name: "in", points: pts("bytes_in") }, { name: "out", points: pts("bytes_out") }], BYTE_RATE, "chart-bytes", span)}
     </div>`;
   $("#window").onchange = (e) => { location.hash = "#/?window=" + e.target.value; };
   return 2000;
