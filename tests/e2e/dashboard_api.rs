@@ -188,6 +188,32 @@ fn overview_history_paging_and_queues() {
     assert_eq!(groups["groups"], json!([]));
     let (_, txns) = http.get("/api/v1/transactions");
     assert_eq!(txns["pending"], 0);
+
+    // A half message left undecided is listed until decided.
+    let producer = node.background(&[
+        "produce",
+        "alpha",
+        "--transaction",
+        "--group",
+        "payments",
+        "--decide",
+        "never",
+        "--body",
+        "pay",
+    ]);
+    let half = producer
+        .wait_for_line(Duration::from_secs(15), |l| l.contains(r#""event":"half""#))
+        .expect("the half message");
+    let half: serde_json::Value = serde_json::from_str(&half).unwrap();
+    let (_, txns) = http.get("/api/v1/transactions");
+    assert_eq!(txns["pending"], 1, "{txns}");
+    let listed = &txns["half_messages"][0];
+    assert_eq!(listed["transaction_id"], half["transaction_id"]);
+    assert_eq!(listed["producer_group"], "payments");
+    assert_eq!(listed["topic"], "alpha");
+    assert!(listed["stored_at_ms"].as_i64().unwrap() > 0);
+    let (_, overview) = http.get("/api/v1/overview");
+    assert_eq!(overview["transactions"], 1);
 }
 
 #[test]

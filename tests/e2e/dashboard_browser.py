@@ -175,6 +175,17 @@ def check_many_topics():
     log(f"1,002 topics: first page of 50 in {elapsed:.2f}s")
     el("#topics-next").click()
     wait(lambda d: "51–100" in d.find_element(By.ID, "topics-range").text, "the second page")
+    # Delete a topic, after the confirmation.
+    go("#/topics?q=load-0007")
+    visible("[data-delete='load-0007']").click()
+    assert "load-0007" in visible("#modal-text").text
+    el("#modal-cancel").click()
+    assert "load-0007" in cli("topic", "list"), "cancelled: still there"
+    visible("[data-delete='load-0007']").click()
+    visible("#modal-ok").click()
+    wait(lambda d: "load-0007 deleted" in d.find_element(By.ID, "notice").text, "the delete notice")
+    assert "load-0007" not in cli("topic", "list")
+    log("topic deleted from the UI after confirming")
     fill("#topic-filter input[name=q]", "ui-")
     el("#topic-filter button").click()
     wait(lambda d: "of 1" in d.find_element(By.ID, "topics-range").text, "the filtered list")
