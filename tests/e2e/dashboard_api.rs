@@ -315,3 +315,30 @@ fn dead_letters_are_listed_inspected_and_resent_over_http() {
         );
     });
 }
+
+#[test]
+fn cross_site_writes_are_refused() {
+    let node = Node::start(&[]);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = format!("{}/api/v1/topics", node.http_url());
+    let post = |origin: &str| {
+        let mut response = agent
+            .post(&url)
+            .header("origin", origin)
+            .header("content-type", "application/json")
+            .send(r#"{"name":"planted"}"#)
+            .expect("HTTP request");
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_to_string().unwrap())
+    };
+    let (status, body) = post("https://evil.example");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("cross-site request refused"), "{body}");
+    assert!(!node.ok(&["topic", "list"]).contains("planted"));
+    // The dashboard's own requests come from the listener's origin.
+    let (status, body) = post(&node.http_url());
+    assert_eq!(status, 201, "{body}");
+}

@@ -13,6 +13,7 @@ pub(crate) mod history;
 mod messages_api;
 pub(crate) mod metrics_endpoint;
 mod probes;
+mod same_origin;
 mod status_api;
 
 use std::net::SocketAddr;
@@ -140,5 +141,8 @@ fn router(shared: Arc<HttpShared>, dashboard: bool) -> Router {
     } else {
         router
     };
-    router.fallback(admin::no_such_endpoint).with_state(shared)
+    router
+        .fallback(admin::no_such_endpoint)
+        .layer(axum::middleware::from_fn(same_origin::check))
+        .with_state(shared)
 }
