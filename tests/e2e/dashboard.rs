@@ -196,4 +196,6 @@ fn dashboard_can_be_turned_off() {
     assert_eq!(Http::new(&off).get_text("/dashboard/app.js").0, 404);
     // The admin API stays.
     assert_eq!(http_get(&off, "/api/v1/overview")["topics"], 0);
+    let off_by_env = Node::start_with_env(&[], &[("WEIR_DASHBOARD", "false")]);
+    assert_eq!(Http::new(&off_by_env).get_text("/").0, 404);
 }

@@ -15,6 +15,7 @@ use weir_proto::{ErrorCode, MessageId};
 use super::HttpShared;
 use super::api_error::ApiError;
 use super::history::{TRAFFIC_SAMPLES, TrafficSample};
+use crate::broker::BrokerState;
 use crate::delay::own_addr;
 use crate::ops;
 
@@ -39,7 +40,9 @@ struct Overview {
     broker: String,
     cluster: String,
     version: &'static str,
+    /// `standalone` (its own name server) or `broker` (registered with `name_servers`).
     role: &'static str,
+    name_servers: Vec<String>,
     uptime_seconds: f64,
     disk_total_bytes: u64,
     disk_free_bytes: u64,
@@ -66,7 +69,12 @@ async fn overview(State(shared): State<Arc<HttpShared>>) -> ApiResult<Json<Overv
         broker: state.config.broker_name.clone(),
         cluster: state.config.cluster_name.clone(),
         version: env!("CARGO_PKG_VERSION"),
-        role: "standalone",
+        role: if state.config.name_servers.is_empty() {
+            "standalone"
+        } else {
+            "broker"
+        },
+        name_servers: state.config.name_servers.clone(),
         uptime_seconds: shared.uptime_seconds(),
         disk_total_bytes: stats.disk_total,
         disk_free_bytes: stats.disk_free,
@@ -321,13 +329,26 @@ async fn transactions(
     State(shared): State<Arc<HttpShared>>,
     query: Result<Query<MaxQuery>, QueryRejection>,
 ) -> ApiResult<Json<TransactionsJson>> {
-    let state = shared.broker()?;
+    let state = shared.broker()?.clone();
     let Query(query) =
         query.map_err(|e| ApiError::new(ErrorCode::InvalidArgument, e.body_text()))?;
+    // Reads each half message's record for its store time: off the async workers.
+    let listing = tokio::task::spawn_blocking(move || transactions_json(&state, query.max()))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                ErrorCode::Internal,
+                format!("transaction listing failed: {e}"),
+            )
+        })?;
+    Ok(Json(listing))
+}
+
+fn transactions_json(state: &BrokerState, max: usize) -> TransactionsJson {
     let addr = own_addr(state);
     let half_messages = state
         .transactions
-        .awaiting(query.max())
+        .awaiting(max)
         .into_iter()
         .map(|h| HalfJson {
             id: MessageId {
@@ -353,8 +374,8 @@ async fn transactions(
             next_check_in_ms: h.next_check_in_ms,
         })
         .collect();
-    Ok(Json(TransactionsJson {
+    TransactionsJson {
         pending: state.transactions.pending_count(),
         half_messages,
-    }))
+    }
 }

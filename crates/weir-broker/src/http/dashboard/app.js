@@ -218,7 +218,8 @@ pages.overview = async (token) => {
   main().innerHTML = `
     <h1>Overview</h1>
     <div class="cards">
-      ${card("broker", "Broker", esc(o.broker), esc(o.role) + " · v" + esc(o.version))}
+      ${card("broker", "Broker", esc(o.broker), esc(o.role) + " · v" + esc(o.version) +
+        (o.name_servers.length ? "<br>name servers: " + o.name_servers.map(esc).join(", ") : ""))}
       ${card("uptime", "Uptime", fmtDuration(o.uptime_seconds))}
       ${card("disk", "Disk used", fmtBytes(o.disk_used_bytes), fmtBytes(o.disk_free_bytes) + " free of " + fmtBytes(o.disk_total_bytes))}
       ${card("log", "Commit log", fmtBytes(o.commit_log_bytes))}
