@@ -233,6 +233,16 @@ def check_messages():
     go(f"#/messages?topic=ui-orders&queue={found['queue_id']}&offset={found['queue_offset']}")
     wait(lambda d: "hello from the dashboard" in d.find_element(By.ID, "results").text, "the message at its queue offset")
     log("sent from the UI, found by queue and offset")
+
+    # By time: the messages stored in the last hour (the form's default), 50 at most.
+    go("#/messages?by=time&topic=ui-orders")
+    el("#find-button").click()
+    wait(lambda d: d.find_element(By.ID, "results-note").text.startswith("50 found"), "messages by time")
+    rows = driver.find_elements(By.CSS_SELECTOR, "#results-table tbody tr")
+    assert len(rows) == 50, len(rows)
+    rows[0].click()
+    visible("#detail .message-detail")
+    log("found by time")
     go("#/messages?by=key&topic=ui-orders")
     fill("#find-key", "order-42")
     el("#find-button").click()

@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use weir_proto::ErrorCode;
-use weir_proto::record::Records;
+use weir_proto::record::{Record, Records};
 use weir_store::TagFilter;
 
 use crate::broker::BrokerState;
@@ -94,8 +94,9 @@ pub(crate) fn at_offset(
     page.records.first().cloned().ok_or_else(not_found)
 }
 
-/// The first message stored at or after `timestamp_ms` in each queue of `topic` that has one,
-/// then the ones after it, up to `max` in all (capped at [`MAX_RANGE`]), in queue order.
+/// Messages of `topic` stored at or after `timestamp_ms`: from each queue's first such message
+/// on, shared out over the queues (a queue with fewer leaves its share to the others), up to
+/// `max` in all (capped at [`MAX_RANGE`]), sorted by store time.
 pub(crate) fn by_time(
     state: &BrokerState,
     topic: &str,
@@ -104,16 +105,32 @@ pub(crate) fn by_time(
 ) -> Result<Vec<Bytes>, RequestError> {
     let queues = state.topics.queues(topic)?;
     let max = max.clamp(1, MAX_RANGE) as usize;
-    let per_queue = max.div_ceil(queues.max(1) as usize).max(1) as u32;
+    let mut cursors = (0..queues)
+        .map(|q| Ok((q, state.store.offset_for_time(topic, q, timestamp_ms)?)))
+        .collect::<Result<Vec<(u32, u64)>, RequestError>>()?;
     let mut out = Vec::new();
-    for queue_id in 0..queues {
-        let offset = state.store.offset_for_time(topic, queue_id, timestamp_ms)?;
-        let page = range(state, topic, queue_id, offset, per_queue)?;
-        out.extend(page.records);
-        if out.len() >= max {
-            break;
+    while out.len() < max && !cursors.is_empty() {
+        let share = (max - out.len()).div_ceil(cursors.len()).max(1) as u32;
+        let mut still = Vec::with_capacity(cursors.len());
+        for (queue_id, from) in cursors {
+            let page = range(state, topic, queue_id, from, share)?;
+            let exhausted = page.records.len() < share as usize;
+            out.extend(page.records);
+            if !exhausted {
+                still.push((queue_id, page.next_offset));
+            }
         }
+        cursors = still;
     }
+    let stamp = |record: &Bytes| {
+        Record::parse(record)
+            .map(|r| {
+                let s = r.stamp();
+                (s.store_timestamp, s.queue_id, s.queue_offset)
+            })
+            .unwrap_or_default()
+    };
+    out.sort_by_key(stamp);
     out.truncate(max);
     Ok(out)
 }
