@@ -77,7 +77,7 @@ struct QueueJson {
     rate: f64,
 }
 
-/// `GET /api/v1/topics[?q=TEXT&offset=N&limit=N]`.
+/// `GET /api/v1/topics[?q=TEXT&offset=N&limit=N&internal=false]`.
 #[derive(Debug, Deserialize)]
 pub(crate) struct ListTopics {
     /// Only topics whose name contains this.
