@@ -50,6 +50,7 @@ function showError(err) {
   if (!err) { box.hidden = true; box.textContent = ""; return; }
   box.textContent = (err.code ? err.code.charAt(0).toUpperCase() + err.code.slice(1) + ": " : "") + err.message;
   box.hidden = false;
+  $("#notice").hidden = true;
 }
 
 // The page a notice belongs to: it is hidden when the user goes elsewhere.
@@ -60,6 +61,7 @@ function showNotice(text) {
   const box = $("#notice");
   box.textContent = text;
   box.hidden = !text;
+  if (text) $("#error").hidden = true;
   if (text) setTimeout(() => { if (box.textContent === text) box.hidden = true; }, 6000);
 }
 
