@@ -109,7 +109,7 @@ fn topics_create_list_describe_delete_and_errors() {
     assert_eq!(topic["queue_count"], 2);
     assert_eq!(
         topic["queues"][1],
-        json!({"queue_id": 1, "min_offset": 0, "max_offset": 0})
+        json!({"queue_id": 1, "min_offset": 0, "max_offset": 0, "rate": 0.0})
     );
     // The native side sees the same topic table.
     let listed = node.client_command(&["topic", "list"]).output().unwrap();

@@ -6,6 +6,8 @@ mod bad_input;
 mod bench;
 mod cli;
 mod damaged;
+mod dashboard;
+mod dashboard_api;
 mod delay;
 mod filter;
 mod groups;

@@ -18,6 +18,7 @@ use crate::core::long_poll::LongPoll;
 use crate::core::message_log::MessageLog;
 use crate::core::role::{self, Role, RoleSetter};
 use crate::core::topics::TopicTable;
+use crate::core::traffic::Traffic;
 use crate::error::BrokerError;
 use crate::features::delay::{self, Delays};
 use crate::features::groups::coordinator::GroupCoordinator;
@@ -73,7 +74,9 @@ impl Broker {
             .as_deref()
             .filter(|addr| !addr.is_empty())
         {
-            Some(addr) => Some(HttpServer::start(addr, shutdown_rx.clone()).await?),
+            Some(addr) => {
+                Some(HttpServer::start(addr, config.dashboard, shutdown_rx.clone()).await?)
+            }
             None => None,
         };
         let result = Broker::open_and_serve(config, shutdown, shutdown_rx, http.as_ref()).await;
@@ -212,6 +215,7 @@ impl Broker {
             idempotence: features.idempotence,
             delays: features.delays,
             retries: features.retries,
+            traffic: Traffic::default(),
             max_frame_len,
             shutting_down: AtomicBool::new(false),
         });

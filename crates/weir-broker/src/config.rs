@@ -25,6 +25,9 @@ pub struct BrokerConfig {
     /// embedded brokers and tests open no fixed port; `weir serve` defaults it to
     /// `127.0.0.1:9877`.
     pub http_listen: Option<String>,
+    /// Serve the web dashboard at `/` of the HTTP listener (it is read-write, like the admin
+    /// API, so it listens only where `http_listen` does).
+    pub dashboard: bool,
     /// Address put in routes and message ids; default: the bound address (an unspecified IP
     /// such as `0.0.0.0` replaced by `127.0.0.1`).
     pub advertised_addr: Option<String>,
@@ -114,6 +117,7 @@ impl Default for BrokerConfig {
             data_dir: PathBuf::from("./weir-data"),
             listen: "127.0.0.1:9876".to_owned(),
             http_listen: None,
+            dashboard: true,
             advertised_addr: None,
             name_servers: Vec::new(),
             cluster_name: "DefaultCluster".to_owned(),

@@ -13,6 +13,7 @@ use crate::core::long_poll::LongPoll;
 use crate::core::message_log::MessageLog;
 use crate::core::role::Role;
 use crate::core::topics::TopicTable;
+use crate::core::traffic::Traffic;
 use crate::features::delay::Delays;
 use crate::features::groups::coordinator::GroupCoordinator;
 use crate::features::groups::offsets::OffsetTable;
@@ -45,6 +46,8 @@ pub(crate) struct BrokerState {
     pub delays: Arc<Delays>,
     /// Retries and dead letters.
     pub retries: Arc<Retries>,
+    /// Messages and bytes in and out since start, for the dashboard's charts.
+    pub traffic: Traffic,
     /// Largest frame a connection may send or be sent, bytes.
     pub max_frame_len: u32,
     pub(crate) shutting_down: AtomicBool,

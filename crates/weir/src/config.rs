@@ -36,6 +36,9 @@ pub struct FlagOverrides {
     /// `--http`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_listen: Option<String>,
+    /// `--dashboard`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dashboard: Option<bool>,
 }
 
 /// Builds the broker's configuration from every source.

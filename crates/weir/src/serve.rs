@@ -27,6 +27,9 @@ pub struct ServeArgs {
     /// port; an empty string opens none).
     #[arg(long = "http", value_name = "ADDR")]
     http_listen: Option<String>,
+    /// Serve the web dashboard at / of the HTTP listener (`--dashboard false` turns it off).
+    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
+    dashboard: Option<bool>,
     /// Address clients are told to use for this broker (routes and message ids).
     #[arg(long)]
     advertised_addr: Option<String>,
@@ -71,6 +74,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             flush: args.flush,
             advertised_addr: args.advertised_addr,
             http_listen: args.http_listen,
+            dashboard: args.dashboard,
         },
     )?;
     let data_dir = config.data_dir.clone();

@@ -13,3 +13,4 @@ pub(crate) mod role;
 pub(crate) mod session;
 pub(crate) mod topic_rebuild;
 pub(crate) mod topics;
+pub(crate) mod traffic;

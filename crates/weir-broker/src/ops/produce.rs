@@ -90,6 +90,7 @@ pub(crate) async fn produce(
         _ => Produced::contiguous(&state.log.append(topic, queue_id, payload).await?),
     };
     metrics::histogram!(PRODUCE_DURABLE_SECONDS).record(started.elapsed());
+    state.traffic.produced(u64::from(produced.count), bytes);
     metrics::counter!(MESSAGES_IN_TOTAL, "topic" => topic.to_owned())
         .increment(u64::from(produced.count));
     metrics::counter!(BYTES_IN_TOTAL, "topic" => topic.to_owned()).increment(bytes);

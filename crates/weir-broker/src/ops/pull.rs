@@ -104,6 +104,9 @@ pub(crate) async fn pull(
             || Instant::now() >= deadline;
         let Some(notified) = notified.filter(|_| !give_up) else {
             if read.count > 0 {
+                state
+                    .traffic
+                    .consumed(u64::from(read.count), read.records.len() as u64);
                 metrics::counter!(MESSAGES_OUT_TOTAL, "topic" => topic.to_owned())
                     .increment(u64::from(read.count));
                 metrics::counter!(BYTES_OUT_TOTAL, "topic" => topic.to_owned())

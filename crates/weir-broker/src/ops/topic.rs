@@ -41,6 +41,17 @@ pub(crate) fn create(
     Ok(config)
 }
 
+/// Grows a topic to `queues` queues in total.
+pub(crate) fn add_queues(
+    state: &BrokerState,
+    name: &str,
+    queues: u32,
+) -> Result<TopicConfig, RequestError> {
+    let config = state.topics.add_queues(name, queues)?;
+    tracing::info!(topic = %name, queues = config.queues, "queues added");
+    Ok(config)
+}
+
 /// Deletes a topic, its consume queues and the groups' offsets on it (the commit-log bytes go
 /// with retention).
 pub(crate) fn delete(state: &BrokerState, name: &str) -> Result<(), RequestError> {

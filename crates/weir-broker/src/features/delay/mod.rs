@@ -30,6 +30,7 @@
 mod delivery;
 mod progress;
 pub(crate) mod timing_wheel;
+pub(crate) mod upcoming;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -15,6 +15,7 @@
 //! leaves the half pending, and the check-back may commit it again (at least once, as in
 //! RocketMQ). A rollback writes only the decision record.
 
+pub(crate) mod awaiting;
 pub(crate) mod check;
 pub(crate) mod half;
 pub(crate) mod recovery;

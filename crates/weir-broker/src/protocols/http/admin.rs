@@ -63,20 +63,43 @@ struct StoreInfo {
 pub(crate) struct TopicJson {
     name: String,
     queue_count: u32,
+    /// Messages readable in all its queues.
+    messages: u64,
+    /// Messages stored per second, over the last few seconds.
+    rate: f64,
     queues: Vec<QueueJson>,
 }
 
-/// A queue's readable range `min_offset..max_offset`.
+/// A queue's readable range `min_offset..max_offset` and its recent rate.
 #[derive(Debug, Serialize)]
 struct QueueJson {
     queue_id: u32,
     min_offset: u64,
     max_offset: u64,
+    rate: f64,
+}
+
+/// `GET /api/v1/topics[?q=TEXT&offset=N&limit=N&internal=false]`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ListTopics {
+    /// Only topics whose name contains this.
+    #[serde(default)]
+    q: String,
+    /// Skip this many (after filtering).
+    #[serde(default)]
+    offset: usize,
+    /// At most this many; 0 or absent: all.
+    #[serde(default)]
+    limit: usize,
+    /// `false`: leave out internal topics (`%DLQ%…`, `%RETRY%…`, ...).
+    internal: Option<bool>,
 }
 
 /// `GET /api/v1/topics`.
 #[derive(Debug, Serialize)]
 pub(crate) struct TopicList {
+    /// Topics matching `q`, before paging.
+    total: usize,
     topics: Vec<TopicJson>,
 }
 
@@ -184,11 +207,13 @@ struct QueueOffsetJson {
     offset: u64,
 }
 
-/// `GET /api/v1/messages?topic=T&key=K[&max=N]`.
+/// `GET /api/v1/messages?topic=T&key=K[&max=N]` or `?topic=T&time=RFC3339[&max=N]`.
 #[derive(Debug, Deserialize)]
 pub(crate) struct FindMessages {
     topic: Option<String>,
     key: Option<String>,
+    /// Messages stored at or after this RFC 3339 time.
+    time: Option<String>,
     #[serde(default)]
     max: u32,
 }
@@ -226,18 +251,22 @@ fn body<T>(json: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
         .map_err(|e| ApiError::new(ErrorCode::MalformedRequest, e.body_text()))
 }
 
-fn topic_json(state: &BrokerState, name: &str, queues: u32) -> TopicJson {
+fn topic_json(shared: &HttpShared, state: &BrokerState, name: &str, queues: u32) -> TopicJson {
+    let queues: Vec<QueueJson> = ops::topic::queue_states(state, name, queues)
+        .into_iter()
+        .map(|q| QueueJson {
+            queue_id: q.queue_id,
+            min_offset: q.offsets.min,
+            max_offset: q.offsets.max,
+            rate: shared.history.queue_rate(name, q.queue_id),
+        })
+        .collect();
     TopicJson {
         name: name.to_owned(),
-        queue_count: queues,
-        queues: ops::topic::queue_states(state, name, queues)
-            .into_iter()
-            .map(|q| QueueJson {
-                queue_id: q.queue_id,
-                min_offset: q.offsets.min,
-                max_offset: q.offsets.max,
-            })
-            .collect(),
+        queue_count: queues.len() as u32,
+        messages: queues.iter().map(|q| q.max_offset - q.min_offset).sum(),
+        rate: queues.iter().map(|q| q.rate).sum(),
+        queues,
     }
 }
 
@@ -276,18 +305,35 @@ pub(crate) async fn broker(State(shared): State<Arc<HttpShared>>) -> ApiResult<J
     }))
 }
 
-/// Every topic with its queues.
+/// Every topic (or those whose name contains `q`, a page of them) with its queues.
 pub(crate) async fn list_topics(
     State(shared): State<Arc<HttpShared>>,
+    query: Result<Query<ListTopics>, QueryRejection>,
 ) -> ApiResult<Json<TopicList>> {
     let state = shared.broker()?;
-    let topics = state
+    let Query(query) =
+        query.map_err(|e| ApiError::new(ErrorCode::InvalidArgument, e.body_text()))?;
+    let matching: Vec<_> = state
         .topics
         .list()
         .into_iter()
-        .map(|(name, config)| topic_json(state, &name, config.queues))
+        .filter(|(name, _)| name.contains(&query.q))
+        .filter(|(name, _)| query.internal != Some(false) || !weir_proto::names::is_internal(name))
         .collect();
-    Ok(Json(TopicList { topics }))
+    let limit = match query.limit {
+        0 => usize::MAX,
+        n => n,
+    };
+    let topics = matching
+        .iter()
+        .skip(query.offset)
+        .take(limit)
+        .map(|(name, config)| topic_json(&shared, state, name, config.queues))
+        .collect();
+    Ok(Json(TopicList {
+        total: matching.len(),
+        topics,
+    }))
 }
 
 /// Creates a topic: 201, 409 when it exists, 400 for a bad name or queue count.
@@ -300,7 +346,7 @@ pub(crate) async fn create_topic(
     let config = ops::topic::create(state, &request.name, request.queues)?;
     Ok((
         StatusCode::CREATED,
-        Json(topic_json(state, &request.name, config.queues)),
+        Json(topic_json(&shared, state, &request.name, config.queues)),
     ))
 }
 
@@ -311,7 +357,7 @@ pub(crate) async fn describe_topic(
 ) -> ApiResult<Json<TopicJson>> {
     let state = shared.broker()?;
     let queues = state.topics.queues(&name)?;
-    Ok(Json(topic_json(state, &name, queues)))
+    Ok(Json(topic_json(&shared, state, &name, queues)))
 }
 
 /// Deletes a topic: 204, or 404.
@@ -391,24 +437,26 @@ fn reset_target(to: &str) -> ApiResult<ResetTarget> {
     match to {
         "earliest" => Ok(ResetTarget::Earliest),
         "latest" => Ok(ResetTarget::Latest),
-        time => {
-            let at = OffsetDateTime::parse(time, &Rfc3339).map_err(|e| {
-                ApiError::new(
-                    ErrorCode::InvalidArgument,
-                    format!(
-                        "\"to\" must be \"earliest\", \"latest\" or an RFC 3339 time, not {time:?}: {e}"
-                    ),
-                )
-            })?;
-            let ms = at.unix_timestamp_nanos() / 1_000_000;
-            i64::try_from(ms).map(ResetTarget::Timestamp).map_err(|_| {
-                ApiError::new(
-                    ErrorCode::InvalidArgument,
-                    format!("{time:?} is out of range"),
-                )
-            })
-        }
+        time => rfc3339_ms(time, "\"to\" must be \"earliest\", \"latest\" or")
+            .map(ResetTarget::Timestamp),
     }
+}
+
+/// An RFC 3339 time as ms since the Unix epoch; `what` starts the error message.
+fn rfc3339_ms(time: &str, what: &str) -> ApiResult<i64> {
+    let at = OffsetDateTime::parse(time, &Rfc3339).map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidArgument,
+            format!("{what} an RFC 3339 time, not {time:?}: {e}"),
+        )
+    })?;
+    let ms = at.unix_timestamp_nanos() / 1_000_000;
+    i64::try_from(ms).map_err(|_| {
+        ApiError::new(
+            ErrorCode::InvalidArgument,
+            format!("{time:?} is out of range"),
+        )
+    })
 }
 
 /// Resets a group's offsets on a topic; 400 while the group has live members.
@@ -432,7 +480,7 @@ pub(crate) async fn reset_group(
 }
 
 /// Decodes a stored record for the API.
-fn message_json(state: &BrokerState, record: &Bytes) -> ApiResult<MessageJson> {
+pub(super) fn message_json(state: &BrokerState, record: &Bytes) -> ApiResult<MessageJson> {
     let message = Message::decode(record).map_err(|e| {
         ApiError::new(
             ErrorCode::Internal,
@@ -476,7 +524,7 @@ pub(crate) async fn get_message(
     Ok(Json(message_json(state, &record)?))
 }
 
-/// Messages of a topic by key, oldest first: 404 when there are none.
+/// Messages of a topic by key, oldest first (404 when there are none), or from a time on.
 pub(crate) async fn find_messages(
     State(shared): State<Arc<HttpShared>>,
     query: Result<Query<FindMessages>, QueryRejection>,
@@ -484,13 +532,24 @@ pub(crate) async fn find_messages(
     let state = shared.broker()?;
     let Query(query) =
         query.map_err(|e| ApiError::new(ErrorCode::InvalidArgument, e.body_text()))?;
-    let (Some(topic), Some(key)) = (query.topic, query.key) else {
-        return Err(ApiError::new(
-            ErrorCode::InvalidArgument,
-            "say which messages: ?topic=T&key=K",
-        ));
+    let records = match (query.topic, query.key, query.time) {
+        (Some(topic), Some(key), None) => ops::lookup::find_by_key(state, &topic, &key, query.max)?,
+        (Some(topic), None, Some(time)) => {
+            let ms = rfc3339_ms(&time, "\"time\" must be")?;
+            let max = match query.max {
+                0 => ops::lookup::DEFAULT_FIND_MAX,
+                n => n,
+            };
+            ops::browse::by_time(state, &topic, ms, max)?
+        }
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidArgument,
+                "say which messages: ?topic=T&key=K or ?topic=T&time=RFC3339",
+            ));
+        }
     };
-    let messages = ops::lookup::find_by_key(state, &topic, &key, query.max)?
+    let messages = records
         .iter()
         .map(|record| message_json(state, record))
         .collect::<ApiResult<_>>()?;

@@ -1,6 +1,6 @@
 //! The HTTP listener (`http_listen`, port 9877 by default in `weir serve`): the JSON admin API
-//! under `/api/v1`, Prometheus `/metrics`, and the `/health` and `/ready` probes. The API is
-//! documented in `docs/http-api.md`.
+//! under `/api/v1`, Prometheus `/metrics`, the `/health` and `/ready` probes, and the web
+//! dashboard at `/` (unless `dashboard = false`). The API is documented in `docs/http-api.md`.
 //!
 //! The listener opens before the store recovers, so `/health` answers at once and `/ready`
 //! says when the broker can serve; until then the admin API answers `busy` (503). Handlers call
@@ -9,8 +9,13 @@
 mod admin;
 mod api_error;
 mod damaged;
+mod dashboard;
+pub(crate) mod history;
+mod messages_api;
 pub(crate) mod metrics_endpoint;
 mod probes;
+mod same_origin;
+mod status_api;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -33,6 +38,8 @@ pub(crate) struct HttpShared {
     /// The bound address of the HTTP listener.
     pub local_addr: SocketAddr,
     started: Instant,
+    /// Recent traffic, queue rates and group lag, for the dashboard's charts.
+    history: history::History,
 }
 
 impl HttpShared {
@@ -66,10 +73,11 @@ pub(crate) struct HttpServer {
 }
 
 impl HttpServer {
-    /// Binds `addr`, installs the metrics recorder and starts serving until `shutdown` turns
-    /// true.
+    /// Binds `addr`, installs the metrics recorder and starts serving (the dashboard too when
+    /// `dashboard`) until `shutdown` turns true.
     pub async fn start(
         addr: &str,
+        dashboard: bool,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<HttpServer, BrokerError> {
         let listener = TcpListener::bind(addr)
@@ -86,25 +94,30 @@ impl HttpServer {
             broker: OnceLock::new(),
             local_addr,
             started: Instant::now(),
+            history: history::History::default(),
         });
-        let app = router(shared.clone());
+        let app = router(shared.clone(), dashboard);
+        let sampler = history::run(shared.clone(), shutdown.clone());
         let task = tokio::spawn(async move {
             let stop = async move { crate::shutdown::requested(&mut shutdown).await };
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(stop)
-                .await
-            {
-                tracing::error!(error = %e, "the HTTP listener failed");
-            }
+            let serve = async move {
+                if let Err(e) = axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+                {
+                    tracing::error!(error = %e, "the HTTP listener failed");
+                }
+            };
+            tokio::join!(serve, sampler);
         });
         tracing::info!(addr = %local_addr, "HTTP listener open");
         Ok(HttpServer { shared, task })
     }
 }
 
-/// Every route.
-fn router(shared: Arc<HttpShared>) -> Router {
-    Router::new()
+/// Every route (the dashboard's pages only when `dashboard`).
+fn router(shared: Arc<HttpShared>, dashboard: bool) -> Router {
+    let router = Router::new()
         .route("/health", get(probes::health))
         .route("/ready", get(probes::ready))
         .route("/metrics", get(probes::metrics))
@@ -123,6 +136,15 @@ fn router(shared: Arc<HttpShared>) -> Router {
         .route("/api/v1/messages", get(admin::find_messages))
         .route("/api/v1/messages/{id}", get(admin::get_message))
         .route("/api/v1/damaged", get(damaged::list))
+        .merge(status_api::routes())
+        .merge(messages_api::routes());
+    let router = if dashboard {
+        router.merge(dashboard::routes())
+    } else {
+        router
+    };
+    router
         .fallback(admin::no_such_endpoint)
+        .layer(axum::middleware::from_fn(same_origin::check))
         .with_state(shared)
 }

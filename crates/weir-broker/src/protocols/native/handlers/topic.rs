@@ -72,8 +72,7 @@ pub(crate) fn add_queues(
     state: &BrokerState,
     request: pb::AddQueuesRequest,
 ) -> Result<Reply, RequestError> {
-    let config = state.topics.add_queues(&request.name, request.queues)?;
-    tracing::info!(topic = %request.name, queues = config.queues, "queues added");
+    let config = ops::topic::add_queues(state, &request.name, request.queues)?;
     Ok(Reply::meta(&topic_info(
         state,
         &request.name,
