@@ -177,6 +177,16 @@ impl DamageLog {
         self.ranges.lock().clone()
     }
 
+    /// Whether queue offset `offset` of `topic`/`queue_id` is already listed as damaged (a
+    /// read then does not search the log for it again).
+    pub fn is_listed(&self, topic: &str, queue_id: u32, offset: u64) -> bool {
+        self.ranges.lock().iter().any(|r| {
+            matches!(&r.location, DamageLocation::Queue { topic: t, queue_id: q }
+                if t == topic && *q == queue_id)
+                && (r.from..r.to).contains(&offset)
+        })
+    }
+
     /// Records `range` unless it is already known: logs it at ERROR, counts it and appends it
     /// to the file. A failure to write the file is logged, not returned: the read that found
     /// the damage still answers.

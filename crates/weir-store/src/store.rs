@@ -788,6 +788,7 @@ impl Store {
                 }
                 if let Served::Bad(DamageReason::IndexMismatch | DamageReason::MissingEntry) =
                     served
+                    && !self.inner.damage.is_listed(topic, queue_id, next)
                     && let Some(found) = self.repair_entry(&cq, expected, prev_end)
                 {
                     served = self.serve(found, expected, filter, &mut out);

@@ -10,7 +10,7 @@
 //! copy), [`find_record`] walks the log between the records of the neighbouring entries and
 //! finds the right one, so the entry can be rewritten instead of the message being skipped.
 
-use weir_proto::record::Record;
+use weir_proto::record::{MAGIC_V1, Record};
 
 use crate::commit_log::CommitLog;
 use crate::consume_queue::Entry;
@@ -63,9 +63,9 @@ pub(crate) fn check_record<'a>(
 }
 
 /// Walks the records of `log` from `from` (a record boundary) up to `to` and returns the entry
-/// of the record `expected` names, if it is there and passes [`check_record`]. Stops at the
-/// first record whose header CRC fails (its length cannot be trusted) and after
-/// [`MAX_REPAIR_SCAN`] bytes.
+/// of the record `expected` names, if it is there and passes [`check_record`]. Past bytes that
+/// are no record (damage), it goes on at the next position holding a record stamped for that
+/// very position with a good header CRC. Stops after [`MAX_REPAIR_SCAN`] bytes.
 pub(crate) fn find_record(
     log: &CommitLog,
     from: u64,
@@ -83,11 +83,13 @@ pub(crate) fn find_record(
             pos = seg.end();
             continue;
         }
-        let record = Record::parse(rest).ok()?;
-        record.verify_header().ok()?;
-        if record.stamp().commit_log_offset != pos {
-            return None;
-        }
+        let Some(record) = Record::parse(rest)
+            .ok()
+            .filter(|r| r.verify_header().is_ok() && r.stamp().commit_log_offset == pos)
+        else {
+            pos = next_stamped(rest, pos)?;
+            continue;
+        };
         let len = record.total_len();
         if expected.stamped_for(&record)
             && let Ok(r) = check_record(record.as_bytes(), pos, expected)
@@ -101,4 +103,28 @@ pub(crate) fn find_record(
         pos += len as u64;
     }
     None
+}
+
+/// The first position after `pos` in `rest` (the bytes from `pos` to the end of its segment's
+/// written part) where a record stamped for that position starts, with a good header CRC; the
+/// segment's end when there is none (the walk goes on in the next segment).
+fn next_stamped(rest: &[u8], pos: u64) -> Option<u64> {
+    const MAGIC_AT: usize = 4;
+    let mut at = 1 + MAGIC_AT;
+    while at < rest.len() {
+        let Some(found) = memchr::memchr(MAGIC_V1, &rest[at..]).map(|f| at + f) else {
+            break;
+        };
+        let candidate = found - MAGIC_AT;
+        let offset = pos + candidate as u64;
+        let ok = rest.get(candidate + 8..candidate + 16) == Some(&offset.to_le_bytes()[..])
+            && Record::parse(&rest[candidate..]).is_ok_and(|r| r.verify_header().is_ok());
+        if ok {
+            return Some(offset);
+        }
+        at = found + 1;
+    }
+    // No record in the rest of this segment: the walk goes on at the next one, whose first
+    // record starts at its base. `rest` ends at the segment's end or at the written end.
+    Some(pos + rest.len() as u64)
 }
