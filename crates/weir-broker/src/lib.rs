@@ -17,6 +17,7 @@ mod group;
 mod handlers;
 mod http;
 mod idempotence;
+mod in_flight;
 mod long_poll;
 mod metrics_catalog;
 mod name_server;

@@ -96,12 +96,7 @@ pub(crate) async fn send_back(
     request: pb::SendBackRequest,
 ) -> Result<Reply, RequestError> {
     let group = request.group.as_str();
-    if group.is_empty() || group.starts_with(crate::topics::INTERNAL_PREFIX) {
-        return Err(RequestError::new(
-            ErrorCode::InvalidArgument,
-            "a group name is needed",
-        ));
-    }
+    weir_proto::validate_group_name(group)?;
     let id = MessageId::from_str(&request.message_id)
         .map_err(|e| RequestError::new(ErrorCode::InvalidArgument, e.to_string()))?;
     if !state.is_own_addr(id.broker_addr) {

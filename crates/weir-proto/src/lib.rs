@@ -1,10 +1,12 @@
 //! Weir's formats, with no I/O: the message record shared by producers, the commit log and
 //! consumers ([`record`]), message ids ([`message_id`]), the native protocol's frames
-//! ([`frame`]), its protobuf bodies ([`pb`]) and its stable error codes ([`error_code`]), and
-//! the transactions' internal topics and decision records ([`transaction`]).
+//! ([`frame`]), the rule for consumer group names ([`group_name`]), its protobuf bodies
+//! ([`pb`]) and its stable error codes ([`error_code`]), and the transactions' internal topics
+//! and decision records ([`transaction`]).
 
 pub mod error_code;
 pub mod frame;
+pub mod group_name;
 pub mod message_id;
 pub mod pb;
 pub mod record;
@@ -12,4 +14,5 @@ pub mod transaction;
 
 pub use error_code::ErrorCode;
 pub use frame::{ApiKey, Frame, FrameCodec, Header, OutFrame};
+pub use group_name::{GroupNameError, validate_group_name};
 pub use message_id::MessageId;

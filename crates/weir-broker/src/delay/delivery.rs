@@ -39,7 +39,7 @@ use super::{
 };
 use crate::broker::BrokerState;
 use crate::error::RequestError;
-use crate::metrics_catalog::{DELAY_LATENESS_SECONDS, DELAYED_MESSAGES};
+use crate::metrics_catalog::{DELAY_LATENESS_SECONDS, DELAYED_DROPPED_TOTAL, DELAYED_MESSAGES};
 use crate::timing_wheel::Timer;
 
 /// Re-encoded bytes the stage may hold ahead of their time.
@@ -273,6 +273,14 @@ async fn append_due(state: &Arc<BrokerState>, due: Vec<(i64, Bucket)>) {
                             .record(lateness as f64 / 1000.0);
                         state.delays.mark_done(batch.done);
                     }
+                    // Storing again cannot help (a topic name the store refuses, a record
+                    // over the limit): reported once and dropped, never retried in a loop.
+                    Err(e) if is_permanent(&e) => {
+                        tracing::error!(topic, queue_id, messages = batch.timers.len(), error = %e, "delayed messages can never be stored; dropped");
+                        metrics::counter!(DELAYED_DROPPED_TOTAL)
+                            .increment(batch.timers.len() as u64);
+                        state.delays.mark_done(batch.done);
+                    }
                     Err(e) => {
                         tracing::warn!(topic, queue_id, error = %e, "delivering delayed messages failed; will retry");
                         retry_later(state, &batch.timers);
@@ -291,6 +299,18 @@ async fn append_due(state: &Arc<BrokerState>, due: Vec<(i64, Bucket)>) {
             }
         }
     }
+}
+
+/// Whether an append failed for a reason that storing the same records again cannot fix.
+fn is_permanent(error: &StoreError) -> bool {
+    matches!(
+        error,
+        StoreError::InvalidTopic(_)
+            | StoreError::MessageTooLarge { .. }
+            | StoreError::CorruptRecord(_)
+            | StoreError::TopicMismatch { .. }
+            | StoreError::EmptyBatch
+    )
 }
 
 /// Puts `timers` back into the wheel, due after [`DELIVERY_RETRY`].

@@ -12,7 +12,7 @@ use weir_store::TagFilter;
 use crate::broker::BrokerState;
 use crate::dead_letter;
 use crate::error::RequestError;
-use crate::handlers::{Reply, require};
+use crate::handlers::Reply;
 use crate::shared_group::{Nacked, Receipt, ReceiveLimits, Reservation};
 
 /// Messages per receive when the request says 0.
@@ -30,7 +30,7 @@ pub(crate) async fn receive(
     state: &BrokerState,
     request: pb::ReceiveRequest,
 ) -> Result<Reply, RequestError> {
-    require("group", &request.group)?;
+    weir_proto::validate_group_name(&request.group)?;
     let topic = request.topic.as_str();
     state.topics.queues(topic)?;
     let max = match request.max_messages {
@@ -193,7 +193,7 @@ async fn move_to_dlq(
 /// Acks deliveries by receipt; answers with the receipts not applied.
 #[tracing::instrument(level = "debug", skip_all, fields(group = %request.group, count = request.receipts.len()))]
 pub(crate) fn ack(state: &BrokerState, request: pb::AckRequest) -> Result<Reply, RequestError> {
-    require("group", &request.group)?;
+    weir_proto::validate_group_name(&request.group)?;
     let rejected = request
         .receipts
         .into_iter()
@@ -211,7 +211,7 @@ pub(crate) async fn nack(
     state: &BrokerState,
     request: pb::NackRequest,
 ) -> Result<Reply, RequestError> {
-    require("group", &request.group)?;
+    weir_proto::validate_group_name(&request.group)?;
     let mut rejected = Vec::new();
     for text in request.receipts {
         let Ok(receipt) = Receipt::parse(&text) else {
@@ -242,7 +242,7 @@ pub(crate) fn change_invisibility(
     state: &BrokerState,
     request: pb::ChangeInvisibilityRequest,
 ) -> Result<Reply, RequestError> {
-    require("group", &request.group)?;
+    weir_proto::validate_group_name(&request.group)?;
     let receipt = Receipt::parse(&request.receipt)?;
     let invisible = Duration::from_millis(u64::from(request.invisible_time_ms));
     if !state
@@ -268,7 +268,7 @@ pub(crate) async fn dead_letter(
     state: &BrokerState,
     request: pb::DeadLetterRequest,
 ) -> Result<Reply, RequestError> {
-    require("group", &request.group)?;
+    weir_proto::validate_group_name(&request.group)?;
     let (queue_id, queue_offset) = dead_letter::dead_letter(
         state,
         &request.group,
