@@ -14,6 +14,7 @@ mod idempotence;
 mod metrics;
 mod names;
 mod orderly;
+mod overload;
 mod positions;
 mod replay;
 mod retry;

@@ -45,11 +45,14 @@ pub struct BrokerConfig {
     pub max_message_size: u64,
     /// Largest frame accepted or sent on the native protocol, bytes.
     pub max_frame_size: u64,
-    /// Bytes of requests and answers the broker holds for all its clients at once (requests
-    /// read but not answered, answers not yet written). A produce that would go over it is
-    /// answered `busy`; see `crate::in_flight`.
+    /// Bytes of requests the broker holds for all its clients at once (read, not yet
+    /// handled: for a produce, until it is stored as the flush mode requires). A produce that
+    /// would go over it is answered `busy`.
     pub max_in_flight_bytes: u64,
-    /// The share of `max_in_flight_bytes` one connection may hold.
+    /// Bytes of answers made and not yet written, over all connections. A pull answer that
+    /// would go over it is answered `busy` instead.
+    pub max_answer_bytes: u64,
+    /// Bytes of requests and answers one connection may hold (its share of both pools).
     pub max_connection_in_flight_bytes: u64,
     /// Most native-protocol connections open at once; one more is closed as soon as it is
     /// accepted.
@@ -57,6 +60,9 @@ pub struct BrokerConfig {
     /// A connection that sends nothing for this long, with no request in flight, is closed,
     /// ms (0: never).
     pub connection_idle_timeout_ms: u64,
+    /// A connection whose peer takes none of its answers for this long is closed, ms (0:
+    /// never). Its answers and their memory go with it.
+    pub connection_stall_timeout_ms: u64,
     /// Queues of a topic created without a count (and of auto-created topics).
     pub default_queues: u32,
     /// Create a topic on its first produce instead of answering `topic_not_found`.
@@ -135,10 +141,12 @@ impl Default for BrokerConfig {
             segment_size: 1 << 30,
             max_message_size: 4 << 20,
             max_frame_size: 16 << 20,
-            max_in_flight_bytes: 256 << 20,
-            max_connection_in_flight_bytes: 32 << 20,
+            max_in_flight_bytes: 64 << 20,
+            max_answer_bytes: 256 << 20,
+            max_connection_in_flight_bytes: 8 << 20,
             max_connections: 10_000,
             connection_idle_timeout_ms: 600_000,
+            connection_stall_timeout_ms: 30_000,
             default_queues: 4,
             auto_create_topics: false,
             long_poll_max_ms: 15_000,
@@ -188,10 +196,13 @@ impl BrokerConfig {
         }
         if self.max_connection_in_flight_bytes == 0
             || self.max_in_flight_bytes < self.max_connection_in_flight_bytes
+            || self.max_answer_bytes < self.max_connection_in_flight_bytes
         {
             return bad(format!(
-                "max_connection_in_flight_bytes ({}) must be above 0 and at most max_in_flight_bytes ({})",
-                self.max_connection_in_flight_bytes, self.max_in_flight_bytes
+                "max_connection_in_flight_bytes ({}) must be above 0 and at most max_in_flight_bytes ({}) and max_answer_bytes ({})",
+                self.max_connection_in_flight_bytes,
+                self.max_in_flight_bytes,
+                self.max_answer_bytes
             ));
         }
         if self.max_connections == 0 {

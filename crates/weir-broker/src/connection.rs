@@ -19,7 +19,7 @@
 //! stops reading). The read buffer grows with the bytes that arrived, never with a frame's
 //! announced size, and both buffers are given back while the connection is quiet. A
 //! connection silent for `connection_idle_timeout_ms` with nothing in flight is closed, and
-//! so is one whose peer does not read its answers for that long.
+//! so is one whose peer takes none of its answers for `connection_stall_timeout_ms`.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -42,7 +42,7 @@ use crate::dispatch::dispatch;
 use crate::error::RequestError;
 use crate::group::ConnectionId;
 use crate::handlers::{Reply, RequestContext};
-use crate::in_flight::{Charge, ConnectionBudget};
+use crate::in_flight::{Charge, ConnectionBudget, Pool};
 use crate::metrics_catalog::{CONNECTIONS, CONNECTIONS_IDLE_CLOSED_TOTAL, REQUESTS_TOTAL};
 
 /// Requests one connection may have in flight; the reader stops reading at this many.
@@ -90,8 +90,12 @@ pub(crate) async fn serve(
         0 => None,
         ms => Some(Duration::from_millis(ms)),
     };
+    let stall_limit = match state.config.connection_stall_timeout_ms {
+        0 => None,
+        ms => Some(Duration::from_millis(ms)),
+    };
     let (tx, rx) = mpsc::channel::<Outgoing>(RESPONSE_QUEUE);
-    let writer = tokio::spawn(write_loop(rx, write, codec, peer, idle_timeout));
+    let writer = tokio::spawn(write_loop(rx, write, codec, peer, stall_limit));
     state.outboxes.opened(connection, tx.clone());
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT as usize));
     // Tells requests still waiting (long polls) that nobody will read their answer.
@@ -230,7 +234,7 @@ impl Reader {
         }
         let size = HEADER_LEN + frame.meta.len() + frame.payload.len();
         let charge = if header.api_key == ApiKey::Produce as u16 {
-            match self.budget.try_charge(size) {
+            match self.budget.try_charge(Pool::Requests, size) {
                 Ok(charge) => charge,
                 Err(spent) => {
                     // Refused before any work: the client backs off and sends it again.
@@ -246,7 +250,7 @@ impl Reader {
                 }
             }
         } else {
-            self.budget.charge(size).await
+            self.budget.charge(Pool::Requests, size).await
         };
         let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
             return false;
@@ -306,7 +310,7 @@ async fn respond(
     }
     let size = HEADER_LEN + out.meta.len() + out.payload.len();
     let charge = if header.api_key == ApiKey::Pull as u16 && !out.payload.is_empty() {
-        match budget.try_charge(size) {
+        match budget.try_charge(Pool::Answers, size) {
             Ok(charge) => charge,
             Err(spent) => {
                 // A pull only reads: dropping its records costs nothing but the client's
@@ -316,11 +320,13 @@ async fn respond(
                     format!("answer held back: {spent}; pull again later"),
                 );
                 out = error_answer(peer, header, busy);
-                budget.charge(HEADER_LEN + out.meta.len()).await
+                budget
+                    .charge(Pool::Answers, HEADER_LEN + out.meta.len())
+                    .await
             }
         }
     } else {
-        budget.charge(size).await
+        budget.charge(Pool::Answers, size).await
     };
     // Fails only when the writer is gone (the connection failed): nobody to answer.
     let _ = tx.send((out, charge)).await;
@@ -385,19 +391,37 @@ async fn write_loop(
                 Err(_) => break,
             }
         }
-        let written = match stall_limit {
-            Some(limit) => tokio::time::timeout(limit, write.write_all(&buf))
-                .await
-                .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())),
-            None => write.write_all(&buf).await,
-        };
-        if let Err(e) = written {
+        if let Err(e) = write_progressing(&mut write, &buf, stall_limit).await {
             tracing::debug!(%peer, error = %e, "write failed; dropping the connection's answers");
             return;
         }
         charges.clear();
     }
     let _ = write.shutdown().await;
+}
+
+/// Writes all of `buf`, failing with `TimedOut` if the peer takes no byte for `stall_limit`
+/// (a slow reader that keeps taking bytes is never cut off).
+async fn write_progressing(
+    write: &mut OwnedWriteHalf,
+    buf: &[u8],
+    stall_limit: Option<Duration>,
+) -> std::io::Result<()> {
+    let mut written = 0;
+    while written < buf.len() {
+        let step = write.write(&buf[written..]);
+        let n = match stall_limit {
+            Some(limit) => tokio::time::timeout(limit, step)
+                .await
+                .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))?,
+            None => step.await?,
+        };
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        written += n;
+    }
+    Ok(())
 }
 
 /// Encodes an answer; one too large for a frame becomes an `internal` error answer.

@@ -35,6 +35,7 @@ pub(crate) async fn accept_loop(
     let for_connections = shutdown.clone();
     let budget = BrokerBudget::new(
         state.config.max_in_flight_bytes,
+        state.config.max_answer_bytes,
         state.config.max_connection_in_flight_bytes,
     );
     let max_connections = state.config.max_connections as usize;
