@@ -53,6 +53,8 @@ const RESPONSE_QUEUE: usize = 1024;
 const WRITE_BATCH_BYTES: usize = 1 << 20;
 /// Read buffer growth step.
 const READ_CHUNK: usize = 64 * 1024;
+/// The buffer of a connection's first read after a quiet spell.
+const FIRST_READ: usize = 4 * 1024;
 /// A connection with nothing to read for this long gives its buffers back.
 const QUIET_RELEASE: Duration = Duration::from_secs(1);
 /// How long a stopping connection waits for its requests in flight.
@@ -188,7 +190,9 @@ impl Reader {
                             return Outcome::Failed;
                         }
                         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-                            buf.reserve(READ_CHUNK);
+                            // A first read gets a small buffer; the codec grows it as a
+                            // frame's bytes arrive.
+                            buf.reserve(if buf.is_empty() { FIRST_READ } else { READ_CHUNK });
                         }
                         match read.try_read_buf(&mut buf) {
                             Ok(0) => return Outcome::Closed,
@@ -204,8 +208,9 @@ impl Reader {
                         }
                     }
                     () = &mut quiet => {
-                        if buf.is_empty() && buf.capacity() > 0 {
-                            buf = BytesMut::new();
+                        // Keep only the bytes that arrived (a stalled frame's head).
+                        if buf.capacity() > buf.len() {
+                            buf = BytesMut::from(&buf[..]);
                         }
                         if let Some(idle) = self.idle_timeout
                             && last_read.elapsed() >= idle
