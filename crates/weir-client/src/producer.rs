@@ -157,22 +157,18 @@ impl Future for SendHandle {
     type Output = Result<SendResult>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        loop {
-            match &mut self.state {
-                HandleState::Task(task) => {
-                    return Pin::new(task)
-                        .poll(cx)
-                        .map(|joined| joined.unwrap_or(Err(ClientError::Closed)));
+        match &mut self.state {
+            HandleState::Task(task) => Pin::new(task)
+                .poll(cx)
+                .map(|joined| joined.unwrap_or(Err(ClientError::Closed))),
+            HandleState::Enqueued { reply, inner } => {
+                let answered = std::task::ready!(Pin::new(&mut *reply).poll(cx));
+                if let Err(e) = &answered
+                    && !matches!(e, ClientError::Record(_) | ClientError::InvalidArgument(_))
+                {
+                    inner.routes.invalidate(reply.topic());
                 }
-                HandleState::Enqueued { reply, inner } => {
-                    let answered = std::task::ready!(Pin::new(&mut *reply).poll(cx));
-                    if let Err(e) = &answered
-                        && !matches!(e, ClientError::Record(_) | ClientError::InvalidArgument(_))
-                    {
-                        inner.routes.invalidate(reply.topic());
-                    }
-                    return Poll::Ready(answered);
-                }
+                Poll::Ready(answered)
             }
         }
     }
