@@ -52,7 +52,7 @@ pub struct BrokerConfig {
     /// Bytes of answers made and not yet written, over all connections. A pull answer that
     /// would go over it is answered `busy` instead.
     pub max_answer_bytes: u64,
-    /// Bytes of requests and answers one connection may hold (its share of both pools).
+    /// Bytes of requests one connection may hold, and of answers (its share of each pool).
     pub max_connection_in_flight_bytes: u64,
     /// Most native-protocol connections open at once; one more is closed as soon as it is
     /// accepted.

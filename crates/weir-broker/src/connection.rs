@@ -15,8 +15,8 @@
 //!
 //! Memory a connection holds is bounded (see [`crate::in_flight`]): requests and answers are
 //! charged to the connection's and the broker's byte budgets; a produce that does not fit is
-//! answered `busy`, a pull answer that does not fit too, anything else waits (and the reader
-//! stops reading). The read buffer grows with the bytes that arrived, never with a frame's
+//! answered `busy`, a pull answer that does not fit too, anything else waits, and while the
+//! connection's unsent answers fill its share the reader stops reading. The read buffer grows with the bytes that arrived, never with a frame's
 //! announced size, and both buffers are given back while the connection is quiet. A
 //! connection silent for `connection_idle_timeout_ms` with nothing in flight is closed, and
 //! so is one whose peer takes none of its answers for `connection_stall_timeout_ms`.
@@ -179,7 +179,7 @@ impl Reader {
             }
             // Read on only while this connection's answers are being taken: a peer that does
             // not read them stops being read (TCP pushes back on it).
-            self.budget.room_for(READ_CHUNK).await;
+            self.budget.answer_room_for(READ_CHUNK).await;
             let quiet = tokio::time::sleep(QUIET_RELEASE);
             tokio::pin!(quiet);
             loop {

@@ -3,8 +3,9 @@
 //!
 //! Every charge is made against two budgets at once:
 //!
-//! * the **connection's** (`max_connection_in_flight_bytes`), so one client — slow, stuck or
-//!   hostile — can hold at most its own share, and
+//! * the **connection's** share of that pool (`max_connection_in_flight_bytes` of requests, and
+//!   as much again of answers), so one client — slow, stuck or hostile — can hold at most its
+//!   own share, and
 //! * one of the **broker's** two pools, shared by every connection: requests
 //!   (`max_in_flight_bytes`: what the write path may have queued, so it also bounds how long
 //!   an acknowledgement can take) and answers (`max_answer_bytes`). Apart, a flood of
@@ -16,7 +17,7 @@
 //! ```text
 //! what                         charged               when a budget is spent
 //! a produce request            its frame, on arrival answered `busy` at once
-//! any other request            its frame, on arrival the reader waits (TCP pushes back)
+//! any other request            its frame, on arrival the reader waits
 //! a pull answer with records   its size, once made   answered `busy` instead (a pull only
 //!                                                    reads: the client pulls again)
 //! any other answer             its size, once made   the request waits
@@ -78,9 +79,11 @@ impl BrokerBudget {
 
     /// A fresh budget for one new connection.
     pub(crate) fn connection(&self) -> ConnectionBudget {
+        let share = || Arc::new(Semaphore::new(self.limits.per_connection as usize));
         ConnectionBudget {
             broker: self.clone(),
-            bytes: Arc::new(Semaphore::new(self.limits.per_connection as usize)),
+            requests: share(),
+            answers: share(),
         }
     }
 
@@ -102,11 +105,14 @@ impl BrokerBudget {
     }
 }
 
-/// One connection's budget, backed by the broker's pools.
+/// One connection's shares of the broker's pools. Apart, so that a producer whose requests
+/// fill its share is answered `busy` (and keeps being read) while a consumer that does not
+/// read its answers stops being read.
 #[derive(Debug)]
 pub(crate) struct ConnectionBudget {
     broker: BrokerBudget,
-    bytes: Arc<Semaphore>,
+    requests: Arc<Semaphore>,
+    answers: Arc<Semaphore>,
 }
 
 /// Bytes held against both budgets; given back when dropped.
@@ -161,7 +167,7 @@ impl ConnectionBudget {
             return Ok(Charge::none());
         }
         let connection = self
-            .bytes
+            .share(pool)
             .clone()
             .try_acquire_many_owned(cost)
             .map_err(|_| Spent::Connection(self.broker.limits.per_connection))?;
@@ -187,7 +193,7 @@ impl ConnectionBudget {
             return Charge::none();
         }
         // The semaphores are never closed, so acquiring only fails if they were.
-        let connection = self.bytes.clone().acquire_many_owned(cost).await.ok();
+        let connection = self.share(pool).clone().acquire_many_owned(cost).await.ok();
         let broker = self
             .broker
             .pool(pool)
@@ -201,11 +207,19 @@ impl ConnectionBudget {
         }
     }
 
-    /// Waits until the connection has at least `bytes` of room (without charging them).
-    pub(crate) async fn room_for(&self, bytes: usize) {
+    /// Waits until the connection's answers have at least `bytes` of room (without charging
+    /// them): the peer is taking its answers.
+    pub(crate) async fn answer_room_for(&self, bytes: usize) {
         let cost = self.cost(bytes);
         if cost > 0 {
-            drop(self.bytes.acquire_many(cost).await);
+            drop(self.answers.acquire_many(cost).await);
+        }
+    }
+
+    fn share(&self, pool: Pool) -> &Arc<Semaphore> {
+        match pool {
+            Pool::Requests => &self.requests,
+            Pool::Answers => &self.answers,
         }
     }
 }
@@ -231,7 +245,7 @@ mod tests {
         let b = broker.connection();
         let held = a.try_charge(Pool::Requests, 300).unwrap();
         assert_eq!(
-            a.try_charge(Pool::Answers, 200).unwrap_err(),
+            a.try_charge(Pool::Requests, 200).unwrap_err(),
             Spent::Connection(400)
         );
         // Another connection is unaffected by a's spent share.

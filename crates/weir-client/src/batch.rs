@@ -230,6 +230,8 @@ pub(crate) struct Batcher {
     producer_ids: Mutex<HashMap<String, u64>>,
     /// Produce acknowledgement latency, for the request timeout.
     latency: AckLatency,
+    /// Bytes of batches being sent now, for the request timeout.
+    in_flight_bytes: AtomicU64,
     /// Messages acknowledged after a resend of a batch that may have been stored already
     /// (outside idempotent mode: possibly stored twice).
     resent_maybe_stored: AtomicU64,
@@ -246,6 +248,7 @@ impl Batcher {
             idle: Notify::new(),
             producer_ids: Mutex::new(HashMap::new()),
             latency: AckLatency::default(),
+            in_flight_bytes: AtomicU64::new(0),
             resent_maybe_stored: AtomicU64::new(0),
         }
     }
@@ -482,12 +485,17 @@ impl Batcher {
             queue_id,
         };
         let payload = std::mem::take(&mut batch.buf).freeze();
+        let bytes = payload.len() as u64;
+        let ahead = self.in_flight_bytes.fetch_add(bytes, Ordering::Relaxed);
         // Resends after failures that may have stored the batch, and after ones that did not.
         let mut unsure_resends = 0u32;
         let mut sure_resends = 0u32;
         let result = loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let timeout = self.latency.timeout(self.config.send_timeout).min(left);
+            let timeout = self
+                .latency
+                .timeout(self.config.send_timeout, ahead + bytes)
+                .min(left);
             let sent_at = Instant::now();
             let result = async {
                 let conn = self.pool.get(addr).await?;
@@ -548,6 +556,7 @@ impl Batcher {
             }
             other => other,
         };
+        self.in_flight_bytes.fetch_sub(bytes, Ordering::Relaxed);
         let latency = started.elapsed();
         let failed = matches!(&result, Err(e) if e.is_retriable());
         self.faults.record(addr, latency, failed);
