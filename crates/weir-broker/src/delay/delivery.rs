@@ -408,6 +408,11 @@ fn prepare(state: &BrokerState, timers: &[Timer], now: i64) -> BTreeMap<i64, Buc
             Ok(Staged::TopicGone(queue_offset)) => gone.push(queue_offset),
             Err(e) => {
                 tracing::error!(offset = timer.commit_log_offset, error = %e, "a delayed message cannot be delivered; dropped");
+                metrics::counter!(DELAYED_DROPPED_TOTAL).increment(1);
+                // Done with: reported once, not again after every restart.
+                if let Ok(record) = Record::parse(&bytes) {
+                    gone.push(record.stamp().queue_offset);
+                }
             }
         }
     }
