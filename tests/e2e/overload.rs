@@ -119,7 +119,7 @@ fn sixty_four_sync_flush_producers_finish_and_every_acknowledged_message_is_stor
 
 #[test]
 fn a_producer_streaming_through_a_broker_restart_recovers_within_seconds() {
-    const LINES: usize = 300_000;
+    const LINES: usize = 1_000_000;
     let mut node = Node::start(&[]);
     node.ok(&["topic", "create", "stream", "--queues", "4"]);
     let mut child = node
@@ -143,7 +143,15 @@ fn a_producer_streaming_through_a_broker_restart_recovers_within_seconds() {
         }
         let _ = stdin.write_all(chunk.as_bytes());
     });
-    std::thread::sleep(Duration::from_millis(400));
+    // Restart once messages are being stored.
+    let waiting = Instant::now();
+    while stored(&node, "stream") == 0 {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(30),
+            "nothing stored yet"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let started = Instant::now();
     node.stop();
     node.restart();

@@ -315,6 +315,9 @@ impl Producer {
     }
 }
 
+/// The longest wait between two tries to find a message's route and batch.
+const MAX_ROUTE_BACKOFF: Duration = Duration::from_secs(1);
+
 /// A message already added to a batch: the reply to wait for, and the broker it goes to.
 type Enqueued = (Reply, String);
 
@@ -326,6 +329,7 @@ async fn send_with_retries_from(
 ) -> Result<SendResult> {
     let mut attempt = 0u32;
     let mut failed_broker: Option<String> = None;
+    let deadline = tokio::time::Instant::now() + inner.config.delivery_timeout;
     loop {
         if inner.closed.load(Ordering::Acquire) && first.is_none() {
             return Err(ClientError::Closed);
@@ -361,9 +365,16 @@ async fn send_with_retries_from(
             Err(e) => e,
         };
         match e {
-            // Not sent yet (no route, no producer id): nothing can be stored twice.
-            e if e.is_retriable() && attempt < inner.config.retries => {
-                let backoff = inner.config.retry_backoff * 2u32.saturating_pow(attempt);
+            // Not sent yet (no route, no producer id, the broker unreachable): nothing can be
+            // stored twice, so it is tried again until the delivery timeout.
+            e if e.is_retriable()
+                && tokio::time::Instant::now() + inner.config.retry_backoff < deadline =>
+            {
+                let backoff = inner
+                    .config
+                    .retry_backoff
+                    .saturating_mul(2u32.saturating_pow(attempt))
+                    .min(MAX_ROUTE_BACKOFF);
                 attempt += 1;
                 warn!(topic = message.topic(), attempt, error = %e, ?backoff, "send failed, retrying");
                 failed_broker = broker;
