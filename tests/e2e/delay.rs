@@ -264,3 +264,33 @@ fn bench_a_million_pending_delayed_messages() {
         late[N - 1]
     );
 }
+
+/// A delayed message accepted at produce time but too large once it is re-encoded for its
+/// queue (its delivery adds a property) can never be stored: it is reported once and dropped,
+/// not retried every second forever.
+#[test]
+fn a_delayed_message_that_can_never_be_stored_is_reported_once() {
+    let node = Node::start_with_env(&[], &[("WEIR_MAX_MESSAGE_SIZE", "4096")]);
+    node.ok(&["topic", "create", "t", "--queues", "1"]);
+    // The largest bodies the broker still takes: their delivery copies are over the limit.
+    let mut accepted = 0;
+    for size in (3940..=4096).step_by(4) {
+        let body = "x".repeat(size);
+        if node
+            .cli(&["produce", "t", "--delay", "1s", "--body", &body])
+            .status
+            .success()
+        {
+            accepted += 1;
+        }
+    }
+    assert!(accepted > 0);
+    std::thread::sleep(Duration::from_secs(5));
+    let log = node.log();
+    let dropped = log.matches("can never be stored").count();
+    assert!(dropped > 0, "no delayed message hit the limit:\n{log}");
+    assert!(dropped <= accepted, "reported more than once:\n{log}");
+    assert!(!log.contains("will retry"), "retried in a loop:\n{log}");
+    // The broker keeps working.
+    node.ok(&["produce", "t", "--body", "fine"]);
+}

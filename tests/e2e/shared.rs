@@ -475,3 +475,51 @@ fn shared_throughput() {
         );
     });
 }
+
+/// A receive whose client disconnected while it long-polled reserves nothing: the message that
+/// arrives afterwards goes to the next receiver at once, on its first attempt.
+#[test]
+fn a_receive_whose_connection_closed_reserves_nothing() {
+    use std::io::Write;
+    use weir_proto::frame::encode_frame;
+    use weir_proto::{ApiKey, Header, pb};
+
+    let node = Node::start(&[]);
+    node.ok(&["topic", "create", "t", "--queues", "1"]);
+    for id in 1..=3u32 {
+        let mut frame = bytes::BytesMut::new();
+        let request = pb::ReceiveRequest {
+            group: "sg".into(),
+            topic: "t".into(),
+            max_messages: 1,
+            invisible_time_ms: 60_000,
+            max_wait_ms: 30_000,
+        };
+        encode_frame(
+            &Header::request(ApiKey::Receive, id),
+            &request,
+            &[],
+            &mut frame,
+        );
+        let mut stream = std::net::TcpStream::connect(&node.addr).unwrap();
+        stream.write_all(&frame).unwrap();
+        // The broker holds the receive; then the client goes away.
+        std::thread::sleep(Duration::from_millis(300));
+        drop(stream);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    node.ok(&["produce", "t", "--body", "only-for-the-living"]);
+    let started = Instant::now();
+    runtime().block_on(async {
+        let c = consumer(&node.addr, "sg", "t", Duration::from_secs(5));
+        let got = c.receive(1, Duration::from_secs(30)).await.unwrap();
+        assert_eq!(
+            got.len(),
+            1,
+            "the message was taken by a receive nobody reads"
+        );
+        assert_eq!(&got[0].message.body[..], b"only-for-the-living");
+        assert_eq!(got[0].attempt, 1, "no attempt spent on a gone client");
+    });
+    assert!(started.elapsed() < Duration::from_secs(5));
+}

@@ -48,6 +48,24 @@ pub struct BrokerConfig {
     pub max_message_size: u64,
     /// Largest frame accepted or sent on the native protocol, bytes.
     pub max_frame_size: u64,
+    /// Bytes of requests the broker holds for all its clients at once (read, not yet
+    /// handled: for a produce, until it is stored as the flush mode requires). A produce that
+    /// would go over it is answered `busy`.
+    pub max_in_flight_bytes: u64,
+    /// Bytes of answers made and not yet written, over all connections. A pull answer that
+    /// would go over it is answered `busy` instead.
+    pub max_answer_bytes: u64,
+    /// Bytes of requests one connection may hold, and of answers (its share of each pool).
+    pub max_connection_in_flight_bytes: u64,
+    /// Most native-protocol connections open at once; one more is closed as soon as it is
+    /// accepted.
+    pub max_connections: u32,
+    /// A connection that sends nothing for this long, with no request in flight, is closed,
+    /// ms (0: never).
+    pub connection_idle_timeout_ms: u64,
+    /// A connection whose peer takes none of its answers for this long is closed, ms (0:
+    /// never). Its answers and their memory go with it.
+    pub connection_stall_timeout_ms: u64,
     /// Queues of a topic created without a count (and of auto-created topics).
     pub default_queues: u32,
     /// Create a topic on its first produce instead of answering `topic_not_found`.
@@ -127,6 +145,12 @@ impl Default for BrokerConfig {
             segment_size: 1 << 30,
             max_message_size: 4 << 20,
             max_frame_size: 16 << 20,
+            max_in_flight_bytes: 64 << 20,
+            max_answer_bytes: 256 << 20,
+            max_connection_in_flight_bytes: 8 << 20,
+            max_connections: 10_000,
+            connection_idle_timeout_ms: 600_000,
+            connection_stall_timeout_ms: 30_000,
             default_queues: 4,
             auto_create_topics: false,
             long_poll_max_ms: 15_000,
@@ -173,6 +197,20 @@ impl BrokerConfig {
                 "max_message_size ({}) must be above 0 and at least 64 KiB below max_frame_size ({})",
                 self.max_message_size, self.max_frame_size
             ));
+        }
+        if self.max_connection_in_flight_bytes == 0
+            || self.max_in_flight_bytes < self.max_connection_in_flight_bytes
+            || self.max_answer_bytes < self.max_connection_in_flight_bytes
+        {
+            return bad(format!(
+                "max_connection_in_flight_bytes ({}) must be above 0 and at most max_in_flight_bytes ({}) and max_answer_bytes ({})",
+                self.max_connection_in_flight_bytes,
+                self.max_in_flight_bytes,
+                self.max_answer_bytes
+            ));
+        }
+        if self.max_connections == 0 {
+            return bad("max_connections must be above 0".to_owned());
         }
         if self.segment_size < self.max_message_size {
             return bad(format!(

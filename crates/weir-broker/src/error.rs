@@ -3,7 +3,7 @@
 
 use std::fmt::Display;
 
-use weir_proto::ErrorCode;
+use weir_proto::{ErrorCode, GroupNameError};
 use weir_store::StoreError;
 
 /// Why the broker could not start or stop cleanly.
@@ -101,5 +101,11 @@ impl From<StoreError> for RequestError {
             | StoreError::ReplicaMismatch(_) => ErrorCode::Internal,
         };
         RequestError::new(code, error.to_string())
+    }
+}
+
+impl From<GroupNameError> for RequestError {
+    fn from(error: GroupNameError) -> RequestError {
+        RequestError::new(ErrorCode::InvalidArgument, error.to_string())
     }
 }

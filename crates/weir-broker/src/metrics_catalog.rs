@@ -34,6 +34,10 @@ pub(crate) const REQUEST_DURATION_SECONDS: &str = "weir_request_duration_seconds
 pub(crate) const PRODUCE_DURABLE_SECONDS: &str = "weir_produce_durable_seconds";
 /// Gauge: open native-protocol connections.
 pub(crate) const CONNECTIONS: &str = "weir_connections";
+/// Counter: connections closed as soon as accepted because `max_connections` were open.
+pub(crate) const CONNECTIONS_REFUSED_TOTAL: &str = "weir_connections_refused_total";
+/// Counter: connections closed after `connection_idle_timeout_ms` without a request.
+pub(crate) const CONNECTIONS_IDLE_CLOSED_TOTAL: &str = "weir_connections_idle_closed_total";
 /// Gauge: pulls held waiting for messages (long polling).
 pub(crate) const LONG_POLL_WAITERS: &str = "weir_long_poll_waiters";
 /// Gauge: delayed messages waiting for their delivery time (emitted by the delay scheduler).
@@ -41,6 +45,9 @@ pub(crate) const DELAYED_MESSAGES: &str = "weir_delayed_messages";
 /// Histogram: how late delayed messages were appended to their queue (store time minus the
 /// due time of the earliest message in the append), seconds.
 pub(crate) const DELAY_LATENESS_SECONDS: &str = "weir_delay_lateness_seconds";
+/// Counter: delayed or retried messages dropped because they can never be stored (their
+/// topic name is refused by the store, or they are over the size limit); each drop is logged.
+pub(crate) const DELAYED_DROPPED_TOTAL: &str = "weir_delayed_dropped_total";
 /// Counter `{group}`: messages sent to a group's retry topic (emitted by retry handling).
 pub(crate) const RETRY_MESSAGES_TOTAL: &str = "weir_retry_messages_total";
 /// Counter `{group}`: messages moved to a group's dead-letter topic (emitted by retry
@@ -169,6 +176,16 @@ pub(crate) fn describe() {
         Unit::Count,
         "Open native-protocol connections."
     );
+    describe_counter!(
+        CONNECTIONS_REFUSED_TOTAL,
+        Unit::Count,
+        "Connections closed as soon as accepted because max_connections were open."
+    );
+    describe_counter!(
+        CONNECTIONS_IDLE_CLOSED_TOTAL,
+        Unit::Count,
+        "Connections closed after connection_idle_timeout_ms without a request."
+    );
     describe_gauge!(
         LONG_POLL_WAITERS,
         Unit::Count,
@@ -183,6 +200,11 @@ pub(crate) fn describe() {
         DELAY_LATENESS_SECONDS,
         Unit::Seconds,
         "How late delayed messages were appended to their queue after their due time."
+    );
+    describe_counter!(
+        DELAYED_DROPPED_TOTAL,
+        Unit::Count,
+        "Delayed or retried messages dropped because they can never be stored."
     );
     describe_counter!(
         RETRY_MESSAGES_TOTAL,

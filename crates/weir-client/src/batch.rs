@@ -7,6 +7,16 @@
 //! were sealed (per-key order), and under load the next batch fills up while the previous one
 //! is in flight.
 //!
+//! A batch that fails with a retriable error is sent again as a batch, by its queue's own
+//! task, so the retries of many queues' batches proceed side by side (never one message after
+//! another). `busy` answers and refused connections (the batch was not stored) are retried
+//! with a growing, jittered back-off for as long as the batch's delivery timeout allows; other
+//! retriable failures (a timeout, a lost connection: the batch may have been stored) are
+//! retried at most `retries` times. The timeout of each attempt follows the broker's
+//! acknowledgement latency ([`AckLatency`]). Outside idempotent mode a resend of a batch that
+//! may have been stored can store it twice: such resends are counted
+//! ([`Batcher::resent_maybe_stored`]) and logged, never silent.
+//!
 //! Idempotent mode: each broker hands the producer an id (`InitProducerId`); every record
 //! carries it and a sequence counted per (topic, queue), set when the record joins its batch.
 //! A batch that fails with a retriable error is sent again as it is — same bytes, same
@@ -19,17 +29,18 @@
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
-use tracing::debug;
+use tracing::{debug, warn};
 use weir_proto::record;
 use weir_proto::{ApiKey, MessageId, pb};
 
+use crate::ack_latency::AckLatency;
 use crate::error::{ClientError, Result};
 use crate::fault::LatencyFaults;
 use crate::message::{Message, SendResult, now_ms};
@@ -43,13 +54,18 @@ pub(crate) struct BatchConfig {
     pub max_bytes: usize,
     pub linger: Duration,
     pub send_timeout: Duration,
-    /// Stamp producer ids and sequences, and retry whole batches.
+    /// The longest a batch may take, from its first attempt to its last, back-offs included.
+    pub delivery_timeout: Duration,
+    /// Stamp producer ids and sequences (resends are then recognised by the broker).
     pub idempotent: bool,
-    /// Idempotent mode: how many times a batch is sent again after a retriable error.
+    /// How many times a batch that may have been stored is sent again.
     pub retries: u32,
-    /// Idempotent mode: wait before the first resend; doubles for each next one.
+    /// Wait before the first resend; doubles for each next one, up to [`MAX_BACKOFF`].
     pub retry_backoff: Duration,
 }
+
+/// The longest wait between two attempts of a batch.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// What the broker answered for a batch: where its first record went (the others follow
 /// contiguously), or, for a batch with delayed messages, where each record went.
@@ -67,8 +83,6 @@ struct Acked {
 /// and one completion per batch instead of a channel per message.
 struct BatchOutcome {
     topic: String,
-    /// The broker the batch goes to.
-    broker_addr: String,
     /// Its group's name, from the route (for ids when the answer does not name the group).
     broker_name: Arc<str>,
     queue_id: u32,
@@ -102,76 +116,57 @@ impl BatchOutcome {
 /// One message's send result: resolves when its batch is answered. The message's id and
 /// queue offset follow from the batch's: its record starts `offset` bytes into the batch and
 /// is the batch's `index`-th.
-pub(crate) struct Reply(ReplyState);
-
-enum ReplyState {
-    InBatch {
-        outcome: Arc<BatchOutcome>,
-        index: u32,
-        offset: u32,
-    },
-    Failed(Option<ClientError>),
+pub(crate) struct Reply {
+    outcome: Arc<BatchOutcome>,
+    index: u32,
+    offset: u32,
 }
 
 impl Reply {
-    /// A reply that is already a failure.
-    pub(crate) fn failed(error: ClientError) -> Reply {
-        Reply(ReplyState::Failed(Some(error)))
-    }
-
-    /// The broker the message's batch went to (kept once per batch, not per message).
-    pub(crate) fn broker(&self) -> Option<&str> {
-        match &self.0 {
-            ReplyState::InBatch { outcome, .. } => Some(&outcome.broker_addr),
-            ReplyState::Failed(_) => None,
-        }
+    /// The topic of the message's batch (kept once per batch, not per message).
+    pub(crate) fn topic(&self) -> &str {
+        &self.outcome.topic
     }
 }
 
 impl Future for Reply {
     type Output = Result<SendResult>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match &mut self.0 {
-            ReplyState::Failed(error) => {
-                Poll::Ready(Err(error.take().unwrap_or(ClientError::Closed)))
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Reply {
+            outcome,
+            index,
+            offset,
+        } = &*self;
+        let mut state = outcome.state.lock();
+        match &state.result {
+            Some(Ok(acked)) => {
+                let (commit_log_offset, queue_offset) = match &acked.listed {
+                    Some(listed) => listed
+                        .get(*index as usize)
+                        .copied()
+                        .unwrap_or((acked.commit_log_offset, acked.queue_offset)),
+                    None => (
+                        acked.commit_log_offset + u64::from(*offset),
+                        acked.queue_offset + u64::from(*index),
+                    ),
+                };
+                Poll::Ready(Ok(SendResult {
+                    message_id: MessageId {
+                        broker: acked.broker.clone(),
+                        commit_log_offset,
+                    },
+                    topic: outcome.topic.clone(),
+                    queue_id: outcome.queue_id,
+                    queue_offset,
+                }))
             }
-            ReplyState::InBatch {
-                outcome,
-                index,
-                offset,
-            } => {
-                let mut state = outcome.state.lock();
-                match &state.result {
-                    Some(Ok(acked)) => {
-                        let (commit_log_offset, queue_offset) = match &acked.listed {
-                            Some(listed) => listed
-                                .get(*index as usize)
-                                .copied()
-                                .unwrap_or((acked.commit_log_offset, acked.queue_offset)),
-                            None => (
-                                acked.commit_log_offset + u64::from(*offset),
-                                acked.queue_offset + u64::from(*index),
-                            ),
-                        };
-                        Poll::Ready(Ok(SendResult {
-                            message_id: MessageId {
-                                broker: acked.broker.clone(),
-                                commit_log_offset,
-                            },
-                            topic: outcome.topic.clone(),
-                            queue_id: outcome.queue_id,
-                            queue_offset,
-                        }))
-                    }
-                    Some(Err(e)) => Poll::Ready(Err(e.duplicate())),
-                    None => {
-                        if state.wakers.last().is_none_or(|w| !w.will_wake(cx.waker())) {
-                            state.wakers.push(cx.waker().clone());
-                        }
-                        Poll::Pending
-                    }
+            Some(Err(e)) => Poll::Ready(Err(e.duplicate())),
+            None => {
+                if state.wakers.last().is_none_or(|w| !w.will_wake(cx.waker())) {
+                    state.wakers.push(cx.waker().clone());
                 }
+                Poll::Pending
             }
         }
     }
@@ -235,6 +230,13 @@ pub(crate) struct Batcher {
     idle: Notify,
     /// Idempotent mode: broker address → the producer id it gave us.
     producer_ids: Mutex<HashMap<String, u64>>,
+    /// Produce acknowledgement latency, for the request timeout.
+    latency: AckLatency,
+    /// Bytes of batches being sent now, for the request timeout.
+    in_flight_bytes: AtomicU64,
+    /// Messages acknowledged after a resend of a batch that may have been stored already
+    /// (outside idempotent mode: possibly stored twice).
+    resent_maybe_stored: AtomicU64,
 }
 
 impl Batcher {
@@ -247,7 +249,16 @@ impl Batcher {
             outstanding: AtomicUsize::new(0),
             idle: Notify::new(),
             producer_ids: Mutex::new(HashMap::new()),
+            latency: AckLatency::default(),
+            in_flight_bytes: AtomicU64::new(0),
+            resent_maybe_stored: AtomicU64::new(0),
         }
+    }
+
+    /// Messages acknowledged after their batch was resent although an earlier attempt may have
+    /// been stored (outside idempotent mode, each may be stored twice).
+    pub(crate) fn resent_maybe_stored(&self) -> u64 {
+        self.resent_maybe_stored.load(Ordering::Relaxed)
     }
 
     /// Whether records to `addr` can be stamped now (always, unless idempotent and no producer
@@ -348,7 +359,6 @@ impl Batcher {
                         count: 0,
                         outcome: Arc::new(BatchOutcome {
                             topic: message.topic().to_owned(),
-                            broker_addr: queue.broker_addr.clone(),
                             broker_name: queue.broker_name.clone(),
                             queue_id: queue.queue_id,
                             state: Mutex::new(OutcomeState::default()),
@@ -363,11 +373,11 @@ impl Batcher {
             if self.config.idempotent {
                 state.next_seq = state.next_seq.wrapping_add(1);
             }
-            reply = Reply(ReplyState::InBatch {
+            reply = Reply {
                 outcome: open.outcome.clone(),
                 index: open.count,
                 offset,
-            });
+            };
             open.count += 1;
             self.outstanding.fetch_add(1, Ordering::AcqRel);
             if open.count as usize >= self.config.max_messages
@@ -472,39 +482,84 @@ impl Batcher {
     async fn send_one(&self, topic: &str, queue_id: u32, addr: &str, mut batch: Batch) {
         let count = batch.count as usize;
         let started = Instant::now();
+        let deadline = started + self.config.delivery_timeout;
         let request = pb::ProduceRequest {
             topic: topic.to_owned(),
             queue_id,
         };
         let payload = std::mem::take(&mut batch.buf).freeze();
-        let mut attempt = 0u32;
+        let bytes = payload.len() as u64;
+        let ahead = self.in_flight_bytes.fetch_add(bytes, Ordering::Relaxed);
+        // Resends after failures that may have stored the batch, and after ones that did not.
+        let mut unsure_resends = 0u32;
+        let mut sure_resends = 0u32;
         let result = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let timeout = self
+                .latency
+                .timeout(self.config.send_timeout, ahead + bytes)
+                .min(left);
+            let sent_at = Instant::now();
             let result = async {
                 let conn = self.pool.get(addr).await?;
                 conn.call::<_, pb::ProduceResponse>(
                     ApiKey::Produce,
                     &request,
                     payload.clone(),
-                    Some(self.config.send_timeout),
+                    Some(timeout),
                 )
                 .await
             }
             .await;
-            match result {
-                Err(e) if self.config.idempotent && e.is_retriable() => {
-                    if attempt >= self.config.retries {
-                        // Stored or not, we cannot tell: a new id makes the next batch safe.
-                        self.producer_ids.lock().remove(addr);
-                        break Err(e);
-                    }
-                    let backoff = self.config.retry_backoff * 2u32.saturating_pow(attempt);
-                    attempt += 1;
-                    debug!(topic, queue_id, attempt, error = %e, "resending an idempotent batch as it was");
-                    tokio::time::sleep(backoff).await;
+            match &result {
+                Ok(_) | Err(ClientError::Timeout { .. }) => {
+                    self.latency.record(sent_at.elapsed());
                 }
-                other => break other,
+                Err(_) => {}
             }
+            let e = match result {
+                Ok(answer) => break Ok(answer),
+                Err(e) if !e.is_retriable() => break Err(e),
+                Err(e) => e,
+            };
+            let maybe_stored = e.may_have_been_stored();
+            if maybe_stored && unsure_resends >= self.config.retries {
+                break Err(e);
+            }
+            let step = if maybe_stored {
+                unsure_resends += 1;
+                unsure_resends
+            } else {
+                sure_resends += 1;
+                sure_resends
+            };
+            let backoff = jittered(backoff(self.config.retry_backoff, step));
+            if Instant::now() + backoff >= deadline {
+                break Err(e);
+            }
+            debug!(topic, queue_id, maybe_stored, error = %e, ?backoff, "resending a batch");
+            tokio::time::sleep(backoff).await;
         };
+        let result = match result {
+            // Stored or not, its sequences are spent: a new id makes the next batch safe.
+            Err(e) if self.config.idempotent => {
+                self.producer_ids.lock().remove(addr);
+                Err(e)
+            }
+            Ok(answer) if unsure_resends > 0 && !self.config.idempotent => {
+                self.resent_maybe_stored
+                    .fetch_add(count as u64, Ordering::Relaxed);
+                warn!(
+                    topic,
+                    queue_id,
+                    count,
+                    "a batch was resent after an attempt that may have stored it: its messages may be stored twice (use an idempotent producer to rule that out)"
+                );
+                Ok(answer)
+            }
+            other => other,
+        };
+        self.in_flight_bytes.fetch_sub(bytes, Ordering::Relaxed);
         let latency = started.elapsed();
         let failed = matches!(&result, Err(e) if e.is_retriable());
         self.faults.record(addr, latency, failed);
@@ -555,6 +610,19 @@ impl Batcher {
             idle.await;
         }
     }
+}
+
+/// The wait before resend number `step` (1-based): `base`, doubled for each next one, at
+/// most [`MAX_BACKOFF`].
+fn backoff(base: Duration, step: u32) -> Duration {
+    base.saturating_mul(2u32.saturating_pow(step.saturating_sub(1)))
+        .min(MAX_BACKOFF)
+}
+
+/// `wait`, spread over its upper half at random, so producers refused together do not come
+/// back together.
+fn jittered(wait: Duration) -> Duration {
+    wait / 2 + wait.mul_f64(rand::random::<f64>() / 2.0)
 }
 
 /// Where an acknowledged batch went: its first record is at the response's commit-log

@@ -73,6 +73,21 @@ impl ClientError {
         }
     }
 
+    /// Whether a produce request that failed this way may have been stored anyway (so
+    /// sending it again may store it twice): it timed out, its connection broke while it was
+    /// out, or the broker failed after taking it. A refused connection or a `busy`,
+    /// `shutting_down` or `disk_full` answer means it was not stored.
+    pub fn may_have_been_stored(&self) -> bool {
+        match self {
+            ClientError::ConnectionLost { .. } | ClientError::Timeout { .. } => true,
+            ClientError::Server { code, .. } => matches!(
+                code,
+                ErrorCode::FlushTimeout | ErrorCode::StorageError | ErrorCode::Internal
+            ),
+            _ => false,
+        }
+    }
+
     /// The server's error code, when the server answered with one.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {

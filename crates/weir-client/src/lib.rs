@@ -24,6 +24,7 @@
 //! # Ok(()) }
 //! ```
 
+mod ack_latency;
 pub mod admin;
 mod batch;
 pub mod connection;

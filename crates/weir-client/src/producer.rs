@@ -44,12 +44,19 @@ pub struct ProducerConfig {
     pub batch_max_bytes: usize,
     /// A batch is sent at the latest this long after its first message.
     pub linger: Duration,
-    /// How many times a send is retried after a retriable error.
+    /// How many times a batch that may have been stored (its request timed out, its
+    /// connection broke) is sent again. Batches refused as `busy`, or whose broker could not
+    /// be reached, are sent again until `delivery_timeout` whatever this says.
     pub retries: u32,
-    /// Wait before the first retry; doubles for each next one.
+    /// Wait before the first resend of a batch; doubles for each next one (at most 1 s), with
+    /// jitter.
     pub retry_backoff: Duration,
-    /// How long one produce request may take.
+    /// The shortest time one produce request may take before it counts as failed; longer
+    /// while the broker acknowledges slowly (8 times the smoothed acknowledgement latency).
     pub send_timeout: Duration,
+    /// The longest a message may take to be acknowledged, resends and back-offs included;
+    /// after it, its send fails with the last error.
+    pub delivery_timeout: Duration,
     /// How queues are chosen.
     pub queue_selection: QueueSelection,
     /// Latency fault avoidance.
@@ -57,9 +64,9 @@ pub struct ProducerConfig {
     /// Connection settings.
     pub connection: ConnectionConfig,
     /// Idempotent producer: records carry a producer id (one per broker, from the broker) and
-    /// per-queue sequences, and a failed batch is resent as it was (up to `retries` times), so
-    /// a resend after a lost acknowledgement is stored once and answered with the original
-    /// position. Messages are not retried one by one in this mode. `send_oneway` is not
+    /// per-queue sequences, and a failed batch is resent as it was, so a resend after a lost
+    /// acknowledgement is stored once and answered with the original position. Without it,
+    /// such resends are counted in [`Producer::resent_maybe_stored`]. `send_oneway` is not
     /// idempotent.
     pub idempotent: bool,
 }
@@ -75,6 +82,7 @@ impl ProducerConfig {
             retries: 2,
             retry_backoff: Duration::from_millis(100),
             send_timeout: Duration::from_secs(3),
+            delivery_timeout: Duration::from_secs(60),
             queue_selection: QueueSelection::KeyHash,
             fault: FaultConfig::default(),
             connection: ConnectionConfig::default(),
@@ -120,8 +128,8 @@ impl std::fmt::Debug for Producer {
 /// The result of [`Producer::send_async`]; await it for the send's result.
 ///
 /// When the message joined its batch at once (the topic's route was cached), the handle just
-/// waits for the batch's reply: no task per message. Only a failed attempt (to retry) or a
-/// message still waiting for its route runs on a task of its own.
+/// waits for the batch's reply (the batch is resent as a whole if it fails): no task per
+/// message. Only a message still waiting for its route runs on a task of its own.
 pub struct SendHandle {
     state: HandleState,
 }
@@ -139,12 +147,8 @@ impl std::fmt::Debug for SendHandle {
 // The large variant is the common one; boxing it would cost an allocation per message.
 #[allow(clippy::large_enum_variant)]
 enum HandleState {
-    /// In a batch; `message` is kept for a retry.
-    Enqueued {
-        reply: Reply,
-        inner: Arc<Inner>,
-        message: Option<Message>,
-    },
+    /// In a batch, which is resent as a whole if it fails.
+    Enqueued { reply: Reply, inner: Arc<Inner> },
     /// Retrying, or waiting for the route, on a task.
     Task(JoinHandle<Result<SendResult>>),
 }
@@ -153,34 +157,18 @@ impl Future for SendHandle {
     type Output = Result<SendResult>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        loop {
-            match &mut self.state {
-                HandleState::Task(task) => {
-                    return Pin::new(task)
-                        .poll(cx)
-                        .map(|joined| joined.unwrap_or(Err(ClientError::Closed)));
+        match &mut self.state {
+            HandleState::Task(task) => Pin::new(task)
+                .poll(cx)
+                .map(|joined| joined.unwrap_or(Err(ClientError::Closed))),
+            HandleState::Enqueued { reply, inner } => {
+                let answered = std::task::ready!(Pin::new(&mut *reply).poll(cx));
+                if let Err(e) = &answered
+                    && !matches!(e, ClientError::Record(_) | ClientError::InvalidArgument(_))
+                {
+                    inner.routes.invalidate(reply.topic());
                 }
-                HandleState::Enqueued {
-                    reply,
-                    inner,
-                    message,
-                } => {
-                    let failed = match std::task::ready!(Pin::new(&mut *reply).poll(cx)) {
-                        Ok(sent) => return Poll::Ready(Ok(sent)),
-                        Err(e) => e,
-                    };
-                    let Some(message) = message.take() else {
-                        return Poll::Ready(Err(failed));
-                    };
-                    // Hand the failed first attempt to the retry loop as if it had just
-                    // been answered, so retries follow the one code path.
-                    let broker = reply.broker().unwrap_or_default().to_owned();
-                    let first = (Reply::failed(failed), broker);
-                    let inner = inner.clone();
-                    self.state = HandleState::Task(tokio::spawn(async move {
-                        send_with_retries_from(inner, message, Some(first)).await
-                    }));
-                }
+                Poll::Ready(answered)
             }
         }
     }
@@ -203,6 +191,7 @@ impl Producer {
                 max_bytes: config.batch_max_bytes,
                 linger: config.linger,
                 send_timeout: config.send_timeout,
+                delivery_timeout: config.delivery_timeout,
                 idempotent: config.idempotent,
                 retries: config.retries,
                 retry_backoff: config.retry_backoff,
@@ -242,11 +231,7 @@ impl Producer {
         let task = match inner.enqueue_now(&message) {
             Some(Ok(reply)) => {
                 return SendHandle {
-                    state: HandleState::Enqueued {
-                        reply,
-                        inner,
-                        message: Some(message),
-                    },
+                    state: HandleState::Enqueued { reply, inner },
                 };
             }
             Some(Err(e)) => tokio::spawn(async move { Err(e) }),
@@ -316,11 +301,22 @@ impl Producer {
         self.inner.batcher.flush().await;
     }
 
+    /// Messages acknowledged after their batch was sent again although an earlier attempt
+    /// may have stored it (it timed out, or its connection broke). Outside idempotent mode
+    /// each of them may be stored twice; an idempotent producer's resends are stored once, so
+    /// this stays 0 for it.
+    pub fn resent_maybe_stored(&self) -> u64 {
+        self.inner.batcher.resent_maybe_stored()
+    }
+
     /// The route of `topic`, as the producer sees it now.
     pub async fn route(&self, topic: &str) -> Result<Arc<TopicRoute>> {
         self.inner.routes.get(topic).await
     }
 }
+
+/// The longest wait between two tries to find a message's route and batch.
+const MAX_ROUTE_BACKOFF: Duration = Duration::from_secs(1);
 
 /// A message already added to a batch: the reply to wait for, and the broker it goes to.
 type Enqueued = (Reply, String);
@@ -333,44 +329,59 @@ async fn send_with_retries_from(
 ) -> Result<SendResult> {
     let mut attempt = 0u32;
     let mut failed_broker: Option<String> = None;
+    let deadline = tokio::time::Instant::now() + inner.config.delivery_timeout;
     loop {
         if inner.closed.load(Ordering::Acquire) && first.is_none() {
             return Err(ClientError::Closed);
         }
         let mut broker = None;
-        let result = async {
-            let reply = match first.take() {
+        let enqueued = async {
+            match first.take() {
                 Some((reply, addr)) => {
                     broker = Some(addr);
-                    reply
+                    Ok(reply)
                 }
                 None => {
                     let route = inner.routes.get(message.topic()).await?;
                     let queue = inner.select_queue(&route, &message, failed_broker.as_deref())?;
                     broker = Some(queue.broker_addr.clone());
                     inner.batcher.ensure_producer_id(&queue.broker_addr).await?;
-                    inner.batcher.enqueue(&message, queue)?
+                    inner.batcher.enqueue(&message, queue)
                 }
-            };
-            reply.await
+            }
         }
         .await;
-        match result {
-            Ok(sent) => return Ok(sent),
-            // An idempotent producer's batches were resent already, with their sequences.
-            Err(e)
-                if e.is_retriable()
-                    && attempt < inner.config.retries
-                    && !inner.config.idempotent =>
+        let e = match enqueued {
+            // The batch was resent already, as a batch, until it was stored or could not be:
+            // sending its messages again one by one would only be slower (and, after an
+            // attempt that may have stored them, store them twice).
+            Ok(reply) => {
+                let answered = reply.await;
+                if answered.is_err() {
+                    inner.routes.invalidate(message.topic());
+                }
+                return answered;
+            }
+            Err(e) => e,
+        };
+        match e {
+            // Not sent yet (no route, no producer id, the broker unreachable): nothing can be
+            // stored twice, so it is tried again until the delivery timeout.
+            e if e.is_retriable()
+                && tokio::time::Instant::now() + inner.config.retry_backoff < deadline =>
             {
-                let backoff = inner.config.retry_backoff * 2u32.saturating_pow(attempt);
+                let backoff = inner
+                    .config
+                    .retry_backoff
+                    .saturating_mul(2u32.saturating_pow(attempt))
+                    .min(MAX_ROUTE_BACKOFF);
                 attempt += 1;
                 warn!(topic = message.topic(), attempt, error = %e, ?backoff, "send failed, retrying");
                 failed_broker = broker;
                 tokio::time::sleep(backoff).await;
                 inner.routes.invalidate(message.topic());
             }
-            Err(e) => {
+            e => {
                 if !matches!(e, ClientError::Record(_) | ClientError::InvalidArgument(_)) {
                     inner.routes.invalidate(message.topic());
                 }

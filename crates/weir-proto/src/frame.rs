@@ -18,7 +18,9 @@
 //!
 //! Many requests may be in flight on one connection; responses may come in any order and are
 //! matched by `request_id`. [`FrameCodec`] checks `frame_len` against its limit *before*
-//! reserving memory for the frame, so a hostile length prefix cannot make a peer allocate.
+//! reserving memory for the frame, so a hostile length prefix cannot make a peer allocate, and
+//! it grows its buffer at most [`RESERVE_AHEAD`] bytes ahead of the bytes that arrived, so a
+//! peer that announces a large frame and stalls holds only what it sent.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use thiserror::Error;
@@ -30,6 +32,8 @@ use crate::error_code::ErrorCode;
 pub const HEADER_LEN: usize = 20;
 /// Bytes of the header after the length prefix; the smallest legal `frame_len`.
 pub const MIN_FRAME_LEN: u32 = 16;
+/// The most [`FrameCodec`] reserves beyond the bytes received while a frame is incomplete.
+pub const RESERVE_AHEAD: usize = 64 * 1024;
 /// Default limit on `frame_len` (the configurable `max_frame_size`): 16 MiB.
 pub const DEFAULT_MAX_FRAME_LEN: u32 = 16 * 1024 * 1024;
 
@@ -316,7 +320,10 @@ impl Decoder for FrameCodec {
         }
         let total = 4 + frame_len as usize;
         if src.len() < total {
-            src.reserve(total - src.len());
+            // Room for what is coming, but never more than a step ahead of the bytes that
+            // arrived: a peer that announces a large frame and stalls holds no more memory
+            // than it sent.
+            src.reserve((total - src.len()).min(RESERVE_AHEAD));
             return Ok(None);
         }
         let mut frame = src.split_to(total);

@@ -27,17 +27,39 @@ const PULL_GRACE: Duration = Duration::from_secs(10);
 /// Longest pause between pulls after errors.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Sends one pull request to `broker` and decodes the answer.
+/// Pulls refused as `busy` (the broker holds too many unsent answers) are sent again after
+/// these waits; then the error is returned.
+const BUSY_BACKOFF: [Duration; 6] = [
+    Duration::from_millis(20),
+    Duration::from_millis(50),
+    Duration::from_millis(100),
+    Duration::from_millis(250),
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+];
+
+/// Sends one pull request to `broker` and decodes the answer (a `busy` answer is retried a
+/// few times, with a growing wait).
 pub(crate) async fn pull_once(
     pool: &Pool,
     broker: &Broker,
     request: &pb::PullRequest,
 ) -> Result<PullResult> {
     let timeout = Duration::from_millis(u64::from(request.max_wait_ms)) + PULL_GRACE;
-    let conn = pool.get(&broker.addr).await?;
-    let (response, payload) = conn
-        .call::<_, pb::PullResponse>(ApiKey::Pull, request, Bytes::new(), Some(timeout))
-        .await?;
+    let mut waits = BUSY_BACKOFF.iter();
+    let (response, payload) = loop {
+        let conn = pool.get(&broker.addr).await?;
+        match conn
+            .call::<_, pb::PullResponse>(ApiKey::Pull, request, Bytes::new(), Some(timeout))
+            .await
+        {
+            Err(e) if e.code() == Some(weir_proto::ErrorCode::Busy) => match waits.next() {
+                Some(wait) => tokio::time::sleep(*wait).await,
+                None => return Err(e),
+            },
+            answered => break answered?,
+        }
+    };
     let mut messages = ReceivedMessage::decode_stored_by(&payload, Some(&broker.name))?;
     messages.retain(|m| m.queue_offset >= request.offset);
     if names::is_retry_topic(&request.topic) {

@@ -71,6 +71,8 @@ impl Group {
                 "a group name is needed".into(),
             ));
         }
+        weir_proto::validate_group_name(&config.group)
+            .map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
         if config.orderly && config.mode != ConsumeMode::Clustering {
             return Err(ClientError::InvalidArgument(
                 "orderly consumption needs clustering mode".into(),
@@ -325,8 +327,13 @@ impl Group {
         broker: Broker,
         lease_until: tokio::time::Instant,
     ) -> Result<()> {
-        let offset = match self.offsets.local_offset(&key) {
-            Some(offset) => offset,
+        // `committed` is false when the group never had a position on this queue and the
+        // offset was resolved from `start_from`: that position is committed at once below,
+        // so the group keeps it from its first assignment even if it never receives
+        // anything (otherwise its next start would resolve `start_from` again and skip what
+        // was produced meanwhile).
+        let (offset, committed) = match self.offsets.local_offset(&key) {
+            Some(offset) => (offset, true),
             None => {
                 let request = pb::FetchOffsetRequest {
                     group: self.config().group.clone(),
@@ -348,10 +355,10 @@ impl Group {
                         None,
                     )
                     .await?;
-                response.offset
+                (response.offset, response.committed)
             }
         };
-        info!(group = %self.config().group, queue = %key, offset, "queue assigned");
+        info!(group = %self.config().group, queue = %key, offset, committed, "queue assigned");
         let epoch = self.next_epoch.fetch_add(1, Ordering::Relaxed);
         let progress = Arc::new(Mutex::new(QueueProgress::new(offset)));
         let cancel = self.stop.child_token();
@@ -367,17 +374,38 @@ impl Group {
             cancel.clone(),
         ));
         self.owned.lock().insert(
-            key,
+            key.clone(),
             OwnedQueue {
-                broker_addr,
+                broker_addr: broker_addr.clone(),
                 epoch,
                 progress,
                 lease,
                 cancel,
                 task,
-                committed: Some(offset),
+                committed: committed.then_some(offset),
             },
         );
+        if !committed {
+            let entry = [(broker_addr, key.clone(), offset)];
+            match self
+                .offsets
+                .commit(
+                    self.pool(),
+                    &self.config().group,
+                    &self.member.member_id,
+                    &entry,
+                )
+                .await
+            {
+                Ok(()) => {
+                    if let Some(q) = self.owned.lock().get_mut(&key).filter(|q| q.epoch == epoch) {
+                        q.committed.get_or_insert(offset);
+                    }
+                }
+                // The periodic commit tries again: `committed` is still unset.
+                Err(e) => warn!(queue = %key, error = %e, "cannot commit the starting offset"),
+            }
+        }
         Ok(())
     }
 

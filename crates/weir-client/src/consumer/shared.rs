@@ -113,6 +113,8 @@ impl SharedConsumer {
                 "a group and a topic are needed".into(),
             ));
         }
+        weir_proto::validate_group_name(&config.group)
+            .map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
         let pool = Arc::new(Pool::new(config.connection.clone()));
         let routes = RouteCache::new(pool, config.servers.clone())?;
         Ok(SharedConsumer {

@@ -128,12 +128,18 @@ pub async fn run(args: ProduceArgs) -> Result<()> {
             sent += 1;
         }
     }
+    let resent = producer.resent_maybe_stored();
     producer.close().await;
     eprintln!(
         "sent {sent} messages to {} in {} ms",
         args.topic,
         started.elapsed().as_millis()
     );
+    if resent > 0 {
+        eprintln!(
+            "warning: {resent} messages were resent after an attempt that may have stored them; they may be stored twice"
+        );
+    }
     Ok(())
 }
 

@@ -38,7 +38,7 @@ use super::{
 };
 use crate::error::RequestError;
 use crate::features::delay::timing_wheel::Timer;
-use crate::metrics_catalog::{DELAY_LATENESS_SECONDS, DELAYED_MESSAGES};
+use crate::metrics_catalog::{DELAY_LATENESS_SECONDS, DELAYED_DROPPED_TOTAL, DELAYED_MESSAGES};
 
 /// Re-encoded bytes the stage may hold ahead of their time.
 const STAGE_BYTES: usize = 32 << 20;
@@ -271,6 +271,14 @@ async fn append_due(delays: &Delays, due: Vec<(i64, Bucket)>) {
                             .record(lateness as f64 / 1000.0);
                         delays.mark_done(batch.done);
                     }
+                    // Storing again cannot help (a topic name the store refuses, a record
+                    // over the limit): reported once and dropped, never retried in a loop.
+                    Err(e) if is_permanent(&e) => {
+                        tracing::error!(topic, queue_id, messages = batch.timers.len(), error = %e, "delayed messages can never be stored; dropped");
+                        metrics::counter!(DELAYED_DROPPED_TOTAL)
+                            .increment(batch.timers.len() as u64);
+                        delays.mark_done(batch.done);
+                    }
                     Err(e) => {
                         tracing::warn!(topic, queue_id, error = %e, "delivering delayed messages failed; will retry");
                         retry_later(delays, &batch.timers);
@@ -289,6 +297,18 @@ async fn append_due(delays: &Delays, due: Vec<(i64, Bucket)>) {
             }
         }
     }
+}
+
+/// Whether an append failed for a reason that storing the same records again cannot fix.
+fn is_permanent(error: &StoreError) -> bool {
+    matches!(
+        error,
+        StoreError::InvalidTopic(_)
+            | StoreError::MessageTooLarge { .. }
+            | StoreError::CorruptRecord(_)
+            | StoreError::TopicMismatch { .. }
+            | StoreError::EmptyBatch
+    )
 }
 
 /// Puts `timers` back into the wheel, due after [`DELIVERY_RETRY`].
@@ -382,6 +402,11 @@ fn prepare(delays: &Delays, timers: &[Timer], now: i64) -> BTreeMap<i64, Bucket>
             Ok(Staged::TopicGone(queue_offset)) => gone.push(queue_offset),
             Err(e) => {
                 tracing::error!(offset = timer.commit_log_offset, error = %e, "a delayed message cannot be delivered; dropped");
+                metrics::counter!(DELAYED_DROPPED_TOTAL).increment(1);
+                // Done with: reported once, not again after every restart.
+                if let Ok(record) = Record::parse(&bytes) {
+                    gone.push(record.stamp().queue_offset);
+                }
             }
         }
     }

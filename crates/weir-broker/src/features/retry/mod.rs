@@ -141,12 +141,7 @@ impl Retries {
     #[tracing::instrument(level = "debug", skip_all, fields(group = %request.group, id = %request.message_id))]
     pub async fn send_back(&self, request: SendBack) -> Result<SentBack, RequestError> {
         let group = request.group.as_str();
-        if group.is_empty() || names::is_internal(group) {
-            return Err(RequestError::new(
-                ErrorCode::InvalidArgument,
-                "a group name is needed",
-            ));
-        }
+        weir_proto::validate_group_name(group)?;
         let id: MessageId =
             request
                 .message_id

@@ -12,6 +12,14 @@
 //! Answers go through a channel to the writer, which coalesces whatever is queued into one
 //! buffer and one `write_all`. A framing error (a frame over the limit, a bad length) closes
 //! this connection only; the stream can no longer be trusted.
+//!
+//! Memory a connection holds is bounded (see [`crate::in_flight`]): requests and answers are
+//! charged to the connection's and the broker's byte budgets; a produce that does not fit is
+//! answered `busy`, a pull answer that does not fit too, anything else waits, and while the
+//! connection's unsent answers fill its share the reader stops reading. The read buffer grows with the bytes that arrived, never with a frame's
+//! announced size, and both buffers are given back while the connection is quiet. A
+//! connection silent for `connection_idle_timeout_ms` with nothing in flight is closed, and
+//! so is one whose peer takes none of its answers for `connection_stall_timeout_ms`.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -20,18 +28,21 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::codec::{Decoder, Encoder};
+use weir_proto::frame::HEADER_LEN;
 use weir_proto::{ApiKey, ErrorCode, Frame, FrameCodec, Header, OutFrame, pb};
 
 use crate::core::session::ConnectionId;
 use crate::error::RequestError;
-use crate::metrics_catalog::CONNECTIONS;
+use crate::metrics_catalog::{CONNECTIONS, CONNECTIONS_IDLE_CLOSED_TOTAL, REQUESTS_TOTAL};
 use crate::protocols::native::dispatch::dispatch;
 use crate::protocols::native::handlers::{Reply, RequestContext};
+use crate::protocols::native::in_flight::{Charge, ConnectionBudget, Pool};
 use crate::protocols::native::outbox::Outboxes;
 use crate::state::BrokerState;
 
@@ -43,6 +54,10 @@ const RESPONSE_QUEUE: usize = 1024;
 const WRITE_BATCH_BYTES: usize = 1 << 20;
 /// Read buffer growth step.
 const READ_CHUNK: usize = 64 * 1024;
+/// The buffer of a connection's first read after a quiet spell.
+const FIRST_READ: usize = 4 * 1024;
+/// A connection with nothing to read for this long gives its buffers back.
+const QUIET_RELEASE: Duration = Duration::from_secs(1);
 /// How long a stopping connection waits for its requests in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -56,13 +71,18 @@ enum Outcome {
     Failed,
 }
 
-/// Serves one connection until the peer closes it, it fails, or the broker shuts down.
+/// A frame on its way to the writer, with the bytes it holds charged.
+pub(crate) type Outgoing = (OutFrame, Charge);
+
+/// Serves one connection until the peer closes it, it fails, it stays idle too long, or the
+/// broker shuts down.
 pub(crate) async fn serve(
     state: Arc<BrokerState>,
     outboxes: Arc<Outboxes>,
     stream: TcpStream,
     peer: SocketAddr,
     connection: ConnectionId,
+    budget: ConnectionBudget,
     shutdown: watch::Receiver<bool>,
 ) {
     tracing::debug!(%peer, connection, "connection opened");
@@ -70,8 +90,16 @@ pub(crate) async fn serve(
     let _ = stream.set_nodelay(true);
     let (mut read, write) = stream.into_split();
     let codec = FrameCodec::new(state.max_frame_len);
-    let (tx, rx) = mpsc::channel(RESPONSE_QUEUE);
-    let writer = tokio::spawn(write_loop(rx, write, codec, peer));
+    let idle_timeout = match state.config.connection_idle_timeout_ms {
+        0 => None,
+        ms => Some(Duration::from_millis(ms)),
+    };
+    let stall_limit = match state.config.connection_stall_timeout_ms {
+        0 => None,
+        ms => Some(Duration::from_millis(ms)),
+    };
+    let (tx, rx) = mpsc::channel::<Outgoing>(RESPONSE_QUEUE);
+    let writer = tokio::spawn(write_loop(rx, write, codec, peer, stall_limit));
     outboxes.opened(connection, tx.clone());
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT as usize));
     // Tells requests still waiting (long polls) that nobody will read their answer.
@@ -82,6 +110,8 @@ pub(crate) async fn serve(
         tx,
         in_flight: in_flight.clone(),
         closed: closed_rx,
+        budget: Arc::new(budget),
+        idle_timeout,
     };
     let outcome = reader.run(&mut read, codec, shutdown).await;
     // The writer ends once the last sender (the reader's, then each request's) is gone.
@@ -116,20 +146,24 @@ pub(crate) async fn serve(
 struct Reader {
     state: Arc<BrokerState>,
     ctx: RequestContext,
-    tx: mpsc::Sender<OutFrame>,
+    tx: mpsc::Sender<Outgoing>,
     in_flight: Arc<Semaphore>,
     closed: watch::Receiver<bool>,
+    budget: Arc<ConnectionBudget>,
+    idle_timeout: Option<Duration>,
 }
 
 impl Reader {
     async fn run(
         &self,
-        read: &mut (impl AsyncReadExt + Unpin),
+        read: &mut OwnedReadHalf,
         mut codec: FrameCodec,
         mut shutdown: watch::Receiver<bool>,
     ) -> Outcome {
         let peer = self.ctx.peer;
-        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        // Allocated when bytes arrive, grown with them, given back when the connection is quiet.
+        let mut buf = BytesMut::new();
+        let mut last_read = tokio::time::Instant::now();
         loop {
             loop {
                 match codec.decode(&mut buf) {
@@ -145,19 +179,54 @@ impl Reader {
                     }
                 }
             }
-            if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-                buf.reserve(READ_CHUNK);
-            }
-            tokio::select! {
-                read = read.read_buf(&mut buf) => match read {
-                    Ok(0) => return Outcome::Closed,
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::debug!(%peer, error = %e, "read failed");
-                        return Outcome::Failed;
+            // Read on only while this connection's answers are being taken: a peer that does
+            // not read them stops being read (TCP pushes back on it).
+            self.budget.answer_room_for(READ_CHUNK).await;
+            let quiet = tokio::time::sleep(QUIET_RELEASE);
+            tokio::pin!(quiet);
+            loop {
+                tokio::select! {
+                    ready = read.readable() => {
+                        if let Err(e) = ready {
+                            tracing::debug!(%peer, error = %e, "read failed");
+                            return Outcome::Failed;
+                        }
+                        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+                            // A first read gets a small buffer; the codec grows it as a
+                            // frame's bytes arrive.
+                            buf.reserve(if buf.is_empty() { FIRST_READ } else { READ_CHUNK });
+                        }
+                        match read.try_read_buf(&mut buf) {
+                            Ok(0) => return Outcome::Closed,
+                            Ok(_) => {
+                                last_read = tokio::time::Instant::now();
+                                break;
+                            }
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                            Err(e) => {
+                                tracing::debug!(%peer, error = %e, "read failed");
+                                return Outcome::Failed;
+                            }
+                        }
                     }
-                },
-                _ = crate::shutdown::requested(&mut shutdown) => return Outcome::Shutdown,
+                    () = &mut quiet => {
+                        // Keep only the bytes that arrived (a stalled frame's head).
+                        if buf.capacity() > buf.len() {
+                            buf = BytesMut::from(&buf[..]);
+                        }
+                        if let Some(idle) = self.idle_timeout
+                            && last_read.elapsed() >= idle
+                            && self.in_flight.available_permits() == MAX_IN_FLIGHT as usize
+                        {
+                            tracing::debug!(%peer, ?idle, "idle connection closed");
+                            metrics::counter!(CONNECTIONS_IDLE_CLOSED_TOTAL).increment(1);
+                            return Outcome::Closed;
+                        }
+                        quiet.as_mut().reset(tokio::time::Instant::now() + QUIET_RELEASE);
+                    }
+                    () = self.tx.closed() => return Outcome::Failed,
+                    _ = crate::shutdown::requested(&mut shutdown) => return Outcome::Shutdown,
+                }
             }
         }
     }
@@ -170,21 +239,47 @@ impl Reader {
             tracing::warn!(peer = %self.ctx.peer, request_id = header.request_id, "ignoring a response frame sent to the broker");
             return true;
         }
+        let size = HEADER_LEN + frame.meta.len() + frame.payload.len();
+        let charge = if header.api_key == ApiKey::Produce as u16 {
+            match self.budget.try_charge(Pool::Requests, size) {
+                Ok(charge) => charge,
+                Err(spent) => {
+                    // Refused before any work: the client backs off and sends it again.
+                    drop(frame);
+                    metrics::counter!(REQUESTS_TOTAL, "api" => "produce", "code" => ErrorCode::Busy.name())
+                        .increment(1);
+                    let busy = RequestError::new(
+                        ErrorCode::Busy,
+                        format!("broker busy: {spent}; retry later"),
+                    );
+                    respond(&self.tx, &self.budget, self.ctx.peer, header, Err(busy)).await;
+                    return true;
+                }
+            }
+        } else {
+            self.budget.charge(Pool::Requests, size).await
+        };
         let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
             return false;
         };
         let state = self.state.clone();
         let tx = self.tx.clone();
+        let budget = self.budget.clone();
         let ctx = self.ctx;
         let mut request = Box::pin(async move {
             let result = dispatch(&state, ctx, frame).await;
-            respond(&tx, ctx.peer, header, result).await;
+            // The request's bytes are stored or dropped by now.
+            drop(charge);
+            respond(&tx, &budget, ctx.peer, header, result).await;
             drop(permit);
         });
         let done =
             std::future::poll_fn(|cx| Poll::Ready(request.as_mut().poll(cx).is_ready())).await;
         if !done {
-            if header.api_key == ApiKey::Pull as u16 {
+            // A long poll (a pull, a shared-group receive) whose connection closed is
+            // dropped where it waits: it must not take messages for a client that is gone (a
+            // receive would hide them and spend one of their attempts).
+            if header.api_key == ApiKey::Pull as u16 || header.api_key == ApiKey::Receive as u16 {
                 let mut closed = self.closed.clone();
                 tokio::spawn(async move {
                     tokio::select! {
@@ -200,35 +295,60 @@ impl Reader {
     }
 }
 
-/// Queues the answer to a request (none for a one-way request).
+/// Queues the answer to a request (none for a one-way request), charged to the budgets: a
+/// pull answer with records that does not fit becomes a `busy` answer, any other waits.
 async fn respond(
-    tx: &mpsc::Sender<OutFrame>,
+    tx: &mpsc::Sender<Outgoing>,
+    budget: &ConnectionBudget,
     peer: SocketAddr,
     header: Header,
     result: Result<Reply, RequestError>,
 ) {
-    let out = match result {
+    let mut out = match result {
         Ok(reply) => OutFrame {
             header: header.response(ErrorCode::None),
             meta: reply.meta,
             payload: reply.payload,
         },
-        Err(error) => {
-            log_rejection(peer, &header, &error);
-            OutFrame::new(
-                header.response(error.code),
-                &pb::ErrorResponse {
-                    message: error.message,
-                },
-                Bytes::new(),
-            )
-        }
+        Err(error) => error_answer(peer, header, error),
     };
     if header.is_oneway() {
         return;
     }
+    let size = HEADER_LEN + out.meta.len() + out.payload.len();
+    let charge = if header.api_key == ApiKey::Pull as u16 && !out.payload.is_empty() {
+        match budget.try_charge(Pool::Answers, size) {
+            Ok(charge) => charge,
+            Err(spent) => {
+                // A pull only reads: dropping its records costs nothing but the client's
+                // next pull, and this connection cannot pile up answers it does not read.
+                let busy = RequestError::new(
+                    ErrorCode::Busy,
+                    format!("answer held back: {spent}; pull again later"),
+                );
+                out = error_answer(peer, header, busy);
+                budget
+                    .charge(Pool::Answers, HEADER_LEN + out.meta.len())
+                    .await
+            }
+        }
+    } else {
+        budget.charge(Pool::Answers, size).await
+    };
     // Fails only when the writer is gone (the connection failed): nobody to answer.
-    let _ = tx.send(out).await;
+    let _ = tx.send((out, charge)).await;
+}
+
+/// The answer carrying `error`, logged as its code deserves.
+fn error_answer(peer: SocketAddr, header: Header, error: RequestError) -> OutFrame {
+    log_rejection(peer, &header, &error);
+    OutFrame::new(
+        header.response(error.code),
+        &pb::ErrorResponse {
+            message: error.message,
+        },
+        Bytes::new(),
+    )
 }
 
 fn log_rejection(peer: SocketAddr, header: &Header, error: &RequestError) {
@@ -253,29 +373,62 @@ fn log_rejection(peer: SocketAddr, header: &Header, error: &RequestError) {
     }
 }
 
-/// Sends queued answers, coalescing all that are ready into one write.
+/// Sends queued answers, coalescing all that are ready into one write. The answers' charges
+/// are given back once they are written. A peer that takes none of them for `stall_limit`
+/// loses its connection.
 async fn write_loop(
-    mut rx: mpsc::Receiver<OutFrame>,
+    mut rx: mpsc::Receiver<Outgoing>,
     mut write: OwnedWriteHalf,
     mut codec: FrameCodec,
     peer: SocketAddr,
+    stall_limit: Option<Duration>,
 ) {
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
-    while let Some(frame) = rx.recv().await {
+    let mut charges = Vec::new();
+    while let Some((frame, charge)) = rx.recv().await {
+        // Allocated per burst: a quiet connection holds no write buffer.
+        let mut buf = BytesMut::new();
         encode(&mut codec, frame, &mut buf);
+        charges.push(charge);
         while buf.len() < WRITE_BATCH_BYTES {
             match rx.try_recv() {
-                Ok(frame) => encode(&mut codec, frame, &mut buf),
+                Ok((frame, charge)) => {
+                    encode(&mut codec, frame, &mut buf);
+                    charges.push(charge);
+                }
                 Err(_) => break,
             }
         }
-        if let Err(e) = write.write_all(&buf).await {
+        if let Err(e) = write_progressing(&mut write, &buf, stall_limit).await {
             tracing::debug!(%peer, error = %e, "write failed; dropping the connection's answers");
             return;
         }
-        buf.clear();
+        charges.clear();
     }
     let _ = write.shutdown().await;
+}
+
+/// Writes all of `buf`, failing with `TimedOut` if the peer takes no byte for `stall_limit`
+/// (a slow reader that keeps taking bytes is never cut off).
+async fn write_progressing(
+    write: &mut OwnedWriteHalf,
+    buf: &[u8],
+    stall_limit: Option<Duration>,
+) -> std::io::Result<()> {
+    let mut written = 0;
+    while written < buf.len() {
+        let step = write.write(&buf[written..]);
+        let n = match stall_limit {
+            Some(limit) => tokio::time::timeout(limit, step)
+                .await
+                .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))?,
+            None => step.await?,
+        };
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        written += n;
+    }
+    Ok(())
 }
 
 /// Encodes an answer; one too large for a frame becomes an `internal` error answer.

@@ -13,11 +13,13 @@ use weir_proto::{ApiKey, Header, OutFrame, pb};
 
 use crate::core::session::ConnectionId;
 use crate::features::transaction::check::{CheckBack, CheckBackSender};
+use crate::protocols::native::connection::Outgoing;
+use crate::protocols::native::in_flight::Charge;
 
 /// Connection id → the queue its writer task drains.
 #[derive(Debug, Default)]
 pub(crate) struct Outboxes {
-    senders: Mutex<HashMap<ConnectionId, mpsc::Sender<OutFrame>>>,
+    senders: Mutex<HashMap<ConnectionId, mpsc::Sender<Outgoing>>>,
     /// Request ids of the broker's own requests (clients match nothing on one-way requests,
     /// but logs and captures do).
     request_ids: AtomicU32,
@@ -49,7 +51,7 @@ impl CheckBackSender for Outboxes {
 
 impl Outboxes {
     /// Remembers the writer queue of a connection that just opened.
-    pub fn opened(&self, connection: ConnectionId, sender: mpsc::Sender<OutFrame>) {
+    pub fn opened(&self, connection: ConnectionId, sender: mpsc::Sender<Outgoing>) {
         self.senders.lock().insert(connection, sender);
     }
 
@@ -59,9 +61,10 @@ impl Outboxes {
     }
 
     /// Queues `frame` on `connection` without waiting; false when the connection is gone or
-    /// its queue is full (the frame is dropped — callers send only what may be retried).
+    /// its queue is full (the frame is dropped — callers send only what may be retried). Such
+    /// frames are small and rare, so they are not charged to the connection's budget.
     pub fn try_send(&self, connection: ConnectionId, frame: OutFrame) -> bool {
         let sender = self.senders.lock().get(&connection).cloned();
-        sender.is_some_and(|s| s.try_send(frame).is_ok())
+        sender.is_some_and(|s| s.try_send((frame, Charge::none())).is_ok())
     }
 }

@@ -47,10 +47,17 @@ pub struct ProduceArgs {
     /// repeat (with --batch-size 1: one synchronous send at a time).
     #[arg(long)]
     flush_wait: bool,
+    /// Idempotent producers: a resent batch is stored once.
+    #[arg(long)]
+    idempotent: bool,
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
 }
+
+/// How long after the last scheduled send the run waits for acknowledgements, beyond the
+/// producers' delivery timeout, before it gives up and says so.
+const DRAIN_GRACE: Duration = Duration::from_secs(30);
 
 /// Runs `weir bench produce`.
 pub async fn run(servers: Vec<String>, args: ProduceArgs) -> Result<()> {
@@ -72,6 +79,7 @@ pub async fn run(servers: Vec<String>, args: ProduceArgs) -> Result<()> {
             .batch_max_bytes
             .max(args.batch_size * (args.size + 128));
         config.linger = Duration::from_millis(args.linger);
+        config.idempotent = args.idempotent;
         let producer = Producer::new(config)?;
         // Learn the route before the clock starts.
         producer.route(&args.topic).await?;
@@ -110,15 +118,47 @@ pub async fn run(servers: Vec<String>, args: ProduceArgs) -> Result<()> {
             stats.clone(),
         ));
     }
+    // Every send ends within the delivery timeout (so a run of --messages ends too); a run
+    // of --duration is also bounded here, in case one does not.
+    let delivery_timeout = ProducerConfig::new(servers.iter().cloned()).delivery_timeout;
+    let drain = args
+        .amount
+        .duration
+        .map(|d| tokio::time::Instant::from(start + d + delivery_timeout + DRAIN_GRACE));
+    let mut stuck = 0;
     for sender in senders {
-        sender.await?;
+        let joined = match drain {
+            Some(at) => tokio::time::timeout_at(at, sender).await,
+            None => Ok(sender.await),
+        };
+        match joined {
+            Ok(joined) => {
+                joined?;
+            }
+            Err(_) => stuck += 1,
+        }
     }
     let elapsed = start.elapsed();
     progress.finish();
+    let mut resent = 0;
     for producer in producers {
-        producer.close().await;
+        resent += producer.resent_maybe_stored();
+        if tokio::time::timeout(delivery_timeout, producer.close())
+            .await
+            .is_err()
+        {
+            stuck += 1;
+        }
     }
-    stats.summary("produce", elapsed).print(args.json)?;
+    let mut summary = stats.summary("produce", elapsed);
+    summary.resent_maybe_stored = resent;
+    summary.print(args.json)?;
+    if stuck > 0 {
+        bail!(
+            "{stuck} producers still had unacknowledged messages {:?} after the run; giving up",
+            delivery_timeout + DRAIN_GRACE
+        );
+    }
     if stats.errors() > 0 {
         bail!("{} sends failed", stats.errors());
     }

@@ -67,6 +67,7 @@ impl Stats {
             messages,
             bytes,
             errors: self.errors(),
+            resent_maybe_stored: 0,
             elapsed_secs: elapsed.as_secs_f64(),
             msgs_per_sec: messages as f64 / secs,
             mb_per_sec: bytes as f64 / 1e6 / secs,
@@ -170,6 +171,9 @@ pub struct Summary {
     pub bytes: u64,
     /// Sends that failed.
     pub errors: u64,
+    /// Produce: messages acknowledged after their batch was resent although an earlier
+    /// attempt may have stored it (without `--idempotent`, each may be stored twice).
+    pub resent_maybe_stored: u64,
     /// Wall time of the run.
     pub elapsed_secs: f64,
     /// Messages per second.
@@ -204,6 +208,12 @@ impl Summary {
                 l.p999,
                 l.max
             );
+            if self.resent_maybe_stored > 0 {
+                println!(
+                    "resent after an attempt that may have stored them (possibly stored twice): {}",
+                    self.resent_maybe_stored
+                );
+            }
         }
         Ok(())
     }

@@ -20,7 +20,7 @@ pub(crate) fn heartbeat(
     ctx: RequestContext,
     request: pb::GroupHeartbeatRequest,
 ) -> Result<Reply, RequestError> {
-    require("group", &request.group)?;
+    weir_proto::validate_group_name(&request.group)?;
     require("member_id", &request.member_id)?;
     let mode = match pb::ConsumeMode::try_from(request.mode) {
         Ok(pb::ConsumeMode::Clustering) => Mode::Clustering,
@@ -89,7 +89,7 @@ pub(crate) fn commit(
     state: &BrokerState,
     request: pb::CommitOffsetsRequest,
 ) -> Result<Reply, RequestError> {
-    require("group", &request.group)?;
+    weir_proto::validate_group_name(&request.group)?;
     for entry in request.offsets {
         if state
             .topics

@@ -11,7 +11,7 @@ use weir_store::TagFilter;
 
 use crate::error::RequestError;
 use crate::features::groups::shared::{Nacked, Receipt, ReceiveLimits, Reservation};
-use crate::protocols::native::handlers::{Reply, require};
+use crate::protocols::native::handlers::Reply;
 use crate::state::BrokerState;
 
 /// Messages per receive when the request says 0.
@@ -29,7 +29,7 @@ pub(crate) async fn receive(
     state: &BrokerState,
     request: pb::ReceiveRequest,
 ) -> Result<Reply, RequestError> {
-    require("group", &request.group)?;
+    weir_proto::validate_group_name(&request.group)?;
     let topic = request.topic.as_str();
     state.topics.queues(topic)?;
     let max = match request.max_messages {
@@ -209,7 +209,7 @@ async fn move_to_dlq(
 /// Acks deliveries by receipt; answers with the receipts not applied.
 #[tracing::instrument(level = "debug", skip_all, fields(group = %request.group, count = request.receipts.len()))]
 pub(crate) fn ack(state: &BrokerState, request: pb::AckRequest) -> Result<Reply, RequestError> {
-    require("group", &request.group)?;
+    weir_proto::validate_group_name(&request.group)?;
     let rejected = request
         .receipts
         .into_iter()
@@ -227,7 +227,7 @@ pub(crate) async fn nack(
     state: &BrokerState,
     request: pb::NackRequest,
 ) -> Result<Reply, RequestError> {
-    require("group", &request.group)?;
+    weir_proto::validate_group_name(&request.group)?;
     let mut rejected = Vec::new();
     for text in request.receipts {
         let Ok(receipt) = Receipt::parse(&text) else {
@@ -258,7 +258,7 @@ pub(crate) fn change_invisibility(
     state: &BrokerState,
     request: pb::ChangeInvisibilityRequest,
 ) -> Result<Reply, RequestError> {
-    require("group", &request.group)?;
+    weir_proto::validate_group_name(&request.group)?;
     let receipt = Receipt::parse(&request.receipt)?;
     let invisible = Duration::from_millis(u64::from(request.invisible_time_ms));
     if !state
@@ -284,7 +284,7 @@ pub(crate) async fn dead_letter(
     state: &BrokerState,
     request: pb::DeadLetterRequest,
 ) -> Result<Reply, RequestError> {
-    require("group", &request.group)?;
+    weir_proto::validate_group_name(&request.group)?;
     let (queue_id, queue_offset) = state
         .retries
         .dead_letter(
