@@ -9,6 +9,8 @@
 
 use thiserror::Error;
 
+use crate::names::{self, InvalidName};
+
 /// Longest group name, in bytes: the 127-byte topic-name limit minus `%RETRY%`.
 pub const MAX_GROUP_NAME_LEN: usize = 120;
 
@@ -30,19 +32,16 @@ pub fn validate_group_name(name: &str) -> Result<(), GroupNameError> {
             reason,
         })
     };
-    if name.is_empty() || name.len() > MAX_GROUP_NAME_LEN {
+    if name.len() > MAX_GROUP_NAME_LEN {
         return bad("must be 1 to 120 characters");
     }
-    if name.starts_with('%') {
-        return bad("names starting with '%' are reserved");
+    // The topic-name rule, so the derived topics' names are valid.
+    match names::validate(name) {
+        Ok(()) => Ok(()),
+        Err(InvalidName::Length) => bad("must be 1 to 120 characters"),
+        Err(InvalidName::Reserved) => bad("names starting with '%' are reserved"),
+        Err(InvalidName::Character) => bad("only A-Z a-z 0-9 . _ - are allowed"),
     }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    {
-        return bad("only A-Z a-z 0-9 . _ - are allowed");
-    }
-    Ok(())
 }
 
 #[cfg(test)]

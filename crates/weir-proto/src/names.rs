@@ -79,9 +79,10 @@ pub enum InvalidName {
     Character,
 }
 
-/// Checks a topic or group name a user chose: 1 to 127 characters from `A-Z a-z 0-9 . _ -`,
-/// not starting with `%`. The same rule for both, so every internal name derived from a group
-/// (`%RETRY%<group>`, `%DLQ%<group>`) is a valid internal topic name.
+/// Checks a topic name a user chose: 1 to 127 characters from `A-Z a-z 0-9 . _ -`, not
+/// starting with `%`. Group names follow the same rule, shorter
+/// ([`crate::group_name::validate_group_name`]), so the topics derived from a group
+/// (`%RETRY%<group>`, `%DLQ%<group>`) have valid names.
 pub fn validate(name: &str) -> Result<(), InvalidName> {
     if name.is_empty() || name.len() > MAX_NAME_LEN {
         return Err(InvalidName::Length);

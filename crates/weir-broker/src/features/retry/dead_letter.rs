@@ -10,7 +10,6 @@ use weir_proto::record::Record;
 use weir_store::TagFilter;
 
 use super::Retries;
-use crate::core::topics;
 use crate::error::RequestError;
 
 impl Retries {
@@ -24,12 +23,7 @@ impl Retries {
         offset: u64,
         attempts: u32,
     ) -> Result<(u32, u64), RequestError> {
-        topics::validate_name(group).map_err(|e| {
-            RequestError::new(
-                ErrorCode::InvalidArgument,
-                format!("group name: {}", e.message),
-            )
-        })?;
+        weir_proto::validate_group_name(group)?;
         self.topics.check_queue(topic, queue_id)?;
         let read = self.log.read(
             topic,
