@@ -3,9 +3,8 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::time::Instant;
-use weir_store::{SkippedRange, TagFilter};
+use weir_store::{ReadResult, TagFilter};
 
 use crate::error::RequestError;
 use crate::metrics_catalog::{BYTES_OUT_TOTAL, LONG_POLL_WAITERS, MESSAGES_OUT_TOTAL};
@@ -39,23 +38,9 @@ pub(crate) struct PullRequest<'a> {
     pub max_wait_ms: u32,
 }
 
-/// What a pull returns.
-#[derive(Debug, Clone)]
-pub(crate) struct Pulled {
-    /// The stored records laid end to end (empty when none).
-    pub records: Bytes,
-    /// Records in `records`.
-    pub count: u32,
-    /// Offset to pull from next (past filtered-out messages too).
-    pub next_offset: u64,
-    /// The queue's smallest readable offset.
-    pub min_offset: u64,
-    /// The queue's next offset to be written.
-    pub max_offset: u64,
-    /// Ranges of queue offsets passed over because their records are damaged on disk (never
-    /// served; the consumer is told, and moves on).
-    pub skipped: Vec<SkippedRange>,
-}
+/// What a pull returns: the store's read, as it is (records, count, next offset, the queue's
+/// bounds, damaged offsets passed over).
+pub(crate) type Pulled = ReadResult;
 
 /// Answers with the records from `offset` on; when there are none and `max_wait_ms > 0`,
 /// waits until a message is dispatched to the queue or the wait (capped by
@@ -112,14 +97,7 @@ pub(crate) async fn pull(
                 metrics::counter!(BYTES_OUT_TOTAL, "topic" => topic.to_owned())
                     .increment(read.records.len() as u64);
             }
-            return Ok(Pulled {
-                records: read.records,
-                count: read.count,
-                next_offset: read.next_offset,
-                min_offset: read.min_offset,
-                max_offset: read.max_offset,
-                skipped: read.skipped,
-            });
+            return Ok(read);
         };
         // Messages skipped by the tag filter are not read again.
         offset = read.next_offset.max(offset);

@@ -386,17 +386,7 @@ impl Group {
             },
         );
         if !committed {
-            let entry = [(broker_addr, key.clone(), offset)];
-            match self
-                .offsets
-                .commit(
-                    self.pool(),
-                    &self.config().group,
-                    &self.member.member_id,
-                    &entry,
-                )
-                .await
-            {
+            match self.commit_one(broker_addr, &key, offset).await {
                 Ok(()) => {
                     if let Some(q) = self.owned.lock().get_mut(&key).filter(|q| q.epoch == epoch) {
                         q.committed.get_or_insert(offset);
@@ -414,21 +404,24 @@ impl Group {
         queue.cancel.cancel();
         let _ = queue.task.await;
         let offset = queue.progress.lock().committable();
-        if queue.committed != Some(offset) {
-            let entry = [(queue.broker_addr, key.clone(), offset)];
-            if let Err(e) = self
-                .offsets
-                .commit(
-                    self.pool(),
-                    &self.config().group,
-                    &self.member.member_id,
-                    &entry,
-                )
-                .await
-            {
-                warn!(queue = %key, error = %e, "cannot commit the offset of a released queue");
-            }
+        if queue.committed != Some(offset)
+            && let Err(e) = self.commit_one(queue.broker_addr, key, offset).await
+        {
+            warn!(queue = %key, error = %e, "cannot commit the offset of a released queue");
         }
+    }
+
+    /// Commits one queue's offset to the broker at `broker_addr`.
+    async fn commit_one(&self, broker_addr: String, key: &QueueKey, offset: u64) -> Result<()> {
+        let entry = [(broker_addr, key.clone(), offset)];
+        self.offsets
+            .commit(
+                self.pool(),
+                &self.config().group,
+                &self.member.member_id,
+                &entry,
+            )
+            .await
     }
 
     /// The progress of `key` if it is still held under `epoch`.
