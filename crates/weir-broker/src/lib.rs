@@ -13,13 +13,15 @@
 //! state.rs       what the protocol edges share (BrokerState): core parts + every feature
 //!
 //! core/          message_log (the ONE writer of the commit log; decides "acknowledged"),
-//!                identity (names, addresses, message ids), topics, role (leader or not),
-//!                long_poll, session, clock
+//!                identity (names, addresses, message ids), topics (+ topic_rebuild from the
+//!                log), role (leader or not), position, long_poll, session, traffic, clock
 //! features/      delay, retry (+ dead letters), transaction, idempotence,
-//!                groups (coordinator, offsets, shared)
-//! ops/           protocol-neutral operations: produce, pull, topics, groups, lookups
-//! protocols/     native (frames + protobuf: server, connection, dispatch, handlers, outbox,
-//!                registration with name servers), http (admin API, metrics, probes)
+//!                groups (coordinator, offsets, offsets_check, shared)
+//! ops/           protocol-neutral operations: produce, pull, send (one message from
+//!                fields), topics, groups, lookups, browse, dead letters, overview
+//! protocols/     native (frames + protobuf: server, connection, in_flight budgets,
+//!                dispatch, handlers, outbox, registration with name servers),
+//!                http (admin API, dashboard, history, metrics, probes, damaged ranges)
 //! routing/       the name-server registry (routes from broker registrations)
 //! ```
 //!
