@@ -30,7 +30,7 @@ enum Command {
     /// transaction).
     Produce(cli::produce_cmd::ProduceArgs),
     /// Consume messages from a topic as a member of a consumer group.
-    Consume(cli::consume_cmd::ConsumeArgs),
+    Consume(cli::consume_args::ConsumeArgs),
     /// Manage consumer groups: list, describe, reset offsets.
     Group(cli::group_cmd::GroupArgs),
     /// Look messages up by id or key.

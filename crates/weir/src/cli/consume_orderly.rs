@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use weir_client::consumer::ConsumerConfig;
 use weir_client::{ConsumeResult, PushConsumer};
 
-use super::consume_cmd::ConsumeArgs;
+use super::consume_args::{ConsumeArgs, damaged_error};
 use super::output::write_consumed;
 
 /// How often the stop conditions (count, idle timeout) are looked at.
@@ -66,5 +66,5 @@ pub async fn run(config: ConsumerConfig, args: &ConsumeArgs) -> Result<()> {
     }
     let damaged = consumer.damaged_skipped();
     consumer.shutdown().await?;
-    super::consume_cmd::damaged_error(damaged)
+    damaged_error(damaged)
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Result;
 use weir_client::{SharedConsumer, SharedConsumerConfig};
 
-use super::consume_cmd::{ConsumeArgs, StopRule};
+use super::consume_args::{ConsumeArgs, StopRule};
 use super::output::write_consumed;
 
 /// Receives, prints and acks until the count, the idle timeout or Ctrl-C.

@@ -2,6 +2,7 @@
 //! `weir-client`. Shared output formatting lives in [`output`].
 
 pub mod bench;
+pub mod consume_args;
 pub mod consume_cmd;
 pub mod consume_orderly;
 pub mod consume_shared;

@@ -42,8 +42,8 @@ use crate::error::RequestError;
 use crate::metrics_catalog::{CONNECTIONS, CONNECTIONS_IDLE_CLOSED_TOTAL, REQUESTS_TOTAL};
 use crate::protocols::native::dispatch::dispatch;
 use crate::protocols::native::handlers::{Reply, RequestContext};
-use crate::protocols::native::in_flight::{Charge, ConnectionBudget, Pool};
-use crate::protocols::native::outbox::Outboxes;
+use crate::protocols::native::in_flight::{ConnectionBudget, Pool};
+use crate::protocols::native::outbox::{Outboxes, Outgoing};
 use crate::state::BrokerState;
 
 /// Requests one connection may have in flight; the reader stops reading at this many.
@@ -70,9 +70,6 @@ enum Outcome {
     /// The stream broke or stopped making sense.
     Failed,
 }
-
-/// A frame on its way to the writer, with the bytes it holds charged.
-pub(crate) type Outgoing = (OutFrame, Charge);
 
 /// Serves one connection until the peer closes it, it fails, it stays idle too long, or the
 /// broker shuts down.
