@@ -16,7 +16,9 @@
 //!    (one whose stamped commit-log offset is its own position, both CRCs good: stale or
 //!    random bytes do not pass that). If there is one, the stretch before it is a *hole*:
 //!    logged at ERROR, listed in `data_dir/damaged`, skipped by the dispatcher, and the walk
-//!    goes on. If there is none, it is the torn tail.
+//!    goes on. If there is none, it is the torn tail. The search is made when the whole log
+//!    is verified (no usable checkpoint); after a usable checkpoint a bad record is the torn
+//!    tail of a crash (see `search_after_damage`).
 //!    A checkpoint written during a cut (`log_end` set) ends the log there as well.
 //! 5. Cut the tail: the rest of that segment reads as zeros from then on and later segments
 //!    are deleted, so no stale bytes past the end can ever be mistaken for records.
@@ -54,11 +56,14 @@ pub(crate) struct Recovered {
     pub last_store_ts: i64,
 }
 
-/// Opens and verifies the commit log in `dir`.
+/// Opens and verifies the commit log in `dir`, from `checkpoint` on (or the whole log
+/// without one). `whole_log`: the checkpoint is one made up to verify the whole log from its
+/// first record (an index rebuild), so damage is searched past as with no checkpoint.
 pub(crate) fn recover_log(
     dir: &Path,
     segment_size: u64,
     checkpoint: Option<Checkpoint>,
+    whole_log: bool,
 ) -> Result<Recovered, StoreError> {
     std::fs::create_dir_all(dir)?;
     let files = list_numbered(dir)?;
@@ -82,7 +87,9 @@ pub(crate) fn recover_log(
         }
         segments.push(Arc::new(Segment::open(path.clone(), *base, capacity)?));
     }
-    if segments.is_empty() {
+    // A log created by this open holds nothing to verify or search.
+    let created = segments.is_empty();
+    if created {
         segments.push(Arc::new(
             Segment::create(dir, 0, segment_size).map_err(StoreError::from_io)?,
         ));
@@ -102,6 +109,14 @@ pub(crate) fn recover_log(
         inside && on_disk
     });
     let start = checkpoint.map_or(first, |cp| cp.dispatched);
+    // Where a bad record may have valid records after it that must be kept: anywhere when the
+    // whole log is verified (no usable checkpoint). After a usable checkpoint, a bad record is
+    // a torn tail: what was written after it was never durable before it (an fsync covers
+    // everything before it, so a later record cannot be durable while an earlier one is torn),
+    // so it was never acknowledged as durable. Searching there would read the unwritten tail
+    // of the active segment on every start, which some file systems report as data. A log
+    // created by this open holds nothing to search either.
+    let search_after_damage = (checkpoint.is_none() || whole_log) && !created;
 
     let mut i = segments
         .partition_point(|s| s.base <= start)
@@ -133,7 +148,12 @@ pub(crate) fn recover_log(
             continue;
         }
         let bad = seg.base + pos;
-        match next_valid(&segments, i, pos) {
+        let next = if search_after_damage {
+            next_valid(&segments, i, pos)
+        } else {
+            None
+        };
+        match next {
             Some((j, p)) if segments[j].base + p < log_end => {
                 let resume = segments[j].base + p;
                 tracing::error!(

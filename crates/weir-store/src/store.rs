@@ -354,7 +354,7 @@ impl Store {
         let log_dir = config.data_dir.join("commitlog");
         let cq_dir = config.data_dir.join("consumequeue");
         let cq_entries = config.consume_queue_segment_entries;
-        let mut rec = recovery::recover_log(&log_dir, config.segment_size, checkpoint)?;
+        let mut rec = recovery::recover_log(&log_dir, config.segment_size, checkpoint, false)?;
         let log_min = rec.segments.first().map_or(0, |s| s.base);
         let mut tombstones = Tombstones::load(&config.data_dir)?;
         tombstones.prune(log_min)?;
@@ -398,7 +398,7 @@ impl Store {
                     log_end: cp.log_end,
                     queues: None,
                 };
-                rec = recovery::recover_log(&log_dir, config.segment_size, Some(full))?;
+                rec = recovery::recover_log(&log_dir, config.segment_size, Some(full), true)?;
                 queues = ConsumeQueues::open(cq_dir, cq_entries, rec.start, log_min)?;
             }
         }
