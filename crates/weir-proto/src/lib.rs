@@ -1,5 +1,5 @@
-//! Weir's formats, with no I/O: the message record shared by producers, the commit log and
-//! consumers ([`record`]), message ids ([`message_id`]), the native protocol's frames
+//! Weir's formats, with no I/O: the record format shared by producers, the commit log and
+//! consumers ([`batch`]: a Kafka RecordBatch v2 in a Weir envelope), message ids ([`message_id`]), the native protocol's frames
 //! ([`frame`]), its protobuf bodies ([`pb`]) and its stable error codes ([`error_code`]), the
 //! transactions' decision records ([`transaction`]), the names broker and clients share
 //! ([`names`]: internal topics, properties the broker sets, the naming rule for topics) and
@@ -11,7 +11,7 @@ pub mod group_name;
 pub mod message_id;
 pub mod names;
 pub mod pb;
-pub mod record;
+pub mod batch;
 pub mod transaction;
 
 pub use error_code::ErrorCode;

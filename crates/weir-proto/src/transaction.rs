@@ -2,11 +2,11 @@
 //! the internal topics the broker keeps half messages and their op records in, and the body of
 //! an op record.
 //!
-//! A half message is a record with [`flags::TRANSACTION_HALF`](crate::record::flags) set and
+//! A half message is a record with [`attributes::TRANSACTIONAL`](crate::batch::attributes) set and
 //! the properties [`PROP_TRANSACTION_ID`] and [`PROP_PRODUCER_GROUP`]. The broker stores it in
 //! [`HALF_TOPIC`] (queue 0), adding [`PROP_REAL_TOPIC`] and [`PROP_REAL_QUEUE`]. What happens to
 //! it afterwards is written as op records in [`OP_TOPIC`] (queue 0): records with
-//! [`flags::TRANSACTION_DECISION`](crate::record::flags) set, the transaction id as their key,
+//! [`attributes::CONTROL`](crate::batch::attributes) set, the transaction id as their key,
 //! the time of the op as their born timestamp, and this body (little-endian):
 //!
 //! ```text
