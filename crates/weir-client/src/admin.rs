@@ -8,6 +8,7 @@ use weir_proto::{ApiKey, MessageId, pb};
 use crate::connection::ConnectionConfig;
 use crate::consumer::PullResult;
 use crate::consumer::fetcher::pull_once;
+use crate::entries;
 use crate::error::{ClientError, Result};
 use crate::message::ReceivedMessage;
 use crate::pool::Pool;
@@ -195,10 +196,9 @@ impl Admin {
                     .1
             }
         };
-        ReceivedMessage::decode_stored_by(&payload, Some(&id.broker))?
-            .into_iter()
-            .next()
-            .ok_or_else(|| ClientError::Protocol("GetMessage answered no record".into()))
+        entries::at_index(&payload, Some(&id.broker), id.commit_log_offset, id.index)?.ok_or_else(
+            || ClientError::Protocol(format!("GetMessage answered without message {id}")),
+        )
     }
 
     /// Up to `max` messages of `topic` with key `key` (0 for the broker's default, 64), from
@@ -221,9 +221,12 @@ impl Admin {
             let (_, payload) = conn
                 .call::<_, pb::Empty>(ApiKey::FindByKey, &request, Bytes::new(), None)
                 .await?;
-            found.extend(ReceivedMessage::decode_stored_by(
+            // Entries may hold other keys' messages too.
+            found.extend(entries::with_key(
                 &payload,
                 Some(&broker.name),
+                topic,
+                key.as_bytes(),
             )?);
         }
         found.sort_by_key(|m| (m.store_timestamp, m.queue_id, m.queue_offset));

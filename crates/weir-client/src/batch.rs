@@ -1,11 +1,14 @@
 //! The per-queue accumulator: concurrent sends to one queue share produce requests.
 //!
-//! Each (topic, queue) has at most one open batch: records are encoded straight into its one
-//! buffer as messages arrive. A batch is sealed when it holds `max_messages` messages, when
+//! Each (topic, queue) has at most one open batch: messages are encoded as records straight
+//! into its [`BatchBuilder`] (one buffer: the entry a Produce request carries) as they arrive. A batch is sealed when it holds `max_messages` messages, when
 //! the next message would take it past `max_bytes`, or `linger` after its first message. One
 //! batch per queue is in flight at a time, so batches to a queue are stored in the order they
 //! were sealed (per-key order), and under load the next batch fills up while the previous one
-//! is in flight.
+//! is in flight. A sealed batch is finished (compressed with the producer's codec, its CRC
+//! computed) once, when it is first sent; a resend sends the same bytes.
+//! [`Batcher::enqueue_batch`] adds a whole batch of the caller's at once, as one entry with one
+//! completion.
 //!
 //! A batch that fails with a retriable error is sent again as a batch, by its queue's own
 //! task, so the retries of many queues' batches proceed side by side (never one message after
@@ -17,9 +20,9 @@
 //! may have been stored can store it twice: such resends are counted
 //! ([`Batcher::resent_maybe_stored`]) and logged, never silent.
 //!
-//! Idempotent mode: each broker hands the producer an id (`InitProducerId`); every record
-//! carries it and a sequence counted per (topic, queue), set when the record joins its batch.
-//! A batch that fails with a retriable error is sent again as it is — same bytes, same
+//! Idempotent mode: each broker hands the producer an id (`InitProducerId`); every batch
+//! carries it and the sequence of its first message (Kafka's base sequence; message i has
+//! sequence base + i), counted per (topic, queue). A batch that fails with a retriable error is sent again as it is — same bytes, same
 //! sequences — so a batch whose acknowledgement was lost is recognised by the broker and
 //! answered with its original position instead of being stored twice. A batch that fails for
 //! good makes the producer drop its id for that broker: the next batch gets a new id and starts
@@ -33,11 +36,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tracing::{debug, warn};
-use weir_proto::record;
+use weir_proto::batch::{BatchBuilder, BatchOptions, Compression};
 use weir_proto::{ApiKey, MessageId, pb};
 
 use crate::ack_latency::AckLatency;
@@ -62,21 +65,43 @@ pub(crate) struct BatchConfig {
     pub retries: u32,
     /// Wait before the first resend; doubles for each next one, up to [`MAX_BACKOFF`].
     pub retry_backoff: Duration,
+    /// How batches are compressed.
+    pub compression: Compression,
 }
 
 /// The longest wait between two attempts of a batch.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
-/// What the broker answered for a batch: where its first record went (the others follow
-/// contiguously), or, for a batch with delayed messages, where each record went.
-#[derive(Clone)]
-struct Acked {
+/// What the broker answered for a batch: its entry's commit-log offset and its first
+/// message's queue offset (message i: queue offset + i, index i), or, for a batch with delayed
+/// messages, where each message went.
+#[derive(Debug, Clone)]
+pub(crate) struct Acked {
     /// The broker group that stored the batch (one name shared by every message's id).
-    broker: Arc<str>,
-    commit_log_offset: u64,
-    queue_offset: u64,
-    /// Each record's (commit-log offset, queue offset), when the broker listed them.
-    listed: Option<Arc<[(u64, u64)]>>,
+    pub broker: Arc<str>,
+    pub commit_log_offset: u64,
+    pub queue_offset: u64,
+    /// Each message's (commit-log offset, queue offset, index), when the broker listed them.
+    pub listed: Option<Arc<[(u64, u64, u32)]>>,
+}
+
+impl Acked {
+    /// Where message `index` of the batch went: (commit-log offset of its entry, queue
+    /// offset, index in that entry).
+    pub(crate) fn position(&self, index: u32) -> (u64, u64, u32) {
+        match &self.listed {
+            Some(listed) => listed.get(index as usize).copied().unwrap_or((
+                self.commit_log_offset,
+                self.queue_offset,
+                index,
+            )),
+            None => (
+                self.commit_log_offset,
+                self.queue_offset + u64::from(index),
+                index,
+            ),
+        }
+    }
 }
 
 /// The outcome of one batch, shared by the [`Reply`] of every message in it: one allocation
@@ -114,12 +139,10 @@ impl BatchOutcome {
 }
 
 /// One message's send result: resolves when its batch is answered. The message's id and
-/// queue offset follow from the batch's: its record starts `offset` bytes into the batch and
-/// is the batch's `index`-th.
+/// queue offset follow from the batch's: it is the batch's `index`-th.
 pub(crate) struct Reply {
     outcome: Arc<BatchOutcome>,
     index: u32,
-    offset: u32,
 }
 
 impl Reply {
@@ -133,29 +156,13 @@ impl Future for Reply {
     type Output = Result<SendResult>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let Reply {
-            outcome,
-            index,
-            offset,
-        } = &*self;
+        let Reply { outcome, index } = &*self;
         let mut state = outcome.state.lock();
         match &state.result {
             Some(Ok(acked)) => {
-                let (commit_log_offset, queue_offset) = match &acked.listed {
-                    Some(listed) => listed
-                        .get(*index as usize)
-                        .copied()
-                        .unwrap_or((acked.commit_log_offset, acked.queue_offset)),
-                    None => (
-                        acked.commit_log_offset + u64::from(*offset),
-                        acked.queue_offset + u64::from(*index),
-                    ),
-                };
+                let (commit_log_offset, queue_offset, index) = acked.position(*index);
                 Poll::Ready(Ok(SendResult {
-                    message_id: MessageId {
-                        broker: acked.broker.clone(),
-                        commit_log_offset,
-                    },
+                    message_id: MessageId::new(acked.broker.clone(), commit_log_offset, index),
                     topic: outcome.topic.clone(),
                     queue_id: outcome.queue_id,
                     queue_offset,
@@ -172,13 +179,126 @@ impl Future for Reply {
     }
 }
 
+/// Where a batch sent with [`Producer::send_batch`](crate::Producer::send_batch) was stored:
+/// one value for the whole batch; each message's [`SendResult`] is derived on demand.
+#[derive(Debug, Clone)]
+pub struct BatchSendResult {
+    topic: String,
+    queue_id: u32,
+    count: u32,
+    acked: Acked,
+}
+
+impl BatchSendResult {
+    fn new(topic: String, queue_id: u32, count: u32, acked: Acked) -> BatchSendResult {
+        BatchSendResult {
+            topic,
+            queue_id,
+            count,
+            acked,
+        }
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+    /// The queue the batch went to.
+    pub fn queue_id(&self) -> u32 {
+        self.queue_id
+    }
+    /// Messages in the batch.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+    /// Always false: a batch holds at least one message.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+    /// The broker group that stored it.
+    pub fn broker(&self) -> &str {
+        &self.acked.broker
+    }
+    /// Commit-log offset of the entry holding the batch.
+    pub fn commit_log_offset(&self) -> u64 {
+        self.acked.commit_log_offset
+    }
+    /// Queue offset of the first message (message i has this + i, unless the batch held
+    /// delayed messages, which the broker stores apart: see [`BatchSendResult::get`]).
+    pub fn queue_offset(&self) -> u64 {
+        self.acked.queue_offset
+    }
+    /// Where message `index` of the batch was stored.
+    pub fn get(&self, index: usize) -> Option<SendResult> {
+        let index = u32::try_from(index).ok().filter(|&i| i < self.count)?;
+        let (commit_log_offset, queue_offset, in_entry) = self.acked.position(index);
+        Some(SendResult {
+            message_id: MessageId::new(self.acked.broker.clone(), commit_log_offset, in_entry),
+            topic: self.topic.clone(),
+            queue_id: self.queue_id,
+            queue_offset,
+        })
+    }
+    /// Where each message was stored, in batch order.
+    pub fn iter(&self) -> impl Iterator<Item = SendResult> + '_ {
+        (0..self.len()).filter_map(|i| self.get(i))
+    }
+}
+
+/// The one completion of a whole batch added by [`Batcher::enqueue_batch`].
+pub(crate) struct BatchReply {
+    outcome: Arc<BatchOutcome>,
+    count: u32,
+}
+
+impl Future for BatchReply {
+    type Output = Result<BatchSendResult>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let outcome = &self.outcome;
+        let mut state = outcome.state.lock();
+        match &state.result {
+            Some(Ok(acked)) => Poll::Ready(Ok(BatchSendResult::new(
+                outcome.topic.clone(),
+                outcome.queue_id,
+                self.count,
+                acked.clone(),
+            ))),
+            Some(Err(e)) => Poll::Ready(Err(e.duplicate())),
+            None => {
+                if state.wakers.last().is_none_or(|w| !w.will_wake(cx.waker())) {
+                    state.wakers.push(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl BatchReply {
+    /// The topic of the batch.
+    pub(crate) fn topic(&self) -> &str {
+        &self.outcome.topic
+    }
+}
+
 struct Batch {
     id: u64,
-    buf: BytesMut,
+    /// The records so far; taken (and finished) when the batch is first sent.
+    builder: Option<BatchBuilder>,
     /// Messages in the batch.
     count: u32,
+    /// Born timestamp of its first message (records store theirs as deltas from it).
+    base_timestamp: i64,
     outcome: Arc<BatchOutcome>,
     created: Instant,
+}
+
+impl Batch {
+    /// Bytes so far, uncompressed.
+    fn len(&self) -> usize {
+        self.builder.as_ref().map_or(0, BatchBuilder::len)
+    }
 }
 
 impl Drop for Batch {
@@ -196,14 +316,15 @@ struct QueueState {
     in_flight: bool,
     next_id: u64,
     /// Idempotent mode: the producer id the sequences below count for.
-    producer_id: u64,
-    /// Idempotent mode: the sequence of the next record.
-    next_seq: u32,
+    producer_id: Option<i64>,
+    /// Idempotent mode: the sequence of the next message.
+    next_seq: i32,
 }
 
 impl QueueState {
     fn seal(&mut self) {
-        if let Some(batch) = self.open.take() {
+        // A batch whose first message failed to encode holds nothing to send.
+        if let Some(batch) = self.open.take().filter(|b| b.count > 0) {
             self.sealed.push_back(batch);
         }
     }
@@ -229,7 +350,7 @@ pub(crate) struct Batcher {
     outstanding: AtomicUsize,
     idle: Notify,
     /// Idempotent mode: broker address → the producer id it gave us.
-    producer_ids: Mutex<HashMap<String, u64>>,
+    producer_ids: Mutex<HashMap<String, i64>>,
     /// Produce acknowledgement latency, for the request timeout.
     latency: AckLatency,
     /// Bytes of batches being sent now, for the request timeout.
@@ -237,6 +358,8 @@ pub(crate) struct Batcher {
     /// Messages acknowledged after a resend of a batch that may have been stored already
     /// (outside idempotent mode: possibly stored twice).
     resent_maybe_stored: AtomicU64,
+    /// Bytes of entries sent (see [`Batcher::sent_bytes`]).
+    sent_bytes: AtomicU64,
 }
 
 impl Batcher {
@@ -252,6 +375,7 @@ impl Batcher {
             latency: AckLatency::default(),
             in_flight_bytes: AtomicU64::new(0),
             resent_maybe_stored: AtomicU64::new(0),
+            sent_bytes: AtomicU64::new(0),
         }
     }
 
@@ -286,14 +410,62 @@ impl Batcher {
             producer_id = response.producer_id,
             "producer id assigned"
         );
+        let id = i64::try_from(response.producer_id).map_err(|_| {
+            ClientError::Protocol(format!("producer id {} out of range", response.producer_id))
+        })?;
         self.producer_ids
             .lock()
             .entry(addr.to_owned())
-            .or_insert(response.producer_id);
+            .or_insert(id);
         Ok(())
     }
 
-    /// Adds `message` to the open batch of `queue`; the receiver yields its send result.
+    /// The producer id batches to `queue` carry now (idempotent mode), resetting the queue's
+    /// sequences (in a batch of their own) when it changed.
+    fn producer_id_for(&self, state: &mut QueueState, queue: &QueueRoute) -> Result<Option<i64>> {
+        if !self.config.idempotent {
+            return Ok(None);
+        }
+        let id = self
+            .producer_ids
+            .lock()
+            .get(&queue.broker_addr)
+            .copied()
+            .ok_or_else(|| {
+                ClientError::Protocol(format!("no producer id from {} yet", queue.broker_addr))
+            })?;
+        if state.producer_id != Some(id) {
+            // A new id: its sequences start over, in a batch of their own.
+            state.seal();
+            state.producer_id = Some(id);
+            state.next_seq = 0;
+        }
+        Ok(Some(id))
+    }
+
+    /// The batch-level fields of a new batch whose first message has sequence `next_seq`.
+    fn options(producer_id: Option<i64>, next_seq: i32) -> BatchOptions {
+        match producer_id {
+            Some(producer_id) => BatchOptions {
+                producer_id,
+                producer_epoch: 0,
+                base_sequence: next_seq,
+                ..BatchOptions::default()
+            },
+            None => BatchOptions::default(),
+        }
+    }
+
+    fn new_outcome(topic: &str, queue: &QueueRoute) -> Arc<BatchOutcome> {
+        Arc::new(BatchOutcome {
+            topic: topic.to_owned(),
+            broker_name: queue.broker_name.clone(),
+            queue_id: queue.queue_id,
+            state: Mutex::new(OutcomeState::default()),
+        })
+    }
+
+    /// Adds `message` to the open batch of `queue`; the reply yields its send result.
     pub(crate) fn enqueue(
         self: &Arc<Self>,
         message: &Message,
@@ -302,6 +474,7 @@ impl Batcher {
         let reply;
         let mut to_send = None;
         let mut new_batch = None;
+        let born = now_ms();
         {
             let mut topics = self.queues.lock();
             let topic = match topics.get_mut(message.topic()) {
@@ -312,31 +485,11 @@ impl Batcher {
             if state.broker_addr != queue.broker_addr {
                 state.broker_addr.clone_from(&queue.broker_addr);
             }
-            let producer_id = if self.config.idempotent {
-                let id = self
-                    .producer_ids
-                    .lock()
-                    .get(&queue.broker_addr)
-                    .copied()
-                    .ok_or_else(|| {
-                        ClientError::Protocol(format!(
-                            "no producer id from {} yet",
-                            queue.broker_addr
-                        ))
-                    })?;
-                if state.producer_id != id {
-                    // A new id: its sequences start over, in a batch of their own.
-                    state.seal();
-                    state.producer_id = id;
-                    state.next_seq = 0;
-                }
-                id
-            } else {
-                0
-            };
+            let producer_id = self.producer_id_for(state, queue)?;
             if let Some(open) = &state.open
                 && open.count > 0
-                && open.buf.len() + Self::record_len(message)? > self.config.max_bytes
+                && open.len() + message.encoded_len(born, open.base_timestamp, open.count)
+                    > self.config.max_bytes
             {
                 state.seal();
             }
@@ -350,38 +503,41 @@ impl Batcher {
                 None => {
                     // Room for a full batch of records like this one, so the buffer is not
                     // regrown (and copied) while the batch fills.
-                    let capacity = Self::record_len(message)?
+                    let capacity = message
+                        .encoded_len(born, born, 0)
+                        .saturating_add(2)
                         .saturating_mul(self.config.max_messages)
                         .min(self.config.max_bytes);
+                    let builder = BatchBuilder::with_capacity(
+                        message.topic(),
+                        Self::options(producer_id, state.next_seq),
+                        capacity,
+                    )?;
                     state.open.insert(Batch {
                         id,
-                        buf: BytesMut::with_capacity(capacity),
+                        builder: Some(builder),
                         count: 0,
-                        outcome: Arc::new(BatchOutcome {
-                            topic: message.topic().to_owned(),
-                            broker_name: queue.broker_name.clone(),
-                            queue_id: queue.queue_id,
-                            state: Mutex::new(OutcomeState::default()),
-                        }),
+                        base_timestamp: born,
+                        outcome: Self::new_outcome(message.topic(), queue),
                         created: Instant::now(),
                     })
                 }
             };
-            let offset = u32::try_from(open.buf.len())
-                .map_err(|_| ClientError::InvalidArgument("batch larger than 4 GiB".into()))?;
-            message.encode_sequenced(now_ms(), producer_id, state.next_seq, 0, &mut open.buf)?;
-            if self.config.idempotent {
-                state.next_seq = state.next_seq.wrapping_add(1);
+            let Some(builder) = open.builder.as_mut() else {
+                return Err(ClientError::Protocol("open batch already sent".into()));
+            };
+            message.push_to(builder, born)?;
+            if producer_id.is_some() {
+                state.next_seq = next_sequence(state.next_seq, 1);
             }
             reply = Reply {
                 outcome: open.outcome.clone(),
                 index: open.count,
-                offset,
             };
             open.count += 1;
             self.outstanding.fetch_add(1, Ordering::AcqRel);
             if open.count as usize >= self.config.max_messages
-                || open.buf.len() >= self.config.max_bytes
+                || open.len() >= self.config.max_bytes
             {
                 state.seal();
             }
@@ -420,16 +576,77 @@ impl Batcher {
         Ok(reply)
     }
 
-    fn record_len(message: &Message) -> Result<usize> {
-        let fields = record::RecordFields {
-            topic: message.topic(),
-            key: message.key(),
-            tag: message.tag(),
-            properties: message.properties(),
-            body: message.body(),
-            ..Default::default()
+    /// Adds `messages` (all of `topic`) to `queue` as one batch of their own, sent as one
+    /// entry after the batches before it; the reply is the one completion of them all. The
+    /// queue's open batch is sealed first, so order is kept.
+    pub(crate) fn enqueue_batch(
+        self: &Arc<Self>,
+        topic: &str,
+        messages: &[Message],
+        queue: &QueueRoute,
+    ) -> Result<BatchReply> {
+        let count = u32::try_from(messages.len())
+            .ok()
+            .filter(|&n| n > 0 && n <= i32::MAX as u32)
+            .ok_or_else(|| {
+                ClientError::InvalidArgument("a batch needs 1 to 2^31 messages".into())
+            })?;
+        if let Some(other) = messages.iter().find(|m| m.topic() != topic) {
+            return Err(ClientError::InvalidArgument(format!(
+                "a batch goes to one topic: '{}' is not '{topic}'",
+                other.topic()
+            )));
+        }
+        let born = now_ms();
+        let capacity = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| m.encoded_len(born, born, i as u32))
+            .sum();
+        let to_send = {
+            let mut topics = self.queues.lock();
+            let topics_entry = match topics.get_mut(topic) {
+                Some(t) => t,
+                None => topics.entry(topic.to_owned()).or_default(),
+            };
+            let state = topics_entry.entry(queue.queue_id).or_default();
+            if state.broker_addr != queue.broker_addr {
+                state.broker_addr.clone_from(&queue.broker_addr);
+            }
+            let producer_id = self.producer_id_for(state, queue)?;
+            let mut builder = BatchBuilder::with_capacity(
+                topic,
+                Self::options(producer_id, state.next_seq),
+                capacity,
+            )?;
+            for message in messages {
+                message.push_to(&mut builder, born)?;
+            }
+            if producer_id.is_some() {
+                state.next_seq = next_sequence(state.next_seq, count);
+            }
+            state.seal();
+            state.next_id += 1;
+            let outcome = Self::new_outcome(topic, queue);
+            state.sealed.push_back(Batch {
+                id: state.next_id,
+                builder: Some(builder),
+                count,
+                base_timestamp: born,
+                outcome: outcome.clone(),
+                created: Instant::now(),
+            });
+            self.outstanding.fetch_add(count as usize, Ordering::AcqRel);
+            let to_send = state
+                .take_sendable()
+                .map(|batch| (state.broker_addr.clone(), batch));
+            (to_send, outcome)
         };
-        Ok(record::encoded_len(&fields)?)
+        let (to_send, outcome) = to_send;
+        if let Some((addr, batch)) = to_send {
+            self.spawn_send(topic.to_owned(), queue.queue_id, addr, batch);
+        }
+        Ok(BatchReply { outcome, count })
     }
 
     fn linger_expired(self: &Arc<Self>, topic: &str, queue_id: u32, batch_id: u64) {
@@ -481,13 +698,20 @@ impl Batcher {
 
     async fn send_one(&self, topic: &str, queue_id: u32, addr: &str, mut batch: Batch) {
         let count = batch.count as usize;
+        let payload = match self.finish(&mut batch) {
+            Ok(payload) => payload,
+            Err(e) => {
+                batch.outcome.finish(Err(e));
+                self.answered(count);
+                return;
+            }
+        };
         let started = Instant::now();
         let deadline = started + self.config.delivery_timeout;
         let request = pb::ProduceRequest {
             topic: topic.to_owned(),
             queue_id,
         };
-        let payload = std::mem::take(&mut batch.buf).freeze();
         let bytes = payload.len() as u64;
         let ahead = self.in_flight_bytes.fetch_add(bytes, Ordering::Relaxed);
         // Resends after failures that may have stored the batch, and after ones that did not.
@@ -578,9 +802,32 @@ impl Batcher {
             }
             Err(e) => batch.outcome.finish(Err(e)),
         }
+        self.answered(count);
+    }
+
+    /// Seals `batch`'s records into the entry to send: compressed, its CRC computed. Once
+    /// per batch: resends send the same bytes.
+    fn finish(&self, batch: &mut Batch) -> Result<Bytes> {
+        let builder = batch
+            .builder
+            .take()
+            .ok_or_else(|| ClientError::Protocol("batch sent twice".into()))?;
+        let entry = builder.finish(self.config.compression)?;
+        self.sent_bytes
+            .fetch_add(entry.len() as u64, Ordering::Relaxed);
+        Ok(entry.freeze())
+    }
+
+    /// `count` messages were answered (stored or failed for good).
+    fn answered(&self, count: usize) {
         if self.outstanding.fetch_sub(count, Ordering::AcqRel) == count {
             self.idle.notify_waiters();
         }
+    }
+
+    /// Bytes of entries sent so far (compressed, envelopes included; resends counted once).
+    pub(crate) fn sent_bytes(&self) -> u64 {
+        self.sent_bytes.load(Ordering::Relaxed)
     }
 
     /// Seals every open batch and waits until every message enqueued so far is answered.
@@ -612,6 +859,12 @@ impl Batcher {
     }
 }
 
+/// The sequence `count` messages after `seq`: sequences run 0 to `i32::MAX`, then start over
+/// at 0 (Kafka's rule).
+fn next_sequence(seq: i32, count: u32) -> i32 {
+    ((i64::from(seq) + i64::from(count)) % (i64::from(i32::MAX) + 1)) as i32
+}
+
 /// The wait before resend number `step` (1-based): `base`, doubled for each next one, at
 /// most [`MAX_BACKOFF`].
 fn backoff(base: Duration, step: u32) -> Duration {
@@ -625,10 +878,10 @@ fn jittered(wait: Duration) -> Duration {
     wait / 2 + wait.mul_f64(rand::random::<f64>() / 2.0)
 }
 
-/// Where an acknowledged batch went: its first record is at the response's commit-log
-/// offset and queue offset; each next one follows (see [`Reply`]). The ids name the group the
-/// answer names, else the group the route names (`routed`); the route's name is shared when
-/// the two agree, so an answer costs no allocation.
+/// Where an acknowledged batch went: its entry's commit-log offset and its first message's
+/// queue offset; message i follows at index i (see [`Acked::position`]). The ids name the
+/// group the answer names, else the group the route names (`routed`); the route's name is
+/// shared when the two agree, so an answer costs no allocation.
 fn acked(topic: &str, routed: &Arc<str>, count: usize, response: &pb::ProduceResponse) -> Acked {
     let broker = if response.broker_name.is_empty() || *response.broker_name == **routed {
         routed.clone()
@@ -643,16 +896,19 @@ fn acked(topic: &str, routed: &Arc<str>, count: usize, response: &pb::ProduceRes
             "produce count mismatch"
         );
     }
-    // A batch with delayed messages was not stored contiguously: the broker lists each
-    // record's position.
+    // A batch with delayed messages was not stored as one entry: the broker lists each
+    // message's position.
     let listed = (response.record_offsets.len() == count
         && response.record_queue_offsets.len() == count)
         .then(|| {
-            response
-                .record_offsets
-                .iter()
-                .copied()
-                .zip(response.record_queue_offsets.iter().copied())
+            (0..count)
+                .map(|i| {
+                    (
+                        response.record_offsets[i],
+                        response.record_queue_offsets[i],
+                        response.record_indexes.get(i).copied().unwrap_or(0),
+                    )
+                })
                 .collect()
         });
     Acked {
@@ -689,5 +945,31 @@ mod tests {
             &*acked("t", &routed, 1, &answer("group-b")).broker,
             "group-b"
         );
+    }
+
+    #[test]
+    fn positions_follow_the_entry_or_the_list() {
+        let routed: Arc<str> = Arc::from("g");
+        let mut response = pb::ProduceResponse {
+            commit_log_offset: 4096,
+            queue_offset: 10,
+            count: 3,
+            ..pb::ProduceResponse::default()
+        };
+        let whole = acked("t", &routed, 3, &response);
+        assert_eq!(whole.position(2), (4096, 12, 2));
+        response.record_offsets = vec![4096, 9000, 4096];
+        response.record_queue_offsets = vec![10, 0, 11];
+        response.record_indexes = vec![0, 0, 2];
+        let split = acked("t", &routed, 3, &response);
+        assert_eq!(split.position(1), (9000, 0, 0));
+        assert_eq!(split.position(2), (4096, 11, 2));
+    }
+
+    #[test]
+    fn sequences_start_over_after_the_largest() {
+        assert_eq!(next_sequence(5, 3), 8);
+        assert_eq!(next_sequence(i32::MAX, 1), 0);
+        assert_eq!(next_sequence(i32::MAX - 1, 4), 2);
     }
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use weir_proto::ErrorCode;
-use weir_proto::record::RecordError;
+use weir_proto::batch::BatchError;
 
 /// Everything that can go wrong talking to Weir.
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +45,7 @@ pub enum ClientError {
     Protocol(String),
     /// A message could not be encoded, or a received record did not decode.
     #[error("bad record: {0}")]
-    Record(RecordError),
+    Record(BatchError),
     /// The route of a topic has no queues.
     #[error("no route to topic '{0}'")]
     NoRoute(String),
@@ -88,6 +88,15 @@ impl ClientError {
         }
     }
 
+    /// Whether the error is about what was sent (it could not be encoded, or was invalid),
+    /// not about the route or the broker: sending elsewhere would not help.
+    pub(crate) fn is_about_the_message(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Record(_) | ClientError::InvalidArgument(_)
+        )
+    }
+
     /// The server's error code, when the server answered with one.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
@@ -108,8 +117,8 @@ impl ClientError {
     }
 }
 
-impl From<RecordError> for ClientError {
-    fn from(e: RecordError) -> Self {
+impl From<BatchError> for ClientError {
+    fn from(e: BatchError) -> Self {
         ClientError::Record(e)
     }
 }

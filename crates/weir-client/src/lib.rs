@@ -30,6 +30,7 @@ mod batch;
 pub mod connection;
 pub mod consumer;
 mod dead_letter;
+mod entries;
 pub mod error;
 mod fault;
 pub mod message;
@@ -39,6 +40,7 @@ mod route;
 pub mod transaction;
 
 pub use admin::{Admin, ResetTo};
+pub use batch::BatchSendResult;
 pub use consumer::{
     ConsumeMode, ConsumeResult, ConsumerConfig, PullConsumer, PullConsumerConfig, PullResult,
     PushConsumer, PushConsumerConfig, QueueKey, SharedConsumer, SharedConsumerConfig,
@@ -47,8 +49,9 @@ pub use consumer::{
 pub use error::{ClientError, Result};
 pub use fault::FaultConfig;
 pub use message::{Message, ReceivedMessage, SendResult};
-pub use producer::{Producer, ProducerConfig, QueueSelection, SendHandle};
+pub use producer::{BatchSendHandle, Producer, ProducerConfig, QueueSelection, SendHandle};
 pub use route::{QueueRoute, TopicRoute};
 pub use transaction::{TransactionChecker, TransactionProducer, TxOutcome, TxState};
+pub use weir_proto::batch::Compression;
 pub use weir_proto::names;
 pub use weir_proto::{ErrorCode, MessageId};

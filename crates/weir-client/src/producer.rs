@@ -7,18 +7,19 @@ use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
+use weir_proto::batch::{BatchOptions, Compression};
 use weir_proto::{ApiKey, pb};
 
-use crate::batch::{BatchConfig, Batcher, Reply};
+use crate::batch::{BatchConfig, BatchReply, BatchSendResult, Batcher, Reply};
 use crate::connection::ConnectionConfig;
 use crate::error::{ClientError, Result};
 use crate::fault::{FaultConfig, LatencyFaults};
-use crate::message::{Message, SendResult, now_ms};
+use crate::message::{Message, SendResult};
 use crate::pool::Pool;
 use crate::route::{QueueRoute, RouteCache, TopicRoute};
 
@@ -69,6 +70,9 @@ pub struct ProducerConfig {
     /// such resends are counted in [`Producer::resent_maybe_stored`]. `send_oneway` is not
     /// idempotent.
     pub idempotent: bool,
+    /// How batches are compressed (`none` by default). The broker stores and serves them as
+    /// they came; consumers decompress.
+    pub compression: Compression,
 }
 
 impl ProducerConfig {
@@ -87,7 +91,14 @@ impl ProducerConfig {
             fault: FaultConfig::default(),
             connection: ConnectionConfig::default(),
             idempotent: false,
+            compression: Compression::None,
         }
+    }
+
+    /// These settings with batches compressed by `codec`.
+    pub fn with_compression(mut self, codec: Compression) -> ProducerConfig {
+        self.compression = codec;
+        self
     }
 }
 
@@ -164,7 +175,7 @@ impl Future for SendHandle {
             HandleState::Enqueued { reply, inner } => {
                 let answered = std::task::ready!(Pin::new(&mut *reply).poll(cx));
                 if let Err(e) = &answered
-                    && !matches!(e, ClientError::Record(_) | ClientError::InvalidArgument(_))
+                    && !e.is_about_the_message()
                 {
                     inner.routes.invalidate(reply.topic());
                 }
@@ -195,6 +206,7 @@ impl Producer {
                 idempotent: config.idempotent,
                 retries: config.retries,
                 retry_backoff: config.retry_backoff,
+                compression: config.compression,
             },
             pool,
             faults.clone(),
@@ -265,8 +277,7 @@ impl Producer {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(ClientError::Closed);
         }
-        let mut buf = BytesMut::new();
-        message.encode_into(now_ms(), &mut buf)?;
+        let entry = message.encode_entry(BatchOptions::default(), self.inner.config.compression)?;
         let inner = self.inner.clone();
         tokio::spawn(async move {
             let sent = async {
@@ -280,7 +291,7 @@ impl Producer {
                 conn.send_oneway(
                     ApiKey::Produce,
                     Bytes::from(prost::Message::encode_to_vec(&meta)),
-                    buf.freeze(),
+                    entry.freeze(),
                 )
             };
             if let Err(e) = sent.await {
@@ -288,6 +299,68 @@ impl Producer {
             }
         });
         Ok(())
+    }
+
+    /// Sends `messages` (all of one topic) as one batch: one entry in one produce request, one
+    /// completion for all of them, no task or reply per message. The batch goes to one queue:
+    /// the one the first message's routing key picks, else the next in round-robin. It is
+    /// sent after the batches already sealed for that queue, resent as a whole on retriable
+    /// failures, and compressed and sequenced (idempotent mode) like any other batch.
+    ///
+    /// The messages are encoded before this returns when the topic's route is known (after
+    /// any earlier send, or [`Producer::route`]); otherwise they are copied to a task that
+    /// waits for the route. Must be called inside a Tokio runtime.
+    pub fn send_batch(&self, messages: &[Message]) -> BatchSendHandle {
+        let inner = self.inner.clone();
+        let Some(first) = messages.first() else {
+            return BatchSendHandle::failed(ClientError::InvalidArgument("an empty batch".into()));
+        };
+        if inner.closed.load(Ordering::Acquire) {
+            return BatchSendHandle::failed(ClientError::Closed);
+        }
+        if inner.pending_route.load(Ordering::Acquire) == 0
+            && let Some(route) = inner.routes.fresh(first.topic())
+        {
+            let queue = match inner.select_queue(&route, first, None) {
+                Ok(queue) => queue,
+                Err(e) => return BatchSendHandle::failed(e),
+            };
+            if inner.batcher.ready_for(&queue.broker_addr) {
+                return match inner.batcher.enqueue_batch(first.topic(), messages, queue) {
+                    Ok(reply) => BatchSendHandle {
+                        state: BatchState::Enqueued { reply, inner },
+                    },
+                    Err(e) => BatchSendHandle::failed(e),
+                };
+            }
+        }
+        let messages = messages.to_vec();
+        BatchSendHandle {
+            state: BatchState::Task(tokio::spawn(async move {
+                let topic = messages[0].topic().to_owned();
+                let sent = async {
+                    let route = inner.routes.get(&topic).await?;
+                    let queue = inner.select_queue(&route, &messages[0], None)?;
+                    inner.batcher.ensure_producer_id(&queue.broker_addr).await?;
+                    inner.batcher.enqueue_batch(&topic, &messages, queue)
+                }
+                .await;
+                let answered = match sent {
+                    Ok(reply) => reply.await,
+                    Err(e) => Err(e),
+                };
+                if answered.as_ref().is_err_and(|e| !e.is_about_the_message()) {
+                    inner.routes.invalidate(&topic);
+                }
+                answered
+            })),
+        }
+    }
+
+    /// Bytes of entries this producer has sent (as on the wire: compressed, envelopes
+    /// included; a resent batch counts once). `send_oneway` is not counted.
+    pub fn sent_bytes(&self) -> u64 {
+        self.inner.batcher.sent_bytes()
     }
 
     /// Sends every open batch now and waits until every message sent so far is answered.
@@ -312,6 +385,64 @@ impl Producer {
     /// The route of `topic`, as the producer sees it now.
     pub async fn route(&self, topic: &str) -> Result<Arc<TopicRoute>> {
         self.inner.routes.get(topic).await
+    }
+}
+
+/// The result of [`Producer::send_batch`]; await it for where the batch was stored.
+pub struct BatchSendHandle {
+    state: BatchState,
+}
+
+enum BatchState {
+    /// Sealed for its queue, sent (or to be sent) as a whole.
+    Enqueued {
+        reply: BatchReply,
+        inner: Arc<Inner>,
+    },
+    /// Waiting for the route on a task, or failed before it was enqueued.
+    Task(JoinHandle<Result<BatchSendResult>>),
+    /// Refused at once.
+    Failed(Option<ClientError>),
+}
+
+impl BatchSendHandle {
+    fn failed(e: ClientError) -> BatchSendHandle {
+        BatchSendHandle {
+            state: BatchState::Failed(Some(e)),
+        }
+    }
+}
+
+impl std::fmt::Debug for BatchSendHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &self.state {
+            BatchState::Enqueued { .. } => "enqueued",
+            BatchState::Task(_) => "task",
+            BatchState::Failed(_) => "failed",
+        };
+        f.debug_struct("BatchSendHandle")
+            .field("state", &state)
+            .finish()
+    }
+}
+
+impl Future for BatchSendHandle {
+    type Output = Result<BatchSendResult>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.state {
+            BatchState::Task(task) => Pin::new(task)
+                .poll(cx)
+                .map(|joined| joined.unwrap_or(Err(ClientError::Closed))),
+            BatchState::Failed(e) => Poll::Ready(Err(e.take().unwrap_or(ClientError::Closed))),
+            BatchState::Enqueued { reply, inner } => {
+                let answered = std::task::ready!(Pin::new(&mut *reply).poll(cx));
+                if answered.as_ref().is_err_and(|e| !e.is_about_the_message()) {
+                    inner.routes.invalidate(reply.topic());
+                }
+                Poll::Ready(answered)
+            }
+        }
     }
 }
 
@@ -382,7 +513,7 @@ async fn send_with_retries_from(
                 inner.routes.invalidate(message.topic());
             }
             e => {
-                if !matches!(e, ClientError::Record(_) | ClientError::InvalidArgument(_)) {
+                if !e.is_about_the_message() {
                     inner.routes.invalidate(message.topic());
                 }
                 return Err(e);
@@ -454,7 +585,7 @@ impl Inner {
             return Err(ClientError::NoRoute(route.topic.clone()));
         }
         if let Some(key) = routing_key(self.config.queue_selection, message) {
-            return Ok(&queues[queue_for_key(key, queues.len())]);
+            return Ok(&queues[queue_for_key_bytes(key, queues.len())]);
         }
         let start = self.round_robin.fetch_add(1, Ordering::Relaxed);
         let chosen = self
@@ -475,17 +606,22 @@ impl Inner {
     }
 }
 
-fn routing_key(selection: QueueSelection, message: &Message) -> Option<&str> {
+fn routing_key(selection: QueueSelection, message: &Message) -> Option<&[u8]> {
     match selection {
-        QueueSelection::KeyHash => message.routing_key(),
-        QueueSelection::RoundRobin => message.sharding_key(),
+        QueueSelection::KeyHash => message.routing_key_bytes(),
+        QueueSelection::RoundRobin => message.sharding_key().map(str::as_bytes),
     }
 }
 
 /// The index of the queue (out of `queues`) that `key` always maps to: XXH3, stable across
 /// processes, versions and platforms.
 pub fn queue_for_key(key: &str, queues: usize) -> usize {
-    (xxhash_rust::xxh3::xxh3_64(key.as_bytes()) % queues.max(1) as u64) as usize
+    queue_for_key_bytes(key.as_bytes(), queues)
+}
+
+/// [`queue_for_key`] for a key that need not be text (the same queue for the same bytes).
+pub fn queue_for_key_bytes(key: &[u8], queues: usize) -> usize {
+    (xxhash_rust::xxh3::xxh3_64(key) % queues.max(1) as u64) as usize
 }
 
 #[cfg(test)]

@@ -32,18 +32,18 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use parking_lot::Mutex;
 use tracing::{debug, warn};
-use weir_proto::record::flags;
+use weir_proto::batch::{BatchOptions, attributes};
 use weir_proto::transaction::{PROP_PRODUCER_GROUP, PROP_TRANSACTION_ID};
 use weir_proto::{ApiKey, MessageId, pb};
 
 use crate::connection::{Connection, RequestHandler};
 use crate::error::{ClientError, Result};
-use crate::message::{Message, ReceivedMessage, SendResult, now_ms};
+use crate::message::{Message, ReceivedMessage, SendResult};
 use crate::pool::Pool;
-use crate::producer::{ProducerConfig, queue_for_key};
+use crate::producer::{ProducerConfig, queue_for_key_bytes};
 use crate::route::RouteCache;
 
 /// How often the producer registers its group again with each broker it knows.
@@ -191,8 +191,8 @@ impl TransactionProducer {
         if route.queues.is_empty() {
             return Err(ClientError::NoRoute(route.topic.clone()));
         }
-        let index = match message.routing_key() {
-            Some(key) => queue_for_key(key, route.queues.len()),
+        let index = match message.routing_key_bytes() {
+            Some(key) => queue_for_key_bytes(key, route.queues.len()),
             None => inner.round_robin.fetch_add(1, Ordering::Relaxed) % route.queues.len(),
         };
         let queue = &route.queues[index];
@@ -200,8 +200,14 @@ impl TransactionProducer {
         let message = message
             .with_property(PROP_TRANSACTION_ID, transaction_id.clone())
             .with_property(PROP_PRODUCER_GROUP, inner.group.clone());
-        let mut record = BytesMut::new();
-        message.encode_sequenced(now_ms(), 0, 0, flags::TRANSACTION_HALF, &mut record)?;
+        // The half message: one entry, its batch marked transactional.
+        let half_entry = message.encode_entry(
+            BatchOptions {
+                flags: attributes::TRANSACTIONAL,
+                ..BatchOptions::default()
+            },
+            inner.config.compression,
+        )?;
         let (stored, _) = conn
             .call::<_, pb::ProduceResponse>(
                 ApiKey::Produce,
@@ -209,7 +215,7 @@ impl TransactionProducer {
                     topic: message.topic().to_owned(),
                     queue_id: queue.queue_id,
                 },
-                record.freeze(),
+                half_entry.freeze(),
                 Some(inner.config.send_timeout),
             )
             .await?;
@@ -219,10 +225,7 @@ impl TransactionProducer {
             Arc::from(stored.broker_name)
         };
         let half = SendResult {
-            message_id: MessageId {
-                broker,
-                commit_log_offset: stored.commit_log_offset,
-            },
+            message_id: MessageId::new(broker, stored.commit_log_offset, 0),
             topic: message.topic().to_owned(),
             queue_id: queue.queue_id,
             queue_offset: stored.queue_offset,
@@ -312,10 +315,12 @@ impl Inner {
         // back because its queue is gone.
         let stored = state == TxState::Commit && !response.topic.is_empty();
         Ok(stored.then_some(SendResult {
-            message_id: MessageId {
-                broker: half.message_id.broker.clone(),
-                commit_log_offset: response.commit_log_offset,
-            },
+            // The committed copy is an entry of its own.
+            message_id: MessageId::new(
+                half.message_id.broker.clone(),
+                response.commit_log_offset,
+                0,
+            ),
             topic: response.topic,
             queue_id: response.queue_id,
             queue_offset: response.queue_offset,

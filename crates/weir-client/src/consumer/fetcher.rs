@@ -17,8 +17,8 @@ use crate::consumer::orderly::Lease;
 use crate::consumer::{
     Fetched, Member, PullResult, QueueKey, Sink, SkippedRange, concurrent, orderly,
 };
+use crate::entries::{self, TagFilter};
 use crate::error::{ClientError, Result};
-use crate::message::ReceivedMessage;
 use crate::pool::Pool;
 use crate::route::Broker;
 
@@ -39,7 +39,8 @@ const BUSY_BACKOFF: [Duration; 6] = [
 ];
 
 /// Sends one pull request to `broker` and decodes the answer (a `busy` answer is retried a
-/// few times, with a growing wait).
+/// few times, with a growing wait). The answer's entries are whole: the messages kept are
+/// those from the asked offset up to `next_offset` whose tag matches the request's filter.
 pub(crate) async fn pull_once(
     pool: &Pool,
     broker: &Broker,
@@ -60,8 +61,14 @@ pub(crate) async fn pull_once(
             answered => break answered?,
         }
     };
-    let mut messages = ReceivedMessage::decode_stored_by(&payload, Some(&broker.name))?;
-    messages.retain(|m| m.queue_offset >= request.offset);
+    let filter = TagFilter::parse(&request.tag_expression);
+    let mut messages = entries::pulled(
+        &payload,
+        Some(&broker.name),
+        request.offset,
+        response.next_offset,
+        &filter,
+    )?;
     if names::is_retry_topic(&request.topic) {
         // A retry copy is shown under the topic it was produced to.
         for message in &mut messages {

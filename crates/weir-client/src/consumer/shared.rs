@@ -30,6 +30,7 @@ use weir_proto::{ApiKey, pb};
 
 use crate::connection::ConnectionConfig;
 use crate::consumer::ConsumeResult;
+use crate::entries;
 use crate::error::{ClientError, Result};
 use crate::message::ReceivedMessage;
 use crate::pool::Pool;
@@ -179,24 +180,32 @@ impl SharedConsumer {
                 return Err(e);
             }
         };
-        let messages = ReceivedMessage::decode_stored_by(&payload, Some(&broker.name))?;
-        if messages.len() != response.entries.len() {
-            return Err(ClientError::Protocol(format!(
-                "receive answer has {} records but {} receipts",
-                messages.len(),
-                response.entries.len()
-            )));
-        }
-        Ok(messages
+        // Each delivery names its message's position; the payload holds their entries.
+        let wanted: Vec<(u32, u64)> = response
+            .entries
+            .iter()
+            .map(|e| (e.queue_id, e.queue_offset))
+            .collect();
+        let messages = entries::at_positions(&payload, Some(&broker.name), &wanted)?;
+        response
+            .entries
             .into_iter()
-            .zip(response.entries)
-            .map(|(message, entry)| SharedMessage {
-                message,
-                receipt: entry.receipt,
-                attempt: entry.attempt,
-                broker: broker.addr.clone(),
+            .zip(messages)
+            .map(|(entry, message)| {
+                let message = message.ok_or_else(|| {
+                    ClientError::Protocol(format!(
+                        "receive answer lacks the message at {}:{}",
+                        entry.queue_id, entry.queue_offset
+                    ))
+                })?;
+                Ok(SharedMessage {
+                    message,
+                    receipt: entry.receipt,
+                    attempt: entry.attempt,
+                    broker: broker.addr.clone(),
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Acks deliveries (one request per broker); returns the receipts the broker rejected
