@@ -1,5 +1,6 @@
 //! The client against a real in-process broker: produce, push consumers sharing a group,
-//! per-key order, broadcast, pull consumer and admin.
+//! per-key order, broadcast, pull consumer and admin; headers, compression and batches
+//! read from their middle.
 
 // Test helpers outside #[test] functions panic on failure by design.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -8,12 +9,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 use weir_broker::{Broker, BrokerConfig};
 use weir_client::consumer::ConsumerConfig;
 use weir_client::{
-    Admin, ConsumeMode, ConsumeResult, Message, Producer, ProducerConfig, PullConsumer,
-    PushConsumer, ReceivedMessage, ResetTo, StartFrom,
+    Admin, Compression, ConsumeMode, ConsumeResult, Message, Producer, ProducerConfig,
+    PullConsumer, PushConsumer, ReceivedMessage, ResetTo, StartFrom,
 };
 
 struct TestBroker {
@@ -249,5 +251,157 @@ async fn pull_consumer_commits_only_what_was_polled() {
     assert_eq!(stored, 21);
     let e = admin.describe_topic("missing").await.unwrap_err();
     assert_eq!(e.code(), Some(weir_client::ErrorCode::TopicNotFound));
+    b.broker.shutdown().await.unwrap();
+}
+
+/// Polls `consumer` until `n` messages came (or 10 s passed).
+async fn poll_n(consumer: &mut PullConsumer, n: usize) -> Vec<ReceivedMessage> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut got = Vec::new();
+    while got.len() < n && tokio::time::Instant::now() < deadline {
+        got.extend(consumer.poll(Duration::from_millis(500)).await.unwrap());
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_binary_and_null_headers_survive_produce_and_consume() {
+    let b = broker().await;
+    let admin = Admin::new([b.addr.clone()]).unwrap();
+    admin.create_topic("h", 1).await.unwrap();
+    let producer = Producer::new(ProducerConfig::new([b.addr.clone()])).unwrap();
+    let binary = Bytes::from_static(&[0xFF, 0x00, 0xC3, 0x28]);
+    let message = Message::new("h", "body")
+        .with_key_bytes(Bytes::from_static(&[0x80, 0x81]))
+        .with_tag("T")
+        .with_property("trace", "one")
+        .with_header("trace", Some(binary.clone()))
+        .with_header("gone", None)
+        .with_property("trace", "three");
+    let sent = producer.send(message).await.unwrap();
+
+    let mut consumer = PullConsumer::subscribe(consumer_config(&b.addr, "hg", "h"))
+        .await
+        .unwrap();
+    let got = poll_n(&mut consumer, 1).await;
+    consumer.close().await.unwrap();
+    assert_eq!(got.len(), 1);
+    let m = &got[0];
+    assert_eq!(m.id.as_ref(), Some(&sent.message_id));
+    assert_eq!(m.key_bytes.as_deref(), Some(&[0x80, 0x81][..]));
+    assert_eq!(m.tag, "T");
+    let headers: Vec<(&str, Option<&[u8]>)> = m
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_deref()))
+        .collect();
+    assert_eq!(
+        headers,
+        [
+            ("TAGS", Some(&b"T"[..])),
+            ("trace", Some(&b"one"[..])),
+            ("trace", Some(&binary[..])),
+            ("gone", None),
+            ("trace", Some(&b"three"[..])),
+        ]
+    );
+    assert_eq!(m.property("trace"), Some("one"));
+    // The same through a lookup by id.
+    let looked_up = admin.get_message(&sent.message_id).await.unwrap();
+    assert_eq!(looked_up.headers, m.headers);
+    producer.close().await;
+    b.broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_codec_round_trips_end_to_end() {
+    let b = broker().await;
+    let admin = Admin::new([b.addr.clone()]).unwrap();
+    for codec in Compression::ALL {
+        let topic = format!("c-{codec}");
+        admin.create_topic(&topic, 1).await.unwrap();
+        let config = ProducerConfig::new([b.addr.clone()]).with_compression(codec);
+        let producer = Producer::new(config).unwrap();
+        let messages: Vec<Message> = (0..300)
+            .map(|i| {
+                Message::new(
+                    topic.as_str(),
+                    format!("{{\"n\":{i},\"log\":\"compressible\"}}"),
+                )
+                .with_key(format!("k{}", i % 7))
+                .with_tag(if i % 2 == 0 { "even" } else { "odd" })
+            })
+            .collect();
+        let sent = producer.send_batch(&messages).await.unwrap();
+        assert_eq!(sent.len(), 300);
+        // Single sends too, batched by the accumulator.
+        for i in 300..310 {
+            producer.send_async(Message::new(topic.as_str(), format!("{{\"n\":{i}}}")));
+        }
+        producer.flush().await;
+
+        let mut consumer = PullConsumer::subscribe(consumer_config(&b.addr, "cg", &topic))
+            .await
+            .unwrap();
+        let got = poll_n(&mut consumer, 310).await;
+        consumer.close().await.unwrap();
+        assert_eq!(got.len(), 310, "{codec}");
+        for (i, m) in got.iter().enumerate() {
+            assert_eq!(m.queue_offset, i as u64, "{codec}");
+            assert!(
+                std::str::from_utf8(&m.body)
+                    .unwrap()
+                    .starts_with(&format!("{{\"n\":{i}")),
+                "{codec}"
+            );
+        }
+        assert_eq!(got[7].key, "k0");
+        assert_eq!(got[3].tag, "odd");
+        // Lookups read the compressed entries too.
+        let third = sent.get(3).unwrap();
+        let m = admin.get_message(&third.message_id).await.unwrap();
+        assert_eq!(m.queue_offset, 3, "{codec}");
+        let found = admin.find_by_key(&topic, "k3", 0).await.unwrap();
+        assert!(
+            !found.is_empty() && found.iter().all(|m| m.key == "k3"),
+            "{codec}"
+        );
+        producer.close().await;
+    }
+    b.broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_from_the_middle_of_a_batch_starts_at_that_offset() {
+    let b = broker().await;
+    let admin = Admin::new([b.addr.clone()]).unwrap();
+    admin.create_topic("mid", 1).await.unwrap();
+    let producer = Producer::new(ProducerConfig::new([b.addr.clone()])).unwrap();
+    let messages: Vec<Message> = (0..10)
+        .map(|i| Message::new("mid", format!("m{i}")).with_tag(if i % 3 == 0 { "A" } else { "B" }))
+        .collect();
+    producer.send_batch(&messages).await.unwrap();
+
+    let page = admin.pull("mid", 0, 4, 32).await.unwrap();
+    let bodies: Vec<&[u8]> = page.messages.iter().map(|m| &m.body[..]).collect();
+    assert_eq!(bodies, [&b"m4"[..], b"m5", b"m6", b"m7", b"m8", b"m9"]);
+    assert_eq!(page.messages[0].queue_offset, 4);
+    assert_eq!(page.messages[0].id.as_ref().unwrap().index, 4);
+    assert_eq!(page.next_offset, 10);
+
+    // A tag filter keeps exactly the matching messages of a batch that mixes tags.
+    let mut config = consumer_config(&b.addr, "tags", "mid");
+    config.tag_expression = "A".into();
+    let mut consumer = PullConsumer::subscribe(config).await.unwrap();
+    let got = poll_n(&mut consumer, 4).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut more = consumer.poll(Duration::from_millis(300)).await.unwrap();
+    consumer.close().await.unwrap();
+    let mut all = got;
+    all.append(&mut more);
+    let offsets: Vec<u64> = all.iter().map(|m| m.queue_offset).collect();
+    assert_eq!(offsets, [0, 3, 6, 9]);
+    assert!(all.iter().all(|m| m.tag == "A"));
+    producer.close().await;
     b.broker.shutdown().await.unwrap();
 }

@@ -12,9 +12,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::{Decoder, Encoder};
 use weir_client::connection::{Connection, ConnectionConfig};
-use weir_client::{ClientError, ErrorCode, Message, Producer, ProducerConfig};
+use weir_client::{ClientError, Compression, ErrorCode, Message, Producer, ProducerConfig};
+use weir_proto::batch::Entry;
 use weir_proto::frame::Frame;
-use weir_proto::record::Records;
 use weir_proto::{ApiKey, FrameCodec, OutFrame, pb};
 
 /// Reads frames from `socket` until it closes or `n` frames came.
@@ -148,9 +148,18 @@ async fn requests_time_out() {
     );
 }
 
+/// The message counts of the entries a fake broker received.
+fn counts(entries: &Mutex<Vec<Bytes>>) -> Vec<usize> {
+    entries
+        .lock()
+        .iter()
+        .map(|e| Entry::parse(e).unwrap().record_count() as usize)
+        .collect()
+}
+
 /// A fake broker and name server: one topic with one queue; answers produce requests and
-/// records how many records each carried.
-async fn fake_broker(batches: Arc<Mutex<Vec<usize>>>) -> String {
+/// keeps the entry each carried (checked: exactly one entry, its batch CRC right).
+async fn fake_broker(batches: Arc<Mutex<Vec<Bytes>>>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let own = addr.clone();
@@ -177,8 +186,11 @@ async fn fake_broker(batches: Arc<Mutex<Vec<usize>>>) -> String {
                         Bytes::new(),
                     ),
                     Some(ApiKey::Produce) => {
-                        let count = Records::new(&frame.payload).filter(|r| r.is_ok()).count();
-                        batches.lock().push(count);
+                        let entry = Entry::parse(&frame.payload).unwrap();
+                        assert_eq!(entry.len(), frame.payload.len(), "one entry per request");
+                        entry.verify_batch().unwrap();
+                        let count = entry.record_count() as usize;
+                        batches.lock().push(frame.payload.clone().freeze());
                         let response = pb::ProduceResponse {
                             queue_offset: queue_end,
                             commit_log_offset: log_end,
@@ -221,23 +233,82 @@ async fn concurrent_sends_share_batches_one_frame_each() {
     for handle in handles {
         results.push(handle.await.unwrap());
     }
-    assert_eq!(*batches.lock(), vec![10; 10], "ten frames of ten records");
-    // Queue offsets follow the send order; ids advance by each record's length.
+    assert_eq!(counts(&batches), vec![10; 10], "ten frames of ten messages");
+    // Queue offsets follow the send order; an id names its batch's entry and its index.
+    let entry_len = batches.lock()[0].len() as u64;
     for (i, result) in results.iter().enumerate() {
         assert_eq!(result.queue_offset, i as u64);
         assert_eq!(result.queue_id, 0);
-    }
-    let record_len =
-        results[1].message_id.commit_log_offset - results[0].message_id.commit_log_offset;
-    assert!(record_len > 0);
-    for pair in results.windows(2) {
-        assert_eq!(
-            pair[1].message_id.commit_log_offset - pair[0].message_id.commit_log_offset,
-            record_len
-        );
+        assert_eq!(result.message_id.index, (i % 10) as u32);
     }
     assert_eq!(results[0].message_id.commit_log_offset, 1000);
+    assert_eq!(results[9].message_id.commit_log_offset, 1000);
+    assert_eq!(results[10].message_id.commit_log_offset, 1000 + entry_len);
     producer.close().await;
+}
+
+#[tokio::test]
+async fn a_batch_send_is_one_entry_with_one_completion() {
+    let batches = Arc::new(Mutex::new(Vec::new()));
+    let addr = fake_broker(batches.clone()).await;
+    let mut config = ProducerConfig::new([addr]);
+    config.linger = Duration::from_secs(5);
+    let producer = Producer::new(config).unwrap();
+    producer.route("t").await.unwrap();
+    // A message waiting in the queue's open batch is sent first: order is kept.
+    let single = producer.send_async(Message::new("t", "before"));
+    let messages: Vec<Message> = (0..500)
+        .map(|i| Message::new("t", format!("batch {i:03}")))
+        .collect();
+    let sent = producer.send_batch(&messages).await.unwrap();
+    assert_eq!(single.await.unwrap().queue_offset, 0);
+    assert_eq!(counts(&batches), vec![1, 500]);
+    assert_eq!(sent.len(), 500);
+    assert_eq!(sent.queue_offset(), 1);
+    let last = sent.get(499).unwrap();
+    assert_eq!(last.queue_offset, 500);
+    assert_eq!(last.message_id.index, 499);
+    assert_eq!(last.message_id.commit_log_offset, sent.commit_log_offset());
+    assert!(sent.get(500).is_none());
+    assert_eq!(
+        producer.sent_bytes(),
+        batches.lock().iter().map(|e| e.len() as u64).sum::<u64>()
+    );
+    // Messages of another topic cannot join the batch.
+    let mixed = [Message::new("t", "a"), Message::new("u", "b")];
+    assert!(producer.send_batch(&mixed).await.is_err());
+    producer.close().await;
+}
+
+#[tokio::test]
+async fn every_codec_compresses_the_batch_the_broker_gets() {
+    for codec in Compression::ALL {
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let addr = fake_broker(batches.clone()).await;
+        let producer = Producer::new(ProducerConfig::new([addr]).with_compression(codec)).unwrap();
+        producer.route("t").await.unwrap();
+        let body = "{\"level\":\"info\",\"message\":\"a compressible log line\"}";
+        let messages: Vec<Message> = (0..200).map(|_| Message::new("t", body)).collect();
+        producer.send_batch(&messages).await.unwrap();
+        let entry = batches.lock()[0].clone();
+        let parsed = Entry::parse(&entry).unwrap();
+        assert_eq!(parsed.compression(), codec);
+        if codec != Compression::None {
+            assert!(
+                entry.len() < 200 * body.len() / 2,
+                "{codec}: {} bytes",
+                entry.len()
+            );
+        }
+        let decoded = weir_proto::batch::Message::decode_entry(&entry).unwrap();
+        assert_eq!(decoded.len(), 200);
+        assert!(
+            decoded
+                .iter()
+                .all(|m| m.body.as_deref() == Some(body.as_bytes()))
+        );
+        producer.close().await;
+    }
 }
 
 #[tokio::test]
@@ -249,5 +320,5 @@ async fn linger_sends_a_partial_batch() {
     let producer = Producer::new(config).unwrap();
     let sent = producer.send(Message::new("t", "one")).await.unwrap();
     assert_eq!(sent.queue_offset, 0);
-    assert_eq!(*batches.lock(), vec![1]);
+    assert_eq!(counts(&batches), vec![1]);
 }

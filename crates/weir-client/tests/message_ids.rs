@@ -12,8 +12,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::codec::{Decoder, Encoder};
 use weir_client::{Admin, ErrorCode, MessageId};
+use weir_proto::batch::{self, BatchBuilder, BatchOptions, Compression, RecordFields, Stamp};
 use weir_proto::frame::Frame;
-use weir_proto::record::{self, RecordFields, Stamp};
 use weir_proto::{ApiKey, FrameCodec, OutFrame, pb};
 
 /// Serves every connection to a fresh loopback port with `answer`; returns the address.
@@ -54,26 +54,26 @@ fn error(frame: &Frame, code: ErrorCode, message: &str) -> OutFrame {
     )
 }
 
-/// One stored record of topic `t`, stamped at `commit_log_offset`.
-fn stored_record(commit_log_offset: u64) -> Bytes {
-    let mut buf = BytesMut::new();
-    record::encode(
-        &RecordFields {
-            topic: "t",
-            body: b"found",
-            ..Default::default()
-        },
-        &mut buf,
-    )
-    .unwrap();
-    record::stamp(
-        &mut buf,
+/// One stored entry of topic `t` at `commit_log_offset`: messages "other", "found", "other".
+fn stored_entry(commit_log_offset: u64) -> Bytes {
+    let mut builder = BatchBuilder::new("t", BatchOptions::default()).unwrap();
+    for body in ["other", "found", "other"] {
+        let fields = RecordFields {
+            timestamp: 1,
+            key: None,
+            value: Some(body.as_bytes()),
+        };
+        builder.push(&fields, std::iter::empty()).unwrap();
+    }
+    let mut entry = builder.finish(Compression::None).unwrap();
+    batch::stamp(
+        &mut entry,
         Stamp {
             commit_log_offset,
             ..Default::default()
         },
     );
-    buf.freeze()
+    entry.freeze()
 }
 
 #[tokio::test]
@@ -85,7 +85,7 @@ async fn a_lookup_by_id_goes_to_the_broker_group_the_routes_name() {
         Some(ApiKey::GetMessage) => {
             seen.fetch_add(1, Ordering::SeqCst);
             let header = frame.header.response(ErrorCode::None);
-            OutFrame::new(header, &pb::Empty {}, stored_record(4096))
+            OutFrame::new(header, &pb::Empty {}, stored_entry(4096))
         }
         _ => error(frame, ErrorCode::InvalidArgument, "unexpected request"),
     })
@@ -109,10 +109,8 @@ async fn a_lookup_by_id_goes_to_the_broker_group_the_routes_name() {
         _ => error(frame, ErrorCode::InvalidArgument, "unexpected request"),
     })
     .await;
-    let id = MessageId {
-        broker: Arc::from("group-b"),
-        commit_log_offset: 4096,
-    };
+    // The middle message of the entry.
+    let id = MessageId::new(Arc::from("group-b"), 4096, 1);
 
     // No route names the group yet: the configured server is asked, as before.
     let admin = Admin::new([server.clone()]).unwrap();

@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::codec::{Decoder, Encoder};
 use weir_client::{ErrorCode, Message, Producer, ProducerConfig};
-use weir_proto::record::Records;
+use weir_proto::batch::Entry;
 use weir_proto::{ApiKey, FrameCodec, OutFrame, pb};
 
 /// A fake broker with one queue that answers the first `fail_first` produce requests with
@@ -56,7 +56,7 @@ async fn flaky_broker(fail_first: usize, produces: Arc<AtomicUsize>) -> String {
                             )
                         }
                         Some(ApiKey::Produce) => {
-                            let count = Records::new(&frame.payload).count();
+                            let count = Entry::parse(&frame.payload).unwrap().record_count();
                             let response = pb::ProduceResponse {
                                 queue_offset: queue_end,
                                 commit_log_offset: 5000 + queue_end * 1000,
@@ -133,15 +133,10 @@ async fn handles_of_one_batch_get_consecutive_offsets_and_distinct_ids() {
         assert_eq!(result.queue_offset, i as u64);
         assert_eq!(result.topic, "t");
     }
-    let first = results[0].message_id.commit_log_offset;
-    assert_eq!(first, 5000);
-    let step = results[1].message_id.commit_log_offset - first;
-    for pair in results.windows(2) {
-        assert_eq!(
-            pair[1].message_id.commit_log_offset - pair[0].message_id.commit_log_offset,
-            step,
-            "ids advance by one record length"
-        );
+    // One entry: every id names it, each with the message's index in the batch.
+    for (i, result) in results.iter().enumerate() {
+        assert_eq!(result.message_id.commit_log_offset, 5000);
+        assert_eq!(result.message_id.index, i as u32);
     }
     producer.close().await;
 }

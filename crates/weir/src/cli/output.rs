@@ -4,6 +4,7 @@ use std::io::Write;
 
 use serde_json::{Map, Value, json};
 use weir_client::ReceivedMessage;
+use weir_proto::batch::{HEADER_DELIVER_MS, HEADER_TAGS};
 
 /// How messages are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -17,10 +18,19 @@ pub enum Format {
 /// A message as one JSON object: topic, queue, offset, id, key, tag, properties, body,
 /// born_timestamp, store_timestamp, deliver_at (0 unless delayed).
 pub fn message_json(message: &ReceivedMessage) -> Value {
+    // The headers but the tag and the deliver-at time (printed as fields of their own); a
+    // null value is null, a binary one is shown lossily.
     let properties: Map<String, Value> = message
-        .properties
+        .headers
         .iter()
-        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .filter(|(k, _)| k != HEADER_TAGS && k != HEADER_DELIVER_MS)
+        .map(|(k, v)| {
+            let value = match v {
+                Some(v) => Value::String(String::from_utf8_lossy(v).into_owned()),
+                None => Value::Null,
+            };
+            (k.clone(), value)
+        })
         .collect();
     json!({
         "topic": message.topic,

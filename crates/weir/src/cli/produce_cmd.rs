@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use weir_client::{Message, Producer, ProducerConfig, SendHandle};
+use weir_client::{Compression, Message, Producer, ProducerConfig, SendHandle};
 
 use super::ServerArgs;
 use super::txn_cmd::{self, Decide};
@@ -46,6 +46,10 @@ pub struct ProduceArgs {
     /// Deliver after one of RocketMQ's delay levels, 1 (1s) to 18 (2h).
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=18))]
     delay_level: Option<u8>,
+    /// Compress each batch: none, gzip, snappy, lz4 or zstd (the broker stores it as sent;
+    /// consumers decompress).
+    #[arg(long, default_value_t = Compression::None)]
+    compression: Compression,
     /// Send the --body message in a transaction of producer group --group: stored invisible
     /// first, then decided as --decide says. Prints one JSON line per step.
     #[arg(
@@ -100,9 +104,17 @@ pub async fn run(args: ProduceArgs) -> Result<()> {
     if let (true, Some(group), Some(body)) = (args.transaction, &args.group, &args.body) {
         let message = args.message(body.clone())?;
         let decide = args.decide.unwrap_or(Decide::Commit);
-        return txn_cmd::produce(args.server.servers(), group.clone(), message, decide).await;
+        return txn_cmd::produce(
+            args.server.servers(),
+            group.clone(),
+            message,
+            decide,
+            args.compression,
+        )
+        .await;
     }
-    let producer = Producer::new(ProducerConfig::new(args.server.servers()))?;
+    let config = ProducerConfig::new(args.server.servers()).with_compression(args.compression);
+    let producer = Producer::new(config)?;
     // Learn the route first: a missing topic fails here, and stdin lines keep their order.
     producer.route(&args.topic).await?;
     let started = Instant::now();

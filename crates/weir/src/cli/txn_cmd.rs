@@ -18,7 +18,9 @@ use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 use weir_client::transaction::TxOutcome;
-use weir_client::{Message, ProducerConfig, ReceivedMessage, TransactionProducer, TxState};
+use weir_client::{
+    Compression, Message, ProducerConfig, ReceivedMessage, TransactionProducer, TxState,
+};
 use weir_proto::transaction::PROP_TRANSACTION_ID;
 
 use super::ServerArgs;
@@ -147,10 +149,11 @@ pub async fn produce(
     group: String,
     message: Message,
     decide: Decide,
+    compression: Compression,
 ) -> Result<()> {
     // This process never learns more than --decide says: its own check-backs stay unknown.
-    let producer =
-        TransactionProducer::new(ProducerConfig::new(servers), group, |_| TxState::Unknown).await?;
+    let config = ProducerConfig::new(servers).with_compression(compression);
+    let producer = TransactionProducer::new(config, group, |_| TxState::Unknown).await?;
     let outcome = producer
         .send_in_transaction(message, |_| TxState::Unknown)
         .await?;

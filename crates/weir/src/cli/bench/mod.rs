@@ -12,6 +12,7 @@
 //! p50/p90/p99/p99.9/max from an HDR histogram), one JSON object with `--json`; a live
 //! progress line is drawn only when stdout is a terminal.
 
+mod batch_sender;
 mod consume;
 mod e2e;
 mod produce;

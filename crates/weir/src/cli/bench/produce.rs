@@ -5,8 +5,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use bytes::Bytes;
 use clap::Args;
-use weir_client::{Producer, ProducerConfig};
+use weir_client::{Compression, Producer, ProducerConfig};
 
+use super::batch_sender;
 use super::sender::{self, Plan};
 use super::stats::{Progress, Stats};
 use super::{Amount, Create, create_topic};
@@ -50,6 +51,13 @@ pub struct ProduceArgs {
     /// Idempotent producers: a resent batch is stored once.
     #[arg(long)]
     idempotent: bool,
+    /// Compress each batch: none, gzip, snappy, lz4 or zstd.
+    #[arg(long, default_value_t = Compression::None)]
+    compression: Compression,
+    /// Send whole batches of --batch-size messages with one call and one completion each
+    /// (`Producer::send_batch`) instead of one `send_async` per message.
+    #[arg(long, conflicts_with = "key_space")]
+    send_batch: bool,
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
@@ -80,6 +88,7 @@ pub async fn run(servers: Vec<String>, args: ProduceArgs) -> Result<()> {
             .max(args.batch_size * (args.size + 128));
         config.linger = Duration::from_millis(args.linger);
         config.idempotent = args.idempotent;
+        config.compression = args.compression;
         let producer = Producer::new(config)?;
         // Learn the route before the clock starts.
         producer.route(&args.topic).await?;
@@ -111,12 +120,22 @@ pub async fn run(servers: Vec<String>, args: ProduceArgs) -> Result<()> {
             start,
         };
         let body = body.clone();
-        senders.push(sender::start(
-            producer.clone(),
-            plan,
-            Box::new(move |_| body.clone()),
-            stats.clone(),
-        ));
+        senders.push(if args.send_batch {
+            batch_sender::start(
+                producer.clone(),
+                plan,
+                args.batch_size,
+                body,
+                stats.clone(),
+            )
+        } else {
+            sender::start(
+                producer.clone(),
+                plan,
+                Box::new(move |_| body.clone()),
+                stats.clone(),
+            )
+        });
     }
     // Every send ends within the delivery timeout (so a run of --messages ends too); a run
     // of --duration is also bounded here, in case one does not.
@@ -141,8 +160,10 @@ pub async fn run(servers: Vec<String>, args: ProduceArgs) -> Result<()> {
     let elapsed = start.elapsed();
     progress.finish();
     let mut resent = 0;
+    let mut wire_bytes = 0;
     for producer in producers {
         resent += producer.resent_maybe_stored();
+        wire_bytes += producer.sent_bytes();
         if tokio::time::timeout(delivery_timeout, producer.close())
             .await
             .is_err()
@@ -152,6 +173,7 @@ pub async fn run(servers: Vec<String>, args: ProduceArgs) -> Result<()> {
     }
     let mut summary = stats.summary("produce", elapsed);
     summary.resent_maybe_stored = resent;
+    summary.wire_bytes = wire_bytes;
     summary.print(args.json)?;
     if stuck > 0 {
         bail!(

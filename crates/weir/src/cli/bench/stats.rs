@@ -68,6 +68,7 @@ impl Stats {
             bytes,
             errors: self.errors(),
             resent_maybe_stored: 0,
+            wire_bytes: 0,
             elapsed_secs: elapsed.as_secs_f64(),
             msgs_per_sec: messages as f64 / secs,
             mb_per_sec: bytes as f64 / 1e6 / secs,
@@ -105,6 +106,20 @@ impl Recorder {
         let us = u64::try_from(latency.as_micros()).unwrap_or(MAX_LATENCY_US);
         self.latency.saturating_record(us.clamp(1, MAX_LATENCY_US));
         if self.messages.is_multiple_of(1024) && self.merged.elapsed() >= MERGE_EVERY {
+            self.merge();
+        }
+    }
+
+    /// Counts `count` messages of `bytes` body bytes each that all took `latency` (the
+    /// messages of one batch, acknowledged together).
+    pub fn record_many(&mut self, count: u64, bytes: u64, latency: Duration) {
+        self.messages += count;
+        self.bytes += bytes * count;
+        let us = u64::try_from(latency.as_micros()).unwrap_or(MAX_LATENCY_US);
+        let _ = self
+            .latency
+            .record_n(us.clamp(1, MAX_LATENCY_US), count);
+        if self.merged.elapsed() >= MERGE_EVERY {
             self.merge();
         }
     }
@@ -174,6 +189,9 @@ pub struct Summary {
     /// Produce: messages acknowledged after their batch was resent although an earlier
     /// attempt may have stored it (without `--idempotent`, each may be stored twice).
     pub resent_maybe_stored: u64,
+    /// Produce: bytes of entries sent (as on the wire: compressed, envelopes and record
+    /// framing included; 0 for the other modes).
+    pub wire_bytes: u64,
     /// Wall time of the run.
     pub elapsed_secs: f64,
     /// Messages per second.
@@ -208,6 +226,13 @@ impl Summary {
                 l.p999,
                 l.max
             );
+            if self.wire_bytes > 0 {
+                println!(
+                    "sent: {} bytes of entries, {:.1} B per message",
+                    self.wire_bytes,
+                    self.wire_bytes as f64 / self.messages.max(1) as f64
+                );
+            }
             if self.resent_maybe_stored > 0 {
                 println!(
                     "resent after an attempt that may have stored them (possibly stored twice): {}",
