@@ -61,9 +61,7 @@ pub fn start(
         let runtime = tokio::runtime::Handle::current();
         let mut sent = 0u64;
         while plan.count.is_none_or(|n| sent < n) {
-            let count = plan
-                .count
-                .map_or(batch, |n| batch.min((n - sent) as usize));
+            let count = plan.count.map_or(batch, |n| batch.min((n - sent) as usize));
             let scheduled = match plan.rate {
                 Some(rate) => {
                     let at = plan.start + Duration::from_secs_f64(sent as f64 / rate);

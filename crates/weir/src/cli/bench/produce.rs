@@ -121,13 +121,7 @@ pub async fn run(servers: Vec<String>, args: ProduceArgs) -> Result<()> {
         };
         let body = body.clone();
         senders.push(if args.send_batch {
-            batch_sender::start(
-                producer.clone(),
-                plan,
-                args.batch_size,
-                body,
-                stats.clone(),
-            )
+            batch_sender::start(producer.clone(), plan, args.batch_size, body, stats.clone())
         } else {
             sender::start(
                 producer.clone(),

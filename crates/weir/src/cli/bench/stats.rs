@@ -116,9 +116,7 @@ impl Recorder {
         self.messages += count;
         self.bytes += bytes * count;
         let us = u64::try_from(latency.as_micros()).unwrap_or(MAX_LATENCY_US);
-        let _ = self
-            .latency
-            .record_n(us.clamp(1, MAX_LATENCY_US), count);
+        let _ = self.latency.record_n(us.clamp(1, MAX_LATENCY_US), count);
         if self.merged.elapsed() >= MERGE_EVERY {
             self.merge();
         }
