@@ -60,7 +60,7 @@ async fn flaky_broker(fail_first: usize, produces: Arc<AtomicUsize>) -> String {
                             let response = pb::ProduceResponse {
                                 queue_offset: queue_end,
                                 commit_log_offset: 5000 + queue_end * 1000,
-                                count: count as u32,
+                                count,
                                 store_timestamp: 1,
                                 broker_name: "b".into(),
                                 ..pb::ProduceResponse::default()
