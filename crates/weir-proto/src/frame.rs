@@ -370,10 +370,12 @@ impl OutFrame {
     }
 }
 
-impl Encoder<OutFrame> for FrameCodec {
-    type Error = FrameError;
-
-    fn encode(&mut self, item: OutFrame, dst: &mut BytesMut) -> Result<(), FrameError> {
+impl FrameCodec {
+    /// Writes `item` but its payload (the length prefix, the header and the meta), for a
+    /// writer that sends the payload from its own buffer (a vectored write) instead of copying
+    /// it. The frame's length counts the payload; `dst` must be followed on the wire by
+    /// exactly `item.payload`.
+    pub fn encode_head(&self, item: &OutFrame, dst: &mut BytesMut) -> Result<(), FrameError> {
         let frame_len = MIN_FRAME_LEN as usize + item.meta.len() + item.payload.len();
         if frame_len > self.max_frame_len as usize {
             return Err(FrameError::TooLarge {
@@ -381,7 +383,7 @@ impl Encoder<OutFrame> for FrameCodec {
                 max: self.max_frame_len,
             });
         }
-        dst.reserve(4 + frame_len);
+        dst.reserve(4 + frame_len - item.payload.len());
         dst.put_u32(frame_len as u32);
         dst.put_u16(item.header.api_key);
         dst.put_u16(item.header.api_version);
@@ -390,7 +392,16 @@ impl Encoder<OutFrame> for FrameCodec {
         dst.put_u16(item.header.error_code);
         dst.put_u32(item.meta.len() as u32);
         dst.put_slice(&item.meta);
-        dst.put_slice(&item.payload);
+        Ok(())
+    }
+}
+
+impl Encoder<OutFrame> for FrameCodec {
+    type Error = FrameError;
+
+    fn encode(&mut self, item: OutFrame, dst: &mut BytesMut) -> Result<(), FrameError> {
+        self.encode_head(&item, dst)?;
+        dst.extend_from_slice(&item.payload);
         Ok(())
     }
 }
