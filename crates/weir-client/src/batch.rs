@@ -597,12 +597,18 @@ impl Batcher {
                 other.topic()
             )));
         }
+        // Encoded before the queue's lock is taken: only the batch-level fields (producer id,
+        // base sequence) are set under it.
         let born = now_ms();
         let capacity = messages
             .iter()
             .enumerate()
             .map(|(i, m)| m.encoded_len(born, born, i as u32))
             .sum();
+        let mut builder = BatchBuilder::with_capacity(topic, BatchOptions::default(), capacity)?;
+        for message in messages {
+            message.push_to(&mut builder, born)?;
+        }
         let to_send = {
             let mut topics = self.queues.lock();
             let topics_entry = match topics.get_mut(topic) {
@@ -614,14 +620,7 @@ impl Batcher {
                 state.broker_addr.clone_from(&queue.broker_addr);
             }
             let producer_id = self.producer_id_for(state, queue)?;
-            let mut builder = BatchBuilder::with_capacity(
-                topic,
-                Self::options(producer_id, state.next_seq),
-                capacity,
-            )?;
-            for message in messages {
-                message.push_to(&mut builder, born)?;
-            }
+            *builder.options_mut() = Self::options(producer_id, state.next_seq);
             if producer_id.is_some() {
                 state.next_seq = next_sequence(state.next_seq, count);
             }

@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::codec::Decoder;
 use tracing::{debug, trace};
 use weir_proto::frame::flags;
 use weir_proto::{ApiKey, ErrorCode, FrameCodec, Header, OutFrame, pb};
@@ -315,40 +315,95 @@ impl Connection {
     }
 }
 
-/// Writes queued frames, as many per `write` as are waiting.
+/// Payloads at least this long are written from their own buffer (a vectored write) instead
+/// of being copied behind their frame's header: a produced batch goes to the socket as built.
+const WRITE_IN_PLACE: usize = 16 * 1024;
+/// Most buffers handed to one vectored write.
+const MAX_IOVECS: usize = 64;
+
+/// Writes queued frames, as many per `write` as are waiting: headers, metas and small
+/// payloads copied into one buffer, large payloads written in place.
 async fn write_loop(
     mut socket: tokio::net::tcp::OwnedWriteHalf,
     mut queue: mpsc::UnboundedReceiver<OutFrame>,
-    mut codec: FrameCodec,
+    codec: FrameCodec,
     shared: Arc<Shared>,
 ) {
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut chunks: Vec<Bytes> = Vec::new();
     while let Some(frame) = queue.recv().await {
         let mut next = Some(frame);
+        let mut queued = 0usize;
         while let Some(frame) = next.take() {
             let request_id = frame.header.request_id;
-            if let Err(e) = codec.encode(frame, &mut buf) {
-                // Only this request is affected: the frame was never written.
-                let waiter = shared
-                    .pending
-                    .lock()
-                    .as_mut()
-                    .and_then(|m| m.remove(&request_id));
-                if let Some(waiter) = waiter {
-                    let _ = waiter.send(Err(ClientError::Protocol(e.to_string())));
+            match codec.encode_head(&frame, &mut buf) {
+                Ok(()) if frame.payload.len() >= WRITE_IN_PLACE => {
+                    chunks.push(buf.split().freeze());
+                    queued += frame.payload.len();
+                    chunks.push(frame.payload);
+                }
+                Ok(()) => buf.extend_from_slice(&frame.payload),
+                Err(e) => {
+                    // Only this request is affected: the frame was never written.
+                    let waiter = shared
+                        .pending
+                        .lock()
+                        .as_mut()
+                        .and_then(|m| m.remove(&request_id));
+                    if let Some(waiter) = waiter {
+                        let _ = waiter.send(Err(ClientError::Protocol(e.to_string())));
+                    }
                 }
             }
-            if buf.len() < 1024 * 1024 {
+            if buf.len() + queued < 1024 * 1024 && chunks.len() < MAX_IOVECS {
                 next = queue.try_recv().ok();
             }
         }
-        if let Err(e) = socket.write_all(&buf).await {
+        if !buf.is_empty() {
+            chunks.push(buf.split().freeze());
+        }
+        if let Err(e) = write_chunks(&mut socket, &mut chunks).await {
             shared.close(&format!("write failed: {e}"));
             return;
         }
-        buf.clear();
     }
     let _ = socket.shutdown().await;
+}
+
+/// Writes every chunk, in order, with vectored writes; empties `chunks`.
+async fn write_chunks(
+    socket: &mut tokio::net::tcp::OwnedWriteHalf,
+    chunks: &mut Vec<Bytes>,
+) -> std::io::Result<()> {
+    let mut first = 0;
+    while first < chunks.len() {
+        if chunks[first].is_empty() {
+            first += 1;
+            continue;
+        }
+        let mut slices = [std::io::IoSlice::new(&[]); MAX_IOVECS];
+        let mut n = 0;
+        for (slot, chunk) in slices.iter_mut().zip(&chunks[first..]) {
+            *slot = std::io::IoSlice::new(chunk);
+            n += 1;
+        }
+        let mut written = socket.write_vectored(&slices[..n]).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 {
+            let len = chunks[first].len();
+            if written >= len {
+                written -= len;
+                first += 1;
+            } else {
+                bytes::Buf::advance(&mut chunks[first], written);
+                written = 0;
+            }
+        }
+    }
+    chunks.clear();
+    Ok(())
 }
 
 /// Reads response frames and completes the matching requests.

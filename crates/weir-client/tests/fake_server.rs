@@ -257,12 +257,17 @@ async fn a_batch_send_is_one_entry_with_one_completion() {
     producer.route("t").await.unwrap();
     // A message waiting in the queue's open batch is sent first: order is kept.
     let single = producer.send_async(Message::new("t", "before"));
+    // Over 16 KiB: the entry is written to the socket from its own buffer.
+    let padding = "x".repeat(40);
     let messages: Vec<Message> = (0..500)
-        .map(|i| Message::new("t", format!("batch {i:03}")))
+        .map(|i| Message::new("t", format!("batch {i:03} {padding}")))
         .collect();
     let sent = producer.send_batch(&messages).await.unwrap();
     assert_eq!(single.await.unwrap().queue_offset, 0);
     assert_eq!(counts(&batches), vec![1, 500]);
+    assert!(batches.lock()[1].len() > 16 * 1024);
+    let stored = weir_proto::batch::Message::decode_entry(&batches.lock()[1]).unwrap();
+    assert_eq!(stored[499].body.as_deref(), messages[499].body().get(..));
     assert_eq!(sent.len(), 500);
     assert_eq!(sent.queue_offset(), 1);
     let last = sent.get(499).unwrap();
