@@ -1,8 +1,10 @@
 //! Rust client SDK for Weir.
 //!
-//! * [`Producer`] — `send` (waits for the ack), `send_async`, `send_oneway`; batching with
-//!   linger, retries with back-off, queue choice by key hash or round-robin, latency fault
-//!   avoidance.
+//! * [`Producer`] — `send` (waits for the ack), `send_async`, `send_oneway`, and `send_batch`
+//!   (a whole batch in one call with one completion); batching with linger, compression
+//!   ([`Compression`]), retries with back-off, queue choice by key hash or round-robin, latency
+//!   fault avoidance. Messages go out as Kafka RecordBatch v2 batches in a Weir envelope
+//!   (`weir_proto::batch`): headers keep their order, repeated names and binary or null values.
 //! * [`PushConsumer`] — a handler closure fed by long-polling pull loops, one per owned queue;
 //!   clustering or broadcast groups; offsets committed periodically and on shutdown.
 //! * [`PullConsumer`] — subscribe like the push consumer and `poll` yourself, or `pull` any

@@ -266,7 +266,8 @@ pub fn delay_level(level: u8) -> Option<Duration> {
 /// Where a sent message was stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendResult {
-    /// The message's id (storing broker group and commit-log offset).
+    /// The message's id (storing broker group, commit-log offset of its entry, its index in
+    /// the entry's batch).
     pub message_id: MessageId,
     /// The topic.
     pub topic: String,
