@@ -153,7 +153,10 @@ impl BatchBuilder {
         offset_delta: u32,
     ) -> usize {
         let (count, headers_len) = headers.fold((0usize, 0usize), |(n, len), (k, v)| {
-            (n + 1, len + nullable_len(Some(k.as_bytes())) + nullable_len(v))
+            (
+                n + 1,
+                len + nullable_len(Some(k.as_bytes())) + nullable_len(v),
+            )
         });
         let body = 1
             + varlong_len(fields.timestamp.wrapping_sub(base_timestamp))

@@ -66,7 +66,7 @@ use thiserror::Error;
 
 pub use builder::{BatchBuilder, BatchOptions, RecordFields};
 pub use compression::Compression;
-pub use message::Message;
+pub use message::{MAX_UNCOMPRESSED_LEN, Message};
 pub use records::{Decoded, Headers, RecordIter, RecordView};
 
 /// Magic byte of the envelope (Weir log format 2).
@@ -309,7 +309,9 @@ impl<'a> Entry<'a> {
         let total = be_u32(buf, OFF_ENTRY_LEN) as usize;
         let batch_at = ENVELOPE_LEN + buf[OFF_TOPIC_LEN] as usize;
         if total < batch_at + BATCH_HEADER_LEN {
-            return Err(BatchError::Malformed("entry shorter than its envelope and batch header"));
+            return Err(BatchError::Malformed(
+                "entry shorter than its envelope and batch header",
+            ));
         }
         if buf.len() < total {
             return Err(BatchError::Truncated {
@@ -323,7 +325,9 @@ impl<'a> Entry<'a> {
             return Err(BatchError::BadBatchMagic(batch[B_MAGIC]));
         }
         if be_u32(batch, B_LENGTH) as usize != batch.len() - 12 {
-            return Err(BatchError::Malformed("batch length does not match the entry length"));
+            return Err(BatchError::Malformed(
+                "batch length does not match the entry length",
+            ));
         }
         std::str::from_utf8(&bytes[ENVELOPE_LEN..batch_at])
             .map_err(|_| BatchError::NotUtf8("topic"))?;
@@ -333,7 +337,9 @@ impl<'a> Entry<'a> {
             return Err(BatchError::Malformed("record count"));
         }
         if be_u32(batch, B_LAST_OFFSET_DELTA) != count - 1 {
-            return Err(BatchError::Malformed("last offset delta is not record count - 1"));
+            return Err(BatchError::Malformed(
+                "last offset delta is not record count - 1",
+            ));
         }
         Compression::from_code((entry.attributes() & attributes::COMPRESSION_MASK) as u8)?;
         Ok(entry)
