@@ -3,10 +3,12 @@
 
 use bytes::{BufMut, BytesMut};
 
+use super::records::RecordView;
 use super::varint::{put_varint, put_varlong, varint_len, varlong_len};
 use super::{
     B_ATTRIBUTES, B_CRC, BATCH_HEADER_LEN, BATCH_MAGIC, BatchError, Compression, ENVELOPE_LEN,
-    MAGIC, NO_PRODUCER_ID, NO_SEQUENCE, attributes,
+    HEADER_DELAY_SEC, HEADER_DELIVER_MS, MAGIC, NO_PRODUCER_ID, NO_SEQUENCE, OFF_FLAGS, attributes,
+    envelope_flags,
 };
 
 /// The batch-level fields a producer sets.
@@ -182,6 +184,9 @@ impl BatchBuilder {
         let mut count = 0usize;
         let mut headers_len = 0usize;
         for (k, v) in headers.clone() {
+            if k == HEADER_DELIVER_MS || k == HEADER_DELAY_SEC {
+                self.buf[OFF_FLAGS] |= envelope_flags::DELAYED;
+            }
             check_len("header key", k.len())?;
             check_len("header value", v.map_or(0, <[u8]>::len))?;
             count += 1;
@@ -211,6 +216,29 @@ impl BatchBuilder {
         self.count += 1;
         self.max_timestamp = self.max_timestamp.max(fields.timestamp);
         Ok(())
+    }
+
+    /// Appends a copy of `record` (another batch's record): timestamp, key and value kept,
+    /// its headers kept in order except those named in `drop`, then `add` appended.
+    pub fn push_copy(
+        &mut self,
+        record: &RecordView<'_>,
+        drop: &[&str],
+        add: &[(&str, &[u8])],
+    ) -> Result<(), BatchError> {
+        let kept = record
+            .headers()
+            .filter_map(Result::ok)
+            .filter(|(k, _)| !drop.contains(k));
+        let added = add.iter().map(|(k, v)| (*k, Some(*v)));
+        self.push(
+            &RecordFields {
+                timestamp: record.timestamp,
+                key: record.key,
+                value: record.value,
+            },
+            kept.chain(added),
+        )
     }
 
     /// Seals the batch: compresses the records with `codec`, writes the lengths and the
