@@ -125,6 +125,17 @@ impl BatchBuilder {
         })
     }
 
+    /// One uncompressed entry for `topic` holding one message with `fields` and `headers`.
+    pub fn single(
+        topic: &str,
+        fields: &RecordFields<'_>,
+        headers: &[(&str, &[u8])],
+    ) -> Result<BytesMut, BatchError> {
+        let mut builder = BatchBuilder::new(topic, BatchOptions::default())?;
+        builder.push(fields, headers.iter().map(|(k, v)| (*k, Some(*v))))?;
+        builder.finish(Compression::None)
+    }
+
     /// Records so far.
     pub fn count(&self) -> u32 {
         self.count
