@@ -6,7 +6,7 @@
 use bytes::{Bytes, BytesMut};
 use weir_client::connection::{Connection, ConnectionConfig};
 use weir_client::{ClientError, ErrorCode, Message, Producer, ProducerConfig, ReceivedMessage};
-use weir_proto::record::{self, RecordFields};
+use weir_proto::batch::{self, BatchBuilder, BatchOptions, Compression, RecordFields};
 use weir_proto::{ApiKey, pb};
 
 use crate::harness::Node;
@@ -30,23 +30,25 @@ fn batch_due(
     bodies: &[&str],
     deliver_at: i64,
 ) -> Bytes {
-    let mut buf = BytesMut::new();
-    for (i, body) in bodies.iter().enumerate() {
-        record::encode(
-            &RecordFields {
-                topic,
-                body: body.as_bytes(),
-                born_timestamp: 1,
-                deliver_at,
-                producer_id,
-                sequence: first_seq + i as u32,
-                ..RecordFields::default()
-            },
-            &mut buf,
-        )
-        .unwrap();
+    let options = BatchOptions {
+        producer_id: producer_id as i64,
+        producer_epoch: 0,
+        base_sequence: first_seq as i32,
+        flags: 0,
+    };
+    let mut builder = BatchBuilder::new(topic, options).unwrap();
+    let at = deliver_at.to_string();
+    let due = [(batch::HEADER_DELIVER_MS, Some(at.as_bytes()))];
+    let headers = if deliver_at == 0 { &due[..0] } else { &due[..] };
+    for body in bodies {
+        let fields = RecordFields {
+            timestamp: 1,
+            key: None,
+            value: Some(body.as_bytes()),
+        };
+        builder.push(&fields, headers.iter().copied()).unwrap();
     }
-    buf.freeze()
+    builder.finish(Compression::None).unwrap().freeze()
 }
 
 async fn produce(
@@ -98,8 +100,8 @@ async fn pull(conn: &Connection, topic: &str) -> Bytes {
 }
 
 /// The raw records of queue 0 of `topic` (with their producer ids and sequences).
-async fn read_records(conn: &Connection, topic: &str) -> Vec<record::Message> {
-    record::Message::decode_all(&pull(conn, topic).await).unwrap()
+async fn read_records(conn: &Connection, topic: &str) -> Vec<batch::Message> {
+    batch::Message::decode_all(&pull(conn, topic).await).unwrap()
 }
 
 fn position(r: &pb::ProduceResponse) -> (u64, u64, u32) {
@@ -233,12 +235,12 @@ async fn an_idempotent_producer_stamps_ids_and_sequences() {
             .unwrap()
             .1
     };
-    let records = weir_proto::record::Message::decode_all(&raw).unwrap();
+    let records = batch::Message::decode_all(&raw).unwrap();
     let producer_id = records[0].producer_id;
-    assert_ne!(producer_id, 0);
+    assert!(producer_id >= 0);
     for (i, r) in records.iter().enumerate() {
         assert_eq!(r.producer_id, producer_id);
-        assert_eq!(r.sequence, i as u32);
+        assert_eq!(r.sequence, i as i32);
     }
 }
 
@@ -292,13 +294,13 @@ async fn a_resent_delayed_batch_is_delivered_once_and_the_producer_goes_on_after
     };
     let delivered = wait_for(&conn, "later", 3).await;
     assert_eq!(bodies(&delivered), ["c", "a", "b"]);
-    let identities: Vec<(u64, u32)> = read_records(&conn, "later")
+    let identities: Vec<(i64, i32)> = read_records(&conn, "later")
         .await
         .iter()
         .map(|m| (m.producer_id, m.sequence))
         .collect();
     // The producer's own write keeps its identity, the broker's delivered copies carry none.
-    assert_eq!(identities, [(producer_id, 2), (0, 0), (0, 0)]);
+    assert_eq!(identities, [(producer_id as i64, 2), (-1, -1), (-1, -1)]);
 
     // After a crash the table is rebuilt from the log: the resent delayed batch is still a
     // duplicate, the delivered copies are not taken for the producer's writes, and the next

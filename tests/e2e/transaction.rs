@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use serde_json::Value;
 use weir_client::connection::{Connection, ConnectionConfig};
 use weir_client::{Message, ProducerConfig, ReceivedMessage, TransactionProducer, TxState};
-use weir_proto::record::{self, RecordFields, flags};
+use weir_proto::batch::{BatchBuilder, BatchOptions, Compression, RecordFields, attributes};
 use weir_proto::transaction::{PROP_PRODUCER_GROUP, PROP_TRANSACTION_ID};
 use weir_proto::{ApiKey, pb};
 
@@ -541,34 +541,36 @@ fn check_counts_survive_a_broker_restart() {
 
 /// One record of `producer_id` with `sequence`; a half message of transaction `tx` if given.
 fn sequenced(producer_id: u64, sequence: u32, body: &str, tx: Option<&str>) -> Bytes {
-    let properties = tx
+    let headers: Vec<(&str, Option<&[u8]>)> = tx
         .map(|tx| {
             vec![
-                (PROP_TRANSACTION_ID.to_owned(), tx.to_owned()),
-                (PROP_PRODUCER_GROUP.to_owned(), "pg".to_owned()),
+                (PROP_TRANSACTION_ID, Some(tx.as_bytes())),
+                (PROP_PRODUCER_GROUP, Some(&b"pg"[..])),
             ]
         })
         .unwrap_or_default();
-    let mut buf = BytesMut::new();
-    record::encode(
-        &RecordFields {
-            topic: "orders",
-            properties: &properties,
-            body: body.as_bytes(),
-            born_timestamp: 1,
-            producer_id,
-            sequence,
-            flags: if tx.is_some() {
-                flags::TRANSACTION_HALF
-            } else {
-                0
-            },
-            ..RecordFields::default()
+    let options = BatchOptions {
+        producer_id: producer_id as i64,
+        producer_epoch: 0,
+        base_sequence: sequence as i32,
+        flags: if tx.is_some() {
+            attributes::TRANSACTIONAL
+        } else {
+            0
         },
-        &mut buf,
-    )
-    .unwrap();
-    buf.freeze()
+    };
+    let mut builder = BatchBuilder::new("orders", options).unwrap();
+    builder
+        .push(
+            &RecordFields {
+                timestamp: 1,
+                key: None,
+                value: Some(body.as_bytes()),
+            },
+            headers.into_iter(),
+        )
+        .unwrap();
+    builder.finish(Compression::None).unwrap().freeze()
 }
 
 async fn produce_raw(

@@ -98,6 +98,7 @@ impl From<StoreError> for RequestError {
             StoreError::Closed => ErrorCode::ShuttingDown,
             StoreError::Locked { .. }
             | StoreError::InvalidConfig(_)
+            | StoreError::OldFormat { .. }
             | StoreError::ReplicaMismatch(_) => ErrorCode::Internal,
         };
         RequestError::new(code, error.to_string())

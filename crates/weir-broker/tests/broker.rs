@@ -11,8 +11,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;
 use weir_broker::{Broker, BrokerConfig, BrokerError};
+use weir_proto::batch::{BatchBuilder, BatchOptions, Compression, Message, RecordFields};
 use weir_proto::frame::{encode_frame, flags};
-use weir_proto::record::{self, Message, RecordFields};
 use weir_proto::{ApiKey, ErrorCode, Frame, FrameCodec, Header, MessageId, pb};
 
 fn config(dir: &std::path::Path) -> BrokerConfig {
@@ -132,10 +132,25 @@ impl Conn {
         self.call(ApiKey::Produce, &request, batch).await
     }
 
+    /// Pulls, and keeps what a consumer keeps of the whole batches that come back: the
+    /// messages from the asked offset up to `next_offset` whose tag matches.
     async fn pull(&mut self, request: pb::PullRequest) -> (pb::PullResponse, Vec<Message>) {
         let answer = self.call(ApiKey::Pull, &request, &[]).await;
         let payload = answer.payload.clone().freeze();
-        (answer.ok(), Message::decode_all(&payload).unwrap())
+        let response: pb::PullResponse = answer.ok();
+        let tags: Vec<&str> = request
+            .tag_expression
+            .split("||")
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && *t != "*")
+            .collect();
+        let messages = Message::decode_all(&payload)
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.queue_offset >= request.offset && m.queue_offset < response.next_offset)
+            .filter(|m| tags.is_empty() || tags.contains(&m.tag()))
+            .collect();
+        (response, messages)
     }
 
     /// Waits until the store has dispatched `max` messages to a queue (dispatch follows the
@@ -178,20 +193,24 @@ impl Conn {
     }
 }
 
+/// One entry of `(key, tag, body)` messages (empty key or tag for none).
 fn batch(topic: &str, messages: &[(&str, &str, &str)]) -> BytesMut {
-    let mut out = BytesMut::new();
+    let mut builder = BatchBuilder::new(topic, BatchOptions::default()).unwrap();
     for (key, tag, body) in messages {
         let fields = RecordFields {
-            topic,
-            key,
-            tag,
-            body: body.as_bytes(),
-            born_timestamp: 1,
-            ..RecordFields::default()
+            timestamp: 1,
+            key: (!key.is_empty()).then_some(key.as_bytes()),
+            value: Some(body.as_bytes()),
         };
-        record::encode(&fields, &mut out).unwrap();
+        let tags = [("TAGS", Some(tag.as_bytes()))];
+        let headers = if tag.is_empty() {
+            &tags[..0]
+        } else {
+            &tags[..]
+        };
+        builder.push(&fields, headers.iter().copied()).unwrap();
     }
-    out
+    builder.finish(Compression::None).unwrap()
 }
 
 fn pull_request(topic: &str, queue_id: u32, offset: u64, max_wait_ms: u32) -> pb::PullRequest {
@@ -240,7 +259,8 @@ async fn produce_then_pull_and_look_up() {
     );
     let offsets: Vec<u64> = messages.iter().map(|m| m.queue_offset).collect();
     assert_eq!(offsets, vec![0, 1, 2, 3]);
-    assert_eq!(&messages[2].body[..], b"three");
+    assert_eq!(messages[2].body.as_deref(), Some(&b"three"[..]));
+    assert_eq!(messages[2].index, 2);
     assert_eq!(messages[0].commit_log_offset, first.commit_log_offset);
 
     // Tag filter: skipped messages still advance next_offset.
@@ -248,7 +268,7 @@ async fn produce_then_pull_and_look_up() {
     filtered.tag_expression = "B".to_owned();
     let (response, messages) = c.pull(filtered).await;
     assert_eq!(messages.len(), 1);
-    assert_eq!(&messages[0].body[..], b"two");
+    assert_eq!(messages[0].body.as_deref(), Some(&b"two"[..]));
     assert!(response.next_offset >= 2);
 
     // Nothing more, no wait: NO_NEW_MESSAGES at once.
@@ -268,10 +288,7 @@ async fn produce_then_pull_and_look_up() {
     assert_eq!(answer.code, ErrorCode::TopicNotFound);
 
     // By id.
-    let id = MessageId {
-        broker: "broker-a".into(),
-        commit_log_offset: first.commit_log_offset,
-    };
+    let id = MessageId::new("broker-a".into(), first.commit_log_offset, 2);
     let answer = c
         .call(
             ApiKey::GetMessage,
@@ -282,12 +299,12 @@ async fn produce_then_pull_and_look_up() {
         )
         .await;
     assert_eq!(answer.code, ErrorCode::None, "{}", answer.message());
-    let found = Message::decode(&answer.payload.freeze()).unwrap();
-    assert_eq!(&found.body[..], b"one");
-    let elsewhere = MessageId {
-        broker: "broker-b".into(),
-        commit_log_offset: 0,
-    };
+    let found = Message::decode_all(&answer.payload.freeze()).unwrap();
+    assert_eq!(
+        found[id.index as usize].body.as_deref(),
+        Some(&b"three"[..])
+    );
+    let elsewhere = MessageId::new("broker-b".into(), 0, 0);
     let answer = c
         .call(
             ApiKey::GetMessage,
@@ -318,7 +335,11 @@ async fn produce_then_pull_and_look_up() {
     let answer = c.call(ApiKey::FindByKey, &request, &[]).await;
     assert_eq!(answer.code, ErrorCode::None, "{}", answer.message());
     let found = Message::decode_all(&answer.payload.freeze()).unwrap();
-    let mut bodies: Vec<&[u8]> = found.iter().map(|m| &m.body[..]).collect();
+    let mut bodies: Vec<&[u8]> = found
+        .iter()
+        .filter(|m| m.key_str() == "k1")
+        .filter_map(|m| m.body.as_deref())
+        .collect();
     bodies.sort();
     assert_eq!(bodies, vec![&b"one"[..], &b"three"[..]]);
     let request = pb::FindByKeyRequest {
@@ -1102,7 +1123,10 @@ async fn offsets_persist_and_reset() {
     assert_eq!((r.offset, r.committed), (2, true));
     c.wait_dispatched("t", 0, 3).await;
     let (response, messages) = c.pull(pull_request("t", 0, 2, 0)).await;
-    assert_eq!((response.count, &messages[0].body[..]), (1, &b"3"[..]));
+    assert_eq!(
+        (response.count, messages[0].body.as_deref()),
+        (1, Some(&b"3"[..]))
+    );
     broker.shutdown().await.unwrap();
 }
 

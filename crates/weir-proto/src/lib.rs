@@ -5,13 +5,13 @@
 //! ([`names`]: internal topics, properties the broker sets, the naming rule for topics) and
 //! the rule for consumer group names ([`group_name`]).
 
+pub mod batch;
 pub mod error_code;
 pub mod frame;
 pub mod group_name;
 pub mod message_id;
 pub mod names;
 pub mod pb;
-pub mod batch;
 pub mod transaction;
 
 pub use error_code::ErrorCode;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use weir_proto::record::{RecordFields, encode};
+use weir_proto::batch::{BatchBuilder, BatchOptions, Compression, RecordFields};
 use weir_store::{FlushMode, Store, StoreConfig, TagFilter};
 
 const CASE_TIME: Duration = Duration::from_secs(3);
@@ -20,19 +20,21 @@ fn config(dir: &std::path::Path, flush: FlushMode) -> StoreConfig {
     }
 }
 
+/// One entry of `n` messages of `body_len` bytes, tagged `TagA`.
 fn batch(topic: &str, n: usize, body_len: usize) -> BytesMut {
     let body = vec![b'x'; body_len];
-    let mut buf = BytesMut::with_capacity(n * (body_len + 100));
+    let mut builder =
+        BatchBuilder::with_capacity(topic, BatchOptions::default(), n * (body_len + 20)).unwrap();
+    let tags = [("TAGS", Some(&b"TagA"[..]))];
     for _ in 0..n {
         let fields = RecordFields {
-            topic,
-            body: &body,
-            tag: "TagA",
-            ..Default::default()
+            timestamp: 1_800_000_000_000,
+            key: None,
+            value: Some(&body),
         };
-        encode(&fields, &mut buf).unwrap();
+        builder.push(&fields, tags.iter().copied()).unwrap();
     }
-    buf
+    builder.finish(Compression::None).unwrap()
 }
 
 fn row(name: &str, msgs: u64, bytes: u64, took: Duration) {

@@ -6,10 +6,10 @@
 //! [`crate::segment`]).
 //!
 //! Every append goes through one [`Writer`] held under one mutex: it assigns commit-log
-//! offsets, queue offsets and the store timestamp, stamps the records in place, and writes the
-//! batch with one positional write (two when it rolls to a new segment). Nothing is visible to
-//! readers until the dispatcher has indexed it, which only happens below the published written
-//! position.
+//! offsets, queue offsets and the store timestamp, stamps the entries in place (envelope, base
+//! offset, leader epoch: see `weir_proto::batch`), and writes them with one positional write
+//! (two when it rolls to a new segment). Nothing is visible to readers until the dispatcher has
+//! indexed it, which only happens below the published written position.
 
 use std::collections::HashMap;
 use std::io;
@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use parking_lot::RwLock;
-use weir_proto::record::{self, Record, Stamp};
+use weir_proto::batch::{self, BatchError, Entry, Stamp};
 
 use crate::StoreError;
 use crate::segment::{self, END_MARKER_LEN, Segment};
@@ -85,8 +85,8 @@ impl CommitLog {
         seg.bytes(offset - seg.base, len).map(f)
     }
 
-    /// Copies out the record at `offset` after checking its layout and both checksums.
-    pub fn read_record(&self, offset: u64) -> Result<Bytes, StoreError> {
+    /// Copies out the entry at `offset` after checking its layout and both checksums.
+    pub fn read_entry(&self, offset: u64) -> Result<Bytes, StoreError> {
         let seg = self.segment_for(offset).ok_or(StoreError::NotFound)?;
         let written = self.written();
         if offset >= written {
@@ -95,13 +95,13 @@ impl CommitLog {
         let pos = offset - seg.base;
         let avail = (written - offset).min(seg.capacity - pos) as usize;
         let bytes = seg.bytes(pos, avail).ok_or(StoreError::NotFound)?;
-        let record = Record::parse(bytes).map_err(|_| StoreError::InvalidPosition(offset))?;
-        record.verify_header()?;
-        record.verify_body()?;
-        if record.stamp().commit_log_offset != offset {
+        let entry = Entry::parse(bytes).map_err(|_| StoreError::InvalidPosition(offset))?;
+        entry.verify_envelope()?;
+        entry.verify_batch()?;
+        if entry.stamp().commit_log_offset != offset {
             return Err(StoreError::InvalidPosition(offset));
         }
-        Ok(Bytes::copy_from_slice(record.as_bytes()))
+        Ok(Bytes::copy_from_slice(entry.as_bytes()))
     }
 
     /// Drops the oldest segment if it is not the last one; returns it.
@@ -118,7 +118,7 @@ impl CommitLog {
     }
 }
 
-/// How [`Writer::append`] treats the broker fields of the records it is given.
+/// How [`Writer::append`] treats the broker fields of the entries it is given.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum StampMode<'a> {
     /// A producer's batch for one queue: assign and stamp positions.
@@ -128,7 +128,7 @@ pub(crate) enum StampMode<'a> {
         /// The batch's queue.
         queue_id: u32,
     },
-    /// Records already stamped by a leader: check they continue this log exactly.
+    /// Entries already stamped by a leader: check they continue this log exactly.
     Replicated,
 }
 
@@ -190,7 +190,7 @@ impl Writer {
         self.written = offset;
     }
 
-    /// The queue offset the next record appended to `topic`/`queue_id` gets.
+    /// The queue offset the next message appended to `topic`/`queue_id` gets.
     pub fn next_queue_offset(&self, topic: &str, queue_id: u32) -> u64 {
         match self.queues.get(topic) {
             Some(q) => q.get(&queue_id).copied().unwrap_or(0),
@@ -209,7 +209,8 @@ impl Writer {
         }
     }
 
-    /// Appends `batch` (validated records laid end to end) at the end of the log.
+    /// Appends `batch` (validated entries laid end to end) at the end of the log; `count` of
+    /// the returned [`Appended`] is the number of messages.
     ///
     /// Fresh batches are stamped in place; replicated ones must already carry exactly the
     /// positions this log would give them. The whole batch is written or nothing is: new
@@ -227,7 +228,7 @@ impl Writer {
             StampMode::Fresh { topic, queue_id } => self.next_queue_offset(topic, queue_id),
             StampMode::Replicated => 0,
         };
-        // Plan: where each record goes; where the log rolls to a new segment.
+        // Plan: where each entry goes; where the log rolls to a new segment.
         let mut pieces: Vec<Piece> = Vec::with_capacity(1);
         let mut markers: Vec<(u64, u64)> = Vec::new();
         let mut new_bases: Vec<u64> = Vec::new();
@@ -241,10 +242,10 @@ impl Writer {
         let mut last_ts = store_ts;
         let mut replicated_next: Vec<(String, u32, u64)> = Vec::new();
         while at < batch.len() {
-            let len = record::peek_total_len(&batch[at..]).unwrap_or(0) as usize;
+            let len = batch::peek_entry_len(&batch[at..]).unwrap_or(0) as usize;
             if len == 0 || at + len > batch.len() {
-                return Err(StoreError::CorruptRecord(record::RecordError::Malformed(
-                    "batch length prefix",
+                return Err(StoreError::CorruptRecord(BatchError::Malformed(
+                    "entry length prefix",
                 )));
             }
             if pos + len as u64 > cap {
@@ -272,23 +273,26 @@ impl Writer {
                 }
             }
             let offset = seg_base + pos;
-            let rec = &mut batch[at..at + len];
+            let bytes = &mut batch[at..at + len];
+            let messages = Entry::parse(bytes)?.record_count();
             match mode {
-                StampMode::Fresh { queue_id, .. } => record::stamp(
-                    rec,
+                StampMode::Fresh { queue_id, .. } => batch::stamp(
+                    bytes,
                     Stamp {
                         commit_log_offset: offset,
-                        queue_offset: first_queue_offset + count as u64,
+                        base_offset: first_queue_offset + count as u64,
                         store_timestamp: store_ts,
                         queue_id,
+                        // One broker, one epoch: replication will stamp its term here.
+                        leader_epoch: 0,
                     },
                 ),
                 StampMode::Replicated => {
-                    let parsed = Record::parse(rec)?;
+                    let parsed = Entry::parse(bytes)?;
                     let st = parsed.stamp();
                     if st.commit_log_offset != offset {
                         return Err(StoreError::ReplicaMismatch(format!(
-                            "record at {} belongs at {offset}",
+                            "entry at {} belongs at {offset}",
                             st.commit_log_offset
                         )));
                     }
@@ -299,19 +303,23 @@ impl Writer {
                         .find(|(t, q, _)| t == topic && *q == st.queue_id)
                         .map(|(_, _, n)| *n)
                         .unwrap_or_else(|| self.next_queue_offset(topic, st.queue_id));
-                    if st.queue_offset != expected {
+                    if st.base_offset != expected {
                         return Err(StoreError::ReplicaMismatch(format!(
                             "queue offset {} of {topic}/{} should be {expected}",
-                            st.queue_offset, st.queue_id
+                            st.base_offset, st.queue_id
                         )));
                     }
-                    replicated_next.push((topic.to_owned(), st.queue_id, expected + 1));
+                    replicated_next.push((
+                        topic.to_owned(),
+                        st.queue_id,
+                        expected + u64::from(messages),
+                    ));
                     last_ts = last_ts.max(st.store_timestamp);
                 }
             }
             pos += len as u64;
             at += len;
-            count += 1;
+            count += messages;
         }
         if count == 0 {
             return Err(StoreError::EmptyBatch);

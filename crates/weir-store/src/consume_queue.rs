@@ -7,14 +7,18 @@
 //! ```text
 //! entry (20 bytes, little-endian)
 //! offset size field
-//!  0     8    commit_log_offset u64   where the record starts in the commit log
-//!  8     4    size u32                the record's total length; 0 = no entry (never written)
-//! 12     8    tag_hash u64            weir_proto::record::tag_hash of the record's tag, 0 = none
+//!  0     8    commit_log_offset u64   where the message's entry (its batch) starts in the log
+//!  8     4    size u32                the entry's total length; 0 = no entry (never written)
+//! 12     8    tag_hash u64            weir_proto::batch::tag_hash of the message's tag, 0 = none
 //! ```
 //!
+//! Every message of a batch has its own entry, all pointing at the batch: a message's index in
+//! its batch is its queue offset minus the batch's base offset. Tag filters skip by entries
+//! alone.
+//!
 //! A *lost* entry (`size` 0, `tag_hash` u64::MAX, `commit_log_offset` where the log went on
-//! after the damage) stands for a message whose record was in a damaged stretch of the commit
-//! log: recovery kept the records after it, so the queue has a gap there that reads skip and
+//! after the damage) stands for a message whose batch was in a damaged stretch of the commit
+//! log: recovery kept the batches after it, so the queue has a gap there that reads skip and
 //! report (see `damage.rs`).
 //!
 //! Invariants: entries are written by the dispatcher only, at their queue offset (a positional

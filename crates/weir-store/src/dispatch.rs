@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use weir_proto::record::{Record, tag_hash};
+use weir_proto::batch::{self, MAX_UNCOMPRESSED_LEN, tag_hash};
 
-use crate::consume_queue::{ConsumeQueue, Entry};
+use crate::consume_queue::{ConsumeQueue, ENTRY_LEN, Entry};
 use crate::damage::{DamageLocation, DamageReason, DamagedRange};
 use crate::segment::{END_MARKER_LEN, is_end_marker};
 use crate::store::Inner;
@@ -154,33 +154,32 @@ fn round(
             pos = seg.end();
             continue;
         }
-        let record = Record::parse(rest)
-            .map_err(|e| io::Error::other(format!("unreadable record at {pos}: {e}")))?;
-        let stamp = record.stamp();
-        let topic = record.topic();
+        let entry = batch::Entry::parse(rest)
+            .map_err(|e| io::Error::other(format!("unreadable entry at {pos}: {e}")))?;
+        let stamp = entry.stamp();
+        let topic = entry.topic();
+        let len = entry.len() as u64;
         if state.tombstones.covers(topic, pos) {
-            // A record of a deleted topic (re-dispatched by recovery): no queue gets it.
-            pos += record.total_len() as u64;
+            // An entry of a deleted topic (re-dispatched by recovery): no queue gets it.
+            pos += len;
             continue;
         }
-        let entry = Entry {
-            offset: pos,
-            size: record.total_len() as u32,
-            tag_hash: tag_hash(record.tag()),
-        };
+        let records = entry
+            .records(MAX_UNCOMPRESSED_LEN)
+            .map_err(|e| io::Error::other(format!("unreadable records at {pos}: {e}")))?;
         let buf = state.buf(topic, stamp.queue_id);
         if !buf.known {
             buf.known = true;
             // A queue with entries continues at its end; a new (or rebuilt) one wherever its
-            // first record says.
+            // first batch says.
             buf.next = inner
                 .queues
                 .get(topic, stamp.queue_id)
                 .filter(|cq| cq.max() > cq.min())
-                .map_or(stamp.queue_offset, |cq| cq.max());
+                .map_or(stamp.base_offset, |cq| cq.max());
         }
-        if stamp.queue_offset > buf.next && stamp.queue_offset - buf.next <= MAX_LOST_ENTRIES {
-            // Records of this queue were lost in a damaged stretch before this one.
+        if stamp.base_offset > buf.next && stamp.base_offset - buf.next <= MAX_LOST_ENTRIES {
+            // Messages of this queue were lost in a damaged stretch before this one.
             inner.damage.report(
                 DamagedRange {
                     location: DamageLocation::Queue {
@@ -188,40 +187,56 @@ fn round(
                         queue_id: stamp.queue_id,
                     },
                     from: buf.next,
-                    to: stamp.queue_offset,
+                    to: stamp.base_offset,
                     reason: DamageReason::LostInLog,
                 },
-                "the records were in a damaged stretch of the commit log",
+                "the messages were in a damaged stretch of the commit log",
             );
             if buf.bytes.is_empty() {
                 buf.first = buf.next;
             }
             let lost = Entry::lost(pos).encode();
-            for _ in buf.next..stamp.queue_offset {
+            for _ in buf.next..stamp.base_offset {
                 buf.bytes.extend_from_slice(&lost);
             }
-            buf.next = stamp.queue_offset;
+            buf.next = stamp.base_offset;
         }
-        if !buf.bytes.is_empty() && buf.next != stamp.queue_offset {
+        if !buf.bytes.is_empty() && buf.next != stamp.base_offset {
             // Not contiguous with what is buffered (cannot happen with one writer, but a
             // positional write per run keeps it correct anyway).
             write_buf(inner, buf)?;
         }
         if buf.bytes.is_empty() {
-            buf.first = stamp.queue_offset;
+            buf.first = stamp.base_offset;
         }
-        buf.bytes.extend_from_slice(&entry.encode());
-        buf.next = stamp.queue_offset + 1;
+        // One consume-queue entry per message, all pointing at this batch; one key-index
+        // entry per key (a run of one key makes one: lookups read the batch anyway).
+        let mut last_key: Option<&[u8]> = None;
+        buf.bytes
+            .reserve(entry.record_count() as usize * ENTRY_LEN as usize);
+        for record in records.iter() {
+            let record =
+                record.map_err(|e| io::Error::other(format!("unreadable record at {pos}: {e}")))?;
+            let cq_entry = Entry {
+                offset: pos,
+                size: len as u32,
+                tag_hash: tag_hash(record.tag()),
+            };
+            buf.bytes.extend_from_slice(&cq_entry.encode());
+            if let Some(key) = record.key.filter(|k| !k.is_empty())
+                && last_key != Some(key)
+            {
+                inner.index.insert(topic, key, pos)?;
+                last_key = Some(key);
+            }
+        }
+        buf.next = stamp.base_offset + u64::from(entry.record_count());
         if !buf.in_round {
             buf.in_round = true;
             let name = Arc::clone(&buf.topic);
             state.touched.push((name, stamp.queue_id));
         }
-        let key = record.key();
-        if !key.is_empty() {
-            inner.index.insert(topic, key, pos)?;
-        }
-        pos += record.total_len() as u64;
+        pos += len;
     }
     let mut touched = Vec::with_capacity(state.touched.len());
     let names = std::mem::take(&mut state.touched);

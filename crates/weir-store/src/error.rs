@@ -4,7 +4,7 @@ use std::io;
 use std::path::PathBuf;
 
 use thiserror::Error;
-use weir_proto::record::RecordError;
+use weir_proto::batch::BatchError;
 
 /// Everything that can go wrong in the store.
 ///
@@ -27,6 +27,7 @@ use weir_proto::record::RecordError;
 /// | 1012 | `InvalidPosition`  |
 /// | 1013 | `ReplicaMismatch`  |
 /// | 1014 | `InvalidTopic`     |
+/// | 1015 | `OldFormat`        |
 #[derive(Debug, Error)]
 pub enum StoreError {
     /// Another process (or another `Store` in this one) holds the data directory's lock.
@@ -41,19 +42,19 @@ pub enum StoreError {
     /// The disk is full; the log is unchanged and appends work again once space is freed.
     #[error("disk full")]
     DiskFull,
-    /// A record is larger than the configured maximum.
-    #[error("message of {size} bytes exceeds the maximum of {max}")]
+    /// An entry (a producer's batch) is larger than the configured maximum.
+    #[error("message batch of {size} bytes exceeds the maximum of {max}")]
     MessageTooLarge {
-        /// The record's size in bytes.
+        /// The entry's size in bytes.
         size: usize,
         /// The configured maximum.
         max: usize,
     },
-    /// A record is malformed or fails its checksum.
-    #[error("corrupt record: {0}")]
-    CorruptRecord(#[from] RecordError),
-    /// A record in the batch names another topic than the one appended to.
-    #[error("record topic {found:?} does not match the append topic {expected:?}")]
+    /// An entry (envelope + batch) is malformed or fails its checksum.
+    #[error("corrupt record batch: {0}")]
+    CorruptRecord(#[from] BatchError),
+    /// An entry in the batch names another topic than the one appended to.
+    #[error("batch topic {found:?} does not match the append topic {expected:?}")]
     TopicMismatch {
         /// The topic passed to `append`.
         expected: String,
@@ -92,6 +93,15 @@ pub enum StoreError {
     /// `/` or NUL).
     #[error("invalid topic name {0:?}")]
     InvalidTopic(String),
+    /// The data directory was written by the first, one-record-per-message format.
+    #[error(
+        "{segment} is in the old record format (magic 0xA1), which this version does not read: \
+         move the data directory aside and start with an empty one"
+    )]
+    OldFormat {
+        /// The segment that showed it.
+        segment: String,
+    },
 }
 
 impl StoreError {
@@ -103,6 +113,7 @@ impl StoreError {
             StoreError::DiskFull => 1003,
             StoreError::MessageTooLarge { .. } => 1004,
             StoreError::CorruptRecord(_) => 1005,
+            StoreError::OldFormat { .. } => 1015,
             StoreError::TopicMismatch { .. } => 1006,
             StoreError::EmptyBatch => 1007,
             StoreError::OffsetOutOfRange { .. } => 1008,

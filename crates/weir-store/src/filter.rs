@@ -1,6 +1,6 @@
 //! Tag filters for reads.
 
-use weir_proto::record::tag_hash;
+use weir_proto::batch::tag_hash;
 
 /// Which tags a read returns.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

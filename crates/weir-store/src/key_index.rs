@@ -45,11 +45,11 @@ const OFF_CAPACITY: usize = 12;
 const OFF_COUNT: usize = 16;
 
 /// The hash of a (topic, key) pair.
-pub(crate) fn key_hash(topic: &str, key: &str) -> u64 {
+pub(crate) fn key_hash(topic: &str, key: &[u8]) -> u64 {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     h.update(topic.as_bytes());
     h.update(b"\x01");
-    h.update(key.as_bytes());
+    h.update(key);
     h.digest()
 }
 
@@ -268,7 +268,7 @@ impl KeyIndex {
     }
 
     /// Records that the record at `offset` has key `key` in `topic`.
-    pub fn insert(&self, topic: &str, key: &str, offset: u64) -> io::Result<()> {
+    pub fn insert(&self, topic: &str, key: &[u8], offset: u64) -> io::Result<()> {
         let hash = key_hash(topic, key);
         let mut files = self.files.write();
         if files.last().is_none_or(|f| f.count >= f.capacity) {
@@ -286,7 +286,7 @@ impl KeyIndex {
     }
 
     /// Candidate offsets for (topic, key), newest first, at or after `min_offset`.
-    pub fn candidates(&self, topic: &str, key: &str, min_offset: u64, limit: usize) -> Vec<u64> {
+    pub fn candidates(&self, topic: &str, key: &[u8], min_offset: u64, limit: usize) -> Vec<u64> {
         let hash = key_hash(topic, key);
         let files = self.files.read();
         let mut out = Vec::new();
@@ -378,22 +378,22 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let index = KeyIndex::open(dir.path().to_path_buf(), 7, 10, None)?;
         for i in 0..25u64 {
-            index.insert("t", &format!("k{}", i % 3), i * 10)?;
+            index.insert("t", format!("k{}", i % 3).as_bytes(), i * 10)?;
         }
         assert_eq!(list_numbered(dir.path())?.len(), 3);
-        let got = index.candidates("t", "k1", 0, 100);
+        let got = index.candidates("t", b"k1", 0, 100);
         assert_eq!(got, vec![220, 190, 160, 130, 100, 70, 40, 10]);
-        assert!(index.candidates("u", "k1", 0, 100).is_empty());
+        assert!(index.candidates("u", b"k1", 0, 100).is_empty());
         index.truncate(105)?;
-        assert_eq!(index.candidates("t", "k1", 0, 100), vec![100, 70, 40, 10]);
-        index.insert("t", "k1", 500)?;
+        assert_eq!(index.candidates("t", b"k1", 0, 100), vec![100, 70, 40, 10]);
+        index.insert("t", b"k1", 500)?;
         let mark = index.sync()?;
-        assert_eq!(index.candidates("t", "k1", 50, 100), vec![500, 100, 70]);
-        index.insert("t", "k1", 600)?;
+        assert_eq!(index.candidates("t", b"k1", 50, 100), vec![500, 100, 70]);
+        index.insert("t", b"k1", 600)?;
         drop(index);
         let index = KeyIndex::open(dir.path().to_path_buf(), 7, 10, Some(mark))?;
         assert_eq!(
-            index.candidates("t", "k1", 0, 100),
+            index.candidates("t", b"k1", 0, 100),
             vec![500, 100, 70, 40, 10]
         );
         Ok(())

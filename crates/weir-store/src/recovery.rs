@@ -8,11 +8,11 @@
 //! 2. Start at the checkpoint's `dispatched` offset (everything before it was durable and
 //!    indexed when the checkpoint was written), or at the first segment if there is no valid
 //!    checkpoint.
-//! 3. Walk the records: a record whose layout, header CRC and body CRC are good and whose
+//! 3. Walk the entries: an entry whose layout, envelope CRC and batch CRC are good and whose
 //!    stamped commit-log offset is its own position continues the log; an end marker, or a
 //!    tail too short for one, moves to the next segment.
-//! 4. Anything else — zeros, a bad magic, a bad checksum, a torn record — is either damage in
-//!    the middle or the torn tail. The rest of the log is searched for the next valid record
+//! 4. Anything else — zeros, a bad magic, a bad checksum, a torn entry — is either damage in
+//!    the middle or the torn tail. The rest of the log is searched for the next valid entry
 //!    (one whose stamped commit-log offset is its own position, both CRCs good: stale or
 //!    random bytes do not pass that). If there is one, the stretch before it is a *hole*:
 //!    logged at ERROR, listed in `data_dir/damaged`, skipped by the dispatcher, and the walk
@@ -23,6 +23,9 @@
 //! 5. Cut the tail: the rest of that segment reads as zeros from then on and later segments
 //!    are deleted, so no stale bytes past the end can ever be mistaken for records.
 //!
+//! A log whose first entry is in the old one-record-per-message format (magic 0xA1) is
+//! refused with [`StoreError::OldFormat`] before anything is touched.
+//!
 //! The caller then trims the consume queues and the key index back to the start offset and
 //! re-dispatches `[start, end)`. The work is proportional to the data written since the
 //! checkpoint; after a bad record, the rest of the log's *data* is searched too (holes are
@@ -31,7 +34,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use weir_proto::record::{MAGIC_V1, Record};
+use weir_proto::batch::{self, BatchError, MAGIC};
 
 use crate::StoreError;
 use crate::checkpoint::Checkpoint;
@@ -87,6 +90,7 @@ pub(crate) fn recover_log(
         }
         segments.push(Arc::new(Segment::open(path.clone(), *base, capacity)?));
     }
+    refuse_old_format(&segments)?;
     // A log created by this open holds nothing to verify or search.
     let created = segments.is_empty();
     if created {
@@ -142,7 +146,7 @@ pub(crate) fn recover_log(
             break;
         }
         if let Some(r) = verified_at(seg, pos) {
-            pos += r.total_len() as u64;
+            pos += r.len() as u64;
             records += 1;
             last_store_ts = last_store_ts.max(r.stamp().store_timestamp);
             continue;
@@ -199,17 +203,31 @@ pub(crate) fn recover_log(
     })
 }
 
-/// The record at `pos` of `seg` if it is whole, both CRCs hold and it was stamped for exactly
+/// The entry at `pos` of `seg` if it is whole, both CRCs hold and it was stamped for exactly
 /// this position.
-fn verified_at(seg: &Segment, pos: u64) -> Option<Record<'_>> {
+fn verified_at(seg: &Segment, pos: u64) -> Option<batch::Entry<'_>> {
     let rest = seg.bytes_from(pos);
     // Cheap test first: the stamped commit-log offset (bytes 8..16) is the position.
-    if rest.get(8..16)? != (seg.base + pos).to_le_bytes() {
+    if rest.get(8..16)? != (seg.base + pos).to_be_bytes() {
         return None;
     }
-    Record::parse(rest)
+    batch::Entry::parse(rest)
         .ok()
-        .filter(|r| r.verify_header().is_ok() && r.verify_body().is_ok())
+        .filter(|e| e.verify_envelope().is_ok() && e.verify_batch().is_ok())
+}
+
+/// Refuses a log whose first segment starts with an entry of the old, one-record-per-message
+/// format: it would otherwise look like a log that is damaged from its first byte.
+fn refuse_old_format(segments: &[Arc<Segment>]) -> Result<(), StoreError> {
+    let Some(first) = segments.first() else {
+        return Ok(());
+    };
+    match batch::Entry::parse(first.bytes_from(0)) {
+        Err(BatchError::LegacyFormat) => Err(StoreError::OldFormat {
+            segment: first.path().display().to_string(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// The next valid record after a bad one at `pos` of `segments[i]`: (segment index, position).
@@ -227,7 +245,7 @@ fn next_valid(segments: &[Arc<Segment>], i: usize, pos: u64) -> Option<(usize, u
             let mut at = (start.max(from) + MAGIC_AT) as usize;
             let end = end as usize;
             while at < end {
-                let Some(found) = memchr::memchr(MAGIC_V1, &bytes[at..end]).map(|f| at + f) else {
+                let Some(found) = memchr::memchr(MAGIC, &bytes[at..end]).map(|f| at + f) else {
                     break;
                 };
                 let candidate = found as u64 - MAGIC_AT;

@@ -288,7 +288,7 @@ mod tests {
     fn end_marker_is_not_a_record() {
         let marker = end_marker(100);
         assert!(is_end_marker(&marker));
-        assert_ne!(marker[4], weir_proto::record::MAGIC_V1);
+        assert_ne!(marker[4], weir_proto::batch::MAGIC);
         assert!(!is_end_marker(&[0u8; 8]));
     }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use parking_lot::{Condvar, Mutex, RwLock};
 use tokio::sync::watch;
-use weir_proto::record::{Record, Records};
+use weir_proto::batch::{self, Entries, MAX_UNCOMPRESSED_LEN};
 
 use crate::checkpoint::Checkpoint;
 use crate::commit_log::{Appended, CommitLog, StampMode, Writer};
@@ -35,24 +35,27 @@ const SCAN_CHUNK: u64 = 512;
 /// Where an append went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendResult {
-    /// Commit-log offset of the first record.
+    /// Commit-log offset of the first entry.
     pub commit_log_offset: u64,
-    /// Commit-log offset just past the last record.
+    /// Commit-log offset just past the last entry.
     pub end_offset: u64,
-    /// Queue offset of the first record (the others follow consecutively).
+    /// Queue offset of the first message (the others follow consecutively).
     pub queue_offset: u64,
-    /// Records appended.
+    /// Messages appended.
     pub count: u32,
-    /// Store timestamp given to the records, ms since the Unix epoch.
+    /// Store timestamp given to the entries, ms since the Unix epoch.
     pub store_timestamp: i64,
 }
 
 /// What a read returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadResult {
-    /// The matching records laid end to end, exactly the stamped bytes from the log.
+    /// Whole entries laid end to end, exactly the stamped bytes from the log: every entry
+    /// holding a message in `[from_offset, next_offset)` whose tag hash matches the filter.
+    /// The first may begin before `from_offset`, and an entry may hold messages the filter
+    /// does not match: the reader keeps what it asked for.
     pub records: Bytes,
-    /// Number of records in `records`.
+    /// Messages in `[from_offset, next_offset)` in `records` whose tag hash matches.
     pub count: u32,
     /// Queue offset to read from next (past filtered-out messages too).
     pub next_offset: u64,
@@ -74,18 +77,33 @@ pub struct QueueOffsets {
     pub max: u64,
 }
 
-/// What [`Store::serve`] did with one entry.
+/// What [`Store::serve`] did with one consume-queue entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Served {
-    /// The record was good and matched the filter: copied out; its end in the log.
+    /// The entry's batch was good: copied out; its end in the log.
     Copied(u64),
-    /// The record was good but its tag did not match; its end in the log.
-    Filtered(u64),
-    /// The record cannot be served.
+    /// The batch cannot be served.
     Bad(DamageReason),
-    /// A lost entry: the record was in a damaged stretch of the log.
+    /// A lost entry: the message was in a damaged stretch of the log.
     Lost(DamageReason),
-    /// The record is below the log's start (retention).
+    /// The batch is below the log's start (retention).
     Gone,
+}
+
+/// Whether the entry in `bytes` is of `topic` and holds a message with key `key`.
+fn entry_has_key(bytes: &[u8], topic: &str, key: &str) -> bool {
+    let Ok(entry) = batch::Entry::parse(bytes) else {
+        return false;
+    };
+    if entry.topic() != topic {
+        return false;
+    }
+    let Ok(records) = entry.records(MAX_UNCOMPRESSED_LEN) else {
+        return false;
+    };
+    records
+        .iter()
+        .any(|r| r.is_ok_and(|r| r.key == Some(key.as_bytes())))
 }
 
 /// Adds queue offset `offset` to `skipped`, extending the last range when it continues it.
@@ -512,27 +530,29 @@ impl Store {
         &self.inner.config
     }
 
-    /// Checks every record of a producer's batch; returns how many there are.
+    /// Checks every entry of a producer's batch (layout, batch CRC, size, topic, every
+    /// record); returns how many messages there are.
     fn validate_batch(&self, topic: &str, batch: &[u8]) -> Result<u64, StoreError> {
         check_topic(topic)?;
         let max = self.inner.config.max_message_size;
         let mut count = 0;
-        for record in Records::new(batch) {
-            let record = record?;
-            if record.total_len() > max {
+        for entry in Entries::new(batch) {
+            let entry = entry?;
+            if entry.len() > max {
                 return Err(StoreError::MessageTooLarge {
-                    size: record.total_len(),
+                    size: entry.len(),
                     max,
                 });
             }
-            record.verify_body()?;
-            if record.topic() != topic {
+            entry.verify_batch()?;
+            if entry.topic() != topic {
                 return Err(StoreError::TopicMismatch {
                     expected: topic.to_owned(),
-                    found: record.topic().to_owned(),
+                    found: entry.topic().to_owned(),
                 });
             }
-            count += 1;
+            entry.records(MAX_UNCOMPRESSED_LEN)?.check()?;
+            count += u64::from(entry.record_count());
         }
         if count == 0 {
             return Err(StoreError::EmptyBatch);
@@ -540,7 +560,7 @@ impl Store {
         Ok(count)
     }
 
-    /// Writes a batch of `count` records (known for producer batches) under the writer lock.
+    /// Writes a batch of `count` messages (known for producer batches) under the writer lock.
     fn write(
         &self,
         batch: &mut [u8],
@@ -556,9 +576,9 @@ impl Store {
         let appended = {
             let mut writer = self.inner.writer.lock();
             if let (StampMode::Fresh { topic, queue_id }, Some(count)) = (mode, count) {
-                // Claim the consume-queue blocks these records will need before the log is
+                // Claim the consume-queue blocks these messages will need before the log is
                 // written: a full disk then fails the append with nothing written, instead of
-                // leaving stored records the dispatcher cannot index.
+                // leaving stored messages the dispatcher cannot index.
                 let next = writer.next_queue_offset(topic, queue_id);
                 self.inner
                     .queues
@@ -577,11 +597,12 @@ impl Store {
         Ok(appended)
     }
 
-    /// Appends a producer's batch (records laid end to end) to `topic`/`queue_id`.
+    /// Appends a producer's batch (one or more entries laid end to end) to `topic`/`queue_id`.
     ///
-    /// Every record is checked first (layout, body CRC, size, topic); one bad record rejects
-    /// the whole batch and nothing is written. The records get consecutive queue offsets and
-    /// are stamped in place, then written with one positional write. It returns once the batch
+    /// Every entry is checked first (layout, batch CRC, size, topic, its records); one bad
+    /// entry rejects the whole batch and nothing is written. The messages get consecutive
+    /// queue offsets, the entries are stamped in place, then written with one positional
+    /// write. It returns once the batch
     /// is dispatched — readable through [`Store::read`] and the indexes, so whoever is told
     /// "stored" can read it back at once — and, in sync mode, durable (group commit).
     pub async fn append(
@@ -618,33 +639,33 @@ impl Store {
         })
     }
 
-    /// Appends records already stamped by a leader, as they are, at the end of this log.
+    /// Appends entries already stamped by a leader, as they are, at the end of this log.
     ///
-    /// Each record's CRCs must hold and its stamped commit-log and queue offsets must be
+    /// Each entry's CRCs must hold and its stamped commit-log and queue offsets must be
     /// exactly where this log would put it (same segment size as the leader); otherwise
     /// nothing is written. Does not wait for durability.
     pub fn append_replicated(&self, batch: &mut [u8]) -> Result<AppendResult, StoreError> {
         let max = self.inner.config.max_message_size;
         let mut first = None;
-        for record in Records::new(batch) {
-            let record = record?;
-            record.verify_header()?;
-            record.verify_body()?;
-            check_topic(record.topic())?;
-            if record.total_len() > max {
+        for entry in Entries::new(batch) {
+            let entry = entry?;
+            entry.verify_envelope()?;
+            entry.verify_batch()?;
+            check_topic(entry.topic())?;
+            if entry.len() > max {
                 return Err(StoreError::MessageTooLarge {
-                    size: record.total_len(),
+                    size: entry.len(),
                     max,
                 });
             }
-            first.get_or_insert(record.stamp());
+            first.get_or_insert(entry.stamp());
         }
         let first = first.ok_or(StoreError::EmptyBatch)?;
         let a = self.write(batch, StampMode::Replicated, None)?;
         Ok(AppendResult {
             commit_log_offset: a.first_offset,
             end_offset: a.end_offset,
-            queue_offset: first.queue_offset,
+            queue_offset: first.base_offset,
             count: a.count,
             store_timestamp: first.store_timestamp,
         })
@@ -748,24 +769,42 @@ impl Store {
         let mut count = 0u32;
         let mut next = from_offset;
         let mut skipped: Vec<SkippedRange> = Vec::new();
-        // End of the verified record at queue offset `next - 1`: where a repair scan starts.
+        // End of the verified batch holding queue offset `next - 1`: where a repair scan starts.
         let mut prev_end: Option<u64> = None;
+        // The batch the previous queue offset was served from (or found corrupt): the
+        // messages after it in the same batch are counted, never checked or copied again.
+        let mut current: Option<(u64, Served)> = None;
         let scan_end = max.min(from_offset.saturating_add(MAX_SCAN_ENTRIES));
         let mut entries = Vec::new();
-        'scan: while next < scan_end && count < max_messages {
+        'scan: while next < scan_end {
             let chunk_end = scan_end.min(next + SCAN_CHUNK);
             cq.read_entries(next, chunk_end, &mut entries)?;
             for raw in entries.chunks_exact(ENTRY_LEN as usize) {
+                let entry = Entry::decode(raw);
+                let usable = entry.is_written() && !entry.is_lost();
+                if let Some((at, outcome)) = current
+                    && usable
+                    && entry.offset == at
+                {
+                    match outcome {
+                        Served::Copied(_) if filter.matches_hash(entry.tag_hash) => count += 1,
+                        Served::Bad(reason) => add_skipped(&mut skipped, next, reason),
+                        _ => {}
+                    }
+                    next += 1;
+                    continue;
+                }
+                current = None;
+                // A whole batch goes out or none: stop only between batches.
                 if count >= max_messages {
                     break 'scan;
                 }
-                let entry = Entry::decode(raw);
                 let expected = Expected {
                     topic,
                     queue_id,
                     queue_offset: next,
                 };
-                if entry.is_written() && !entry.is_lost() && !filter.matches_hash(entry.tag_hash) {
+                if usable && !filter.matches_hash(entry.tag_hash) {
                     prev_end = None;
                     next += 1;
                     continue;
@@ -773,10 +812,10 @@ impl Store {
                 if count > 0 && out.len() + entry.size as usize > max_bytes as usize {
                     break 'scan;
                 }
-                let mut served = self.serve(entry, expected, filter, &mut out);
+                let mut served = self.serve(entry, expected, &mut out);
                 if let Served::Gone = served {
                     if count == 0 && skipped.is_empty() {
-                        // The record is gone (retention ran between the range check and here).
+                        // The batch is gone (retention ran between the range check and here).
                         let log_min = self.inner.log.min_offset();
                         return Err(StoreError::OffsetOutOfRange {
                             requested: from_offset,
@@ -786,23 +825,29 @@ impl Store {
                     }
                     break 'scan;
                 }
+                let mut at = entry.offset;
                 if let Served::Bad(DamageReason::IndexMismatch | DamageReason::MissingEntry) =
                     served
                     && !self.inner.damage.is_listed(topic, queue_id, next)
                     && let Some(found) = self.repair_entry(&cq, expected, prev_end)
                 {
-                    served = self.serve(found, expected, filter, &mut out);
+                    served = self.serve(found, expected, &mut out);
+                    at = found.offset;
                 }
                 prev_end = None;
                 match served {
                     Served::Copied(end) => {
                         count += 1;
                         prev_end = Some(end);
+                        current = Some((at, served));
                     }
-                    Served::Filtered(end) => prev_end = Some(end),
-                    Served::Bad(reason) | Served::Lost(reason) => {
-                        add_skipped(&mut skipped, next, reason)
+                    Served::Bad(reason) => {
+                        add_skipped(&mut skipped, next, reason);
+                        if reason == DamageReason::CorruptRecord {
+                            current = Some((at, served));
+                        }
                     }
+                    Served::Lost(reason) => add_skipped(&mut skipped, next, reason),
                     Served::Gone => break 'scan,
                 }
                 next += 1;
@@ -832,15 +877,9 @@ impl Store {
         })
     }
 
-    /// Checks the record `entry` points at against `expected` and, if it is good and matches
-    /// `filter`, appends its bytes to `out`.
-    fn serve(
-        &self,
-        entry: Entry,
-        expected: Expected<'_>,
-        filter: &TagFilter,
-        out: &mut BytesMut,
-    ) -> Served {
+    /// Checks the batch `entry` points at against `expected` and, if it is good, appends its
+    /// bytes (the whole stored entry) to `out`.
+    fn serve(&self, entry: Entry, expected: Expected<'_>, out: &mut BytesMut) -> Served {
         if entry.is_lost() {
             return Served::Lost(DamageReason::LostInLog);
         }
@@ -854,12 +893,11 @@ impl Store {
             .with_bytes(
                 entry.offset,
                 entry.size as usize,
-                |bytes| match verify::check_record(bytes, entry.offset, expected) {
-                    Ok(r) if filter.matches_tag(r.tag()) => {
+                |bytes| match verify::check_entry(bytes, entry.offset, expected) {
+                    Ok(_) => {
                         out.extend_from_slice(bytes);
                         Served::Copied(end)
                     }
-                    Ok(_) => Served::Filtered(end),
                     Err(reason) => Served::Bad(reason),
                 },
             );
@@ -870,10 +908,10 @@ impl Store {
         }
     }
 
-    /// Finds the record of `expected` in the log when its consume-queue entry is wrong, and
-    /// rewrites the entry. The search starts at `prev_end` (the end of the previous queue
-    /// offset's record), else after the previous entry's record if that one checks out, else
-    /// at the start of the log.
+    /// Finds the batch holding `expected` in the log when its consume-queue entry is wrong,
+    /// and rewrites the entry. The search starts at `prev_end` (the end of the previous queue
+    /// offset's batch), else after the previous entry's batch if that one checks out, else at
+    /// the start of the log.
     fn repair_entry(
         &self,
         cq: &ConsumeQueue,
@@ -892,14 +930,14 @@ impl Store {
                 self.inner
                     .log
                     .with_bytes(entry.offset, entry.size as usize, |b| {
-                        verify::check_record(b, entry.offset, prev_expected).is_ok()
+                        verify::check_entry(b, entry.offset, prev_expected).is_ok()
                     })
                     .filter(|ok| *ok)
                     .map(|_| entry.offset + u64::from(entry.size))
             })
             .unwrap_or_else(|| self.inner.log.min_offset());
         let upper = self.inner.dispatched.load(Ordering::Acquire);
-        let found = verify::find_record(&self.inner.log, lower, upper, expected)?;
+        let found = verify::find_entry(&self.inner.log, lower, upper, expected)?;
         match cq.write_entries(n, &found.encode()) {
             Ok(()) => tracing::warn!(
                 topic = expected.topic,
@@ -958,15 +996,16 @@ impl Store {
             })
     }
 
-    /// The record at commit-log offset `commit_log_offset`, checked (layout and both CRCs).
+    /// The entry at commit-log offset `commit_log_offset`, checked (layout and both CRCs).
     pub fn read_at(&self, commit_log_offset: u64) -> Result<Bytes, StoreError> {
         if commit_log_offset >= self.inner.dispatched.load(Ordering::Acquire) {
             return Err(StoreError::NotFound);
         }
-        self.inner.log.read_record(commit_log_offset)
+        self.inner.log.read_entry(commit_log_offset)
     }
 
-    /// Up to `max` records of `topic` with key `key`, oldest first.
+    /// Up to `max` entries of `topic` holding a message with key `key`, oldest first (an
+    /// entry may hold other keys too).
     pub fn find_by_key(
         &self,
         topic: &str,
@@ -977,23 +1016,23 @@ impl Store {
         let dispatched = self.inner.dispatched.load(Ordering::Acquire);
         let candidates = self.inner.index.candidates(
             topic,
-            key,
+            key.as_bytes(),
             log_min,
             max.saturating_mul(2).saturating_add(64),
         );
         let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for offset in candidates {
             if out.len() >= max {
                 break;
             }
-            if offset >= dispatched {
+            if offset >= dispatched || !seen.insert(offset) {
                 continue;
             }
-            let Ok(bytes) = self.inner.log.read_record(offset) else {
+            let Ok(bytes) = self.inner.log.read_entry(offset) else {
                 continue;
             };
-            let matches = Record::parse(&bytes).is_ok_and(|r| r.topic() == topic && r.key() == key);
-            if matches {
+            if entry_has_key(&bytes, topic, key) {
                 out.push(bytes);
             }
         }
@@ -1020,7 +1059,9 @@ impl Store {
                 .inner
                 .log
                 .with_bytes(entry.offset, entry.size as usize, |b| {
-                    Record::parse(b).map(|r| r.stamp().store_timestamp).ok()
+                    batch::Entry::parse(b)
+                        .map(|e| e.stamp().store_timestamp)
+                        .ok()
                 })
                 .flatten()
                 .unwrap_or(i64::MIN);
@@ -1052,7 +1093,7 @@ impl Store {
             .log
             .segment_for(offset)
             .ok_or(StoreError::InvalidPosition(offset))?;
-        if offset > written || (offset != seg.base && inner.log.read_record(offset).is_err()) {
+        if offset > written || (offset != seg.base && inner.log.read_entry(offset).is_err()) {
             return Err(StoreError::InvalidPosition(offset));
         }
         while state.dispatched < written {
@@ -1246,7 +1287,7 @@ fn stale_indexes(
                 .rev()
                 .find(|s| s.base <= entry.offset)
                 .and_then(|s| s.bytes(entry.offset - s.base, entry.size as usize))
-                .is_some_and(|b| verify::check_record(b, entry.offset, expected).is_ok());
+                .is_some_and(|b| verify::check_entry(b, entry.offset, expected).is_ok());
         if !good {
             return Some(format!(
                 "the newest entry of consume queue {topic}/{queue_id} does not match the commit log"

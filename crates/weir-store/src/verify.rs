@@ -1,23 +1,24 @@
 //! Checking what a read serves, and rebuilding a consume-queue entry from the log.
 //!
-//! A consume-queue entry says "queue offset `n` of `topic`/`queue_id` is the `size`-byte
-//! record at commit-log `offset`". Before a record is served, [`check_record`] makes sure the
-//! bytes there are exactly that record: whole, both CRCs good, and stamped with this position,
-//! topic, queue and queue offset. The cost is one CRC32C pass over the record (hardware
-//! accelerated; see `docs/benchmarks.md`).
+//! A consume-queue entry says "queue offset `n` of `topic`/`queue_id` is in the `size`-byte
+//! entry (envelope + batch) at commit-log `offset`". Before a batch is served,
+//! [`check_entry`] makes sure the bytes there are exactly such an entry: whole, both CRCs good,
+//! stamped with this position, topic and queue, and its batch covering queue offset `n`. The
+//! cost is one CRC32C pass over the batch, once per batch (hardware accelerated; see
+//! `docs/benchmarks.md`).
 //!
 //! When the entry is wrong but the log is fine (an index file damaged or replaced by a stale
-//! copy), [`find_record`] walks the log between the records of the neighbouring entries and
+//! copy), [`find_entry`] walks the log between the batches of the neighbouring entries and
 //! finds the right one, so the entry can be rewritten instead of the message being skipped.
 
-use weir_proto::record::{MAGIC_V1, Record};
+use weir_proto::batch::{self, MAGIC, MAX_UNCOMPRESSED_LEN};
 
 use crate::commit_log::CommitLog;
 use crate::consume_queue::Entry;
 use crate::damage::DamageReason;
 use crate::segment::{END_MARKER_LEN, is_end_marker};
 
-/// Most commit-log bytes [`find_record`] walks for one entry.
+/// Most commit-log bytes [`find_entry`] walks for one entry.
 pub(crate) const MAX_REPAIR_SCAN: u64 = 256 << 20;
 
 /// What one queue offset should hold.
@@ -29,44 +30,55 @@ pub(crate) struct Expected<'a> {
 }
 
 impl Expected<'_> {
-    /// Whether a record whose header CRC holds is this one (its topic is checked separately,
-    /// once the body CRC holds).
-    fn stamped_for(&self, record: &Record<'_>) -> bool {
-        let stamp = record.stamp();
-        stamp.queue_id == self.queue_id && stamp.queue_offset == self.queue_offset
+    /// Whether a log entry whose envelope CRC holds covers this queue offset (its topic is
+    /// checked separately, once the batch CRC holds).
+    fn stamped_for(&self, entry: &batch::Entry<'_>) -> bool {
+        let stamp = entry.stamp();
+        stamp.queue_id == self.queue_id
+            && stamp.base_offset <= self.queue_offset
+            && self.queue_offset - stamp.base_offset < u64::from(entry.record_count())
     }
 }
 
-/// Checks that `bytes` (the entry's `size` bytes at its `offset`) are the record `expected`
-/// names, stored at `offset`. On failure, says whether the record itself is damaged
-/// ([`DamageReason::CorruptRecord`]: the header names this position and queue offset but a
-/// checksum fails) or the entry points at something else ([`DamageReason::IndexMismatch`]).
-pub(crate) fn check_record<'a>(
+/// Checks that `bytes` (the consume-queue entry's `size` bytes at its `offset`) are the log
+/// entry holding the message `expected` names, stored at `offset`. On failure, says whether
+/// the batch itself is damaged ([`DamageReason::CorruptRecord`]: the envelope names this
+/// position and queue offset but the batch CRC fails) or the consume-queue entry points at
+/// something else ([`DamageReason::IndexMismatch`]).
+pub(crate) fn check_entry<'a>(
     bytes: &'a [u8],
     offset: u64,
     expected: Expected<'_>,
-) -> Result<Record<'a>, DamageReason> {
-    let record = Record::parse(bytes).map_err(|_| DamageReason::IndexMismatch)?;
-    if record.total_len() != bytes.len() || record.verify_header().is_err() {
+) -> Result<batch::Entry<'a>, DamageReason> {
+    let entry = batch::Entry::parse(bytes).map_err(|_| DamageReason::IndexMismatch)?;
+    if entry.len() != bytes.len() || entry.verify_envelope().is_err() {
         return Err(DamageReason::IndexMismatch);
     }
-    if record.stamp().commit_log_offset != offset || !expected.stamped_for(&record) {
+    if entry.stamp().commit_log_offset != offset || !expected.stamped_for(&entry) {
         return Err(DamageReason::IndexMismatch);
     }
-    if record.verify_body().is_err() {
+    if entry.verify_batch().is_err() {
         return Err(DamageReason::CorruptRecord);
     }
-    if record.topic() != expected.topic {
+    if entry.topic() != expected.topic {
         return Err(DamageReason::IndexMismatch);
     }
-    Ok(record)
+    Ok(entry)
 }
 
-/// Walks the records of `log` from `from` (a record boundary) up to `to` and returns the entry
-/// of the record `expected` names, if it is there and passes [`check_record`]. Past bytes that
-/// are no record (damage), it goes on at the next position holding a record stamped for that
-/// very position with a good header CRC. Stops after [`MAX_REPAIR_SCAN`] bytes.
-pub(crate) fn find_record(
+/// The tag hash of message `index` of `entry`, if its records can be walked.
+fn tag_hash_of(entry: &batch::Entry<'_>, index: u64) -> Option<u64> {
+    let records = entry.records(MAX_UNCOMPRESSED_LEN).ok()?;
+    let record = records.iter().nth(usize::try_from(index).ok()?)?.ok()?;
+    Some(batch::tag_hash(record.tag()))
+}
+
+/// Walks the entries of `log` from `from` (an entry boundary) up to `to` and returns the
+/// consume-queue entry for the message `expected` names, if its batch is there and passes
+/// [`check_entry`]. Past bytes that are no entry (damage), it goes on at the next position
+/// holding an entry stamped for that very position with a good envelope CRC. Stops after
+/// [`MAX_REPAIR_SCAN`] bytes.
+pub(crate) fn find_entry(
     log: &CommitLog,
     from: u64,
     to: u64,
@@ -83,21 +95,22 @@ pub(crate) fn find_record(
             pos = seg.end();
             continue;
         }
-        let Some(record) = Record::parse(rest)
+        let Some(entry) = batch::Entry::parse(rest)
             .ok()
-            .filter(|r| r.verify_header().is_ok() && r.stamp().commit_log_offset == pos)
+            .filter(|e| e.verify_envelope().is_ok() && e.stamp().commit_log_offset == pos)
         else {
             pos = next_stamped(rest, pos)?;
             continue;
         };
-        let len = record.total_len();
-        if expected.stamped_for(&record)
-            && let Ok(r) = check_record(record.as_bytes(), pos, expected)
+        let len = entry.len();
+        if expected.stamped_for(&entry)
+            && let Ok(e) = check_entry(entry.as_bytes(), pos, expected)
         {
+            let index = expected.queue_offset - e.stamp().base_offset;
             return Some(Entry {
                 offset: pos,
                 size: len as u32,
-                tag_hash: weir_proto::record::tag_hash(r.tag()),
+                tag_hash: tag_hash_of(&e, index)?,
             });
         }
         pos += len as u64;
@@ -106,25 +119,25 @@ pub(crate) fn find_record(
 }
 
 /// The first position after `pos` in `rest` (the bytes from `pos` to the end of its segment's
-/// written part) where a record stamped for that position starts, with a good header CRC; the
-/// segment's end when there is none (the walk goes on in the next segment).
-fn next_stamped(rest: &[u8], pos: u64) -> Option<u64> {
+/// written part) where an entry stamped for that position starts, with a good envelope CRC;
+/// the segment's end when there is none (the walk goes on in the next segment).
+pub(crate) fn next_stamped(rest: &[u8], pos: u64) -> Option<u64> {
     const MAGIC_AT: usize = 4;
     let mut at = 1 + MAGIC_AT;
     while at < rest.len() {
-        let Some(found) = memchr::memchr(MAGIC_V1, &rest[at..]).map(|f| at + f) else {
+        let Some(found) = memchr::memchr(MAGIC, &rest[at..]).map(|f| at + f) else {
             break;
         };
         let candidate = found - MAGIC_AT;
         let offset = pos + candidate as u64;
-        let ok = rest.get(candidate + 8..candidate + 16) == Some(&offset.to_le_bytes()[..])
-            && Record::parse(&rest[candidate..]).is_ok_and(|r| r.verify_header().is_ok());
+        let ok = rest.get(candidate + 8..candidate + 16) == Some(&offset.to_be_bytes()[..])
+            && batch::Entry::parse(&rest[candidate..]).is_ok_and(|e| e.verify_envelope().is_ok());
         if ok {
             return Some(offset);
         }
         at = found + 1;
     }
-    // No record in the rest of this segment: the walk goes on at the next one, whose first
-    // record starts at its base. `rest` ends at the segment's end or at the written end.
+    // No entry in the rest of this segment: the walk goes on at the next one, whose first
+    // entry starts at its base. `rest` ends at the segment's end or at the written end.
     Some(pos + rest.len() as u64)
 }

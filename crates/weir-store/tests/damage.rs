@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use common::*;
 use proptest::prelude::*;
-use weir_proto::record::Records;
+
 use weir_store::{DamageLocation, Store, TagFilter};
 
 const TOPICS: [&str; 3] = ["a", "b", "c"];
@@ -231,16 +231,17 @@ proptest! {
             for (t, topic) in TOPICS.iter().enumerate() {
                 for q in 0..QUEUES {
                     let r = store.read(topic, q, 0, 100_000, u32::MAX, &TagFilter::All).unwrap();
-                    for rec in Records::new(&r.records) {
-                        let rec = rec.unwrap();
-                        stored.push(Stored {
-                            topic: t,
-                            queue_id: q,
-                            queue_offset: rec.stamp().queue_offset,
-                            commit_log_offset: rec.stamp().commit_log_offset,
-                            bytes: Bytes::copy_from_slice(rec.as_bytes()),
-                            key: rec.key().to_owned(),
-                        });
+                    for (bytes, msgs) in entries_with_messages(&r.records) {
+                        for m in msgs {
+                            stored.push(Stored {
+                                topic: t,
+                                queue_id: q,
+                                queue_offset: m.queue_offset,
+                                commit_log_offset: m.commit_log_offset,
+                                bytes: bytes.clone(),
+                                key: m.key_str().to_owned(),
+                            });
+                        }
                     }
                 }
             }
@@ -270,19 +271,22 @@ proptest! {
                 while at < offs.max {
                     let r = store.read(topic, q, at, 7, u32::MAX, &TagFilter::All).unwrap();
                     prop_assert!(r.next_offset > at, "read at {} of {}/{} did not move", at, topic, q);
-                    for rec in Records::new(&r.records) {
-                        let rec = rec.unwrap();
-                        let st = rec.stamp();
-                        prop_assert_eq!(rec.topic(), *topic);
-                        prop_assert_eq!(st.queue_id, q);
-                        prop_assert!(st.queue_offset >= at && st.queue_offset < r.next_offset);
-                        // Never a damaged byte: exactly what was stored there.
-                        let original = originals.get(&(t, q, st.queue_offset));
-                        prop_assert!(original.is_some(), "served an unknown record");
-                        let original = original.unwrap();
-                        prop_assert_eq!(&original.bytes[..], rec.as_bytes());
-                        prop_assert!(!damaged(original), "served a damaged record");
-                        served.insert((t, q, st.queue_offset));
+                    for (bytes, msgs) in entries_with_messages(&r.records) {
+                        // A whole batch is served: it reaches into [at, next_offset).
+                        prop_assert!(msgs.iter().any(|m| m.queue_offset >= at && m.queue_offset < r.next_offset));
+                        for m in msgs {
+                            prop_assert_eq!(m.topic.as_str(), *topic);
+                            prop_assert_eq!(m.queue_id, q);
+                            // Never a damaged byte: exactly what was stored there.
+                            let original = originals.get(&(t, q, m.queue_offset));
+                            prop_assert!(original.is_some(), "served an unknown record");
+                            let original = original.unwrap();
+                            prop_assert_eq!(&original.bytes[..], &bytes[..]);
+                            prop_assert!(!damaged(original), "served a damaged record");
+                            if m.queue_offset >= at && m.queue_offset < r.next_offset {
+                                served.insert((t, q, m.queue_offset));
+                            }
+                        }
                     }
                     at = r.next_offset;
                     rounds += 1;
@@ -327,8 +331,8 @@ proptest! {
                 let a = rt.block_on(store.append(topic, q, batch(topic, 9_000_000 + t as u64, 1, 10))).unwrap();
                 let r = store.read(topic, q, a.queue_offset, 1, u32::MAX, &TagFilter::All).unwrap();
                 prop_assert_eq!(r.count, 1);
-                let rec = Records::new(&r.records).next().unwrap().unwrap();
-                prop_assert_eq!(rec.stamp().queue_offset, a.queue_offset);
+                let m = &messages(&r, a.queue_offset)[0];
+                prop_assert_eq!(m.queue_offset, a.queue_offset);
             }
         }
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use common::*;
-use weir_proto::record::{Message, Record};
+use weir_proto::batch::{Entry, Message};
 use weir_store::{FlushMode, Store, StoreConfig, StoreError, TagFilter};
 
 fn read_all(store: &Store, topic: &str, queue: u32) -> Vec<Message> {
@@ -19,7 +19,7 @@ fn read_all(store: &Store, topic: &str, queue: u32) -> Vec<Message> {
         let r = store
             .read(topic, queue, next, 1000, 1 << 20, &TagFilter::All)
             .unwrap();
-        out.extend(Message::decode_all(&r.records).unwrap());
+        out.extend(messages(&r, next));
         if r.next_offset == next {
             return out;
         }
@@ -70,7 +70,7 @@ async fn segments_roll_and_offsets_are_consecutive_across_reopen() {
         }
         let one = store.read_at(expected_clo[7]).unwrap();
         assert_eq!(
-            Message::decode(&one).unwrap().commit_log_offset,
+            Message::decode_entry(&one).unwrap()[0].commit_log_offset,
             expected_clo[7]
         );
         store.shutdown().unwrap();
@@ -138,9 +138,9 @@ async fn tag_filter_skips_using_entries_and_advances() {
     wait_dispatched(&store).await;
     let f = TagFilter::parse("A || C");
     let r = store.read("t", 0, 0, 100, 1 << 20, &f).unwrap();
-    let msgs = Message::decode_all(&r.records).unwrap();
+    let msgs = messages(&r, 0);
     assert_eq!(r.count, 20);
-    assert!(msgs.iter().all(|m| m.tag != "B"));
+    assert!(msgs.iter().all(|m| m.tag() != "B"));
     assert_eq!(r.next_offset, 30);
     let r = store
         .read("t", 0, 29, 100, 1 << 20, &TagFilter::parse("B"))
@@ -195,7 +195,7 @@ async fn key_and_time_lookups() {
     let found = store.find_by_key("t", "order-1", 100).unwrap();
     let seqs: Vec<u64> = found
         .iter()
-        .map(|b| seq_of(&Message::decode(b).unwrap()))
+        .map(|b| seq_of(&Message::decode_entry(b).unwrap()[0]))
         .collect();
     assert_eq!(seqs, (0..40).filter(|i| i % 4 == 1).collect::<Vec<_>>());
     assert_eq!(store.find_by_key("t", "order-1", 3).unwrap().len(), 3);
@@ -546,5 +546,70 @@ fn error_codes_are_stable() {
     assert_eq!("sync".parse::<FlushMode>().unwrap(), FlushMode::Sync);
     assert!("fast".parse::<FlushMode>().is_err());
     let _: Bytes = Bytes::new();
-    let _ = Record::parse(&[]);
+    let _ = Entry::parse(&[]);
+}
+
+#[tokio::test]
+async fn reads_return_whole_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(small_config(dir.path())).unwrap();
+    // Two batches: offsets 0..5 (tags A B A B A) and 5..8 (tags C C C).
+    let first: Vec<(&str, &str, Vec<u8>)> = (0..5u64)
+        .map(|i| ("", ["A", "B"][(i % 2) as usize], body(i, 20)))
+        .collect();
+    let second: Vec<(&str, &str, Vec<u8>)> = (5..8u64).map(|i| ("", "C", body(i, 20))).collect();
+    let a = store.append("t", 0, entry("t", &first)).await.unwrap();
+    let b = store.append("t", 0, entry("t", &second)).await.unwrap();
+    assert_eq!(
+        (a.queue_offset, a.count, b.queue_offset, b.count),
+        (0, 5, 5, 3)
+    );
+    wait_dispatched(&store).await;
+    // From the middle of the first batch: the whole batch comes, counted from the offset on,
+    // and reading does not stop inside a batch.
+    let r = store.read("t", 0, 3, 1, 1 << 20, &TagFilter::All).unwrap();
+    assert_eq!((r.count, r.next_offset), (2, 5));
+    let all = Message::decode_all(&r.records).unwrap();
+    assert_eq!(all.len(), 5);
+    assert_eq!(
+        messages(&r, 3).iter().map(seq_of).collect::<Vec<_>>(),
+        [3, 4]
+    );
+    // A tag filter counts only matching messages; a batch without one is not read at all.
+    let r = store
+        .read("t", 0, 0, 100, 1 << 20, &TagFilter::parse("B"))
+        .unwrap();
+    assert_eq!((r.count, r.next_offset), (2, 8));
+    assert_eq!(Message::decode_all(&r.records).unwrap().len(), 5);
+    let r = store
+        .read("t", 0, 0, 100, 1 << 20, &TagFilter::parse("C"))
+        .unwrap();
+    assert_eq!((r.count, r.next_offset), (3, 8));
+    assert_eq!(Message::decode_all(&r.records).unwrap().len(), 3);
+}
+
+#[test]
+fn a_data_directory_in_the_old_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("commitlog");
+    std::fs::create_dir_all(&log).unwrap();
+    // An old-format record: total_len u32 LE, magic 0xA1, then its fields.
+    let mut old = vec![0u8; 4096];
+    old[..4].copy_from_slice(&120u32.to_le_bytes());
+    old[4] = 0xA1;
+    std::fs::write(log.join("00000000000000000000"), &old).unwrap();
+    let err = Store::open(small_config(dir.path()))
+        .map(|_| ())
+        .unwrap_err();
+    assert!(matches!(err, StoreError::OldFormat { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("old record format") && !text.contains('\n'),
+        "{text}"
+    );
+    // Nothing was changed: the file is as it was.
+    assert_eq!(
+        std::fs::read(log.join("00000000000000000000")).unwrap(),
+        old
+    );
 }

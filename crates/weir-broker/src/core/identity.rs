@@ -24,12 +24,10 @@ pub(crate) struct Identity {
 }
 
 impl Identity {
-    /// The id of the message stored at `commit_log_offset` of this group's log.
-    pub fn message_id(&self, commit_log_offset: u64) -> MessageId {
-        MessageId {
-            broker: self.broker_name.clone(),
-            commit_log_offset,
-        }
+    /// The id of message `index` of the entry stored at `commit_log_offset` of this group's
+    /// log.
+    pub fn message_id(&self, commit_log_offset: u64, index: u32) -> MessageId {
+        MessageId::new(self.broker_name.clone(), commit_log_offset, index)
     }
 
     /// Whether `id` names a message of this broker group's log.
@@ -53,7 +51,7 @@ mod tests {
 
     #[test]
     fn an_id_minted_by_one_replica_is_owned_by_every_replica_of_the_group() {
-        let id = node("127.0.0.1:9876").message_id(4096);
+        let id = node("127.0.0.1:9876").message_id(4096, 3);
         let text = id.to_string();
         let parsed: MessageId = text.parse().unwrap();
         assert!(node("10.0.0.2:9876").owns(&parsed));

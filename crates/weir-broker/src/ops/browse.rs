@@ -3,12 +3,12 @@
 //! dashboard's message browser use besides the by-id and by-key lookups of
 //! [`lookup`](super::lookup).
 
-use bytes::Bytes;
 use weir_proto::ErrorCode;
-use weir_proto::record::{Record, Records};
+use weir_proto::batch::Message;
 use weir_store::TagFilter;
 
 use crate::error::RequestError;
+use crate::ops::lookup::decode_range;
 use crate::state::BrokerState;
 
 /// Most messages one range read returns.
@@ -17,8 +17,8 @@ pub(crate) const MAX_RANGE: u32 = 1000;
 /// A range of a queue.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct QueuePage {
-    /// The stored records, oldest first, one `Bytes` each.
-    pub records: Vec<Bytes>,
+    /// The messages, oldest first.
+    pub records: Vec<Message>,
     /// The offset after the last one returned.
     pub next_offset: u64,
     /// The queue's readable range.
@@ -56,15 +56,14 @@ pub(crate) fn range(
         state.config.max_pull_bytes(),
         &TagFilter::All,
     )?;
-    let records = Records::new(&read.records)
-        .map(|r| {
-            r.map(|r| read.records.slice_ref(r.as_bytes()))
-                .map_err(|e| RequestError::new(ErrorCode::CorruptMessage, e.to_string()))
-        })
-        .collect::<Result<_, _>>()?;
+    let mut records = decode_range(&read.records, from, read.next_offset)?;
+    records.truncate(max.min(MAX_RANGE) as usize);
+    let next_offset = records
+        .last()
+        .map_or(read.next_offset, |m| m.queue_offset + 1);
     Ok(QueuePage {
         records,
-        next_offset: read.next_offset,
+        next_offset,
         min_offset: read.min_offset,
         max_offset: read.max_offset,
     })
@@ -77,7 +76,7 @@ pub(crate) fn at_offset(
     topic: &str,
     queue_id: u32,
     offset: u64,
-) -> Result<Bytes, RequestError> {
+) -> Result<Message, RequestError> {
     let page = range(state, topic, queue_id, offset, 1)?;
     let not_found = || {
         RequestError::new(
@@ -91,7 +90,11 @@ pub(crate) fn at_offset(
     if offset < page.min_offset {
         return Err(not_found());
     }
-    page.records.first().cloned().ok_or_else(not_found)
+    page.records
+        .into_iter()
+        .next()
+        .filter(|m| m.queue_offset == offset)
+        .ok_or_else(not_found)
 }
 
 /// Messages of `topic` stored at or after `timestamp_ms`: from each queue's first such message
@@ -102,7 +105,7 @@ pub(crate) fn by_time(
     topic: &str,
     timestamp_ms: i64,
     max: u32,
-) -> Result<Vec<Bytes>, RequestError> {
+) -> Result<Vec<Message>, RequestError> {
     let queues = state.topics.queues(topic)?;
     let max = max.clamp(1, MAX_RANGE) as usize;
     let mut cursors = (0..queues)
@@ -122,15 +125,7 @@ pub(crate) fn by_time(
         }
         cursors = still;
     }
-    let stamp = |record: &Bytes| {
-        Record::parse(record)
-            .map(|r| {
-                let s = r.stamp();
-                (s.store_timestamp, s.queue_id, s.queue_offset)
-            })
-            .unwrap_or_default()
-    };
-    out.sort_by_key(stamp);
+    out.sort_by_key(|m| (m.store_timestamp, m.queue_id, m.queue_offset));
     out.truncate(max);
     Ok(out)
 }

@@ -3,7 +3,7 @@
 //! the group consumes it again as a message of its origin topic (the same path as
 //! `weir dlq resend`, [`crate::features::retry::send_back`] with `resend`).
 
-use bytes::Bytes;
+use weir_proto::batch::Message;
 use weir_proto::{ErrorCode, MessageId, names};
 
 use super::browse::{self, QueuePage};
@@ -53,20 +53,18 @@ pub(crate) fn count_all(state: &BrokerState) -> u64 {
 }
 
 /// The dead letter `id` of `group`, checked to be one.
-pub(crate) fn get(state: &BrokerState, group: &str, id: &str) -> Result<Bytes, RequestError> {
-    let record = super::lookup::get_message(state, id)?;
-    let parsed = weir_proto::record::Record::parse(&record)
-        .map_err(|e| RequestError::new(ErrorCode::CorruptMessage, e.to_string()))?;
-    if parsed.topic() != topic(group) {
+pub(crate) fn get(state: &BrokerState, group: &str, id: &str) -> Result<Message, RequestError> {
+    let message = super::lookup::get_message(state, id)?.message()?;
+    if message.topic != topic(group) {
         return Err(RequestError::new(
             ErrorCode::MessageNotFound,
             format!(
                 "{id} is not a dead letter of group {group:?} (it is in {:?})",
-                parsed.topic()
+                message.topic
             ),
         ));
     }
-    Ok(record)
+    Ok(message)
 }
 
 /// Resends the dead letter `id` of `group`; returns the id of the copy.
@@ -102,10 +100,10 @@ pub(crate) async fn resend_all(
         if page.records.is_empty() {
             break;
         }
-        for record in &page.records {
-            let parsed = weir_proto::record::Record::parse(record)
-                .map_err(|e| RequestError::new(ErrorCode::CorruptMessage, e.to_string()))?;
-            let id = state.identity.message_id(parsed.stamp().commit_log_offset);
+        for message in &page.records {
+            let id = state
+                .identity
+                .message_id(message.commit_log_offset, message.index);
             copies.push(resend(state, group, &id.to_string()).await?);
         }
         from = page.next_offset;

@@ -3,7 +3,8 @@
 //! ```text
 //! internal topic?            refused
 //! unknown topic              created when auto_create_topics, else topic_not_found
-//! first record is a half     transactions: kept in %HALF% until decided
+//! not exactly one entry      refused (a produce carries one batch)
+//! transactional batch        transactions: a half message, kept in %HALF% until decided
 //! has a producer id          idempotence: sequence-checked, then as below
 //! has a future deliver_at    delay: split between the queue and %DELAY%
 //! otherwise                  the write path, as it came
@@ -15,8 +16,8 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use weir_proto::ErrorCode;
+use weir_proto::batch::Entry;
 use weir_proto::names;
-use weir_proto::record::{Record, flags};
 
 use crate::core::clock::now_ms;
 use crate::core::position::Produced;
@@ -26,7 +27,7 @@ use crate::features::delay;
 use crate::metrics_catalog::{BYTES_IN_TOTAL, MESSAGES_IN_TOTAL, PRODUCE_DURABLE_SECONDS};
 use crate::state::BrokerState;
 
-/// Stores a producer's batch (records laid end to end, checked by the path it takes) in
+/// Stores a producer's batch (one entry, checked by the path it takes) in
 /// `topic`/`queue_id`; answers where it went once it is acknowledged.
 #[tracing::instrument(level = "debug", skip_all, fields(topic = %topic, queue = queue_id, bytes = payload.len()))]
 pub(crate) async fn produce(
@@ -63,11 +64,11 @@ pub(crate) async fn produce(
     if payload.is_empty() {
         return Err(RequestError::new(
             ErrorCode::InvalidArgument,
-            "a produce request needs at least one record",
+            "a produce request needs a batch of at least one message",
         ));
     }
     let bytes = payload.len() as u64;
-    let kind = BatchKind::of(&payload);
+    let kind = BatchKind::of(&payload)?;
     if kind == BatchKind::TransactionHalf {
         // Not in the topic until committed, so not counted as messages in.
         let stored = state
@@ -84,7 +85,7 @@ pub(crate) async fn produce(
                 .append(topic, queue_id, payload, now)
                 .await?
         }
-        _ if delay::has_delayed(&payload, now) => {
+        _ if delay::has_delayed(&payload) => {
             state.delays.produce(topic, queue_id, payload, now).await?
         }
         _ => Produced::contiguous(&state.log.append(topic, queue_id, payload).await?),
@@ -97,7 +98,7 @@ pub(crate) async fn produce(
     Ok(produced)
 }
 
-/// Which path a batch takes, from its first record (one look per batch).
+/// Which path a batch takes, from its header (one look per batch).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum BatchKind {
     /// A transaction's half message (kept in `%HALF%` until decided).
@@ -109,11 +110,23 @@ enum BatchKind {
 }
 
 impl BatchKind {
-    fn of(payload: &[u8]) -> BatchKind {
-        match Record::parse(payload) {
-            Ok(first) if first.flags() & flags::TRANSACTION_HALF != 0 => BatchKind::TransactionHalf,
-            Ok(first) if first.producer_id() != 0 => BatchKind::Idempotent,
-            _ => BatchKind::Plain,
+    /// The kind of the one entry in `payload`; a payload that is not exactly one entry is
+    /// refused here (a bad CRC or record is found by the path the batch takes).
+    fn of(payload: &[u8]) -> Result<BatchKind, RequestError> {
+        let entry = Entry::parse(payload)
+            .map_err(|e| RequestError::new(ErrorCode::CorruptMessage, e.to_string()))?;
+        if entry.len() != payload.len() {
+            return Err(RequestError::new(
+                ErrorCode::InvalidArgument,
+                "a produce request carries exactly one batch",
+            ));
         }
+        Ok(if entry.is_transactional() {
+            BatchKind::TransactionHalf
+        } else if entry.is_idempotent() {
+            BatchKind::Idempotent
+        } else {
+            BatchKind::Plain
+        })
     }
 }

@@ -2,14 +2,16 @@
 //! `POST /api/v1/topics/{name}/messages` and the dashboard's "send a test message" do, for
 //! callers without a Weir client.
 //!
-//! The message is encoded as a one-record batch and stored through the protocol-neutral
+//! The message is encoded as a one-message batch and stored through the protocol-neutral
 //! produce ([`super::produce::produce`]), so it is checked, delayed, counted and auto-created
 //! exactly like a batch from a client.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use bytes::BytesMut;
-use weir_proto::record::{self, RecordFields};
+use weir_proto::batch::{
+    BatchBuilder, BatchOptions, Compression, HEADER_DELIVER_MS, HEADER_TAGS, RecordFields,
+};
 use weir_proto::{ErrorCode, MessageId};
 
 use crate::error::RequestError;
@@ -78,28 +80,41 @@ pub(crate) async fn send(state: &BrokerState, message: NewMessage) -> Result<Sen
         0 => 0,
         ms => now.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX)),
     };
-    let fields = RecordFields {
-        topic: &message.topic,
-        key: &message.key,
-        tag: &message.tag,
-        properties: &message.properties,
-        body: &message.body,
-        born_timestamp: now,
-        deliver_at,
-        ..RecordFields::default()
+    let invalid = |e: weir_proto::batch::BatchError| {
+        RequestError::new(ErrorCode::InvalidArgument, e.to_string())
     };
-    let mut batch = BytesMut::new();
-    record::encode(&fields, &mut batch)
-        .map_err(|e| RequestError::new(ErrorCode::InvalidArgument, e.to_string()))?;
+    let at = deliver_at.to_string();
+    let tag = (!message.tag.is_empty()).then_some((HEADER_TAGS, Some(message.tag.as_bytes())));
+    let delayed_header = (deliver_at != 0).then_some((HEADER_DELIVER_MS, Some(at.as_bytes())));
+    let headers = message
+        .properties
+        .iter()
+        .map(|(k, v)| (k.as_str(), Some(v.as_bytes())))
+        .chain(tag)
+        .chain(delayed_header);
+    let mut builder =
+        BatchBuilder::new(&message.topic, BatchOptions::default()).map_err(invalid)?;
+    builder
+        .push(
+            &RecordFields {
+                timestamp: now,
+                key: (!message.key.is_empty()).then_some(message.key.as_bytes()),
+                value: Some(&message.body),
+            },
+            headers,
+        )
+        .map_err(invalid)?;
+    let batch: BytesMut = builder.finish(Compression::None).map_err(invalid)?;
     let response = super::produce::produce(state, &message.topic, queue_id, batch).await?;
     let commit_log_offset = response
         .record_offsets
         .first()
         .copied()
         .unwrap_or(response.commit_log_offset);
+    let index = response.record_indexes.first().copied().unwrap_or(0);
     let delayed = deliver_at > now && !response.record_offsets.is_empty();
     Ok(Sent {
-        id: state.identity.message_id(commit_log_offset),
+        id: state.identity.message_id(commit_log_offset, index),
         queue_id,
         queue_offset: (!delayed).then_some(response.queue_offset),
         deliver_at_ms: if delayed { deliver_at } else { 0 },

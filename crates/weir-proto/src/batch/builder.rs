@@ -3,10 +3,12 @@
 
 use bytes::{BufMut, BytesMut};
 
+use super::records::RecordView;
 use super::varint::{put_varint, put_varlong, varint_len, varlong_len};
 use super::{
     B_ATTRIBUTES, B_CRC, BATCH_HEADER_LEN, BATCH_MAGIC, BatchError, Compression, ENVELOPE_LEN,
-    MAGIC, NO_PRODUCER_ID, NO_SEQUENCE, attributes,
+    HEADER_DELAY_SEC, HEADER_DELIVER_MS, MAGIC, NO_PRODUCER_ID, NO_SEQUENCE, OFF_FLAGS, attributes,
+    envelope_flags,
 };
 
 /// The batch-level fields a producer sets.
@@ -123,6 +125,17 @@ impl BatchBuilder {
         })
     }
 
+    /// One uncompressed entry for `topic` holding one message with `fields` and `headers`.
+    pub fn single(
+        topic: &str,
+        fields: &RecordFields<'_>,
+        headers: &[(&str, &[u8])],
+    ) -> Result<BytesMut, BatchError> {
+        let mut builder = BatchBuilder::new(topic, BatchOptions::default())?;
+        builder.push(fields, headers.iter().map(|(k, v)| (*k, Some(*v))))?;
+        builder.finish(Compression::None)
+    }
+
     /// Records so far.
     pub fn count(&self) -> u32 {
         self.count
@@ -153,7 +166,10 @@ impl BatchBuilder {
         offset_delta: u32,
     ) -> usize {
         let (count, headers_len) = headers.fold((0usize, 0usize), |(n, len), (k, v)| {
-            (n + 1, len + nullable_len(Some(k.as_bytes())) + nullable_len(v))
+            (
+                n + 1,
+                len + nullable_len(Some(k.as_bytes())) + nullable_len(v),
+            )
         });
         let body = 1
             + varlong_len(fields.timestamp.wrapping_sub(base_timestamp))
@@ -179,6 +195,9 @@ impl BatchBuilder {
         let mut count = 0usize;
         let mut headers_len = 0usize;
         for (k, v) in headers.clone() {
+            if k == HEADER_DELIVER_MS || k == HEADER_DELAY_SEC {
+                self.buf[OFF_FLAGS] |= envelope_flags::DELAYED;
+            }
             check_len("header key", k.len())?;
             check_len("header value", v.map_or(0, <[u8]>::len))?;
             count += 1;
@@ -208,6 +227,29 @@ impl BatchBuilder {
         self.count += 1;
         self.max_timestamp = self.max_timestamp.max(fields.timestamp);
         Ok(())
+    }
+
+    /// Appends a copy of `record` (another batch's record): timestamp, key and value kept,
+    /// its headers kept in order except those named in `drop`, then `add` appended.
+    pub fn push_copy(
+        &mut self,
+        record: &RecordView<'_>,
+        drop: &[&str],
+        add: &[(&str, &[u8])],
+    ) -> Result<(), BatchError> {
+        let kept = record
+            .headers()
+            .filter_map(Result::ok)
+            .filter(|(k, _)| !drop.contains(k));
+        let added = add.iter().map(|(k, v)| (*k, Some(*v)));
+        self.push(
+            &RecordFields {
+                timestamp: record.timestamp,
+                key: record.key,
+                value: record.value,
+            },
+            kept.chain(added),
+        )
     }
 
     /// Seals the batch: compresses the records with `codec`, writes the lengths and the

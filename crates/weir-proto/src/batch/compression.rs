@@ -158,7 +158,9 @@ pub fn decompress(codec: Compression, data: &[u8], limit: usize) -> Result<Vec<u
             }
             out.extend_from_slice(data);
         }
-        Compression::Gzip => read_bounded(codec, flate2::read::GzDecoder::new(data), &mut out, limit)?,
+        Compression::Gzip => {
+            read_bounded(codec, flate2::read::GzDecoder::new(data), &mut out, limit)?
+        }
         Compression::Lz4 => read_bounded(
             codec,
             lz4_flex::frame::FrameDecoder::new(data),

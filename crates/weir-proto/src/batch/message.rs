@@ -116,7 +116,9 @@ impl Message {
             let sequence = if entry.base_sequence() < 0 {
                 entry.base_sequence()
             } else {
-                entry.base_sequence().wrapping_add(record.offset_delta as i32)
+                entry
+                    .base_sequence()
+                    .wrapping_add(record.offset_delta as i32)
             };
             out.push(Message {
                 topic: entry.topic().to_owned(),

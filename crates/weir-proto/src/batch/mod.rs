@@ -14,7 +14,7 @@
 //! offset  size  field                   set by   covered by
 //!  0      4     entry_len u32           client   envelope_crc  (whole entry, this field included)
 //!  4      1     magic u8 = 0xB2         client   envelope_crc  (Weir log format 2)
-//!  5      1     reserved, zero          client   envelope_crc
+//!  5      1     flags u8                client   envelope_crc  (see [`envelope_flags`])
 //!  6      1     topic_len u8            client   envelope_crc
 //!  7      1     reserved, zero          client   envelope_crc
 //!  8      8     commit_log_offset u64   broker   envelope_crc  (byte position in the commit log)
@@ -66,7 +66,7 @@ use thiserror::Error;
 
 pub use builder::{BatchBuilder, BatchOptions, RecordFields};
 pub use compression::Compression;
-pub use message::Message;
+pub use message::{MAX_UNCOMPRESSED_LEN, Message};
 pub use records::{Decoded, Headers, RecordIter, RecordView};
 
 /// Magic byte of the envelope (Weir log format 2).
@@ -95,6 +95,7 @@ pub const NO_SEQUENCE: i32 = -1;
 
 const OFF_ENTRY_LEN: usize = 0;
 const OFF_MAGIC: usize = 4;
+const OFF_FLAGS: usize = 5;
 const OFF_TOPIC_LEN: usize = 6;
 const OFF_COMMIT_LOG_OFFSET: usize = 8;
 const OFF_STORE_TIMESTAMP: usize = 16;
@@ -115,6 +116,13 @@ const B_PRODUCER_ID: usize = 43;
 const B_PRODUCER_EPOCH: usize = 51;
 const B_BASE_SEQUENCE: usize = 53;
 const B_RECORD_COUNT: usize = 57;
+
+/// Bits of the envelope's `flags` byte.
+pub mod envelope_flags {
+    /// Some message of the batch carries a deliver-at header ([`super::HEADER_DELIVER_MS`] or
+    /// [`super::HEADER_DELAY_SEC`]): the broker looks at each message's headers only then.
+    pub const DELAYED: u8 = 1 << 0;
+}
 
 /// Bits of a batch's `attributes` (Kafka's).
 pub mod attributes {
@@ -189,6 +197,9 @@ pub enum BatchError {
     /// Compressing or decompressing failed.
     #[error("compression: {0}")]
     Compression(String),
+    /// The batch has no message at that index.
+    #[error("the batch has no message {0}")]
+    NoSuchRecord(u32),
     /// A compressed batch expands past the allowed size.
     #[error("batch expands past {limit} bytes when decompressed")]
     TooLargeUncompressed {
@@ -309,7 +320,9 @@ impl<'a> Entry<'a> {
         let total = be_u32(buf, OFF_ENTRY_LEN) as usize;
         let batch_at = ENVELOPE_LEN + buf[OFF_TOPIC_LEN] as usize;
         if total < batch_at + BATCH_HEADER_LEN {
-            return Err(BatchError::Malformed("entry shorter than its envelope and batch header"));
+            return Err(BatchError::Malformed(
+                "entry shorter than its envelope and batch header",
+            ));
         }
         if buf.len() < total {
             return Err(BatchError::Truncated {
@@ -323,7 +336,9 @@ impl<'a> Entry<'a> {
             return Err(BatchError::BadBatchMagic(batch[B_MAGIC]));
         }
         if be_u32(batch, B_LENGTH) as usize != batch.len() - 12 {
-            return Err(BatchError::Malformed("batch length does not match the entry length"));
+            return Err(BatchError::Malformed(
+                "batch length does not match the entry length",
+            ));
         }
         std::str::from_utf8(&bytes[ENVELOPE_LEN..batch_at])
             .map_err(|_| BatchError::NotUtf8("topic"))?;
@@ -333,7 +348,9 @@ impl<'a> Entry<'a> {
             return Err(BatchError::Malformed("record count"));
         }
         if be_u32(batch, B_LAST_OFFSET_DELTA) != count - 1 {
-            return Err(BatchError::Malformed("last offset delta is not record count - 1"));
+            return Err(BatchError::Malformed(
+                "last offset delta is not record count - 1",
+            ));
         }
         Compression::from_code((entry.attributes() & attributes::COMPRESSION_MASK) as u8)?;
         Ok(entry)
@@ -396,6 +413,10 @@ impl<'a> Entry<'a> {
         // Checked to be UTF-8 by `parse`.
         std::str::from_utf8(&self.bytes[ENVELOPE_LEN..self.batch_at]).unwrap_or_default()
     }
+    /// The envelope's flags (see [`envelope_flags`]).
+    pub fn envelope_flags(&self) -> u8 {
+        self.bytes[OFF_FLAGS]
+    }
     /// Kafka's batch attributes (see [`attributes`]).
     pub fn attributes(&self) -> u16 {
         be_u16(self.batch(), B_ATTRIBUTES)
@@ -449,6 +470,42 @@ impl<'a> Entry<'a> {
     pub fn records(&self, limit: usize) -> Result<Decoded<'a>, BatchError> {
         Decoded::new(self, limit)
     }
+}
+
+/// Calls `f` with the entry at the start of `bytes` and its message `index` (decompressing
+/// the batch when it is compressed).
+pub fn with_record<T>(
+    bytes: &[u8],
+    index: u32,
+    f: impl FnOnce(&Entry<'_>, &RecordView<'_>) -> T,
+) -> Result<T, BatchError> {
+    let entry = Entry::parse(bytes)?;
+    let records = entry.records(MAX_UNCOMPRESSED_LEN)?;
+    let record = records
+        .iter()
+        .nth(index as usize)
+        .transpose()?
+        .filter(|r| r.offset_delta == index)
+        .ok_or(BatchError::NoSuchRecord(index))?;
+    Ok(f(&entry, &record))
+}
+
+/// Calls `f` with the entry among `entries` (laid end to end, as a read returns them) that
+/// holds queue offset `queue_offset`, and that message; `Ok(None)` when none holds it.
+pub fn with_queue_record<T>(
+    entries: &[u8],
+    queue_offset: u64,
+    f: impl FnOnce(&Entry<'_>, &RecordView<'_>) -> T,
+) -> Result<Option<T>, BatchError> {
+    for entry in Entries::new(entries) {
+        let entry = entry?;
+        let base = entry.stamp().base_offset;
+        if base <= queue_offset && queue_offset - base < u64::from(entry.record_count()) {
+            let index = (queue_offset - base) as u32;
+            return with_record(entry.as_bytes(), index, f).map(Some);
+        }
+    }
+    Ok(None)
 }
 
 /// Iterator over entries laid end to end, as in a produce request or a pull response.

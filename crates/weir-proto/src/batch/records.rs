@@ -74,7 +74,9 @@ impl<'a> Decoded<'a> {
             expected += 1;
         }
         if expected != self.count || !iter.rest.is_empty() {
-            return Err(BatchError::Malformed("records do not fill the batch exactly"));
+            return Err(BatchError::Malformed(
+                "records do not fill the batch exactly",
+            ));
         }
         Ok(())
     }
@@ -268,8 +270,8 @@ impl<'a> Iterator for Headers<'a> {
         }
         self.left -= 1;
         let mut take = || -> Result<(&'a str, Option<&'a [u8]>), BatchError> {
-            let key = take_nullable(&mut self.rest)?
-                .ok_or(BatchError::Malformed("null header key"))?;
+            let key =
+                take_nullable(&mut self.rest)?.ok_or(BatchError::Malformed("null header key"))?;
             let key = std::str::from_utf8(key).map_err(|_| BatchError::NotUtf8("header key"))?;
             let value = take_nullable(&mut self.rest)?;
             Ok((key, value))

@@ -233,7 +233,10 @@ fn a_thousand_small_messages_cost_little_over_their_bodies() {
     }
     let entry = builder.finish(Compression::None).unwrap();
     let per_message = entry.len() as f64 / 1000.0;
-    assert!(per_message <= 115.0, "{per_message} bytes per 100-byte message");
+    assert!(
+        per_message <= 115.0,
+        "{per_message} bytes per 100-byte message"
+    );
 }
 
 #[test]

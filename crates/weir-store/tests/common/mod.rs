@@ -4,9 +4,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use weir_proto::record::{Message, RecordFields, encode};
-use weir_store::{FlushMode, StoreConfig};
+use bytes::{Bytes, BytesMut};
+use weir_proto::batch::{BatchBuilder, BatchOptions, Compression, Entries, Message, RecordFields};
+use weir_store::{FlushMode, ReadResult, StoreConfig};
 
 /// A config with tiny files so everything rolls often.
 pub fn small_config(dir: &Path) -> StoreConfig {
@@ -25,31 +25,66 @@ pub fn small_config(dir: &Path) -> StoreConfig {
     }
 }
 
-/// One record.
+/// One message as its own entry.
 pub fn record(topic: &str, key: &str, tag: &str, body: &[u8]) -> BytesMut {
-    let mut buf = BytesMut::new();
-    encode(
-        &RecordFields {
-            topic,
-            key,
-            tag,
-            body,
-            born_timestamp: 1,
-            ..Default::default()
-        },
-        &mut buf,
-    )
-    .unwrap();
-    buf
+    entry(topic, &[(key, tag, body.to_vec())])
 }
 
-/// A batch of `n` records whose bodies are `seq` as text, padded to `size` bytes.
-pub fn batch(topic: &str, first_seq: u64, n: u64, size: usize) -> BytesMut {
-    let mut buf = BytesMut::new();
-    for seq in first_seq..first_seq + n {
-        buf.extend_from_slice(&record(topic, &format!("k{seq}"), "", &body(seq, size)));
+/// One entry holding `messages` (key, tag, body); empty key or tag for none.
+pub fn entry(topic: &str, messages: &[(&str, &str, Vec<u8>)]) -> BytesMut {
+    let mut builder = BatchBuilder::new(topic, BatchOptions::default()).unwrap();
+    for (key, tag, body) in messages {
+        let tags = [("TAGS", Some(tag.as_bytes()))];
+        let headers = if tag.is_empty() {
+            &tags[..0]
+        } else {
+            &tags[..]
+        };
+        builder
+            .push(
+                &RecordFields {
+                    timestamp: 1,
+                    key: (!key.is_empty()).then_some(key.as_bytes()),
+                    value: Some(body),
+                },
+                headers.iter().copied(),
+            )
+            .unwrap();
     }
-    buf
+    builder.finish(Compression::None).unwrap()
+}
+
+/// One entry of `n` messages whose bodies are `seq` as text, padded to `size` bytes.
+pub fn batch(topic: &str, first_seq: u64, n: u64, size: usize) -> BytesMut {
+    let keys: Vec<String> = (first_seq..first_seq + n)
+        .map(|s| format!("k{s}"))
+        .collect();
+    let messages: Vec<(&str, &str, Vec<u8>)> = (first_seq..first_seq + n)
+        .zip(&keys)
+        .map(|(seq, key)| (key.as_str(), "", body(seq, size)))
+        .collect();
+    entry(topic, &messages)
+}
+
+/// The messages a read returned that the reader asked for: queue offsets in
+/// `[from, next_offset)` (a read returns whole batches).
+pub fn messages(r: &ReadResult, from: u64) -> Vec<Message> {
+    Message::decode_all(&r.records)
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.queue_offset >= from && m.queue_offset < r.next_offset)
+        .collect()
+}
+
+/// Each entry of a read (its bytes) with its messages.
+pub fn entries_with_messages(records: &Bytes) -> Vec<(Bytes, Vec<Message>)> {
+    Entries::new(records)
+        .map(|e| {
+            let bytes = records.slice_ref(e.unwrap().as_bytes());
+            let msgs = Message::decode_entry(&bytes).unwrap();
+            (bytes, msgs)
+        })
+        .collect()
 }
 
 pub fn body(seq: u64, size: usize) -> Vec<u8> {
@@ -59,5 +94,6 @@ pub fn body(seq: u64, size: usize) -> Vec<u8> {
 }
 
 pub fn seq_of(m: &Message) -> u64 {
-    std::str::from_utf8(&m.body[..20]).unwrap().parse().unwrap()
+    let body = m.body.as_deref().unwrap();
+    std::str::from_utf8(&body[..20]).unwrap().parse().unwrap()
 }

@@ -7,7 +7,7 @@
 //!        store.append, one per queue  <--(due ms has come)-- appender task <--+
 //!
 //!  Stage: due ms -> Bucket { topic -> [(queue, QueueBatch)], repark: QueueBatch }
-//!         QueueBatch = re-encoded records laid end to end + their %DELAY% offsets and timers
+//!         QueueBatch = re-encoded entries laid end to end + their %DELAY% offsets and timers
 //! ```
 //!
 //! * The **preparer** (a thread: reading and re-encoding is CPU work) advances the wheel to
@@ -29,7 +29,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, watch};
-use weir_proto::record::{self, Record, Rewrite};
+use weir_proto::batch::{BatchBuilder, BatchOptions, Compression, Entry, MAX_UNCOMPRESSED_LEN};
 use weir_proto::{ErrorCode, MessageId, names};
 use weir_store::StoreError;
 
@@ -374,7 +374,7 @@ fn prepare(delays: &Delays, timers: &[Timer], now: i64) -> BTreeMap<i64, Bucket>
     let mut later = Vec::new();
     let horizon = now + LEAD.as_millis() as i64;
     // One id, its offset changed per record: naming the origin allocates nothing.
-    let mut origin = delays.identity.message_id(0);
+    let mut origin = delays.identity.message_id(0, 0);
     for timer in timers {
         let bytes = match delays.log.read_at(timer.commit_log_offset) {
             Ok(bytes) => bytes,
@@ -404,8 +404,8 @@ fn prepare(delays: &Delays, timers: &[Timer], now: i64) -> BTreeMap<i64, Bucket>
                 tracing::error!(offset = timer.commit_log_offset, error = %e, "a delayed message cannot be delivered; dropped");
                 metrics::counter!(DELAYED_DROPPED_TOTAL).increment(1);
                 // Done with: reported once, not again after every restart.
-                if let Ok(record) = Record::parse(&bytes) {
-                    gone.push(record.stamp().queue_offset);
+                if let Ok(entry) = Entry::parse(&bytes) {
+                    gone.push(entry.stamp().base_offset);
                 }
             }
         }
@@ -439,21 +439,30 @@ fn stage_one(
     buckets: &mut BTreeMap<i64, Bucket>,
 ) -> Result<Staged, RequestError> {
     use std::fmt::Write;
-    let record = Record::parse(bytes)
-        .map_err(|e| RequestError::new(ErrorCode::CorruptMessage, e.to_string()))?;
-    let queue_offset = record.stamp().queue_offset;
+    let invalid = |e: weir_proto::batch::BatchError| {
+        RequestError::new(ErrorCode::CorruptMessage, e.to_string())
+    };
+    let entry = Entry::parse(bytes).map_err(invalid)?;
+    let queue_offset = entry.stamp().base_offset;
+    let records = entry.records(MAX_UNCOMPRESSED_LEN).map_err(invalid)?;
+    let record = records
+        .iter()
+        .next()
+        .transpose()
+        .map_err(invalid)?
+        .ok_or_else(|| RequestError::new(ErrorCode::CorruptMessage, "an empty delayed entry"))?;
     let deliver_at = record.deliver_at();
     if deliver_at > horizon {
         let bucket = buckets.entry(now_ms()).or_default();
-        bucket.repark.records.extend_from_slice(record.as_bytes());
+        bucket.repark.records.extend_from_slice(entry.as_bytes());
         bucket.repark.push(queue_offset, timer);
         bucket.records += 1;
-        bucket.bytes += record.total_len();
+        bucket.bytes += entry.len();
         return Ok(Staged::Yes);
     }
-    let topic = record.property(PROP_REAL_TOPIC).unwrap_or_default();
+    let topic = record.header_str(PROP_REAL_TOPIC).unwrap_or_default();
     let queue_id: u32 = record
-        .property(PROP_REAL_QUEUE)
+        .header_str(PROP_REAL_QUEUE)
         .and_then(|q| q.parse().ok())
         .unwrap_or(0);
     let queues = match delays.topics.get(topic) {
@@ -466,23 +475,25 @@ fn stage_one(
     };
     origin_id.clear();
     let _ = write!(origin_id, "{origin}");
-    let change = Rewrite {
-        topic,
-        deliver_at,
-        producer_id: 0,
-        sequence: 0,
-        drop: &[PROP_REAL_TOPIC, PROP_REAL_QUEUE, PROP_DELAY_ORIGIN_ID],
-        add: &[(PROP_DELAY_ORIGIN_ID, origin_id.as_str())],
+    let bad = |e: weir_proto::batch::BatchError| {
+        RequestError::new(ErrorCode::InvalidArgument, e.to_string())
     };
+    // A copy the broker makes: no producer identity; the deliver-at header is kept.
+    let mut builder = BatchBuilder::new(topic, BatchOptions::default()).map_err(bad)?;
+    builder
+        .push_copy(
+            &record,
+            &[PROP_REAL_TOPIC, PROP_REAL_QUEUE, PROP_DELAY_ORIGIN_ID],
+            &[(PROP_DELAY_ORIGIN_ID, origin_id.as_bytes())],
+        )
+        .map_err(bad)?;
+    let copy = builder.finish(Compression::None).map_err(bad)?;
     let bucket = buckets.entry(deliver_at).or_default();
     let batch = bucket.batch(topic, queue_id % queues.max(1));
-    let before = batch.records.len();
-    record::rewrite(&record, &change, &mut batch.records)
-        .map_err(|e| RequestError::new(ErrorCode::InvalidArgument, e.to_string()))?;
-    let added = batch.records.len() - before;
+    batch.records.extend_from_slice(&copy);
     batch.push(queue_offset, timer);
     bucket.records += 1;
-    bucket.bytes += added;
+    bucket.bytes += copy.len();
     Ok(Staged::Yes)
 }
 

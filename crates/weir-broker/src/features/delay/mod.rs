@@ -1,12 +1,13 @@
 //! Delayed messages: stored in the internal topic `%DELAY%` until due, then copied to their
 //! real queue.
 //!
-//! * **Produce.** A batch whose records all have `deliver_at` in the past goes the normal way
-//!   (the check reads one fixed field per record). A batch with a future `deliver_at` is split:
-//!   each delayed record is re-encoded for topic `%DELAY%` (queue 0) with its real topic and
-//!   queue in the properties `REAL_TOPIC` and `REAL_QUEUE`; the others are appended as they
-//!   came. The delayed record's (deadline, commit-log offset) goes into the [`TimingWheel`]; its
-//!   body stays in the log.
+//! * **Produce.** A batch whose envelope does not say "delayed" goes the normal way (one look
+//!   at one byte per batch). One that does is split, every message into an entry of its own:
+//!   each message with a future deliver-at (header `TIMER_DELIVER_MS`, or `TIMER_DELAY_SEC`
+//!   from now) is re-encoded for topic `%DELAY%` (queue 0) with its real topic and queue in the
+//!   headers `REAL_TOPIC` and `REAL_QUEUE`; the others go to their queue. The delayed entry's
+//!   (deadline, commit-log offset) goes into the [`TimingWheel`]; its body stays in the log.
+//!   Every `%DELAY%` entry holds one message.
 //! * **Delivery** ([`delivery`]). A preparer thread keeps the wheel up to [`LEAD`] ahead of
 //!   the clock: records coming due in that window are read by their commit-log offset,
 //!   re-encoded for their real topic and queue (`deliver_at` kept, property `DELAY_ORIGIN_ID`
@@ -40,7 +41,10 @@ use std::time::Duration;
 use bytes::BytesMut;
 use parking_lot::{Condvar, Mutex};
 use weir_proto::ErrorCode;
-use weir_proto::record::{self, Record, Records, Rewrite};
+use weir_proto::batch::{
+    BatchBuilder, BatchOptions, Compression, Entries, Entry, HEADER_DELAY_SEC, HEADER_DELIVER_MS,
+    MAX_UNCOMPRESSED_LEN, RecordView, envelope_flags,
+};
 use weir_store::{AppendResult, TagFilter};
 
 use crate::atomic_file;
@@ -129,13 +133,19 @@ impl Delays {
                 .log
                 .read(DELAY_TOPIC, 0, offset, 4096, 4 << 20, &TagFilter::All)
                 .map_err(|e| BrokerError::from_store(e, data_dir))?;
-            for record in Records::new(&read.records) {
-                let record =
-                    record.map_err(|e| BrokerError::Config(format!("{DELAY_TOPIC}: {e}")))?;
-                let stamp = record.stamp();
-                if delays.progress.lock().is_done(stamp.queue_offset) {
+            for entry in Entries::new(&read.records) {
+                let bad = |e: weir_proto::batch::BatchError| {
+                    BrokerError::Config(format!("{DELAY_TOPIC}: {e}"))
+                };
+                let entry = entry.map_err(bad)?;
+                let stamp = entry.stamp();
+                if stamp.base_offset < offset || delays.progress.lock().is_done(stamp.base_offset) {
                     continue;
                 }
+                let records = entry.records(MAX_UNCOMPRESSED_LEN).map_err(bad)?;
+                let Some(record) = records.iter().next().transpose().map_err(bad)? else {
+                    continue;
+                };
                 delays.schedule(
                     record.deliver_at(),
                     stamp.store_timestamp,
@@ -200,56 +210,84 @@ impl Delays {
     }
 }
 
-/// Whether any record of a producer's batch asks for delivery after `now` (reads one fixed
-/// field per record).
-pub(crate) fn has_delayed(batch: &[u8], now: i64) -> bool {
-    let mut at = 0;
-    while at < batch.len() {
-        let rest = &batch[at..];
-        let (Some(len), Some(deliver_at)) =
-            (record::peek_total_len(rest), record::peek_deliver_at(rest))
-        else {
-            return false;
-        };
-        if deliver_at > now {
-            return true;
-        }
-        at += (len as usize).max(1);
-    }
-    false
+/// Whether a producer's batch (one entry) may hold delayed messages: its envelope says so
+/// (one byte per batch; the producer's encoder sets it when a message has a deliver-at header).
+pub(crate) fn has_delayed(batch: &[u8]) -> bool {
+    Entry::parse(batch).is_ok_and(|e| e.envelope_flags() & envelope_flags::DELAYED != 0)
 }
 
-/// Copies `record` re-encoded as a copy the broker makes (no producer identity): for
-/// `topic`, with `deliver_at`, without the properties named in `drop`, with `add` appended.
-pub(crate) fn reencode(
-    record: &Record<'_>,
+/// When `record` asks to be delivered: header `TIMER_DELIVER_MS`, else `TIMER_DELAY_SEC`
+/// seconds after `now`; 0 for at once.
+pub(crate) fn deliver_at_of(record: &RecordView<'_>, now: i64) -> i64 {
+    match record.deliver_at() {
+        0 => record
+            .header_str(HEADER_DELAY_SEC)
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .map_or(0, |secs| now.saturating_add(secs.saturating_mul(1000))),
+        at => at,
+    }
+}
+
+fn bad_input(e: weir_proto::batch::BatchError) -> RequestError {
+    RequestError::new(ErrorCode::InvalidArgument, e.to_string())
+}
+
+/// Appends to `dst` an entry for `topic` holding a copy of `record` made with `options`,
+/// without the headers named in `drop` (nor the deliver-at ones), with `add` appended.
+fn copy_one(
+    record: &RecordView<'_>,
     topic: &str,
-    deliver_at: i64,
+    options: BatchOptions,
+    drop: &[&str],
+    add: &[(&str, &[u8])],
+    dst: &mut BytesMut,
+) -> Result<(), RequestError> {
+    let mut dropped: Vec<&str> = Vec::with_capacity(drop.len() + 2);
+    dropped.extend_from_slice(drop);
+    dropped.extend([HEADER_DELIVER_MS, HEADER_DELAY_SEC]);
+    let mut builder = BatchBuilder::new(topic, options).map_err(bad_input)?;
+    builder
+        .push_copy(record, &dropped, add)
+        .map_err(bad_input)?;
+    dst.extend_from_slice(&builder.finish(Compression::None).map_err(bad_input)?);
+    Ok(())
+}
+
+/// `(name, value)` header pairs as the builder takes them.
+fn as_headers(pairs: &[(String, String)]) -> Vec<(&str, &[u8])> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_bytes()))
+        .collect()
+}
+
+/// Appends to `dst` a copy of `record` the broker makes (no producer identity, delivered at
+/// once) for `topic`, without the headers named in `drop`, with `add` appended.
+pub(crate) fn reencode(
+    record: &RecordView<'_>,
+    topic: &str,
     drop: &[&str],
     add: &[(String, String)],
     dst: &mut BytesMut,
 ) -> Result<(), RequestError> {
-    let add: Vec<(&str, &str)> = add.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let change = Rewrite {
+    copy_one(
+        record,
         topic,
-        deliver_at,
-        producer_id: 0,
-        sequence: 0,
+        BatchOptions::default(),
         drop,
-        add: &add,
-    };
-    record::rewrite(record, &change, dst)
-        .map_err(|e| RequestError::new(ErrorCode::InvalidArgument, e.to_string()))
+        &as_headers(add),
+        dst,
+    )
 }
 
-/// Properties a `%DELAY%` record never takes over from its original: it sets them anew.
+/// Headers a `%DELAY%` entry never takes over from its original: it sets them anew.
 const DELAY_DROP: [&str; 2] = [PROP_REAL_TOPIC, PROP_REAL_QUEUE];
 
-/// Encodes a `%DELAY%` record, made by the broker (no producer identity), that delivers
-/// `record` (re-encoded for `topic`, with `add` among its properties and without those in
-/// `drop`) to `topic`/`queue_id` at `deliver_at`.
+/// Appends to `dst` a `%DELAY%` entry, made by the broker (no producer identity), that delivers
+/// `record` (re-encoded for `topic`, with `add` among its headers and without those in `drop`)
+/// to `topic`/`queue_id` at `deliver_at`.
 pub(crate) fn encode_delayed(
-    record: &Record<'_>,
+    record: &RecordView<'_>,
     topic: &str,
     queue_id: u32,
     deliver_at: i64,
@@ -258,48 +296,69 @@ pub(crate) fn encode_delayed(
     dst: &mut BytesMut,
 ) -> Result<(), RequestError> {
     let queue = queue_id.to_string();
-    let mut added: Vec<(&str, &str)> = add.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    added.extend([(PROP_REAL_TOPIC, topic), (PROP_REAL_QUEUE, queue.as_str())]);
+    let mut added = as_headers(add);
+    added.extend([
+        (PROP_REAL_TOPIC, topic.as_bytes()),
+        (PROP_REAL_QUEUE, queue.as_bytes()),
+    ]);
     let mut dropped = drop.to_vec();
     dropped.extend(DELAY_DROP);
-    rewrite_delayed(record, deliver_at, (0, 0), &dropped, &added, dst)
+    rewrite_delayed(
+        record,
+        deliver_at,
+        BatchOptions::default(),
+        &dropped,
+        &added,
+        dst,
+    )
 }
 
-/// Encodes `record` as a `%DELAY%` record due at `deliver_at` carrying `producer` (id,
-/// sequence); `drop` and `add` are the whole property changes, `REAL_*` included.
+/// Appends to `dst` `record` as a `%DELAY%` entry due at `deliver_at` made with `options`
+/// (the producer's identity, or none); `drop` and `add` are the whole header changes, `REAL_*`
+/// included.
 fn rewrite_delayed(
-    record: &Record<'_>,
+    record: &RecordView<'_>,
     deliver_at: i64,
-    producer: (u64, u32),
+    options: BatchOptions,
     drop: &[&str],
-    add: &[(&str, &str)],
+    add: &[(&str, &[u8])],
     dst: &mut BytesMut,
 ) -> Result<(), RequestError> {
-    let change = Rewrite {
-        topic: DELAY_TOPIC,
-        deliver_at,
-        producer_id: producer.0,
-        sequence: producer.1,
-        drop,
-        add,
-    };
-    record::rewrite(record, &change, dst)
-        .map_err(|e| RequestError::new(ErrorCode::InvalidArgument, e.to_string()))
+    let at = deliver_at.to_string();
+    let mut added = add.to_vec();
+    added.push((HEADER_DELIVER_MS, at.as_bytes()));
+    copy_one(record, DELAY_TOPIC, options, drop, &added, dst)
+}
+
+/// `(deliver_at, length)` of each entry of a `%DELAY%` batch the broker built.
+fn delayed_entries(batch: &[u8]) -> Result<Vec<(i64, u64)>, RequestError> {
+    let internal =
+        |e: weir_proto::batch::BatchError| RequestError::new(ErrorCode::Internal, e.to_string());
+    let mut out = Vec::new();
+    for entry in Entries::new(batch) {
+        let entry = entry.map_err(internal)?;
+        let records = entry.records(MAX_UNCOMPRESSED_LEN).map_err(internal)?;
+        let deliver_at = records
+            .iter()
+            .next()
+            .transpose()
+            .map_err(internal)?
+            .map_or(0, |r| r.deliver_at());
+        out.push((deliver_at, entry.len() as u64));
+    }
+    Ok(out)
 }
 
 impl Delays {
-    /// Appends a batch of `%DELAY%` records and puts them into the wheel; returns their
-    /// commit-log offsets.
+    /// Appends `%DELAY%` entries (one message each) and puts them into the wheel; returns
+    /// their commit-log offsets.
     pub async fn store_delayed(&self, batch: BytesMut) -> Result<Vec<u64>, RequestError> {
-        let deliver_at: Vec<(i64, u64)> = Records::new(&batch)
-            .map(|r| r.map(|r| (r.deliver_at(), r.total_len() as u64)))
-            .collect::<Result<_, _>>()
-            .map_err(|e| RequestError::new(ErrorCode::Internal, e.to_string()))?;
+        let deliver_at = delayed_entries(&batch)?;
         let result = self.log.append(DELAY_TOPIC, 0, batch).await?;
         Ok(self.schedule_stored(&result, &deliver_at))
     }
 
-    /// Puts the records of an appended `%DELAY%` batch (`(deliver_at, length)` of each, in
+    /// Puts the entries of an appended `%DELAY%` batch (`(deliver_at, length)` of each, in
     /// order) into the wheel; returns their commit-log offsets.
     fn schedule_stored(&self, result: &AppendResult, records: &[(i64, u64)]) -> Vec<u64> {
         let mut offsets = Vec::with_capacity(records.len());
@@ -314,16 +373,16 @@ impl Delays {
     }
 }
 
-/// A producer's batch with delayed records, checked and split: the records due now as they
-/// came, the delayed ones re-encoded for `%DELAY%`.
+/// A producer's batch with delayed messages, checked and split into one entry per message:
+/// those due now for their queue, the delayed ones for `%DELAY%`.
 #[derive(Debug)]
 pub(crate) struct Split {
     plain: BytesMut,
     plain_lens: Vec<u64>,
     delayed: BytesMut,
-    /// `(deliver_at, length)` of each delayed record.
+    /// `(deliver_at, length)` of each delayed entry.
     delayed_records: Vec<(i64, u64)>,
-    /// Per record of the batch: `true` when it is delayed.
+    /// Per message of the batch: `true` when it is delayed.
     order: Vec<bool>,
 }
 
@@ -347,7 +406,7 @@ impl Written {
     }
 
     /// Queue offset (0 when delayed), commit-log offset and store time of the batch's first
-    /// record.
+    /// message.
     pub fn first_position(&self) -> (u64, u64, i64) {
         let first = match self.split.order.first() {
             Some(true) => self.delayed.as_ref().map(|r| (0, r)),
@@ -360,7 +419,9 @@ impl Written {
 }
 
 impl Delays {
-    /// Checks a batch for `topic`/`queue_id` that has delayed records and splits it (see [`Split`]).
+    /// Checks a batch (one entry) for `topic`/`queue_id` that has delayed messages and splits
+    /// it (see [`Split`]). Each message keeps the producer's identity: its own sequence
+    /// becomes its entry's base sequence.
     pub fn split(
         &self,
         topic: &str,
@@ -368,6 +429,9 @@ impl Delays {
         payload: &[u8],
         now: i64,
     ) -> Result<Split, RequestError> {
+        let corrupt = |e: weir_proto::batch::BatchError| {
+            RequestError::new(ErrorCode::CorruptMessage, e.to_string())
+        };
         let max_size = self.max_message_size;
         let latest = now.saturating_add(i64::try_from(MAX_DELAY.as_millis()).unwrap_or(i64::MAX));
         let mut out = Split {
@@ -377,30 +441,44 @@ impl Delays {
             delayed_records: Vec::new(),
             order: Vec::new(),
         };
+        let entry = Entry::parse(payload).map_err(corrupt)?;
+        entry.verify_batch().map_err(corrupt)?;
+        if entry.len() > max_size {
+            return Err(RequestError::new(
+                ErrorCode::MessageTooLarge,
+                format!("a batch of {} bytes is over {max_size}", entry.len()),
+            ));
+        }
+        if entry.topic() != topic {
+            return Err(RequestError::new(
+                ErrorCode::CorruptMessage,
+                format!("a batch for {:?} sent to {topic:?}", entry.topic()),
+            ));
+        }
+        let records = entry.records(MAX_UNCOMPRESSED_LEN).map_err(corrupt)?;
+        records.check().map_err(corrupt)?;
         let queue = queue_id.to_string();
-        let real = [(PROP_REAL_TOPIC, topic), (PROP_REAL_QUEUE, queue.as_str())];
-        for record in Records::new(payload) {
-            let record =
-                record.map_err(|e| RequestError::new(ErrorCode::CorruptMessage, e.to_string()))?;
-            record
-                .verify_body()
-                .map_err(|e| RequestError::new(ErrorCode::CorruptMessage, e.to_string()))?;
-            if record.total_len() > max_size {
-                return Err(RequestError::new(
-                    ErrorCode::MessageTooLarge,
-                    format!(
-                        "a record of {} bytes is over {max_size}",
-                        record.total_len()
-                    ),
-                ));
-            }
-            if record.topic() != topic {
-                return Err(RequestError::new(
-                    ErrorCode::CorruptMessage,
-                    format!("a record for {:?} in a batch for {topic:?}", record.topic()),
-                ));
-            }
-            if record.deliver_at() > latest {
+        let real: [(&str, &[u8]); 2] = [
+            (PROP_REAL_TOPIC, topic.as_bytes()),
+            (PROP_REAL_QUEUE, queue.as_bytes()),
+        ];
+        for record in records.iter() {
+            let record = record.map_err(corrupt)?;
+            // The producer's own write: each part keeps its identity (see the module doc).
+            let options = BatchOptions {
+                producer_id: entry.producer_id(),
+                producer_epoch: entry.producer_epoch(),
+                base_sequence: if entry.base_sequence() < 0 {
+                    entry.base_sequence()
+                } else {
+                    entry
+                        .base_sequence()
+                        .wrapping_add(record.offset_delta as i32)
+                },
+                flags: 0,
+            };
+            let deliver_at = deliver_at_of(&record, now);
+            if deliver_at > latest {
                 return Err(RequestError::new(
                     ErrorCode::InvalidArgument,
                     format!(
@@ -409,23 +487,26 @@ impl Delays {
                     ),
                 ));
             }
-            if record.deliver_at() > now {
+            if deliver_at > now {
                 let before = out.delayed.len();
-                // The producer's own write: it keeps its identity (see the module doc).
                 rewrite_delayed(
                     &record,
-                    record.deliver_at(),
-                    (record.producer_id(), record.sequence()),
+                    deliver_at,
+                    options,
                     &DELAY_DROP,
                     &real,
                     &mut out.delayed,
                 )?;
                 out.delayed_records
-                    .push((record.deliver_at(), (out.delayed.len() - before) as u64));
+                    .push((deliver_at, (out.delayed.len() - before) as u64));
                 out.order.push(true);
             } else {
-                out.plain_lens.push(record.total_len() as u64);
-                out.plain.extend_from_slice(record.as_bytes());
+                let before = out.plain.len();
+                let mut builder = BatchBuilder::new(topic, options).map_err(bad_input)?;
+                builder.push_copy(&record, &[], &[]).map_err(bad_input)?;
+                out.plain
+                    .extend_from_slice(&builder.finish(Compression::None).map_err(bad_input)?);
+                out.plain_lens.push((out.plain.len() - before) as u64);
                 out.order.push(false);
             }
         }
@@ -457,7 +538,7 @@ impl Delays {
         })
     }
 
-    /// Waits until `written` is acknowledged, then puts its delayed records into the wheel.
+    /// Waits until `written` is acknowledged, then puts its delayed entries into the wheel.
     pub async fn finish(&self, written: &Written) -> Result<(), RequestError> {
         self.log.acknowledged(written.end_offset()).await?;
         if let Some(result) = &written.delayed {
@@ -466,8 +547,8 @@ impl Delays {
         Ok(())
     }
 
-    /// Produce of a batch with delayed records: the delayed ones to `%DELAY%`, the others to the
-    /// real queue; the answer lists every record's position.
+    /// Produce of a batch with delayed messages: the delayed ones to `%DELAY%`, the others to
+    /// the real queue; the answer lists every message's position.
     pub async fn produce(
         &self,
         topic: &str,
@@ -483,8 +564,8 @@ impl Delays {
 }
 
 impl Written {
-    /// Where a split batch went: every record's position (a delayed record's is its place in
-    /// `%DELAY%`, queue offset 0).
+    /// Where a split batch went: every message's position (a delayed message's is its entry
+    /// in `%DELAY%`, queue offset 0); every message is alone in its entry (index 0).
     pub fn produced(&self, now: i64) -> Produced {
         let mut plain_at = self.plain.as_ref().map(|r| r.commit_log_offset);
         let mut plain_queue = self.plain.as_ref().map_or(0, |r| r.queue_offset);
@@ -512,6 +593,7 @@ impl Written {
             commit_log_offset: record_offsets.first().copied().unwrap_or(0),
             count: self.split.order.len() as u32,
             store_timestamp: self.plain.as_ref().map_or(now, |r| r.store_timestamp),
+            record_indexes: vec![0; record_offsets.len()],
             record_offsets,
             record_queue_offsets,
         }

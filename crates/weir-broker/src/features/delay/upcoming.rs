@@ -1,7 +1,7 @@
 //! The delayed messages still waiting, as the dashboard lists them: read from `%DELAY%` from
 //! the delivery progress's low-water mark, delivered ones skipped, soonest due first.
 
-use weir_proto::record::Records;
+use weir_proto::batch::{Entries, MAX_UNCOMPRESSED_LEN};
 use weir_store::TagFilter;
 
 use super::{DELAY_TOPIC, Delays, PROP_REAL_QUEUE, PROP_REAL_TOPIC};
@@ -52,23 +52,29 @@ impl Delays {
         while offset < end {
             let count = u32::try_from(end - offset).unwrap_or(u32::MAX).min(1024);
             let read = store.read(DELAY_TOPIC, 0, offset, count, 4 << 20, &TagFilter::All)?;
-            for record in Records::new(&read.records) {
-                let Ok(record) = record else { continue };
-                let stamp = record.stamp();
-                if self.progress.lock().is_done(stamp.queue_offset) {
+            for entry in Entries::new(&read.records) {
+                let Ok(entry) = entry else { continue };
+                let stamp = entry.stamp();
+                if stamp.base_offset < offset || self.progress.lock().is_done(stamp.base_offset) {
                     continue;
                 }
+                let Ok(records) = entry.records(MAX_UNCOMPRESSED_LEN) else {
+                    continue;
+                };
+                let Some(Ok(record)) = records.iter().next() else {
+                    continue;
+                };
                 list.scanned_pending += 1;
                 list.messages.push(Upcoming {
                     commit_log_offset: stamp.commit_log_offset,
                     deliver_at_ms: record.deliver_at(),
                     stored_at_ms: stamp.store_timestamp,
-                    topic: record.property(PROP_REAL_TOPIC).unwrap_or("").to_owned(),
+                    topic: record.header_str(PROP_REAL_TOPIC).unwrap_or("").to_owned(),
                     queue_id: record
-                        .property(PROP_REAL_QUEUE)
+                        .header_str(PROP_REAL_QUEUE)
                         .and_then(|q| q.parse().ok())
                         .unwrap_or(0),
-                    key: record.key().to_owned(),
+                    key: record.key_str().to_owned(),
                 });
             }
             if read.next_offset <= offset {

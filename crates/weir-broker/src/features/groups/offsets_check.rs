@@ -55,8 +55,7 @@ pub(crate) fn check(data_dir: &Path, log: &MessageLog) -> Result<(), BrokerError
 
 #[cfg(test)]
 mod tests {
-    use bytes::BytesMut;
-    use weir_proto::record::{RecordFields, encode};
+    use weir_proto::batch::{BatchBuilder, RecordFields};
     use weir_store::{Store, StoreConfig};
 
     use super::*;
@@ -71,15 +70,14 @@ mod tests {
         check(dir.path(), &log)?;
         crate::features::groups::offsets::OffsetTable::load(dir.path())?;
         assert!(dir.path().join("config/offsets.json").exists());
-        let mut batch = BytesMut::new();
         let retry_topic = format!("{RETRY_PREFIX}billing");
-        encode(
+        let batch = BatchBuilder::single(
+            &retry_topic,
             &RecordFields {
-                topic: &retry_topic,
-                body: b"again",
+                value: Some(b"again"),
                 ..Default::default()
             },
-            &mut batch,
+            &[],
         )?;
         log.append(&retry_topic, 0, batch).await?;
         check(dir.path(), &log)?;
@@ -102,14 +100,13 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let store = Store::open(StoreConfig::new(dir.path()))?;
         let log = MessageLog::new(store.clone());
-        let mut batch = BytesMut::new();
-        encode(
+        let batch = BatchBuilder::single(
+            "orders",
             &RecordFields {
-                topic: "orders",
-                body: b"paid",
+                value: Some(b"paid"),
                 ..Default::default()
             },
-            &mut batch,
+            &[],
         )?;
         log.append("orders", 0, batch).await?;
         // Pull consumers leave no trace in the log: a lost file is refused all the same.

@@ -3,8 +3,9 @@
 //! position — so a batch sent again (its acknowledgement was lost) is not stored twice but
 //! answered with the original positions, and a batch that skips sequences is refused.
 //!
-//! A batch's records carry the producer id and consecutive sequences (the client sets them,
-//! under its body checksum). For a batch `first..=last` against a window whose newest batch
+//! A batch carries the producer id and the sequence of its first message in its header (Kafka's
+//! producer id and base sequence, under the producer's CRC); its messages have consecutive
+//! sequences. For a batch `first..=last` against a window whose newest batch
 //! ends at `tail`:
 //!
 //! * inside a remembered batch → a duplicate: nothing is written, the answer is the original
@@ -28,7 +29,7 @@ use bytes::BytesMut;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use weir_proto::ErrorCode;
-use weir_proto::record::{Record, Records};
+use weir_proto::batch::Entry;
 
 use crate::core::message_log::MessageLog;
 use crate::core::position::Produced;
@@ -103,39 +104,26 @@ fn classify(
     }
 }
 
-/// The producer id and sequence range of a batch, checked: one producer id throughout and
-/// consecutive sequences.
+/// The producer id and sequence range of a batch (one entry), from its header.
 fn batch_sequences(payload: &[u8]) -> Result<(u64, u32, u32), RequestError> {
-    let corrupt = |e: weir_proto::record::RecordError| {
-        RequestError::new(ErrorCode::CorruptMessage, e.to_string())
-    };
-    let mut first: Option<(u64, u32)> = None;
-    let mut last = 0u32;
-    for record in Records::new(payload) {
-        let record = record.map_err(corrupt)?;
-        match first {
-            None => {
-                first = Some((record.producer_id(), record.sequence()));
-                last = record.sequence();
-            }
-            Some((pid, _)) => {
-                if record.producer_id() != pid || Some(record.sequence()) != last.checked_add(1) {
-                    return Err(RequestError::new(
-                        ErrorCode::InvalidArgument,
-                        "an idempotent batch has one producer id and consecutive sequences",
-                    ));
-                }
-                last = record.sequence();
-            }
-        }
-    }
-    let (pid, first) = first.ok_or_else(|| {
+    let entry = Entry::parse(payload)
+        .map_err(|e| RequestError::new(ErrorCode::CorruptMessage, e.to_string()))?;
+    let producer_id = u64::try_from(entry.producer_id()).map_err(|_| {
+        RequestError::new(ErrorCode::InvalidArgument, "the batch has no producer id")
+    })?;
+    let first = u32::try_from(entry.base_sequence()).map_err(|_| {
         RequestError::new(
             ErrorCode::InvalidArgument,
-            "a produce request needs at least one record",
+            "an idempotent batch needs a base sequence of 0 or more",
         )
     })?;
-    Ok((pid, first, last))
+    let last = first
+        .checked_add(entry.record_count() - 1)
+        .filter(|last| *last <= i32::MAX as u32)
+        .ok_or_else(|| {
+            RequestError::new(ErrorCode::InvalidArgument, "the batch's sequences overflow")
+        })?;
+    Ok((producer_id, first, last))
 }
 
 /// The idempotence table and the producer-id allocator, built from the write path (checked
@@ -177,7 +165,7 @@ impl Idempotence {
         now: i64,
     ) -> Result<Produced, RequestError> {
         let (producer_id, first, last) = batch_sequences(&payload)?;
-        let split = if delay::has_delayed(&payload, now) {
+        let split = if delay::has_delayed(&payload) {
             Some(self.delays.split(topic, queue_id, &payload, now)?)
         } else {
             None
@@ -228,15 +216,22 @@ impl Idempotence {
         }
         // Answer once the batch (or the original) is acknowledged.
         self.log.acknowledged(entry.end_offset).await?;
-        let (queue_offset, commit_log_offset, store_timestamp) = if first == entry.first_seq {
-            (
-                entry.queue_offset,
-                entry.commit_log_offset,
-                entry.store_timestamp,
-            )
+        let position = if first == entry.first_seq {
+            Position {
+                queue_offset: entry.queue_offset,
+                commit_log_offset: entry.commit_log_offset,
+                index: 0,
+                store_timestamp: entry.store_timestamp,
+            }
         } else {
             position_of(&self.log, &entry, producer_id, first)?
         };
+        let Position {
+            queue_offset,
+            commit_log_offset,
+            index,
+            store_timestamp,
+        } = position;
         if matches!(outcome, Outcome::Duplicate) {
             tracing::info!(
                 producer_id,
@@ -246,14 +241,32 @@ impl Idempotence {
                 "duplicate batch dropped; answering with the original position"
             );
         }
-        Ok(Produced {
+        let count = last - first + 1;
+        let mut produced = Produced {
             queue_offset,
             commit_log_offset,
-            count: last - first + 1,
+            count,
             store_timestamp,
             ..Produced::default()
-        })
+        };
+        if index != 0 {
+            // The batch starts inside a stored entry (remembered as one run after a restart):
+            // say where each message is.
+            produced.record_offsets = vec![commit_log_offset; count as usize];
+            produced.record_queue_offsets = (queue_offset..).take(count as usize).collect();
+            produced.record_indexes = (index..).take(count as usize).collect();
+        }
+        Ok(produced)
     }
+}
+
+/// Where a message is: its queue offset, its entry and its index there, its store time.
+#[derive(Debug, Clone, Copy)]
+struct Position {
+    queue_offset: u64,
+    commit_log_offset: u64,
+    index: u32,
+    store_timestamp: i64,
 }
 
 /// What an idempotent produce did.
@@ -266,7 +279,7 @@ enum Outcome {
     Split(Box<delay::Written>),
 }
 
-/// The first record at or after commit-log offset `offset` and below `written`, skipping a
+/// The first entry at or after commit-log offset `offset` and below `written`, skipping a
 /// segment's unused tail, with the offset just past it.
 pub(crate) fn next_record_offset(
     log: &MessageLog,
@@ -280,42 +293,45 @@ pub(crate) fn next_record_offset(
             let len = bytes.len() as u64;
             return Some((bytes, at + len));
         }
-        // No record here: the rest of this segment is its end marker or padding.
+        // No entry here: the rest of this segment is its end marker or padding.
         at = (at / segment + 1) * segment;
     }
     None
 }
 
-/// Queue offset, commit-log offset and store timestamp of the record of `producer_id` with
-/// sequence `seq` inside the remembered run `entry` (from its first record to its end; a
-/// batch split by delay has other records in between).
+/// Where the message of `producer_id` with sequence `seq` is inside the remembered run
+/// `entry` (from its first entry to its end; a batch split by delay has other entries in
+/// between).
 fn position_of(
     log: &MessageLog,
     entry: &BatchEntry,
     producer_id: u64,
     seq: u32,
-) -> Result<(u64, u64, i64), RequestError> {
+) -> Result<Position, RequestError> {
     let mut at = entry.commit_log_offset;
     while at < entry.end_offset {
         let Some((bytes, next)) = next_record_offset(log, at, entry.end_offset) else {
             break;
         };
-        if let Ok(record) = Record::parse(&bytes)
-            && record.producer_id() == producer_id
-            && record.sequence() == seq
+        if let Ok(stored) = Entry::parse(&bytes)
+            && u64::try_from(stored.producer_id()) == Ok(producer_id)
+            && let Ok(base) = u32::try_from(stored.base_sequence())
+            && base <= seq
+            && seq - base < stored.record_count()
         {
-            let stamp = record.stamp();
-            return Ok((
-                stamp.queue_offset,
-                stamp.commit_log_offset,
-                stamp.store_timestamp,
-            ));
+            let stamp = stored.stamp();
+            return Ok(Position {
+                queue_offset: stamp.base_offset + u64::from(seq - base),
+                commit_log_offset: stamp.commit_log_offset,
+                index: seq - base,
+                store_timestamp: stamp.store_timestamp,
+            });
         }
         at = next;
     }
     Err(RequestError::new(
         ErrorCode::Internal,
-        format!("sequence {seq} is remembered but its record was not found"),
+        format!("sequence {seq} is remembered but its message was not found"),
     ))
 }
 

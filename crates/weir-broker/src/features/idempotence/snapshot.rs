@@ -39,7 +39,7 @@ use crate::features::idempotence::{
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
-use weir_proto::record::{Record, flags};
+use weir_proto::batch::{Entry, MAX_UNCOMPRESSED_LEN};
 
 /// How often the snapshot task looks.
 const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
@@ -110,7 +110,7 @@ pub(crate) fn load(
     })
 }
 
-/// Adds the runs of idempotent records from commit-log offset `from` on; returns how many.
+/// Adds the runs of idempotent batches from commit-log offset `from` on; returns how many.
 fn rebuild_from_log(
     log: &MessageLog,
     from: u64,
@@ -122,24 +122,28 @@ fn rebuild_from_log(
     let written = log.stats().written_offset;
     while let Some((bytes, next)) = next_record_offset(log, at, written) {
         at = next;
-        let Ok(record) = Record::parse(&bytes) else {
+        let Ok(entry) = Entry::parse(&bytes) else {
             continue;
         };
-        let Some((topic, queue_id)) = producer_queue(&record) else {
+        let Some((pid, topic, queue_id)) = producer_queue(&entry) else {
             if let Some((key, run)) = current.take() {
                 Idempotence::remember(table, key, run);
                 runs += 1;
             }
             continue;
         };
-        let stamp = record.stamp();
+        let stamp = entry.stamp();
+        let Ok(first) = u32::try_from(entry.base_sequence()) else {
+            continue;
+        };
+        let last = first.saturating_add(entry.record_count() - 1);
         if let Some((key, run)) = current.as_mut()
-            && key.0 == record.producer_id()
+            && key.0 == pid
             && key.1 == topic
             && key.2 == queue_id
-            && run.last_seq.checked_add(1) == Some(record.sequence())
+            && run.last_seq.checked_add(1) == Some(first)
         {
-            run.last_seq = record.sequence();
+            run.last_seq = last;
             run.end_offset = next;
             continue;
         }
@@ -148,11 +152,11 @@ fn rebuild_from_log(
             runs += 1;
         }
         current = Some((
-            (record.producer_id(), topic.to_owned(), queue_id),
+            (pid, topic, queue_id),
             BatchEntry {
-                first_seq: record.sequence(),
-                last_seq: record.sequence(),
-                queue_offset: stamp.queue_offset,
+                first_seq: first,
+                last_seq: last,
+                queue_offset: stamp.base_offset,
                 commit_log_offset: stamp.commit_log_offset,
                 end_offset: next,
                 store_timestamp: stamp.store_timestamp,
@@ -166,23 +170,24 @@ fn rebuild_from_log(
     runs
 }
 
-/// The (topic, queue) an idempotent producer wrote `record` to, if it is such a write: a
-/// record with a producer id in a user topic, or in `%DELAY%` on its way to its real queue.
-/// Broker-made copies (delivered, retried, dead-lettered, committed) carry no producer id;
-/// transaction records are not checked for duplicates.
-fn producer_queue<'a>(record: &Record<'a>) -> Option<(&'a str, u32)> {
-    if record.producer_id() == 0
-        || record.flags() & (flags::TRANSACTION_HALF | flags::TRANSACTION_DECISION) != 0
-    {
+/// The producer and the (topic, queue) an idempotent producer wrote `entry` to, if it is such
+/// a write: a batch with a producer id in a user topic, or in `%DELAY%` on its way to its real
+/// queue. Broker-made copies (delivered, retried, dead-lettered, committed) carry no producer
+/// id; transaction batches are not checked for duplicates.
+fn producer_queue(entry: &Entry<'_>) -> Option<(u64, String, u32)> {
+    let pid = u64::try_from(entry.producer_id()).ok()?;
+    if entry.is_transactional() || entry.is_control() {
         return None;
     }
-    if record.topic() == DELAY_TOPIC {
-        let topic = record.property(PROP_REAL_TOPIC)?;
-        let queue_id = record.property(PROP_REAL_QUEUE)?.parse().ok()?;
-        return Some((topic, queue_id));
+    if entry.topic() == DELAY_TOPIC {
+        let records = entry.records(MAX_UNCOMPRESSED_LEN).ok()?;
+        let record = records.iter().next()?.ok()?;
+        let topic = record.header_str(PROP_REAL_TOPIC)?;
+        let queue_id = record.header_str(PROP_REAL_QUEUE)?.parse().ok()?;
+        return Some((pid, topic.to_owned(), queue_id));
     }
-    (!weir_proto::names::is_internal(record.topic()))
-        .then(|| (record.topic(), record.stamp().queue_id))
+    (!weir_proto::names::is_internal(entry.topic()))
+        .then(|| (pid, entry.topic().to_owned(), entry.stamp().queue_id))
 }
 
 /// Writes a snapshot if the table changed or the log moved far since the last one.

@@ -5,8 +5,8 @@
 //! as those of push consumers and `weir dlq` lists, shows and resends them all alike.
 
 use weir_proto::ErrorCode;
+use weir_proto::batch::with_queue_record;
 use weir_proto::names::{PROP_ORIGIN_MSG_ID, PROP_ORIGIN_TOPIC, PROP_RECONSUME_TIMES};
-use weir_proto::record::Record;
 use weir_store::TagFilter;
 
 use super::Retries;
@@ -52,18 +52,22 @@ impl Retries {
         if read.count == 0 {
             return Err(not_found());
         }
-        let original = Record::parse(&read.records)
-            .map_err(|e| RequestError::new(ErrorCode::CorruptMessage, e.to_string()))?;
-        if original.stamp().queue_offset != offset {
-            return Err(not_found());
-        }
-        let origin_id = self.identity.message_id(original.stamp().commit_log_offset);
-        let origin = [
-            (PROP_ORIGIN_TOPIC.to_owned(), topic.to_owned()),
-            (PROP_ORIGIN_MSG_ID.to_owned(), origin_id.to_string()),
-            (PROP_RECONSUME_TIMES.to_owned(), attempts.to_string()),
-        ];
-        let stored = self.store_dead_letter(group, &original, origin).await?;
+        let copy = with_queue_record(&read.records, offset, |entry, record| {
+            let origin_id = self
+                .identity
+                .message_id(entry.stamp().commit_log_offset, record.offset_delta);
+            let origin = [
+                (PROP_ORIGIN_TOPIC.to_owned(), topic.to_owned()),
+                (PROP_ORIGIN_MSG_ID.to_owned(), origin_id.to_string()),
+                (PROP_RECONSUME_TIMES.to_owned(), attempts.to_string()),
+            ];
+            self.dead_letter_copy(group, record, &origin)
+        })
+        .map_err(|e| RequestError::new(ErrorCode::CorruptMessage, e.to_string()))?
+        .ok_or_else(not_found)??;
+        let stored = self
+            .store_dead_letter(group, copy, &attempts.to_string())
+            .await?;
         Ok((0, stored.queue_offset))
     }
 }

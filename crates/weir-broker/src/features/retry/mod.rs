@@ -17,10 +17,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use weir_proto::batch::{RecordView, with_record};
 use weir_proto::names::{
     self, PROP_DELAY_ORIGIN_ID, PROP_ORIGIN_MSG_ID, PROP_ORIGIN_TOPIC, PROP_RECONSUME_TIMES,
 };
-use weir_proto::record::Record;
 use weir_proto::{ErrorCode, MessageId};
 use weir_store::AppendResult;
 
@@ -117,23 +117,33 @@ impl Retries {
         }
     }
 
-    /// Stores a copy of `record` in `%DLQ%<group>` (one queue, created on first use) with the
-    /// origin properties `origin` (`ORIGIN_TOPIC`, `ORIGIN_MSG_ID`, `RECONSUME_TIMES`). The
-    /// one way a message becomes a dead letter: push consumers' send-back, orderly consumers'
-    /// last try and shared groups' last attempt all end here, so `weir dlq` reads them alike.
-    pub async fn store_dead_letter(
+    /// A copy of `record` for `%DLQ%<group>` (one queue, created on first use) with the
+    /// origin headers `origin` (`ORIGIN_TOPIC`, `ORIGIN_MSG_ID`, `RECONSUME_TIMES`).
+    pub fn dead_letter_copy(
         &self,
         group: &str,
-        record: &Record<'_>,
-        origin: [(String, String); 3],
-    ) -> Result<AppendResult, RequestError> {
+        record: &RecordView<'_>,
+        origin: &[(String, String); 3],
+    ) -> Result<(String, BytesMut), RequestError> {
         let topic = names::dlq_topic(group);
         self.topics.ensure_internal(&topic)?;
         let mut out = BytesMut::new();
-        delay::reencode(record, &topic, 0, &ORIGIN_PROPERTIES, &origin, &mut out)?;
-        let stored = self.log.append(&topic, 0, out).await?;
+        delay::reencode(record, &topic, &ORIGIN_PROPERTIES, origin, &mut out)?;
+        Ok((topic, out))
+    }
+
+    /// Stores a [`Retries::dead_letter_copy`] after `failures` failures. The one way a
+    /// message becomes a dead letter: push consumers' send-back, orderly consumers' last try
+    /// and shared groups' last attempt all end here, so `weir dlq` reads them alike.
+    pub async fn store_dead_letter(
+        &self,
+        group: &str,
+        (topic, copy): (String, BytesMut),
+        failures: &str,
+    ) -> Result<AppendResult, RequestError> {
+        let stored = self.log.append(&topic, 0, copy).await?;
         metrics::counter!("weir_dlq_messages_total", "group" => group.to_owned()).increment(1);
-        tracing::info!(group, failures = %origin[2].1, "message dead-lettered");
+        tracing::info!(group, failures, "message dead-lettered");
         Ok(stored)
     }
 
@@ -156,20 +166,82 @@ impl Retries {
             ));
         }
         let bytes = self.log.read_at(id.commit_log_offset)?;
-        let record = Record::parse(&bytes)
-            .map_err(|e| RequestError::new(ErrorCode::CorruptMessage, e.to_string()))?;
+        let corrupt = |e: weir_proto::batch::BatchError| {
+            RequestError::new(ErrorCode::CorruptMessage, e.to_string())
+        };
+        let dead_letter = !request.resend && request.dead_letter;
+        let plan = with_record(&bytes, id.index, |entry, record| {
+            self.plan_send_back(group, &id, &request, entry.topic(), record, dead_letter)
+        })
+        .map_err(corrupt)??;
+        match plan {
+            Plan::DeadLetter { failures, copy } => {
+                let stored = self
+                    .store_dead_letter(group, copy, &failures.to_string())
+                    .await?;
+                Ok(SentBack {
+                    failures,
+                    dead_lettered: true,
+                    deliver_at: 0,
+                    stored_id: self.identity.message_id(stored.commit_log_offset, 0),
+                })
+            }
+            Plan::Resend {
+                failures,
+                topic,
+                copy,
+            } => {
+                let stored = self.log.append(&topic, 0, copy).await?;
+                tracing::info!(group, id = %id, "dead letter resent");
+                Ok(SentBack {
+                    failures,
+                    dead_lettered: false,
+                    deliver_at: 0,
+                    stored_id: self.identity.message_id(stored.commit_log_offset, 0),
+                })
+            }
+            Plan::Retry {
+                failures,
+                deliver_at,
+                copy,
+            } => {
+                let offsets = self.delays.store_delayed(copy).await?;
+                metrics::counter!("weir_retry_messages_total", "group" => group.to_owned())
+                    .increment(1);
+                Ok(SentBack {
+                    failures,
+                    dead_lettered: false,
+                    deliver_at,
+                    stored_id: self
+                        .identity
+                        .message_id(offsets.first().copied().unwrap_or(0), 0),
+                })
+            }
+        }
+    }
+
+    /// Decides what a send-back of `record` (of `topic`) does and makes the copy it stores.
+    fn plan_send_back(
+        &self,
+        group: &str,
+        id: &MessageId,
+        request: &SendBack,
+        topic: &str,
+        record: &RecordView<'_>,
+        dead_letter: bool,
+    ) -> Result<Plan, RequestError> {
         let origin_topic = record
-            .property(PROP_ORIGIN_TOPIC)
-            .unwrap_or(record.topic())
+            .header_str(PROP_ORIGIN_TOPIC)
+            .unwrap_or(topic)
             .to_owned();
         let origin_id = record
-            .property(PROP_ORIGIN_MSG_ID)
+            .header_str(PROP_ORIGIN_MSG_ID)
             .map_or_else(|| id.to_string(), str::to_owned);
         let failures = if request.resend {
             0
         } else {
             record
-                .property(PROP_RECONSUME_TIMES)
+                .header_str(PROP_RECONSUME_TIMES)
                 .and_then(|t| t.parse::<u32>().ok())
                 .unwrap_or(0)
                 .saturating_add(1)
@@ -181,45 +253,55 @@ impl Retries {
             (PROP_RECONSUME_TIMES.to_owned(), failures.to_string()),
         ];
         let drop = ORIGIN_PROPERTIES;
-        let mut out = BytesMut::new();
-        if !request.resend && request.dead_letter || failures > self.max_retries {
-            let stored = self.store_dead_letter(group, &record, add).await?;
-            return Ok(SentBack {
+        if dead_letter || failures > self.max_retries {
+            return Ok(Plan::DeadLetter {
                 failures,
-                dead_lettered: true,
-                deliver_at: 0,
-                stored_id: self.identity.message_id(stored.commit_log_offset),
+                copy: self.dead_letter_copy(group, record, &add)?,
             });
         }
         let topic = names::retry_topic(group);
         self.topics.ensure_internal(&topic)?;
+        let mut copy = BytesMut::new();
         if request.resend {
-            delay::reencode(&record, &topic, 0, &drop, &add, &mut out)?;
-            let stored = self.log.append(&topic, 0, out).await?;
-            tracing::info!(group, id = %id, "dead letter resent");
-            return Ok(SentBack {
+            delay::reencode(record, &topic, &drop, &add, &mut copy)?;
+            return Ok(Plan::Resend {
                 failures,
-                dead_lettered: false,
-                deliver_at: 0,
-                stored_id: self.identity.message_id(stored.commit_log_offset),
+                topic,
+                copy,
             });
         }
         let wait = backoff(&self.steps, failures);
         let deliver_at = now_ms()
             .saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX))
             .max(1);
-        delay::encode_delayed(&record, &topic, 0, deliver_at, &drop, &add, &mut out)?;
-        let offsets = self.delays.store_delayed(out).await?;
-        metrics::counter!("weir_retry_messages_total", "group" => group.to_owned()).increment(1);
-        Ok(SentBack {
+        delay::encode_delayed(record, &topic, 0, deliver_at, &drop, &add, &mut copy)?;
+        Ok(Plan::Retry {
             failures,
-            dead_lettered: false,
             deliver_at,
-            stored_id: self
-                .identity
-                .message_id(offsets.first().copied().unwrap_or(0)),
+            copy,
         })
     }
+}
+
+/// What a send-back stores, made while the original is at hand.
+enum Plan {
+    /// A dead letter: `(topic, entry)` for `%DLQ%<group>`.
+    DeadLetter {
+        failures: u32,
+        copy: (String, BytesMut),
+    },
+    /// A dead letter sent back for another try at once: an entry for `%RETRY%<group>`.
+    Resend {
+        failures: u32,
+        topic: String,
+        copy: BytesMut,
+    },
+    /// A retry after a back-off: a `%DELAY%` entry bound for `%RETRY%<group>`.
+    Retry {
+        failures: u32,
+        deliver_at: i64,
+        copy: BytesMut,
+    },
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
-use weir_proto::record::Record;
+use weir_proto::batch::with_record;
 use weir_proto::transaction::{Decision, HALF_TOPIC, OP_TOPIC};
 
 use crate::core::clock::now_ms;
@@ -186,9 +186,9 @@ fn send_check(transactions: &Transactions, sender: &dyn CheckBackSender, check: 
             "no live producer of the group to check the transaction with");
         return;
     };
-    let message = match Record::parse(&bytes)
+    let message = match with_record(&bytes, 0, |_, r| half::restore(r, &info))
         .map_err(|e| e.to_string())
-        .and_then(|r| half::restore(&r, &info).map_err(|e| e.to_string()))
+        .and_then(|r| r.map_err(|e| e.to_string()))
     {
         Ok(message) => message,
         Err(e) => {

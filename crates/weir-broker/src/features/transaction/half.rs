@@ -1,9 +1,8 @@
-//! The records of a transaction: a producer's half message re-encoded into `%HALF%`, restored
-//! into its real topic on commit, and the op records (decisions, check-backs) written to
-//! `%HALF_OP%`.
+//! The entries of a transaction: a producer's half message re-encoded into `%HALF%` (a
+//! transactional batch), restored into its real topic on commit, and the op records
+//! (decisions, check-backs: control batches) written to `%HALF_OP%`.
 //!
-//! The topic is covered by the producer's body checksum, so moving a record between topics
-//! means encoding it again. That happens once per transactional message (store, commit), never
+//! Moving a message between topics means encoding it again. That happens once per transactional message (store, commit), never
 //! on the plain produce path.
 //!
 //! Neither copy keeps the producer's idempotence identity (producer id and sequence are
@@ -15,7 +14,10 @@
 
 use bytes::BytesMut;
 use weir_proto::ErrorCode;
-use weir_proto::record::{self, Record, RecordFields, flags};
+use weir_proto::batch::{
+    BatchBuilder, BatchError, BatchOptions, Compression, Entry, RecordFields, RecordView,
+    attributes,
+};
 use weir_proto::transaction::{
     Decision, HALF_TOPIC, OP_TOPIC, PROP_PRODUCER_GROUP, PROP_REAL_QUEUE, PROP_REAL_TOPIC,
     PROP_TRANSACTION_ID, encode_check, encode_decision,
@@ -36,25 +38,34 @@ pub(crate) struct HalfInfo {
     pub queue_id: u32,
 }
 
-fn owned_properties(record: &Record<'_>) -> Result<Vec<(String, String)>, RequestError> {
-    record
-        .properties()
-        .map(|p| p.map(|(k, v)| (k.to_owned(), v.to_owned())))
-        .collect::<Result<_, _>>()
-        .map_err(|e| RequestError::new(ErrorCode::CorruptMessage, e.to_string()))
+fn too_large(e: BatchError) -> RequestError {
+    RequestError::new(ErrorCode::MessageTooLarge, e.to_string())
 }
 
-fn encode(fields: &RecordFields<'_>) -> Result<BytesMut, RequestError> {
-    let mut out = BytesMut::new();
-    record::encode(fields, &mut out)
-        .map_err(|e| RequestError::new(ErrorCode::MessageTooLarge, e.to_string()))?;
-    Ok(out)
+/// One entry for `topic` with a copy of `record` (no producer identity), `flags` among its
+/// attributes, the headers in `drop` left out and `add` appended.
+fn copy(
+    record: &RecordView<'_>,
+    topic: &str,
+    flags: u16,
+    drop: &[&str],
+    add: &[(&str, &[u8])],
+) -> Result<BytesMut, RequestError> {
+    let options = BatchOptions {
+        flags,
+        ..BatchOptions::default()
+    };
+    let mut builder = BatchBuilder::new(topic, options).map_err(too_large)?;
+    builder.push_copy(record, drop, add).map_err(too_large)?;
+    builder.finish(Compression::None).map_err(too_large)
 }
 
-/// The `%HALF%` record for a producer's half message bound for `queue_id` of its topic, and
-/// what it says. The producer must have set the transaction id and producer group properties.
+/// The `%HALF%` entry for a producer's half message (`record` of `entry`) bound for
+/// `queue_id` of its topic, and what it says. The producer must have set the transaction id
+/// and producer group headers.
 pub(crate) fn to_half(
-    record: &Record<'_>,
+    entry: &Entry<'_>,
+    record: &RecordView<'_>,
     queue_id: u32,
 ) -> Result<(BytesMut, HalfInfo), RequestError> {
     let missing = |name: &str| {
@@ -64,73 +75,60 @@ pub(crate) fn to_half(
         )
     };
     let transaction_id = record
-        .property(PROP_TRANSACTION_ID)
+        .header_str(PROP_TRANSACTION_ID)
         .filter(|v| !v.is_empty())
         .ok_or_else(|| missing(PROP_TRANSACTION_ID))?;
     let producer_group = record
-        .property(PROP_PRODUCER_GROUP)
+        .header_str(PROP_PRODUCER_GROUP)
         .filter(|v| !v.is_empty())
         .ok_or_else(|| missing(PROP_PRODUCER_GROUP))?;
-    let mut properties = owned_properties(record)?;
-    properties.push((PROP_REAL_TOPIC.to_owned(), record.topic().to_owned()));
-    properties.push((PROP_REAL_QUEUE.to_owned(), queue_id.to_string()));
-    let bytes = encode(&RecordFields {
-        topic: HALF_TOPIC,
-        key: record.key(),
-        tag: record.tag(),
-        properties: &properties,
-        body: record.body(),
-        born_timestamp: record.born_timestamp(),
-        deliver_at: record.deliver_at(),
-        producer_id: 0,
-        sequence: 0,
-        flags: record.flags() | flags::TRANSACTION_HALF,
-    })?;
+    let queue = queue_id.to_string();
+    let bytes = copy(
+        record,
+        HALF_TOPIC,
+        attributes::TRANSACTIONAL,
+        &[PROP_REAL_TOPIC, PROP_REAL_QUEUE],
+        &[
+            (PROP_REAL_TOPIC, entry.topic().as_bytes()),
+            (PROP_REAL_QUEUE, queue.as_bytes()),
+        ],
+    )?;
     let info = HalfInfo {
         transaction_id: transaction_id.to_owned(),
         producer_group: producer_group.to_owned(),
-        topic: record.topic().to_owned(),
+        topic: entry.topic().to_owned(),
         queue_id,
     };
     Ok((bytes, info))
 }
 
-/// What a stored `%HALF%` record says, or `None` when it is not one.
-pub(crate) fn info(half: &Record<'_>) -> Option<HalfInfo> {
-    if half.topic() != HALF_TOPIC || half.flags() & flags::TRANSACTION_HALF == 0 {
+/// What a stored `%HALF%` message (`record` of `entry`) says, or `None` when it is not one.
+pub(crate) fn info(entry: &Entry<'_>, record: &RecordView<'_>) -> Option<HalfInfo> {
+    if entry.topic() != HALF_TOPIC || !entry.is_transactional() {
         return None;
     }
     Some(HalfInfo {
-        transaction_id: half.property(PROP_TRANSACTION_ID)?.to_owned(),
-        producer_group: half.property(PROP_PRODUCER_GROUP)?.to_owned(),
-        topic: half.property(PROP_REAL_TOPIC)?.to_owned(),
-        queue_id: half.property(PROP_REAL_QUEUE)?.parse().ok()?,
+        transaction_id: record.header_str(PROP_TRANSACTION_ID)?.to_owned(),
+        producer_group: record.header_str(PROP_PRODUCER_GROUP)?.to_owned(),
+        topic: record.header_str(PROP_REAL_TOPIC)?.to_owned(),
+        queue_id: record.header_str(PROP_REAL_QUEUE)?.parse().ok()?,
     })
 }
 
-/// The message as the producer sent it (real topic, no broker properties, half flag cleared,
+/// The message as the producer sent it (real topic, no broker headers, not transactional,
 /// broker fields zero, no producer id or sequence): what a commit appends and what a
 /// check-back shows the producer.
-pub(crate) fn restore(half: &Record<'_>, info: &HalfInfo) -> Result<BytesMut, RequestError> {
-    let properties: Vec<(String, String)> = owned_properties(half)?
-        .into_iter()
-        .filter(|(k, _)| k != PROP_REAL_TOPIC && k != PROP_REAL_QUEUE)
-        .collect();
-    encode(&RecordFields {
-        topic: &info.topic,
-        key: half.key(),
-        tag: half.tag(),
-        properties: &properties,
-        body: half.body(),
-        born_timestamp: half.born_timestamp(),
-        deliver_at: half.deliver_at(),
-        producer_id: 0,
-        sequence: 0,
-        flags: half.flags() & !flags::TRANSACTION_HALF,
-    })
+pub(crate) fn restore(half: &RecordView<'_>, info: &HalfInfo) -> Result<BytesMut, RequestError> {
+    copy(
+        half,
+        &info.topic,
+        0,
+        &[PROP_REAL_TOPIC, PROP_REAL_QUEUE],
+        &[],
+    )
 }
 
-/// The `%HALF_OP%` record saying `decision` for the half message at `half_offset`.
+/// The `%HALF_OP%` entry saying `decision` for the half message at `half_offset`.
 pub(crate) fn decision_record(
     half_offset: u64,
     transaction_id: &str,
@@ -144,7 +142,7 @@ pub(crate) fn decision_record(
     )
 }
 
-/// The `%HALF_OP%` record saying the half message at `half_offset` was checked back for the
+/// The `%HALF_OP%` entry saying the half message at `half_offset` was checked back for the
 /// `attempt`-th time at `now_ms`.
 pub(crate) fn check_record(
     half_offset: u64,
@@ -155,82 +153,95 @@ pub(crate) fn check_record(
     op_record(transaction_id, &encode_check(half_offset, attempt), now_ms)
 }
 
-/// A `%HALF_OP%` record with `body`, keyed by the transaction id.
+/// A `%HALF_OP%` entry (a control batch) with `body`, keyed by the transaction id.
 fn op_record(transaction_id: &str, body: &[u8], now_ms: i64) -> Result<BytesMut, RequestError> {
-    encode(&RecordFields {
-        topic: OP_TOPIC,
-        key: transaction_id,
-        body,
-        born_timestamp: now_ms,
-        flags: flags::TRANSACTION_DECISION,
-        ..RecordFields::default()
-    })
+    let options = BatchOptions {
+        flags: attributes::CONTROL,
+        ..BatchOptions::default()
+    };
+    let mut builder = BatchBuilder::new(OP_TOPIC, options).map_err(too_large)?;
+    builder
+        .push(
+            &RecordFields {
+                timestamp: now_ms,
+                key: Some(transaction_id.as_bytes()),
+                value: Some(body),
+            },
+            std::iter::empty(),
+        )
+        .map_err(too_large)?;
+    builder.finish(Compression::None).map_err(too_large)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use weir_proto::batch::with_record;
+
+    fn sent(headers: &[(&str, &[u8])]) -> BytesMut {
+        let options = BatchOptions {
+            producer_id: 77,
+            producer_epoch: 0,
+            base_sequence: 5,
+            flags: attributes::TRANSACTIONAL,
+        };
+        let mut builder = BatchBuilder::new("orders", options).unwrap_or_else(|e| panic!("{e}"));
+        builder
+            .push(
+                &RecordFields {
+                    timestamp: 42,
+                    key: Some(b"k"),
+                    value: Some(b"hello"),
+                },
+                headers.iter().map(|(k, v)| (*k, Some(*v))),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        builder
+            .finish(Compression::None)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
 
     #[test]
     fn a_half_message_goes_to_half_and_comes_back_as_sent_without_a_producer_id() {
-        let props = vec![
-            (PROP_TRANSACTION_ID.to_owned(), "tx-1".to_owned()),
-            (PROP_PRODUCER_GROUP.to_owned(), "pg".to_owned()),
-            ("user".to_owned(), "v".to_owned()),
-        ];
-        let mut sent = BytesMut::new();
-        record::encode(
-            &RecordFields {
-                topic: "orders",
-                key: "k",
-                tag: "t",
-                properties: &props,
-                body: b"hello",
-                born_timestamp: 42,
-                producer_id: 77,
-                sequence: 5,
-                flags: flags::TRANSACTION_HALF,
-                ..RecordFields::default()
-            },
-            &mut sent,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        let parsed = Record::parse(&sent).unwrap_or_else(|e| panic!("{e}"));
-        let (half, info) = to_half(&parsed, 3).unwrap_or_else(|e| panic!("{e}"));
+        let sent = sent(&[
+            (PROP_TRANSACTION_ID, b"tx-1"),
+            (PROP_PRODUCER_GROUP, b"pg"),
+            ("user", b"v"),
+        ]);
+        let (half, info) = with_record(&sent, 0, |e, r| to_half(e, r, 3))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(info.queue_id, 3);
-        let half = Record::parse(&half).unwrap_or_else(|e| panic!("{e}"));
-        assert!(half.verify_body().is_ok());
-        assert_eq!(half.topic(), HALF_TOPIC);
-        assert_eq!((half.producer_id(), half.sequence()), (0, 0));
-        assert_eq!(self::info(&half), Some(info.clone()));
-        let back = restore(&half, &info).unwrap_or_else(|e| panic!("{e}"));
-        let back = Record::parse(&back).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(back.topic(), "orders");
-        assert_eq!(back.flags(), 0);
-        assert_eq!(back.body(), b"hello");
-        assert_eq!(back.born_timestamp(), 42);
-        // Broker-made copies carry no idempotence identity of the producer.
-        assert_eq!((back.producer_id(), back.sequence()), (0, 0));
-        assert_eq!(back.property(PROP_TRANSACTION_ID), Some("tx-1"));
-        assert_eq!(back.property(PROP_REAL_TOPIC), None);
-        assert_eq!(back.property("user"), Some("v"));
+        let back = with_record(&half, 0, |e, r| {
+            assert!(e.verify_batch().is_ok());
+            assert_eq!(e.topic(), HALF_TOPIC);
+            assert!(e.is_transactional());
+            assert_eq!(e.producer_id(), -1);
+            assert_eq!(self::info(e, r), Some(info.clone()));
+            restore(r, &info).unwrap_or_else(|e| panic!("{e}"))
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        with_record(&back, 0, |e, r| {
+            assert_eq!(e.topic(), "orders");
+            assert!(!e.is_transactional() && !e.is_control());
+            assert_eq!(r.body(), b"hello");
+            assert_eq!(r.timestamp, 42);
+            // Broker-made copies carry no idempotence identity of the producer.
+            assert_eq!((e.producer_id(), e.base_sequence()), (-1, -1));
+            assert_eq!(r.header_str(PROP_TRANSACTION_ID), Some("tx-1"));
+            assert_eq!(r.header_str(PROP_REAL_TOPIC), None);
+            assert_eq!(r.header_str("user"), Some("v"));
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
     }
 
     #[test]
     fn a_half_message_without_a_transaction_id_is_refused() {
-        let mut sent = BytesMut::new();
-        record::encode(
-            &RecordFields {
-                topic: "orders",
-                body: b"x",
-                flags: flags::TRANSACTION_HALF,
-                ..RecordFields::default()
-            },
-            &mut sent,
-        )
+        let sent = sent(&[]);
+        let refused = with_record(&sent, 0, |e, r| {
+            to_half(e, r, 0).map(|_| ()).map_err(|e| e.code)
+        })
         .unwrap_or_else(|e| panic!("{e}"));
-        let parsed = Record::parse(&sent).unwrap_or_else(|e| panic!("{e}"));
-        let refused = to_half(&parsed, 0).map(|_| ()).map_err(|e| e.code);
         assert_eq!(refused, Err(ErrorCode::InvalidArgument));
     }
 }

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use weir_proto::ErrorCode;
-use weir_proto::record::Record;
+use weir_proto::batch::{Entry, MAX_UNCOMPRESSED_LEN, with_record};
 use weir_proto::transaction::{Decision, HALF_TOPIC, OP_TOPIC};
 use weir_store::AppendResult;
 
@@ -234,9 +234,9 @@ impl Transactions {
             )
         };
         let bytes = self.log.read_at(half_offset).map_err(|_| not_half())?;
-        let info = Record::parse(&bytes)
+        let info = with_record(&bytes, 0, half::info)
             .ok()
-            .and_then(|r| half::info(&r))
+            .flatten()
             .ok_or_else(not_half)?;
         Ok((bytes, info))
     }
@@ -282,9 +282,8 @@ impl Transactions {
                 .is_some_and(|t| t.queues > info.queue_id);
             if queue_exists {
                 let (bytes, _) = self.read_half(half_offset)?;
-                let half = Record::parse(&bytes)
-                    .map_err(|e| RequestError::new(ErrorCode::CorruptMessage, e.to_string()))?;
-                let message = half::restore(&half, info)?;
+                let message = with_record(&bytes, 0, |_, half| half::restore(half, info))
+                    .map_err(|e| RequestError::new(ErrorCode::CorruptMessage, e.to_string()))??;
                 let stored = self.log.append(&info.topic, info.queue_id, message).await?;
                 committed = Some(Committed {
                     topic: info.topic.clone(),
@@ -303,35 +302,41 @@ impl Transactions {
         Ok(committed)
     }
 
-    /// Stores a producer's half message for `topic`/`queue_id` (a batch of exactly one record
-    /// flagged `TRANSACTION_HALF`, its queue already checked) in `%HALF%`.
+    /// Stores a producer's half message for `topic`/`queue_id` (a transactional batch of
+    /// exactly one message, its queue already checked) in `%HALF%`.
     pub async fn store_half(
         &self,
         topic: &str,
         queue_id: u32,
         payload: &[u8],
     ) -> Result<AppendResult, RequestError> {
-        let corrupt = |e: weir_proto::record::RecordError| {
+        let corrupt = |e: weir_proto::batch::BatchError| {
             RequestError::new(ErrorCode::CorruptMessage, e.to_string())
         };
-        let record = Record::parse(payload).map_err(corrupt)?;
-        record.verify_body().map_err(corrupt)?;
-        if record.total_len() != payload.len() {
+        let entry = Entry::parse(payload).map_err(corrupt)?;
+        entry.verify_batch().map_err(corrupt)?;
+        entry
+            .records(MAX_UNCOMPRESSED_LEN)
+            .map_err(corrupt)?
+            .check()
+            .map_err(corrupt)?;
+        if entry.len() != payload.len() || entry.record_count() != 1 {
             return Err(RequestError::new(
                 ErrorCode::InvalidArgument,
-                "a half message is sent alone, one record per produce request",
+                "a half message is sent alone, one message per produce request",
             ));
         }
-        if record.topic() != topic {
+        if entry.topic() != topic {
             return Err(RequestError::new(
                 ErrorCode::CorruptMessage,
                 format!(
-                    "record topic {:?} is not the request's {topic:?}",
-                    record.topic(),
+                    "batch topic {:?} is not the request's {topic:?}",
+                    entry.topic(),
                 ),
             ));
         }
-        let (bytes, info) = half::to_half(&record, queue_id)?;
+        let (bytes, info) =
+            with_record(payload, 0, |e, r| half::to_half(e, r, queue_id)).map_err(corrupt)??;
         let stored = self.log.append(HALF_TOPIC, 0, bytes).await?;
         tracing::debug!(half_offset = stored.commit_log_offset, transaction_id = %info.transaction_id, "half message stored");
         self.add_pending(stored.commit_log_offset, stored.queue_offset, info);

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use weir_proto::record::{Record, Records};
+use weir_proto::batch::{Entries, Entry, MAX_UNCOMPRESSED_LEN, RecordView};
 use weir_proto::transaction::{HALF_TOPIC, HalfOp, OP_TOPIC, decode_op};
 use weir_store::TagFilter;
 
@@ -23,17 +23,18 @@ use crate::core::topics::TopicTable;
 use crate::error::BrokerError;
 use crate::features::transaction::{CheckTimings, LowWater, Pending, Transactions, half};
 
-/// Records read per step of a scan.
+/// Messages read per step of a scan.
 const SCAN_BATCH: u32 = 1024;
 /// Bytes read per step of a scan.
 const SCAN_BYTES: u32 = 4 << 20;
 
-/// Calls `f` with every record of queue 0 of `topic` from queue offset `from` on.
+/// Calls `f` with every message of queue 0 of `topic` from queue offset `from` on, and the
+/// entry holding it.
 fn scan(
     log: &MessageLog,
     topic: &str,
     from: u64,
-    mut f: impl FnMut(&Record<'_>),
+    mut f: impl FnMut(&Entry<'_>, &RecordView<'_>),
 ) -> Result<(), BrokerError> {
     let all = TagFilter::All;
     let bounds = log.queue_offsets(topic, 0);
@@ -42,10 +43,19 @@ fn scan(
         let read = log
             .read(topic, 0, next, SCAN_BATCH, SCAN_BYTES, &all)
             .map_err(BrokerError::Store)?;
-        for record in Records::new(&read.records) {
-            match record {
-                Ok(record) => f(&record),
-                Err(e) => tracing::warn!(topic, error = %e, "skipping an unreadable record"),
+        for entry in Entries::new(&read.records) {
+            let walked = entry.and_then(|entry| {
+                let base = entry.stamp().base_offset;
+                for record in entry.records(MAX_UNCOMPRESSED_LEN)?.iter() {
+                    let record = record?;
+                    if base + u64::from(record.offset_delta) >= next {
+                        f(&entry, &record);
+                    }
+                }
+                Ok(())
+            });
+            if let Err(e) = walked {
+                tracing::warn!(topic, error = %e, "skipping an unreadable batch");
             }
         }
         if read.next_offset <= next {
@@ -100,48 +110,55 @@ pub(crate) fn load(
     };
     let mut decided = HashSet::new();
     let mut checked: HashMap<u64, LastCheck> = HashMap::new();
-    scan(&log, OP_TOPIC, 0, |record| match decode_op(record.body()) {
-        Ok((half_offset, HalfOp::Decided(_))) => {
-            decided.insert(half_offset);
+    scan(&log, OP_TOPIC, 0, |_, record| {
+        match decode_op(record.body()) {
+            Ok((half_offset, HalfOp::Decided(_))) => {
+                decided.insert(half_offset);
+            }
+            Ok((half_offset, HalfOp::Checked { attempt })) => {
+                let check = LastCheck {
+                    attempt,
+                    at_ms: record.timestamp,
+                };
+                checked
+                    .entry(half_offset)
+                    .and_modify(|last| {
+                        if check.attempt > last.attempt {
+                            *last = check;
+                        }
+                    })
+                    .or_insert(check);
+            }
+            Err(e) => tracing::warn!(error = %e, "skipping an unreadable transaction op record"),
         }
-        Ok((half_offset, HalfOp::Checked { attempt })) => {
-            let check = LastCheck {
-                attempt,
-                at_ms: record.born_timestamp(),
-            };
-            checked
-                .entry(half_offset)
-                .and_modify(|last| {
-                    if check.attempt > last.attempt {
-                        *last = check;
-                    }
-                })
-                .or_insert(check);
-        }
-        Err(e) => tracing::warn!(error = %e, "skipping an unreadable transaction op record"),
     })?;
     let mut pending = BTreeMap::new();
     let started = Instant::now();
     let now = now_ms();
-    scan(&log, HALF_TOPIC, low_water.half_queue_offset, |record| {
-        let stamp = record.stamp();
-        if decided.contains(&stamp.commit_log_offset) {
-            return;
-        }
-        if let Some(info) = half::info(record) {
-            let last = checked.get(&stamp.commit_log_offset).copied();
-            pending.insert(
-                stamp.commit_log_offset,
-                Pending {
-                    info,
-                    half_queue_offset: stamp.queue_offset,
-                    next_check: next_check(timings, started, now, last),
-                    checks: last.map_or(0, |c| c.attempt),
-                    deciding: false,
-                },
-            );
-        }
-    })?;
+    scan(
+        &log,
+        HALF_TOPIC,
+        low_water.half_queue_offset,
+        |entry, record| {
+            let stamp = entry.stamp();
+            if decided.contains(&stamp.commit_log_offset) {
+                return;
+            }
+            if let Some(info) = half::info(entry, record) {
+                let last = checked.get(&stamp.commit_log_offset).copied();
+                pending.insert(
+                    stamp.commit_log_offset,
+                    Pending {
+                        info,
+                        half_queue_offset: stamp.base_offset + u64::from(record.offset_delta),
+                        next_check: next_check(timings, started, now, last),
+                        checks: last.map_or(0, |c| c.attempt),
+                        deciding: false,
+                    },
+                );
+            }
+        },
+    )?;
     if !pending.is_empty() {
         tracing::info!(
             pending = pending.len(),
@@ -162,8 +179,9 @@ pub(crate) fn load(
 
 #[cfg(test)]
 mod tests {
-    use bytes::BytesMut;
-    use weir_proto::record::{self, RecordFields, flags};
+    use weir_proto::batch::{
+        BatchBuilder, BatchOptions, Compression, RecordFields, attributes, with_record,
+    };
     use weir_proto::transaction::{Decision, PROP_PRODUCER_GROUP, PROP_TRANSACTION_ID};
     use weir_store::{Store, StoreConfig};
 
@@ -203,22 +221,25 @@ mod tests {
 
     /// Stores a half message of transaction `tx` in `%HALF%`; returns its commit-log offset.
     async fn store_half(log: &MessageLog, tx: &str) -> Result<u64, Box<dyn std::error::Error>> {
-        let properties = vec![
-            (PROP_TRANSACTION_ID.to_owned(), tx.to_owned()),
-            (PROP_PRODUCER_GROUP.to_owned(), "pg".to_owned()),
-        ];
-        let mut sent = BytesMut::new();
-        record::encode(
+        let options = BatchOptions {
+            flags: attributes::TRANSACTIONAL,
+            ..BatchOptions::default()
+        };
+        let mut builder = BatchBuilder::new("orders", options)?;
+        builder.push(
             &RecordFields {
-                topic: "orders",
-                properties: &properties,
-                body: tx.as_bytes(),
-                flags: flags::TRANSACTION_HALF,
-                ..RecordFields::default()
+                timestamp: 1,
+                key: None,
+                value: Some(tx.as_bytes()),
             },
-            &mut sent,
+            [
+                (PROP_TRANSACTION_ID, Some(tx.as_bytes())),
+                (PROP_PRODUCER_GROUP, Some(&b"pg"[..])),
+            ]
+            .into_iter(),
         )?;
-        let (half, _) = half::to_half(&Record::parse(&sent)?, 0)?;
+        let sent = builder.finish(Compression::None)?;
+        let (half, _) = with_record(&sent, 0, |e, r| half::to_half(e, r, 0))??;
         Ok(log.append(HALF_TOPIC, 0, half).await?.commit_log_offset)
     }
 

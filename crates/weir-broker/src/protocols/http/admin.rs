@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use weir_proto::ErrorCode;
-use weir_proto::record::Message;
+use weir_proto::batch::Message;
 
 use super::HttpShared;
 use super::api_error::ApiError;
@@ -479,26 +479,31 @@ pub(crate) async fn reset_group(
     }))
 }
 
-/// Decodes a stored record for the API.
-pub(super) fn message_json(state: &BrokerState, record: &Bytes) -> ApiResult<MessageJson> {
-    let message = Message::decode(record).map_err(|e| {
-        ApiError::new(
-            ErrorCode::Internal,
-            format!("a stored record does not decode: {e}"),
-        )
-    })?;
-    let id = state.identity.message_id(message.commit_log_offset);
-    let (body, body_hex) = match std::str::from_utf8(&message.body) {
+/// A stored message for the API.
+pub(super) fn message_json(state: &BrokerState, message: Message) -> ApiResult<MessageJson> {
+    let id = state
+        .identity
+        .message_id(message.commit_log_offset, message.index);
+    let body = message.body_bytes();
+    let (text, body_hex) = match std::str::from_utf8(&body) {
         Ok(text) => (Some(text.to_owned()), None),
-        Err(_) => (None, Some(hex::encode(&message.body))),
+        Err(_) => (None, Some(hex::encode(&body))),
+    };
+    let property = |v: &Option<Bytes>| match v.as_deref().map(std::str::from_utf8) {
+        None => serde_json::Value::Null,
+        Some(Ok(text)) => serde_json::Value::String(text.to_owned()),
+        Some(Err(_)) => serde_json::json!({ "hex": hex::encode(v.as_deref().unwrap_or_default()) }),
     };
     Ok(MessageJson {
         id: id.to_string(),
-        body_size: message.body.len(),
+        body_size: body.len(),
+        deliver_at_ms: message.deliver_at(),
+        key: message.key_str().to_owned(),
+        tag: message.tag().to_owned(),
         properties: message
-            .properties
-            .into_iter()
-            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), property(v)))
             .collect(),
         topic: message.topic,
         queue_id: message.queue_id,
@@ -506,10 +511,7 @@ pub(super) fn message_json(state: &BrokerState, record: &Bytes) -> ApiResult<Mes
         commit_log_offset: message.commit_log_offset,
         store_timestamp_ms: message.store_timestamp,
         born_timestamp_ms: message.born_timestamp,
-        deliver_at_ms: message.deliver_at,
-        key: message.key,
-        tag: message.tag,
-        body,
+        body: text,
         body_hex,
     })
 }
@@ -520,8 +522,8 @@ pub(crate) async fn get_message(
     Path(id): Path<String>,
 ) -> ApiResult<Json<MessageJson>> {
     let state = shared.broker()?;
-    let record = ops::lookup::get_message(state, &id)?;
-    Ok(Json(message_json(state, &record)?))
+    let message = ops::lookup::get_message(state, &id)?.message()?;
+    Ok(Json(message_json(state, message)?))
 }
 
 /// Messages of a topic by key, oldest first (404 when there are none), or from a time on.
@@ -533,7 +535,10 @@ pub(crate) async fn find_messages(
     let Query(query) =
         query.map_err(|e| ApiError::new(ErrorCode::InvalidArgument, e.body_text()))?;
     let records = match (query.topic, query.key, query.time) {
-        (Some(topic), Some(key), None) => ops::lookup::find_by_key(state, &topic, &key, query.max)?,
+        (Some(topic), Some(key), None) => {
+            let entries = ops::lookup::find_by_key(state, &topic, &key, query.max)?;
+            ops::lookup::with_key(&entries, &key)?
+        }
         (Some(topic), None, Some(time)) => {
             let ms = rfc3339_ms(&time, "\"time\" must be")?;
             let max = match query.max {
@@ -550,8 +555,8 @@ pub(crate) async fn find_messages(
         }
     };
     let messages = records
-        .iter()
-        .map(|record| message_json(state, record))
+        .into_iter()
+        .map(|message| message_json(state, message))
         .collect::<ApiResult<_>>()?;
     Ok(Json(MessageList { messages }))
 }

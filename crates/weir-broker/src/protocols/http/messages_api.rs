@@ -162,8 +162,8 @@ fn page_json(state: &BrokerState, page: QueuePage) -> ApiResult<MessagePage> {
     Ok(MessagePage {
         messages: page
             .records
-            .iter()
-            .map(|r| message_json(state, r))
+            .into_iter()
+            .map(|m| message_json(state, m))
             .collect::<ApiResult<_>>()?,
         next_offset: page.next_offset,
         min_offset: page.min_offset,
@@ -193,8 +193,8 @@ async fn queue_message(
     Path((topic, queue_id, offset)): Path<(String, u32, u64)>,
 ) -> ApiResult<Json<MessageJson>> {
     let state = shared.broker()?;
-    let record = ops::browse::at_offset(state, &topic, queue_id, offset)?;
-    Ok(Json(message_json(state, &record)?))
+    let message = ops::browse::at_offset(state, &topic, queue_id, offset)?;
+    Ok(Json(message_json(state, message)?))
 }
 
 async fn dead_letters(
@@ -213,8 +213,8 @@ async fn dead_letter(
     Path((group, id)): Path<(String, String)>,
 ) -> ApiResult<Json<MessageJson>> {
     let state = shared.broker()?;
-    let record = ops::dead_letter::get(state, &group, &id)?;
-    Ok(Json(message_json(state, &record)?))
+    let message = ops::dead_letter::get(state, &group, &id)?;
+    Ok(Json(message_json(state, message)?))
 }
 
 /// The answer to a resend: the ids of the copies in the group's retry topic.

@@ -279,7 +279,10 @@ async fn delayed(
                 .messages
                 .into_iter()
                 .map(|m| DelayedMessage {
-                    id: state.identity.message_id(m.commit_log_offset).to_string(),
+                    id: state
+                        .identity
+                        .message_id(m.commit_log_offset, 0)
+                        .to_string(),
                     topic: m.topic,
                     queue_id: m.queue_id,
                     key: m.key,
@@ -344,15 +347,15 @@ fn transactions_json(state: &BrokerState, max: usize) -> TransactionsJson {
         .awaiting(max)
         .into_iter()
         .map(|h| HalfJson {
-            id: state.identity.message_id(h.half_offset).to_string(),
+            id: state.identity.message_id(h.half_offset, 0).to_string(),
             stored_at_ms: state
                 .log
                 .read_at(h.half_offset)
                 .ok()
                 .and_then(|b| {
-                    weir_proto::record::Record::parse(&b)
+                    weir_proto::batch::Entry::parse(&b)
                         .ok()
-                        .map(|r| r.stamp().store_timestamp)
+                        .map(|e| e.stamp().store_timestamp)
                 })
                 .unwrap_or(0),
             transaction_id: h.transaction_id,

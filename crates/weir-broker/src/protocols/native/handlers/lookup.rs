@@ -8,17 +8,19 @@ use crate::ops;
 use crate::protocols::native::handlers::Reply;
 use crate::state::BrokerState;
 
-/// The record with a message id, read at its commit-log offset.
+/// The entry holding the message with a message id, read at its commit-log offset (the
+/// client picks the message by the id's index).
 #[tracing::instrument(level = "debug", skip_all, fields(id = %request.message_id))]
 pub(crate) fn get_message(
     state: &BrokerState,
     request: pb::GetMessageRequest,
 ) -> Result<Reply, RequestError> {
-    let record = ops::lookup::get_message(state, &request.message_id)?;
-    Ok(Reply::with_payload(&pb::Empty {}, record))
+    let found = ops::lookup::get_message(state, &request.message_id)?;
+    Ok(Reply::with_payload(&pb::Empty {}, found.entry))
 }
 
-/// The records of a topic stored with a key, oldest first.
+/// The entries of a topic holding messages with a key, oldest first (the client keeps the
+/// messages with the key).
 #[tracing::instrument(level = "debug", skip_all, fields(topic = %request.topic, key = %request.key))]
 pub(crate) fn find_by_key(
     state: &BrokerState,

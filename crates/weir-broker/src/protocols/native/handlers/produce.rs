@@ -1,4 +1,4 @@
-//! Produce: append a batch of records to one queue.
+//! Produce: append a producer's batch (one entry) to one queue.
 
 use bytes::BytesMut;
 use weir_proto::pb;
@@ -24,5 +24,6 @@ pub(crate) async fn produce(
         broker_name: state.identity.broker_name.to_string(),
         record_offsets: produced.record_offsets,
         record_queue_offsets: produced.record_queue_offsets,
+        record_indexes: produced.record_indexes,
     }))
 }

@@ -1,11 +1,12 @@
 //! Shared groups (Receive, Ack, Nack, ChangeInvisibility) and dead letters (DeadLetter). The
 //! state they act on is `shared_group.rs`.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::time::Instant;
-use weir_proto::record::Record;
+use weir_proto::batch::Entries;
 use weir_proto::{ErrorCode, pb};
 use weir_store::TagFilter;
 
@@ -71,7 +72,8 @@ pub(crate) async fn receive(
 }
 
 /// Reads the reserved messages into one payload (fresh runs with one read each), giving back
-/// what does not fit in a frame or cannot be read.
+/// what does not fit in a frame or cannot be read. The payload holds whole entries, each
+/// once; every delivered message is named by its queue and offset.
 fn read_reserved(
     state: &BrokerState,
     group: &str,
@@ -80,6 +82,8 @@ fn read_reserved(
 ) -> Result<Reply, RequestError> {
     let budget = state.config.max_pull_bytes() as usize;
     let mut payload = BytesMut::new();
+    // Commit-log offsets of the entries in `payload`.
+    let mut sent: HashSet<u64> = HashSet::new();
     let mut entries = Vec::new();
     let mut give_back: Vec<Receipt> = Vec::new();
     let mut first_error = None;
@@ -98,7 +102,7 @@ fn read_reserved(
             &TagFilter::All,
         ) {
             Ok(read) => {
-                payload.extend_from_slice(&read.records);
+                add_entries(&mut payload, &mut sent, &read.records);
                 // Every offset below next_offset was read (no filter) unless it was skipped as
                 // damaged: those can never be delivered, so they are settled.
                 for receipt in receipts {
@@ -135,12 +139,8 @@ fn read_reserved(
             u32::try_from(room).unwrap_or(u32::MAX),
             &TagFilter::All,
         ) {
-            Ok(read)
-                if read.count == 1
-                    && Record::parse(&read.records)
-                        .is_ok_and(|r| r.stamp().queue_offset == receipt.offset) =>
-            {
-                payload.extend_from_slice(&read.records);
+            Ok(read) if read.count >= 1 && holds(&read.records, receipt.offset) => {
+                add_entries(&mut payload, &mut sent, &read.records);
                 entries.push(entry(receipt));
             }
             Ok(_) | Err(weir_store::StoreError::OffsetOutOfRange { .. }) => {
@@ -170,8 +170,27 @@ fn read_reserved(
 fn entry(receipt: Receipt) -> pb::ReceivedEntry {
     pb::ReceivedEntry {
         attempt: receipt.attempt,
+        queue_id: receipt.queue_id,
+        queue_offset: receipt.offset,
         receipt: receipt.to_string(),
     }
+}
+
+/// Appends the entries of a read to `payload`, each entry once.
+fn add_entries(payload: &mut BytesMut, sent: &mut HashSet<u64>, records: &[u8]) {
+    for entry in Entries::new(records).flatten() {
+        if sent.insert(entry.stamp().commit_log_offset) {
+            payload.extend_from_slice(entry.as_bytes());
+        }
+    }
+}
+
+/// Whether one of the entries of a read holds queue offset `offset`.
+fn holds(records: &[u8], offset: u64) -> bool {
+    Entries::new(records).flatten().any(|e| {
+        let base = e.stamp().base_offset;
+        base <= offset && offset - base < u64::from(e.record_count())
+    })
 }
 
 /// Moves a message out of attempts to the dead-letter topic and settles it; on failure it
