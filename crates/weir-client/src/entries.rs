@@ -21,13 +21,10 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use weir_proto::batch::{Entries, Entry, RecordIter, RecordView};
+use weir_proto::batch::{Entries, Entry, MAX_UNCOMPRESSED_LEN, RecordIter, RecordView};
 
 use crate::error::Result;
 use crate::message::ReceivedMessage;
-
-/// The most a compressed batch may expand to on the client: 64 MiB.
-const MAX_UNCOMPRESSED_LEN: usize = 64 << 20;
 
 /// Decodes into `out` the records of `payload` that `keep` accepts, in payload order, from
 /// the entries `want_entry` accepts; the messages' ids name `broker`.
