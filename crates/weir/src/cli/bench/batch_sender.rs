@@ -20,16 +20,16 @@ use super::stats::{Recorder, Stats};
 /// A batch in flight: its scheduled send time, its handle, its message count.
 type InFlight = (Instant, BatchSendHandle, usize);
 
-/// Starts a batch sender of `batch` messages per call, each carrying `body`; the handle ends
-/// once every batch is acknowledged (or failed), with how many messages were sent.
+/// Starts a batch sender: each call sends a batch of messages carrying `bodies` (one message
+/// per body); the handle ends once every batch is acknowledged (or failed), with how many
+/// messages were sent.
 pub fn start(
     producer: Producer,
     plan: Plan,
-    batch: usize,
-    body: Bytes,
+    bodies: Vec<Bytes>,
     stats: Arc<Stats>,
 ) -> JoinHandle<u64> {
-    let batch = batch.max(1);
+    let batch = bodies.len().max(1);
     let window = plan.window.max(batch);
     let permits = Arc::new(Semaphore::new(window));
     let (acks, mut pending) = mpsc::unbounded_channel::<InFlight>();
@@ -54,8 +54,9 @@ pub fn start(
             released.add_permits(count);
         }
     });
-    let messages: Vec<Message> = (0..batch)
-        .map(|_| Message::new(plan.topic.clone(), body.clone()))
+    let messages: Vec<Message> = bodies
+        .into_iter()
+        .map(|body| Message::new(plan.topic.clone(), body))
         .collect();
     let pacer = tokio::task::spawn_blocking(move || {
         let runtime = tokio::runtime::Handle::current();

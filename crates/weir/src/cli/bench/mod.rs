@@ -13,6 +13,7 @@
 //! progress line is drawn only when stdout is a terminal.
 
 mod batch_sender;
+mod bodies;
 mod consume;
 mod e2e;
 mod produce;

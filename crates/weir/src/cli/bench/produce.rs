@@ -3,11 +3,11 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use bytes::Bytes;
 use clap::Args;
 use weir_client::{Compression, Producer, ProducerConfig};
 
 use super::batch_sender;
+use super::bodies::{self, BodyKind};
 use super::sender::{self, Plan};
 use super::stats::{Progress, Stats};
 use super::{Amount, Create, create_topic};
@@ -25,6 +25,9 @@ pub struct ProduceArgs {
     /// Body size in bytes.
     #[arg(long, default_value_t = 100)]
     size: usize,
+    /// What bodies hold: `x` repeated, or varied JSON log lines (for --compression figures).
+    #[arg(long, value_enum, default_value_t = BodyKind::X)]
+    body: BodyKind,
     /// Concurrent producers (each its own client, connections and batches).
     #[arg(long, default_value_t = 1)]
     producers: usize,
@@ -78,7 +81,6 @@ pub async fn run(servers: Vec<String>, args: ProduceArgs) -> Result<()> {
     if args.create.create {
         create_topic(&servers, &args.topic, args.create.queues).await?;
     }
-    let body = Bytes::from(vec![b'x'; args.size]);
     let mut producers = Vec::with_capacity(args.producers);
     for _ in 0..args.producers {
         let mut config = ProducerConfig::new(servers.iter().cloned());
@@ -119,16 +121,23 @@ pub async fn run(servers: Vec<String>, args: ProduceArgs) -> Result<()> {
             key_space: args.key_space,
             start,
         };
-        let body = body.clone();
+        let (kind, size) = (args.body, args.size);
         senders.push(if args.send_batch {
-            batch_sender::start(producer.clone(), plan, args.batch_size, body, stats.clone())
+            let bodies = (0..args.batch_size as u64)
+                .map(|n| bodies::body(kind, n, size))
+                .collect();
+            batch_sender::start(producer.clone(), plan, bodies, stats.clone())
         } else {
-            sender::start(
-                producer.clone(),
-                plan,
-                Box::new(move |_| body.clone()),
-                stats.clone(),
-            )
+            let fixed = bodies::body(kind, 0, size);
+            let mut n = 0u64;
+            let next: sender::BodyFn = match kind {
+                BodyKind::X => Box::new(move |_| fixed.clone()),
+                BodyKind::Json => Box::new(move |_| {
+                    n += 1;
+                    bodies::body(kind, n, size)
+                }),
+            };
+            sender::start(producer.clone(), plan, next, stats.clone())
         });
     }
     // Every send ends within the delivery timeout (so a run of --messages ends too); a run
