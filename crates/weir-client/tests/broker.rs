@@ -15,7 +15,8 @@ use weir_broker::{Broker, BrokerConfig};
 use weir_client::consumer::ConsumerConfig;
 use weir_client::{
     Admin, Compression, ConsumeMode, ConsumeResult, Message, Producer, ProducerConfig,
-    PullConsumer, PushConsumer, ReceivedMessage, ResetTo, StartFrom,
+    PullConsumer, PushConsumer, ReceivedMessage, ResetTo, SharedConsumer, SharedConsumerConfig,
+    StartFrom,
 };
 
 struct TestBroker {
@@ -402,6 +403,44 @@ async fn a_pull_from_the_middle_of_a_batch_starts_at_that_offset() {
     let offsets: Vec<u64> = all.iter().map(|m| m.queue_offset).collect();
     assert_eq!(offsets, [0, 3, 6, 9]);
     assert!(all.iter().all(|m| m.tag == "A"));
+    producer.close().await;
+    b.broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_receivers_get_each_message_of_a_batch_once() {
+    let b = broker().await;
+    let admin = Admin::new([b.addr.clone()]).unwrap();
+    admin.create_topic("work", 1).await.unwrap();
+    let producer = Producer::new(ProducerConfig::new([b.addr.clone()])).unwrap();
+    let messages: Vec<Message> = (0..10)
+        .map(|i| Message::new("work", format!("w{i}")).with_key(format!("k{i}")))
+        .collect();
+    producer.send_batch(&messages).await.unwrap();
+
+    let mut config = SharedConsumerConfig::new([b.addr.clone()], "workers", "work");
+    config.max_wait = Duration::from_millis(300);
+    let consumer = SharedConsumer::new(config).unwrap();
+    // Deliveries of one batch, a few at a time: each names its message, which the client
+    // picks out of the batch's entry.
+    let mut got = Vec::new();
+    for _ in 0..20 {
+        let received = consumer.receive(3, Duration::from_secs(30)).await.unwrap();
+        assert!(received.len() <= 3);
+        for m in &received {
+            assert_eq!(m.attempt, 1);
+            let body = String::from_utf8_lossy(&m.message.body).into_owned();
+            assert_eq!(m.message.key, format!("k{}", &body[1..]));
+            got.push((m.message.queue_offset, body));
+        }
+        consumer.ack(&received).await.unwrap();
+        if got.len() >= 10 {
+            break;
+        }
+    }
+    got.sort();
+    let expected: Vec<(u64, String)> = (0..10).map(|i| (i, format!("w{i}"))).collect();
+    assert_eq!(got, expected);
     producer.close().await;
     b.broker.shutdown().await.unwrap();
 }
