@@ -444,3 +444,51 @@ async fn shared_receivers_get_each_message_of_a_batch_once() {
     producer.close().await;
     b.broker.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_producer_sequences_batches_from_their_first_message() {
+    use weir_client::connection::{Connection, ConnectionConfig};
+    use weir_proto::{ApiKey, pb};
+
+    let b = broker().await;
+    let admin = Admin::new([b.addr.clone()]).unwrap();
+    admin.create_topic("seq", 1).await.unwrap();
+    let mut config = ProducerConfig::new([b.addr.clone()]);
+    config.idempotent = true;
+    let producer = Producer::new(config).unwrap();
+    let messages: Vec<Message> = (0..10)
+        .map(|i| Message::new("seq", format!("b{i}")))
+        .collect();
+    producer.send_batch(&messages).await.unwrap();
+    for i in 0..5 {
+        producer.send_async(Message::new("seq", format!("s{i}")));
+    }
+    producer.flush().await;
+    producer.send_batch(&messages[..3]).await.unwrap();
+
+    let conn = Connection::connect(&b.addr, ConnectionConfig::default())
+        .await
+        .unwrap();
+    let request = pb::PullRequest {
+        topic: "seq".into(),
+        queue_id: 0,
+        offset: 0,
+        max_messages: 100,
+        ..pb::PullRequest::default()
+    };
+    let (_, payload) = conn
+        .call::<_, pb::PullResponse>(ApiKey::Pull, &request, Bytes::new(), None)
+        .await
+        .unwrap();
+    let stored = weir_proto::batch::Message::decode_all(&payload).unwrap();
+    assert_eq!(stored.len(), 18);
+    let producer_id = stored[0].producer_id;
+    assert!(producer_id >= 0);
+    for (i, m) in stored.iter().enumerate() {
+        assert_eq!(m.producer_id, producer_id);
+        assert_eq!(m.sequence, i as i32, "message {i}");
+        assert_eq!(m.queue_offset, i as u64);
+    }
+    producer.close().await;
+    b.broker.shutdown().await.unwrap();
+}
