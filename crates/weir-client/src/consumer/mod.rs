@@ -113,7 +113,8 @@ pub struct ConsumerConfig {
     pub pull_max_bytes: u32,
     /// How long the broker may hold an empty pull (long polling).
     pub max_wait: Duration,
-    /// Broker-side tag filter: `*` for all, else `TagA || TagB`.
+    /// Tag filter: `*` for all, else `TagA || TagB`. The broker skips by tag hash; the
+    /// client compares the tags themselves (a batch that mixes tags comes whole).
     pub tag_expression: String,
     /// How often processed offsets are committed.
     pub commit_interval: Duration,
