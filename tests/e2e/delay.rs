@@ -35,7 +35,7 @@ fn delayed_messages_arrive_on_time() {
             let body = String::from_utf8_lossy(&m.body).into_owned();
             sink.lock()
                 .unwrap()
-                .push((body, m.deliver_at, now_ms(), m.properties.clone()));
+                .push((body, m.deliver_at, now_ms(), m.properties().map(|(k, v)| (k.to_owned(), v.unwrap_or_default().to_owned())).collect()));
             ConsumeResult::Success
         })
         .await

@@ -3,7 +3,7 @@
 //! original position, also after a broker crash between the two sends; a gap in sequences is
 //! refused; the client's idempotent mode stamps ids and sequences.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use weir_client::connection::{Connection, ConnectionConfig};
 use weir_client::{ClientError, ErrorCode, Message, Producer, ProducerConfig, ReceivedMessage};
 use weir_proto::batch::{self, BatchBuilder, BatchOptions, Compression, RecordFields};

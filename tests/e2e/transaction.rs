@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use serde_json::Value;
 use weir_client::connection::{Connection, ConnectionConfig};
 use weir_client::{Message, ProducerConfig, ReceivedMessage, TransactionProducer, TxState};

@@ -22,19 +22,83 @@ fn config(dir: &std::path::Path, flush: FlushMode) -> StoreConfig {
 
 /// One entry of `n` messages of `body_len` bytes, tagged `TagA`.
 fn batch(topic: &str, n: usize, body_len: usize) -> BytesMut {
-    let body = vec![b'x'; body_len];
+    batch_with(topic, n, &vec![b'x'; body_len], Compression::None)
+}
+
+/// A JSON log line of about 100 bytes, different for every `i`.
+fn log_line(i: usize) -> Vec<u8> {
+    format!(
+        r#"{{"ts":"2026-11-27T19:{:02}:{:02}.{:03}Z","level":"info","svc":"orders","order":{},"ms":{}}}"#,
+        i / 60_000 % 60,
+        i / 1000 % 60,
+        i % 1000,
+        100_000 + i,
+        i % 97
+    )
+    .into_bytes()
+}
+
+/// One entry of `n` messages with `body`, tagged `TagA`, compressed with `codec`.
+fn batch_with(topic: &str, n: usize, body: &[u8], codec: Compression) -> BytesMut {
     let mut builder =
-        BatchBuilder::with_capacity(topic, BatchOptions::default(), n * (body_len + 20)).unwrap();
+        BatchBuilder::with_capacity(topic, BatchOptions::default(), n * (body.len() + 20)).unwrap();
     let tags = [("TAGS", Some(&b"TagA"[..]))];
     for _ in 0..n {
         let fields = RecordFields {
             timestamp: 1_800_000_000_000,
             key: None,
-            value: Some(&body),
+            value: Some(body),
         };
         builder.push(&fields, tags.iter().copied()).unwrap();
     }
-    builder.finish(Compression::None).unwrap()
+    builder.finish(codec).unwrap()
+}
+
+/// Appends batches of 1,000 JSON log lines (~100 B) compressed with `codec` to 8 queues,
+/// async: what dispatch pays to index keys and tags of compressed batches, and the bytes the
+/// log takes per message.
+fn append_compressed(codec: Compression, name: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path(), FlushMode::Async)).unwrap();
+    let mut builder =
+        BatchBuilder::with_capacity("bench", BatchOptions::default(), 128 * 1000).unwrap();
+    let tags = [("TAGS", Some(&b"TagA"[..]))];
+    let lines: Vec<Vec<u8>> = (0..1000).map(log_line).collect();
+    for line in &lines {
+        let fields = RecordFields {
+            timestamp: 1_800_000_000_000,
+            key: None,
+            value: Some(line),
+        };
+        builder.push(&fields, tags.iter().copied()).unwrap();
+    }
+    let template = builder.finish(codec).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let (mut msgs, mut q) = (0u64, 0u32);
+    let body_bytes: u64 = lines.iter().map(|l| l.len() as u64).sum();
+    let mut bytes = 0u64;
+    while start.elapsed() < CASE_TIME {
+        rt.block_on(store.append("bench", q, template.clone()))
+            .unwrap();
+        msgs += 1000;
+        bytes += body_bytes;
+        q = (q + 1) % 8;
+    }
+    let took = start.elapsed();
+    let log = store.stats().written_offset;
+    store.shutdown().unwrap();
+    row(
+        &format!(
+            "{name} ({:.1} log bytes per message)",
+            log as f64 / msgs as f64
+        ),
+        msgs,
+        bytes,
+        took,
+    );
 }
 
 fn row(name: &str, msgs: u64, bytes: u64, took: Duration) {
@@ -182,6 +246,12 @@ fn main() {
         );
         if wants(&name) {
             append_async(body, per_batch, queues, &name);
+        }
+    }
+    for codec in [Compression::None, Compression::Lz4, Compression::Zstd] {
+        let name = format!("async append, JSON log lines ~100 B, batches of 1000, {codec}");
+        if wants(&name) {
+            append_compressed(codec, &name);
         }
     }
     if wants("sync") {
