@@ -162,7 +162,9 @@ impl PullConsumer {
     }
 
     /// Reads up to `max` messages of queue `queue_id` of `topic` from `offset`, outside any
-    /// group (no ownership check, nothing committed, no long polling).
+    /// group (no ownership check, nothing committed, no long polling). The broker answers
+    /// whole batches; what is past the `max`-th message is left for the next pull
+    /// (`next_offset` says where it starts).
     pub async fn pull(
         &self,
         topic: &str,
@@ -181,7 +183,19 @@ impl PullConsumer {
             tag_expression: self.group.config().tag_expression.clone(),
             ..Default::default()
         };
-        fetcher::pull_once(self.group.pool(), &broker, &request).await
+        let mut result = fetcher::pull_once(self.group.pool(), &broker, &request).await?;
+        if result.messages.len() > max as usize {
+            result.messages.truncate(max as usize);
+            if let Some(last) = result.messages.last() {
+                let next = last.queue_offset + 1;
+                result.next_offset = next;
+                result.skipped.retain(|r| r.from < next);
+                for range in &mut result.skipped {
+                    range.to = range.to.min(next);
+                }
+            }
+        }
+        Ok(result)
     }
 
     /// Stops fetching, commits what was polled, and leaves the group. Messages fetched but

@@ -65,6 +65,10 @@ pub struct ProduceArgs {
     /// broker checks back with the group) or never (stay connected undecided until killed).
     #[arg(long, value_enum, requires = "transaction")]
     decide: Option<Decide>,
+    /// Most messages per batch (one batch is one stored entry, checked by one CRC: a damaged
+    /// byte on disk costs its whole batch).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    batch_messages: u32,
 }
 
 fn parse_property(text: &str) -> Result<(String, String), String> {
@@ -113,7 +117,8 @@ pub async fn run(args: ProduceArgs) -> Result<()> {
         )
         .await;
     }
-    let config = ProducerConfig::new(args.server.servers()).with_compression(args.compression);
+    let mut config = ProducerConfig::new(args.server.servers()).with_compression(args.compression);
+    config.batch_max_messages = args.batch_messages as usize;
     let producer = Producer::new(config)?;
     // Learn the route first: a missing topic fails here, and stdin lines keep their order.
     producer.route(&args.topic).await?;
