@@ -5,12 +5,13 @@
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::process::Output;
+use std::time::Duration;
 
 use weir_client::connection::{Connection, ConnectionConfig};
 use weir_client::{ClientError, ErrorCode};
 use weir_proto::{ApiKey, pb};
 
-use crate::harness::{Node, assert_success};
+use crate::harness::{Node, WEIR, assert_success, wait_timeout};
 
 const MESSAGES: usize = 200;
 
@@ -314,4 +315,46 @@ fn a_missing_topic_table_is_rebuilt_from_the_log() {
     let (lines, out) = consume_all(&node, "orders", "g");
     assert_success(&["consume"], &out);
     assert_eq!(sorted(lines), expected_except(&[]));
+}
+
+/// A data directory written by the first record format (one record per message, magic 0xA1)
+/// is refused at start with a one-line explanation; nothing in it is read as data or changed.
+#[test]
+fn a_data_directory_in_the_old_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = data.join("commitlog");
+    std::fs::create_dir_all(&log).unwrap();
+    // The head of an old record: total_len u32 LE, magic 0xA1, reserved, commit_log_offset 0.
+    let mut old = vec![0u8; 64 << 10];
+    old[..4].copy_from_slice(&120u32.to_le_bytes());
+    old[4] = 0xA1;
+    let segment = log.join("00000000000000000000");
+    std::fs::write(&segment, &old).unwrap();
+    let mut child = std::process::Command::new(WEIR)
+        .args(["serve", "--listen", "127.0.0.1:0", "--http", ""])
+        .arg("--data-dir")
+        .arg(&data)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_timeout(&mut child, Duration::from_secs(30)).expect("weir serve exits");
+    assert!(!status.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let explained: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("old record format"))
+        .collect();
+    assert!(
+        explained
+            .iter()
+            .any(|l| l.contains("move the data directory aside")),
+        "{stderr}"
+    );
+    assert!(
+        std::fs::read(&segment).unwrap() == old,
+        "the old segment was changed"
+    );
 }

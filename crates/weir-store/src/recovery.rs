@@ -70,6 +70,9 @@ pub(crate) fn recover_log(
 ) -> Result<Recovered, StoreError> {
     std::fs::create_dir_all(dir)?;
     let files = list_numbered(dir)?;
+    if let Some((_, first)) = files.first() {
+        refuse_old_format(first)?;
+    }
     let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(files.len());
     // The first commit-log offset each shortened file no longer holds.
     let mut cut_at: Option<u64> = None;
@@ -90,7 +93,6 @@ pub(crate) fn recover_log(
         }
         segments.push(Arc::new(Segment::open(path.clone(), *base, capacity)?));
     }
-    refuse_old_format(&segments)?;
     // A log created by this open holds nothing to verify or search.
     let created = segments.is_empty();
     if created {
@@ -216,15 +218,23 @@ fn verified_at(seg: &Segment, pos: u64) -> Option<batch::Entry<'_>> {
         .filter(|e| e.verify_envelope().is_ok() && e.verify_batch().is_ok())
 }
 
-/// Refuses a log whose first segment starts with an entry of the old, one-record-per-message
-/// format: it would otherwise look like a log that is damaged from its first byte.
-fn refuse_old_format(segments: &[Arc<Segment>]) -> Result<(), StoreError> {
-    let Some(first) = segments.first() else {
-        return Ok(());
-    };
-    match batch::Entry::parse(first.bytes_from(0)) {
+/// Refuses a log whose first segment file (`path`) starts with an entry of the old,
+/// one-record-per-message format: it would otherwise look like a log that is damaged from its
+/// first byte. Reads the file's head only, before anything is opened or changed.
+fn refuse_old_format(path: &Path) -> Result<(), StoreError> {
+    use std::io::Read;
+    let mut head = [0u8; batch::ENVELOPE_LEN];
+    let mut file = std::fs::File::open(path)?;
+    let mut filled = 0;
+    while filled < head.len() {
+        match file.read(&mut head[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    match batch::Entry::parse(&head[..filled]) {
         Err(BatchError::LegacyFormat) => Err(StoreError::OldFormat {
-            segment: first.path().display().to_string(),
+            segment: path.display().to_string(),
         }),
         _ => Ok(()),
     }
