@@ -17,7 +17,7 @@
 //! end marker (8 bytes, little-endian)
 //! offset size field
 //!  0     4    remaining u32   bytes from the marker to the end of the segment
-//!  4     1    magic u8 = 0xE0 (records have 0xA1 here)
+//!  4     1    magic u8 = 0xE0 (entries have 0xB2 here)
 //!  5     3    "WEM"
 //! ```
 //!
