@@ -21,7 +21,9 @@ pub(crate) fn disk_usage(path: &std::path::Path) -> Result<(f64, u64, u64), Stor
     let block = st.f_frsize.max(1);
     let total = st.f_blocks * block;
     let free = st.f_bavail * block;
-    let used = (st.f_blocks - st.f_bfree.min(st.f_blocks)) * block;
+    // What this process can still write is `f_bavail`, not `f_bfree`: blocks reserved for root
+    // or held back by a quota count as used, or the disk fills before the ratio is reached.
+    let used = total.saturating_sub(free);
     let ratio = if total == 0 {
         0.0
     } else {
