@@ -488,6 +488,7 @@ impl Delays {
                 ));
             }
             if deliver_at > now {
+                self.check_deliverable(&record, topic, max_size)?;
                 let before = out.delayed.len();
                 rewrite_delayed(
                     &record,
@@ -511,6 +512,41 @@ impl Delays {
             }
         }
         Ok(out)
+    }
+
+    /// Refuses a delayed message whose delivered copy (one entry for `topic`, with the header
+    /// `DELAY_ORIGIN_ID` added) would be over `max_size`: it could be parked but never
+    /// delivered, so the producer hears it now instead of the message being dropped later.
+    fn check_deliverable(
+        &self,
+        record: &RecordView<'_>,
+        topic: &str,
+        max_size: usize,
+    ) -> Result<(), RequestError> {
+        // An id's hex form: name length, name, commit-log offset, index.
+        let id_len = 2 * (1 + self.identity.broker_name.len() + 8 + 4);
+        let placeholder = vec![b'0'; id_len];
+        let mut copy = BytesMut::new();
+        copy_one(
+            record,
+            topic,
+            BatchOptions::default(),
+            &[PROP_REAL_TOPIC, PROP_REAL_QUEUE, PROP_DELAY_ORIGIN_ID],
+            &[(PROP_DELAY_ORIGIN_ID, &placeholder)],
+            &mut copy,
+        )?;
+        // The delivered copy keeps the deliver-at header `copy_one` leaves out.
+        let delivered = copy.len() + HEADER_DELIVER_MS.len() + 24;
+        if delivered > max_size {
+            return Err(RequestError::new(
+                ErrorCode::MessageTooLarge,
+                format!(
+                    "a delayed message would be {delivered} bytes when delivered (its delivery \
+                     adds {PROP_DELAY_ORIGIN_ID}), over the limit of {max_size}"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Appends both parts of `split` (without waiting for them to be acknowledged: see
