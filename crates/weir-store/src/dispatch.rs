@@ -213,7 +213,7 @@ fn round(
         // entry per key (a run of one key makes one: lookups read the batch anyway).
         let mut last_key: Option<&[u8]> = None;
         buf.bytes
-            .reserve(entry.record_count() as usize * ENTRY_LEN as usize);
+            .reserve((entry.record_count() as usize).min(entry.len()) * ENTRY_LEN as usize);
         for record in records.iter() {
             let record =
                 record.map_err(|e| io::Error::other(format!("unreadable record at {pos}: {e}")))?;

@@ -106,7 +106,8 @@ impl Message {
             Cow::Borrowed(section) => buf.slice_ref(section),
             Cow::Owned(v) => Bytes::from(v),
         };
-        out.reserve(count as usize);
+        // A record takes at least 7 bytes: a count the bytes cannot hold reserves no more.
+        out.reserve((count as usize).min(shared.len() / 7 + 1));
         for record in RecordIter::over(&shared, count, base_ts) {
             let record = record?;
             let headers = record
