@@ -90,6 +90,8 @@ const XERIAL_MAGIC: &[u8; 16] = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01
 const XERIAL_BLOCK: usize = 32 * 1024;
 /// zstd level: the Java client's default.
 const ZSTD_LEVEL: i32 = 3;
+/// LZ4 level (fast mode below 3, as the Java client's default of 9 is HC and slow to write).
+const LZ4_LEVEL: u32 = 1;
 
 fn codec_error(codec: Compression, e: impl fmt::Display) -> BatchError {
     BatchError::Compression(format!("{codec}: {e}"))
@@ -119,9 +121,14 @@ pub fn compress(codec: Compression, data: &[u8], dst: &mut Vec<u8>) -> Result<()
             }
         }
         Compression::Lz4 => {
-            let mut enc = lz4_flex::frame::FrameEncoder::new(dst);
+            let mut enc = lz4::EncoderBuilder::new()
+                .level(LZ4_LEVEL)
+                .block_mode(lz4::BlockMode::Independent)
+                .build(dst)
+                .map_err(err)?;
             enc.write_all(data).map_err(err)?;
-            enc.finish().map_err(|e| codec_error(codec, e))?;
+            let (_, finished) = enc.finish();
+            finished.map_err(err)?;
         }
         Compression::Zstd => {
             let compressed = zstd::bulk::compress(data, ZSTD_LEVEL).map_err(err)?;
@@ -150,7 +157,7 @@ fn read_bounded(
 
 /// The decompressed form of `data`, at most `limit` bytes long.
 pub fn decompress(codec: Compression, data: &[u8], limit: usize) -> Result<Vec<u8>, BatchError> {
-    let mut out = Vec::with_capacity((data.len() * 4).min(limit));
+    let mut out = Vec::with_capacity((data.len() * 8).min(limit));
     match codec {
         Compression::None => {
             if data.len() > limit {
@@ -163,7 +170,7 @@ pub fn decompress(codec: Compression, data: &[u8], limit: usize) -> Result<Vec<u
         }
         Compression::Lz4 => read_bounded(
             codec,
-            lz4_flex::frame::FrameDecoder::new(data),
+            lz4::Decoder::new(data).map_err(|e| codec_error(codec, e))?,
             &mut out,
             limit,
         )?,
