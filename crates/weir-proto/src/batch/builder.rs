@@ -7,7 +7,7 @@ use super::records::RecordView;
 use super::varint::{put_varint, put_varlong, varint_len, varlong_len};
 use super::{
     B_ATTRIBUTES, B_CRC, BATCH_HEADER_LEN, BATCH_MAGIC, BatchError, Compression, ENVELOPE_LEN,
-    HEADER_DELAY_SEC, HEADER_DELIVER_MS, MAGIC, NO_PRODUCER_ID, NO_SEQUENCE, OFF_FLAGS, attributes,
+    HEADER_DELAY_SEC, HEADER_DELIVER_MS, NO_PRODUCER_ID, NO_SEQUENCE, OFF_FLAGS, attributes,
     envelope_flags,
 };
 
@@ -100,20 +100,10 @@ impl BatchBuilder {
         options: BatchOptions,
         capacity: usize,
     ) -> Result<BatchBuilder, BatchError> {
-        let topic_len = u8::try_from(topic.len()).map_err(|_| BatchError::FieldTooLong {
-            field: "topic",
-            len: topic.len(),
-            max: u8::MAX as usize,
-        })?;
         let batch_at = ENVELOPE_LEN + topic.len();
         let mut buf = BytesMut::with_capacity(batch_at + BATCH_HEADER_LEN + capacity);
-        buf.put_u32(0);
-        buf.put_u8(MAGIC);
-        buf.put_u8(0);
-        buf.put_u8(topic_len);
-        buf.put_u8(0);
-        buf.put_bytes(0, ENVELOPE_LEN - 8);
-        buf.put_slice(topic.as_bytes());
+        // The entry length is written by `finish`.
+        super::put_envelope(&mut buf, topic, 0)?;
         buf.put_bytes(0, BATCH_HEADER_LEN);
         Ok(BatchBuilder {
             buf,
@@ -133,6 +123,21 @@ impl BatchBuilder {
     ) -> Result<BytesMut, BatchError> {
         let mut builder = BatchBuilder::new(topic, BatchOptions::default())?;
         builder.push(fields, headers.iter().map(|(k, v)| (*k, Some(*v))))?;
+        builder.finish(Compression::None)
+    }
+
+    /// One uncompressed entry for `topic` made with `options`, holding a copy of `record`
+    /// (see [`BatchBuilder::push_copy`] for `drop` and `add`): how the broker moves a message
+    /// to another topic (delay, retry, dead letter, transaction).
+    pub fn copy_of(
+        topic: &str,
+        options: BatchOptions,
+        record: &RecordView<'_>,
+        drop: &[&str],
+        add: &[(&str, &[u8])],
+    ) -> Result<BytesMut, BatchError> {
+        let mut builder = BatchBuilder::new(topic, options)?;
+        builder.push_copy(record, drop, add)?;
         builder.finish(Compression::None)
     }
 

@@ -259,15 +259,32 @@ pub fn stamp(entry: &mut [u8], stamp: Stamp) {
     entry[OFF_ENVELOPE_CRC..OFF_ENVELOPE_CRC + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
-/// Appends to `dst` an entry for `topic` around `batch`, a Kafka RecordBatch v2 as a Kafka
-/// producer sends it (one batch, checked by [`Entry::parse`] afterwards); broker fields zero.
-pub fn wrap_batch(topic: &str, batch: &[u8], dst: &mut bytes::BytesMut) -> Result<(), BatchError> {
+/// Appends to `dst` the envelope of an entry of `entry_len` bytes for `topic` (broker fields
+/// zero, flags none), the topic included; the batch follows.
+pub(crate) fn put_envelope(
+    dst: &mut bytes::BytesMut,
+    topic: &str,
+    entry_len: u32,
+) -> Result<(), BatchError> {
     use bytes::BufMut;
     let topic_len = u8::try_from(topic.len()).map_err(|_| BatchError::FieldTooLong {
         field: "topic",
         len: topic.len(),
         max: u8::MAX as usize,
     })?;
+    dst.put_u32(entry_len);
+    dst.put_u8(MAGIC);
+    dst.put_u8(0);
+    dst.put_u8(topic_len);
+    dst.put_u8(0);
+    dst.put_bytes(0, ENVELOPE_LEN - 8);
+    dst.put_slice(topic.as_bytes());
+    Ok(())
+}
+
+/// Appends to `dst` an entry for `topic` around `batch`, a Kafka RecordBatch v2 as a Kafka
+/// producer sends it (one batch, checked by [`Entry::parse`] afterwards); broker fields zero.
+pub fn wrap_batch(topic: &str, batch: &[u8], dst: &mut bytes::BytesMut) -> Result<(), BatchError> {
     let total = ENVELOPE_LEN + topic.len() + batch.len();
     let total = u32::try_from(total).map_err(|_| BatchError::FieldTooLong {
         field: "entry",
@@ -275,14 +292,8 @@ pub fn wrap_batch(topic: &str, batch: &[u8], dst: &mut bytes::BytesMut) -> Resul
         max: u32::MAX as usize,
     })?;
     dst.reserve(total as usize);
-    dst.put_u32(total);
-    dst.put_u8(MAGIC);
-    dst.put_u8(0);
-    dst.put_u8(topic_len);
-    dst.put_u8(0);
-    dst.put_bytes(0, ENVELOPE_LEN - 8);
-    dst.put_slice(topic.as_bytes());
-    dst.put_slice(batch);
+    put_envelope(dst, topic, total)?;
+    dst.extend_from_slice(batch);
     Ok(())
 }
 

@@ -29,7 +29,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, watch};
-use weir_proto::batch::{BatchBuilder, BatchOptions, Compression, Entry, MAX_UNCOMPRESSED_LEN};
+use weir_proto::batch::{BatchBuilder, BatchOptions, Entry, MAX_UNCOMPRESSED_LEN};
 use weir_proto::{ErrorCode, MessageId, names};
 use weir_store::StoreError;
 
@@ -479,15 +479,14 @@ fn stage_one(
         RequestError::new(ErrorCode::InvalidArgument, e.to_string())
     };
     // A copy the broker makes: no producer identity; the deliver-at header is kept.
-    let mut builder = BatchBuilder::new(topic, BatchOptions::default()).map_err(bad)?;
-    builder
-        .push_copy(
-            &record,
-            &[PROP_REAL_TOPIC, PROP_REAL_QUEUE, PROP_DELAY_ORIGIN_ID],
-            &[(PROP_DELAY_ORIGIN_ID, origin_id.as_bytes())],
-        )
-        .map_err(bad)?;
-    let copy = builder.finish(Compression::None).map_err(bad)?;
+    let copy = BatchBuilder::copy_of(
+        topic,
+        BatchOptions::default(),
+        &record,
+        &[PROP_REAL_TOPIC, PROP_REAL_QUEUE, PROP_DELAY_ORIGIN_ID],
+        &[(PROP_DELAY_ORIGIN_ID, origin_id.as_bytes())],
+    )
+    .map_err(bad)?;
     let bucket = buckets.entry(deliver_at).or_default();
     let batch = bucket.batch(topic, queue_id % queues.max(1));
     batch.records.extend_from_slice(&copy);

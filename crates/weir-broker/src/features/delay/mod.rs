@@ -42,7 +42,7 @@ use bytes::BytesMut;
 use parking_lot::{Condvar, Mutex};
 use weir_proto::ErrorCode;
 use weir_proto::batch::{
-    BatchBuilder, BatchOptions, Compression, Entries, Entry, HEADER_DELAY_SEC, HEADER_DELIVER_MS,
+    BatchBuilder, BatchOptions, Entries, Entry, HEADER_DELAY_SEC, HEADER_DELIVER_MS,
     MAX_UNCOMPRESSED_LEN, RecordView, envelope_flags,
 };
 use weir_store::{AppendResult, TagFilter};
@@ -245,11 +245,8 @@ fn copy_one(
     let mut dropped: Vec<&str> = Vec::with_capacity(drop.len() + 2);
     dropped.extend_from_slice(drop);
     dropped.extend([HEADER_DELIVER_MS, HEADER_DELAY_SEC]);
-    let mut builder = BatchBuilder::new(topic, options).map_err(bad_input)?;
-    builder
-        .push_copy(record, &dropped, add)
-        .map_err(bad_input)?;
-    dst.extend_from_slice(&builder.finish(Compression::None).map_err(bad_input)?);
+    let copy = BatchBuilder::copy_of(topic, options, record, &dropped, add).map_err(bad_input)?;
+    dst.extend_from_slice(&copy);
     Ok(())
 }
 
@@ -503,10 +500,9 @@ impl Delays {
                 out.order.push(true);
             } else {
                 let before = out.plain.len();
-                let mut builder = BatchBuilder::new(topic, options).map_err(bad_input)?;
-                builder.push_copy(&record, &[], &[]).map_err(bad_input)?;
-                out.plain
-                    .extend_from_slice(&builder.finish(Compression::None).map_err(bad_input)?);
+                let copy =
+                    BatchBuilder::copy_of(topic, options, &record, &[], &[]).map_err(bad_input)?;
+                out.plain.extend_from_slice(&copy);
                 out.plain_lens.push((out.plain.len() - before) as u64);
                 out.order.push(false);
             }

@@ -55,9 +55,7 @@ fn copy(
         flags,
         ..BatchOptions::default()
     };
-    let mut builder = BatchBuilder::new(topic, options).map_err(too_large)?;
-    builder.push_copy(record, drop, add).map_err(too_large)?;
-    builder.finish(Compression::None).map_err(too_large)
+    BatchBuilder::copy_of(topic, options, record, drop, add).map_err(too_large)
 }
 
 /// The `%HALF%` entry for a producer's half message (`record` of `entry`) bound for
