@@ -1,0 +1,91 @@
+//! confluent-kafka's AdminClient against a node: create (and create again), add partitions,
+//! describe configs, list offsets, list and describe groups, read a group's offsets, delete —
+//! each checked against what Weir's CLI shows.
+
+use serde_json::Value;
+
+use super::{Record, clients_ready, driver, kafka_node};
+
+#[test]
+fn admin_client_manages_topics_and_lists_groups_and_offsets() {
+    if !clients_ready("admin_client_manages_topics_and_lists_groups_and_offsets") {
+        return;
+    }
+    let node = kafka_node(&[]);
+    node.ok(&["topic", "create", "data", "--queues", "1"]);
+    let records: Vec<Value> = (0..5)
+        .map(|i| Record::new(Some("k"), Some(&format!("v{i}"))).to_json(0, None))
+        .collect();
+    driver(
+        &node,
+        "produce",
+        &["--client", "confluent", "--topic", "data", "--acks", "1"],
+        Some(&Value::Array(records)),
+    );
+    // A group with committed offsets and no members.
+    driver(
+        &node,
+        "commit",
+        &[
+            "--client",
+            "confluent",
+            "--group",
+            "reporting",
+            "--topic",
+            "data",
+            "--offsets",
+            "0:3",
+            "--metadata",
+            "nightly",
+        ],
+        None,
+    );
+
+    let out = driver(
+        &node,
+        "admin",
+        &[
+            "--topic",
+            "adm",
+            "--group",
+            "reporting",
+            "--data-topic",
+            "data",
+        ],
+        None,
+    );
+    assert_eq!(out["after_create"], 2, "{out}");
+    assert_eq!(out["create_again"], "TOPIC_ALREADY_EXISTS", "{out}");
+    assert_eq!(out["after_create_partitions"], 4, "{out}");
+    assert_eq!(out["configs"]["cleanup.policy"], "delete", "{out}");
+    assert!(
+        out["configs"]["retention.ms"]
+            .as_str()
+            .is_some_and(|v| v.parse::<i64>().is_ok()),
+        "{out}"
+    );
+    assert_eq!(out["list_offsets"]["adm/0/earliest"], 0, "{out}");
+    assert_eq!(out["list_offsets"]["data/0/latest"], 5, "{out}");
+    assert!(
+        out["groups"]
+            .as_array()
+            .is_some_and(|g| g.iter().any(|g| g == "reporting")),
+        "{out}"
+    );
+    assert_eq!(out["group"]["group_id"], "reporting", "{out}");
+    assert_eq!(out["group"]["members"], 0, "{out}");
+    assert!(
+        out["group"]["state"]
+            .as_str()
+            .is_some_and(|s| s.contains("EMPTY")),
+        "{out}"
+    );
+    assert_eq!(out["group_offsets"]["data/0"], 3, "{out}");
+    assert_eq!(out["after_delete"], false, "{out}");
+
+    // What the AdminClient did, Weir's CLI sees.
+    let topics = node.ok(&["topic", "list"]);
+    assert!(!topics.contains("adm"), "deleted: {topics}");
+    let described = node.ok(&["group", "describe", "reporting"]);
+    assert!(described.contains("data"), "{described}");
+}
