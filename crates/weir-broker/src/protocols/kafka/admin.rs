@@ -149,10 +149,8 @@ pub(crate) fn delete_topics(
                     "topics are deleted by name here",
                 )),
             };
-            if let Some(name) = &name {
-                if version >= 6 {
-                    answer.topic_id = topic_id(name.0.as_str());
-                }
+            if let Some(name) = name.as_ref().filter(|_| version >= 6) {
+                answer.topic_id = topic_id(name.0.as_str());
             }
             if let Err(e) = result {
                 answer.error_code = errors::kafka_code(e.code);

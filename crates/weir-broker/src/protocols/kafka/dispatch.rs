@@ -25,8 +25,8 @@ pub(crate) struct Listener {
 /// What a request gets back.
 #[derive(Debug)]
 pub(crate) enum Response {
-    /// This response.
-    Send(ResponseKind),
+    /// This response (boxed: response kinds are large and most requests move one).
+    Send(Box<ResponseKind>),
     /// Nothing (a produce with acks=0).
     Nothing,
 }
@@ -42,7 +42,9 @@ pub(crate) async fn handle(
     let version = request.header.request_api_version;
     let Some(body) = body else {
         count(request.api);
-        return Response::Send(ResponseKind::ApiVersions(versions::api_versions(false)));
+        return Response::Send(Box::new(ResponseKind::ApiVersions(versions::api_versions(
+            false,
+        ))));
     };
     count(request.api);
     let response = match body {
@@ -106,7 +108,7 @@ pub(crate) async fn handle(
         // `versions::supports` let through only the APIs above.
         _ => unreachable_api(request),
     };
-    Response::Send(response)
+    Response::Send(Box::new(response))
 }
 
 /// Counts a request in `weir_requests_total{api}`.

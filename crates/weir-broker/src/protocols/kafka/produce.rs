@@ -144,5 +144,8 @@ async fn produce_partition(
             "transactional batches need the transaction APIs, which this listener does not offer",
         ));
     }
+    // Weir's own producers flag batches holding delayed records; a Kafka producer cannot.
+    batch::mark_delayed(&mut payload)
+        .map_err(|e| RequestError::new(ErrorCode::CorruptMessage, e.to_string()))?;
     ops::produce::produce(state, topic, queue_id, payload).await
 }
