@@ -66,6 +66,18 @@ fn admin_client_manages_topics_and_lists_groups_and_offsets() {
     );
     assert_eq!(out["list_offsets"]["adm/0/earliest"], 0, "{out}");
     assert_eq!(out["list_offsets"]["data/0/latest"], 5, "{out}");
+    assert_eq!(out["after_delete"], false, "{out}");
+
+    // What the AdminClient did, Weir's CLI sees.
+    let topics = node.ok(&["topic", "list"]);
+    assert!(!topics.contains("adm"), "deleted: {topics}");
+
+    let out = driver(
+        &node,
+        "admin-groups",
+        &["--group", "reporting", "--data-topic", "data"],
+        None,
+    );
     assert!(
         out["groups"]
             .as_array()
@@ -81,11 +93,6 @@ fn admin_client_manages_topics_and_lists_groups_and_offsets() {
         "{out}"
     );
     assert_eq!(out["group_offsets"]["data/0"], 3, "{out}");
-    assert_eq!(out["after_delete"], false, "{out}");
-
-    // What the AdminClient did, Weir's CLI sees.
-    let topics = node.ok(&["topic", "list"]);
-    assert!(!topics.contains("adm"), "deleted: {topics}");
     let described = node.ok(&["group", "describe", "reporting"]);
     assert!(described.contains("data"), "{described}");
 }

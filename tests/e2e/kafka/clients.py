@@ -18,7 +18,8 @@ stderr when something fails. Every wait has a timeout and the whole run has a de
   commit      commits --offsets P:O,... for a group -> {"committed": [...]}
   longpoll    an idle consumer on an empty partition, a record produced 1 s later: how many
               Fetch requests the broker saw while idle and how late the record arrived
-  admin       confluent-kafka's AdminClient calls on --topic and --group -> their results
+  admin       confluent-kafka's AdminClient topic calls on --topic -> their results
+  admin-groups  the AdminClient's group calls on --group -> their results
 """
 
 import argparse
@@ -614,7 +615,7 @@ def run_longpoll(metrics_url, poll, produce):
 
 
 def admin(args):
-    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+    from confluent_kafka import TopicPartition
     from confluent_kafka.admin import (
         AdminClient,
         ConfigResource,
@@ -625,7 +626,7 @@ def admin(args):
     )
 
     client = AdminClient({"bootstrap.servers": args.bootstrap})
-    topic, group = args.topic, args.group
+    topic = args.topic
     out = {}
 
     def wait(futures):
@@ -655,6 +656,18 @@ def admin(args):
         else f"{tp.topic}/{tp.partition}/earliest": f.result(timeout=15).offset
         for tp, f in client.list_offsets(specs).items()
     }
+    wait(client.delete_topics([topic]))
+    out["after_delete"] = topic in client.list_topics(timeout=10).topics
+    return out
+
+
+def admin_groups(args):
+    from confluent_kafka import ConsumerGroupTopicPartitions
+    from confluent_kafka.admin import AdminClient
+
+    client = AdminClient({"bootstrap.servers": args.bootstrap})
+    group = args.group
+    out = {}
     groups = client.list_consumer_groups().result(timeout=15)
     out["groups"] = sorted(g.group_id for g in groups.valid)
     described = client.describe_consumer_groups([group])
@@ -673,8 +686,6 @@ def admin(args):
             out["group_offsets"] = {
                 f"{tp.topic}/{tp.partition}": tp.offset for tp in res.topic_partitions
             }
-    wait(client.delete_topics([topic]))
-    out["after_delete"] = topic in client.list_topics(timeout=10).topics
     return out
 
 
@@ -741,6 +752,8 @@ def main():
         emit(client.longpoll(args.topic, args.partition, args.metrics_url))
     elif command == "admin":
         emit(admin(args))
+    elif command == "admin-groups":
+        emit(admin_groups(args))
     else:
         fail(f"unknown command {command!r}")
 

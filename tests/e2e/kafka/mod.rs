@@ -65,9 +65,13 @@ pub fn clients_ready(test: &str) -> bool {
     false
 }
 
-/// A node for Kafka tests; topics are auto-created when a client asks for one.
+/// A node for Kafka tests; topics are auto-created when a client asks for one, and
+/// commit-log segments are small (these tests store little; several run at once).
 pub fn kafka_node(envs: &[(&str, &str)]) -> Node {
-    let mut all = vec![("WEIR_AUTO_CREATE_TOPICS", "true")];
+    let mut all = vec![
+        ("WEIR_AUTO_CREATE_TOPICS", "true"),
+        ("WEIR_SEGMENT_SIZE", "67108864"),
+    ];
     all.extend_from_slice(envs);
     let node = Node::start_with_env(&[], &all);
     assert!(

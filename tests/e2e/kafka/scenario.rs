@@ -83,8 +83,12 @@ impl Protocol for Native {
                     .iter()
                     .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
                     .collect();
+                // The CLI prints "" for no key.
                 let msg = Msg {
-                    key: v["key"].as_str().map(str::to_owned),
+                    key: v["key"]
+                        .as_str()
+                        .filter(|k| !k.is_empty())
+                        .map(str::to_owned),
                     body: v["body"].as_str().unwrap().to_owned(),
                     properties,
                 };
