@@ -88,6 +88,11 @@ def parse_seek(seek):
     return kind, int(n)
 
 
+def conf_pairs(args):
+    """The --conf KEY=VALUE pairs."""
+    return [kv.split("=", 1) for kv in args.conf]
+
+
 def fetch_requests(metrics_url):
     """weir_requests_total{api="kafka_Fetch"} from the node's /metrics."""
     with urllib.request.urlopen(metrics_url, timeout=5) as response:
@@ -183,7 +188,7 @@ class Confluent:
 
     def consume(self, topic, partition, seek, count, timeout):
         TP = self.ck.TopicPartition
-        consumer = self.consumer()
+        consumer = self.consumer(**dict(conf_pairs(self.args)))
         kind, n = parse_seek(seek)
         low, high = consumer.get_watermark_offsets(TP(topic, partition), timeout=10)
         if kind == "beginning":
@@ -364,7 +369,8 @@ class KafkaPython:
 
     def consume(self, topic, partition, seek, count, timeout):
         tp = self.kafka.TopicPartition(topic, partition)
-        consumer = self.consumer()
+        extra = {k: int(v) if v.isdigit() else v for k, v in conf_pairs(self.args)}
+        consumer = self.consumer(**extra)
         consumer.assign([tp])
         kind, n = parse_seek(seek)
         if kind == "beginning":
@@ -390,7 +396,12 @@ class KafkaPython:
                 for msg in msgs:
                     records.append(
                         record(
-                            msg.partition, msg.offset, msg.key, msg.value, msg.headers, msg.timestamp
+                            msg.partition,
+                            msg.offset,
+                            msg.key,
+                            msg.value,
+                            msg.headers,
+                            msg.timestamp,
                         )
                     )
         consumer.close()
@@ -590,15 +601,10 @@ def run_longpoll(metrics_url, poll, produce):
         if poll():
             fail("longpoll: a record came while idle")
     after = fetch_requests(metrics_url)
-    produced = {}
-
-    def produce_now():
-        produce()
-        produced["at"] = time.time()
-
-    thread = threading.Thread(target=produce_now)
+    started = time.time()
+    thread = threading.Thread(target=produce)
     thread.start()
-    deadline = time.time() + 10
+    deadline = started + 10
     got = []
     while not got and time.time() < deadline:
         got = poll()
@@ -609,7 +615,7 @@ def run_longpoll(metrics_url, poll, produce):
     return {
         "idle_fetch_requests": after - before,
         "idle_seconds": 1.0,
-        "latency_ms": int((received - produced.get("at", received)) * 1000),
+        "latency_ms": int((received - started) * 1000),
         "value": text(got[0].value() if callable(getattr(got[0], "value", None)) else got[0].value),
     }
 
@@ -701,7 +707,12 @@ def main():
     parser.add_argument("--acks", default="1", choices=["0", "1", "all"])
     parser.add_argument("--compression", default="none")
     parser.add_argument("--idempotent", action="store_true")
-    parser.add_argument("--conf", action="append", default=[], help="confluent: KEY=VALUE")
+    parser.add_argument(
+        "--conf",
+        action="append",
+        default=[],
+        help="client settings, KEY=VALUE (confluent: produce, consume; kafka-python: consume)",
+    )
     parser.add_argument("--seek", default="beginning")
     parser.add_argument("--count", type=int, default=0)
     parser.add_argument("--wait", type=float, default=10.0, help="consume: seconds for --count")
@@ -722,7 +733,7 @@ def main():
     command = args.command
     if command == "produce":
         messages = json.load(sys.stdin)
-        extra = dict(kv.split("=", 1) for kv in args.conf)
+        extra = dict(conf_pairs(args))
         results = client.produce(
             args.topic, messages, acks_of(args.acks), args.compression, args.idempotent, extra
         )
