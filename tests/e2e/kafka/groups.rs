@@ -1,7 +1,8 @@
 //! Kafka consumer groups (the classic protocol) with real clients: a group grows from one
 //! member to three and shrinks back while records keep coming, each member committing what it
-//! read (with commit metadata) before reporting it. Every record is committed exactly once
-//! across the members; the committed offsets and their metadata read back the same after a
+//! read (with commit metadata) before reporting it; with round-robin one member crashes
+//! instead of leaving (its partitions move on after the session timeout). Every record is
+//! committed exactly once across the members; the committed offsets and their metadata read back the same after a
 //! broker restart, and a member joining then starts where the group left off.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -161,8 +162,17 @@ fn committed_offsets(node: &Node, group: &str) -> Vec<(i64, Option<String>)> {
         .collect()
 }
 
+/// How the third member goes away.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Exit {
+    /// It leaves the group (LeaveGroup).
+    Leaves,
+    /// It is killed: the coordinator notices when its session times out.
+    Crashes,
+}
+
 /// One member grows to three and shrinks back to one while records keep coming.
-fn group_grows_and_shrinks(client: &str, strategy: Option<&str>) {
+fn group_grows_and_shrinks(client: &str, strategy: Option<&str>, exit: Exit) {
     let mut node = kafka_node(&[]);
     node.ok(&[
         "topic",
@@ -219,7 +229,10 @@ fn group_grows_and_shrinks(client: &str, strategy: Option<&str>) {
     }
 
     // Back to one: it gets every partition again.
-    c.stop();
+    match exit {
+        Exit::Leaves => c.stop(),
+        Exit::Crashes => c.kill(),
+    }
     b.stop();
     wait_until(
         REBALANCE,
@@ -312,27 +325,27 @@ fn group_grows_and_shrinks(client: &str, strategy: Option<&str>) {
 #[test]
 fn confluent_kafka_group_range_grows_and_shrinks() {
     if clients_ready("confluent_kafka_group_range_grows_and_shrinks") {
-        group_grows_and_shrinks("confluent", Some("range"));
+        group_grows_and_shrinks("confluent", Some("range"), Exit::Leaves);
     }
 }
 
 #[test]
-fn confluent_kafka_group_roundrobin_grows_and_shrinks() {
-    if clients_ready("confluent_kafka_group_roundrobin_grows_and_shrinks") {
-        group_grows_and_shrinks("confluent", Some("roundrobin"));
+fn confluent_kafka_group_roundrobin_grows_and_shrinks_with_a_crash() {
+    if clients_ready("confluent_kafka_group_roundrobin_grows_and_shrinks_with_a_crash") {
+        group_grows_and_shrinks("confluent", Some("roundrobin"), Exit::Crashes);
     }
 }
 
 #[test]
 fn confluent_kafka_group_cooperative_sticky_grows_and_shrinks() {
     if clients_ready("confluent_kafka_group_cooperative_sticky_grows_and_shrinks") {
-        group_grows_and_shrinks("confluent", Some("cooperative-sticky"));
+        group_grows_and_shrinks("confluent", Some("cooperative-sticky"), Exit::Leaves);
     }
 }
 
 #[test]
 fn kafka_python_group_grows_and_shrinks() {
     if clients_ready("kafka_python_group_grows_and_shrinks") {
-        group_grows_and_shrinks("kafka-python", None);
+        group_grows_and_shrinks("kafka-python", None, Exit::Leaves);
     }
 }

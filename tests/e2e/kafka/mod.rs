@@ -395,6 +395,14 @@ impl Member {
     }
 }
 
+impl Member {
+    /// Kills it with SIGKILL, as a crash would: it never leaves the group.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Member {
     fn drop(&mut self) {
         let _ = self.child.kill();
