@@ -731,6 +731,9 @@ def main():
     signal.setitimer(signal.ITIMER_REAL, args.timeout)
     client = CLIENTS[args.client](args)
     command = args.command
+    per_client = ("produce", "consume", "member", "committed", "commit", "longpoll")
+    if command in per_client and not hasattr(client, command):
+        fail(f"{command} is not written for {args.client}")
     if command == "produce":
         messages = json.load(sys.stdin)
         extra = dict(conf_pairs(args))
