@@ -3,4 +3,5 @@
 //! start-up.
 
 pub(crate) mod http;
+pub(crate) mod kafka;
 pub(crate) mod native;

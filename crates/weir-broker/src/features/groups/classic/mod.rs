@@ -260,11 +260,6 @@ impl ClassicGroups {
         }
     }
 
-    /// The settings it runs with.
-    pub fn settings(&self) -> &ClassicSettings {
-        &self.settings
-    }
-
     fn mint_id(&self, prefix: &str) -> String {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         let prefix: String = prefix.chars().take(64).collect();

@@ -22,6 +22,16 @@ pub(crate) fn heartbeat(
 ) -> Result<Reply, RequestError> {
     weir_proto::validate_group_name(&request.group)?;
     require("member_id", &request.member_id)?;
+    if state.classic_groups.has_members(&request.group) {
+        return Err(RequestError::new(
+            ErrorCode::GroupInUseByOtherProtocol,
+            format!(
+                "group {:?} is in use by Kafka consumers; a group name is used by one protocol \
+                 at a time",
+                request.group
+            ),
+        ));
+    }
     let mode = match pb::ConsumeMode::try_from(request.mode) {
         Ok(pb::ConsumeMode::Clustering) => Mode::Clustering,
         Ok(pb::ConsumeMode::Broadcast) => Mode::Broadcast,
