@@ -225,6 +225,8 @@ fn a_second_node_on_the_same_data_directory_refuses_to_start() {
             "127.0.0.1:0",
             "--http",
             "127.0.0.1:0",
+            "--kafka",
+            "",
             "--data-dir",
         ])
         .arg(node.data_dir())

@@ -332,7 +332,15 @@ fn a_data_directory_in_the_old_format_is_refused() {
     let segment = log.join("00000000000000000000");
     std::fs::write(&segment, &old).unwrap();
     let mut child = std::process::Command::new(WEIR)
-        .args(["serve", "--listen", "127.0.0.1:0", "--http", ""])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "",
+            "--kafka",
+            "",
+        ])
         .arg("--data-dir")
         .arg(&data)
         .stdout(std::process::Stdio::null())

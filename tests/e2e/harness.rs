@@ -17,6 +17,8 @@ pub struct Node {
     pub addr: String,
     /// The HTTP address it listens on (from the `weir http on ADDR` line), if it printed one.
     pub http_addr: Option<String>,
+    /// The Kafka address it listens on (from the `weir kafka on ADDR` line), if it printed one.
+    pub kafka_addr: Option<String>,
     dir: tempfile::TempDir,
     extra_args: Vec<String>,
     envs: Vec<(String, String)>,
@@ -35,6 +37,7 @@ impl Node {
             child: None,
             addr: "127.0.0.1:0".into(),
             http_addr: None,
+            kafka_addr: None,
             dir,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             envs: envs
@@ -64,8 +67,12 @@ impl Node {
             .arg("--listen")
             .arg(&self.addr)
             .arg("--http")
-            .arg(self.http_addr.as_deref().unwrap_or("127.0.0.1:0"))
-            .args(&self.extra_args)
+            .arg(self.http_addr.as_deref().unwrap_or("127.0.0.1:0"));
+        if !self.extra_args.iter().any(|a| a == "--kafka") {
+            cmd.arg("--kafka")
+                .arg(self.kafka_addr.as_deref().unwrap_or("127.0.0.1:0"));
+        }
+        cmd.args(&self.extra_args)
             .current_dir(self.dir.path())
             .env("RUST_LOG", "info");
         for (k, v) in &self.envs {
@@ -106,11 +113,16 @@ impl Node {
             .and_then(|rest| rest.split_whitespace().next())
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
         self.addr = addr.to_string();
-        // The second line, `weir http on ADDR`, follows at once.
-        self.http_addr = rx
-            .recv_timeout(Duration::from_secs(10))
-            .ok()
-            .and_then(|line| line.strip_prefix("weir http on ").map(str::to_owned));
+        // `weir http on ADDR` and `weir kafka on ADDR` follow at once, when those listeners
+        // are open.
+        while let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
+            if let Some(addr) = line.strip_prefix("weir http on ") {
+                self.http_addr = Some(addr.to_owned());
+            } else if let Some(addr) = line.strip_prefix("weir kafka on ") {
+                self.kafka_addr = Some(addr.to_owned());
+                break;
+            }
+        }
         self.child = Some(child);
     }
 

@@ -30,6 +30,8 @@ use crate::features::retry::Retries;
 use crate::features::transaction::{self, Transactions};
 use crate::protocols::http::HttpServer;
 use crate::protocols::http::metrics_endpoint;
+use crate::protocols::in_flight::BrokerBudget;
+use crate::protocols::kafka::{self, Endpoint, dispatch::Listener as KafkaListener};
 use crate::protocols::native::outbox::Outboxes;
 use crate::protocols::native::registration::{Registrar, Target};
 use crate::protocols::native::server;
@@ -49,6 +51,8 @@ pub struct Broker {
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     http_addr: Option<SocketAddr>,
+    /// The bound address of the Kafka listener, when one is configured.
+    kafka_addr: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -57,6 +61,7 @@ impl std::fmt::Debug for Broker {
             .field("local_addr", &self.state.identity.local_addr)
             .field("advertised_addr", &self.state.identity.advertised_addr)
             .field("http_addr", &self.http_addr)
+            .field("kafka_addr", &self.kafka_addr)
             .finish_non_exhaustive()
     }
 }
@@ -149,6 +154,10 @@ impl Broker {
         let local_addr = listener
             .local_addr()
             .map_err(|e| BrokerError::io("reading the bound address", e))?;
+        let kafka = match config.kafka_listen.as_deref().filter(|a| !a.is_empty()) {
+            Some(addr) => Some(bind_kafka(addr, config.kafka_advertised_addr.as_deref()).await?),
+            None => None,
+        };
         let identity = Arc::new(Identity {
             cluster_name: config.cluster_name.clone(),
             broker_name: Arc::from(config.broker_name.as_str()),
@@ -229,11 +238,18 @@ impl Broker {
         // The first registration happens before we return, so routes exist at once.
         registrar.register_all().await;
         let outboxes = Arc::new(Outboxes::default());
-        let tasks = vec![
-            tokio::spawn(server::accept_loop(
+        // One budget for every listener: the broker's memory bound holds across protocols.
+        let budget = BrokerBudget::new(
+            state.config.max_in_flight_bytes,
+            state.config.max_answer_bytes,
+            state.config.max_connection_in_flight_bytes,
+        );
+        let mut tasks = vec![
+            tokio::spawn(server::serve(
                 state.clone(),
                 outboxes.clone(),
                 listener,
+                budget.clone(),
                 shutdown_rx.clone(),
             )),
             tokio::spawn(registrar.run(shutdown_rx.clone())),
@@ -247,8 +263,22 @@ impl Broker {
                 outboxes,
                 shutdown_rx.clone(),
             )),
-            tokio::spawn(housekeeping(state.clone(), shutdown_rx)),
+            tokio::spawn(housekeeping(state.clone(), shutdown_rx.clone())),
         ];
+        let kafka_addr = kafka.as_ref().map(|(_, addr, _)| *addr);
+        if let Some((socket, addr, endpoint)) = kafka {
+            tracing::info!(%addr, advertised = %format!("{}:{}", endpoint.host, endpoint.port), "kafka listener started");
+            let listener = Arc::new(KafkaListener {
+                state: state.clone(),
+                endpoint,
+            });
+            tasks.push(tokio::spawn(kafka::server::serve(
+                listener,
+                socket,
+                budget,
+                shutdown_rx.clone(),
+            )));
+        }
         if let Some(http) = http {
             http.shared.set_broker(state.clone());
         }
@@ -266,6 +296,7 @@ impl Broker {
             shutdown,
             tasks,
             http_addr: None,
+            kafka_addr,
         })
     }
 
@@ -283,6 +314,11 @@ impl Broker {
     /// The bound address of the HTTP listener, if one is configured.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
+    }
+
+    /// The bound address of the Kafka listener, if one is configured.
+    pub fn kafka_addr(&self) -> Option<SocketAddr> {
+        self.kafka_addr
     }
 
     /// The address put in routes and message ids.
@@ -413,6 +449,52 @@ fn default_advertised(local: SocketAddr) -> SocketAddr {
     } else {
         local
     }
+}
+
+/// Binds the Kafka listener; answers the socket, its bound address and the endpoint clients
+/// are told (`advertised`, else the bound address with an unspecified IP made loopback).
+async fn bind_kafka(
+    addr: &str,
+    advertised: Option<&str>,
+) -> Result<(TcpListener, SocketAddr, Endpoint), BrokerError> {
+    let socket = TcpListener::bind(addr)
+        .await
+        .map_err(|source| BrokerError::Bind {
+            addr: addr.to_owned(),
+            source,
+        })?;
+    let bound = socket
+        .local_addr()
+        .map_err(|e| BrokerError::io("reading the bound kafka address", e))?;
+    let endpoint = match advertised.filter(|a| !a.is_empty()) {
+        Some(advertised) => {
+            let (host, port) = advertised.rsplit_once(':').ok_or_else(|| {
+                BrokerError::Config(format!(
+                    "kafka_advertised_addr {advertised:?} is not host:port"
+                ))
+            })?;
+            let port = port.parse::<u16>().map_err(|_| {
+                BrokerError::Config(format!(
+                    "kafka_advertised_addr {advertised:?} has no valid port"
+                ))
+            })?;
+            Endpoint {
+                host: host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned(),
+                port: i32::from(port),
+            }
+        }
+        None => {
+            let shown = default_advertised(bound);
+            Endpoint {
+                host: shown.ip().to_string(),
+                port: i32::from(shown.port()),
+            }
+        }
+    };
+    Ok((socket, bound, endpoint))
 }
 
 /// Periodic chores: write dirty offsets, drop silent group members and expired brokers, keep

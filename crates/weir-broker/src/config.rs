@@ -29,6 +29,12 @@ pub struct BrokerConfig {
     /// Serve the web dashboard at `/` of the HTTP listener (it is read-write, like the admin
     /// API, so it listens only where `http_listen` does).
     pub dashboard: bool,
+    /// Address of the Kafka listener (`host:port`; port 0 picks a free port). `None` or
+    /// empty: none — the library default; `weir serve` defaults it to `127.0.0.1:9092`.
+    pub kafka_listen: Option<String>,
+    /// Address Kafka clients are told to use (Metadata, FindCoordinator); default: the bound
+    /// Kafka address (an unspecified IP such as `0.0.0.0` replaced by `127.0.0.1`).
+    pub kafka_advertised_addr: Option<String>,
     /// Address put in routes and message ids; default: the bound address (an unspecified IP
     /// such as `0.0.0.0` replaced by `127.0.0.1`).
     pub advertised_addr: Option<String>,
@@ -142,6 +148,8 @@ impl Default for BrokerConfig {
             listen: "127.0.0.1:9876".to_owned(),
             http_listen: None,
             dashboard: true,
+            kafka_listen: None,
+            kafka_advertised_addr: None,
             advertised_addr: None,
             name_servers: Vec::new(),
             cluster_name: "DefaultCluster".to_owned(),

@@ -19,8 +19,10 @@
 //!                groups (coordinator, offsets, offsets_check, shared)
 //! ops/           protocol-neutral operations: produce, pull, send (one message from
 //!                fields), topics, groups, lookups, browse, dead letters, overview
-//! protocols/     native (frames + protobuf: server, connection, in_flight budgets,
-//!                dispatch, handlers, outbox, registration with name servers),
+//! protocols/     accept (the accept loop every listener runs), in_flight (byte budgets),
+//!                socket; native (frames + protobuf: server, connection, dispatch,
+//!                handlers, outbox, registration with name servers), kafka (the Kafka wire
+//!                protocol with the kafka-protocol crate),
 //!                http (admin API, dashboard, history, metrics, probes, damaged ranges)
 //! routing/       the name-server registry (routes from broker registrations)
 //! ```

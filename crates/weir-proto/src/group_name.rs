@@ -39,7 +39,7 @@ pub fn validate_group_name(name: &str) -> Result<(), GroupNameError> {
     match names::validate(name) {
         Ok(()) => Ok(()),
         Err(InvalidName::Length) => bad("must be 1 to 120 characters"),
-        Err(InvalidName::Reserved) => bad("names starting with '%' are reserved"),
+        Err(InvalidName::Reserved) => bad("names starting with '%' or '__weir_' are reserved"),
         Err(InvalidName::Character) => bad("only A-Z a-z 0-9 . _ - are allowed"),
     }
 }

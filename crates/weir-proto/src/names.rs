@@ -24,6 +24,10 @@ pub const RETRY_PREFIX: &str = "%RETRY%";
 /// Prefix of a group's dead-letter topic.
 pub const DLQ_PREFIX: &str = "%DLQ%";
 
+/// Prefix of the names Kafka clients see for internal topics (`__weir_retry.<group>`,
+/// `__weir_dlq.<group>`); user topics may not start with it either.
+pub const KAFKA_RESERVED_PREFIX: &str = "__weir_";
+
 /// Longest topic or group name, in bytes.
 pub const MAX_NAME_LEN: usize = 127;
 
@@ -72,7 +76,7 @@ pub enum InvalidName {
     #[error("must be 1 to 127 characters")]
     Length,
     /// Starts with [`INTERNAL_PREFIX`].
-    #[error("names starting with '%' are reserved for internal topics")]
+    #[error("names starting with '%' or '__weir_' are reserved for internal topics")]
     Reserved,
     /// Has a character outside `A-Z a-z 0-9 . _ -`.
     #[error("only A-Z a-z 0-9 . _ - are allowed")]
@@ -87,7 +91,7 @@ pub fn validate(name: &str) -> Result<(), InvalidName> {
     if name.is_empty() || name.len() > MAX_NAME_LEN {
         return Err(InvalidName::Length);
     }
-    if name.starts_with(INTERNAL_PREFIX) {
+    if name.starts_with(INTERNAL_PREFIX) || name.starts_with(KAFKA_RESERVED_PREFIX) {
         return Err(InvalidName::Reserved);
     }
     if !name

@@ -1040,6 +1040,62 @@ impl Store {
         Ok(out)
     }
 
+    /// The first message whose own (producer's) timestamp is at or after `timestamp_ms`, as
+    /// Kafka's ListOffsets finds it: `(queue offset, its timestamp)`, or `None` when every
+    /// message is older.
+    ///
+    /// A binary search over the batches' max timestamps (a message's is its batch's, so the
+    /// search lands on a batch's first message), then a walk of that one batch. Exact while
+    /// producers' clocks move forward; with clocks that jump back it answers a nearby offset,
+    /// as Kafka's time index does.
+    pub fn offset_for_record_time(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        timestamp_ms: i64,
+    ) -> Result<Option<(u64, i64)>, StoreError> {
+        let Some(cq) = self.inner.queues.get(topic, queue_id) else {
+            return Ok(None);
+        };
+        let (mut lo, mut hi) = (cq.min(), cq.max());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let entry = cq.entry(mid)?;
+            let ts = self
+                .inner
+                .log
+                .with_bytes(entry.offset, entry.size as usize, |b| {
+                    batch::Entry::parse(b).map(|e| e.max_timestamp()).ok()
+                })
+                .flatten()
+                .unwrap_or(i64::MIN);
+            if ts < timestamp_ms {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        if lo >= cq.max() {
+            return Ok(None);
+        }
+        let entry = cq.entry(lo)?;
+        let found = self
+            .inner
+            .log
+            .with_bytes(entry.offset, entry.size as usize, |b| {
+                let e = batch::Entry::parse(b).ok()?;
+                let base = e.stamp().base_offset;
+                let records = e.records(batch::MAX_UNCOMPRESSED_LEN).ok()?;
+                records.iter().find_map(|r| {
+                    let r = r.ok()?;
+                    let offset = base + u64::from(r.offset_delta);
+                    (offset >= lo && r.timestamp >= timestamp_ms).then_some((offset, r.timestamp))
+                })
+            })
+            .flatten();
+        Ok(found)
+    }
+
     /// The first queue offset whose store timestamp is at or after `timestamp_ms`; the queue's
     /// max offset if there is none.
     pub fn offset_for_time(

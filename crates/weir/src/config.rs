@@ -17,6 +17,8 @@ use weir_broker::BrokerConfig;
 const DEFAULT_CONFIG_FILE: &str = "weir.toml";
 /// The HTTP listener of `weir serve` unless configured otherwise (the library opens none).
 const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9877";
+/// The Kafka listener of `weir serve` unless configured otherwise (the library opens none).
+const DEFAULT_KAFKA_LISTEN: &str = "127.0.0.1:9092";
 
 /// Settings given as command-line flags; each one set overrides every other source.
 #[derive(Debug, Default, Serialize)]
@@ -36,6 +38,9 @@ pub struct FlagOverrides {
     /// `--http`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_listen: Option<String>,
+    /// `--kafka`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_listen: Option<String>,
     /// `--dashboard`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dashboard: Option<bool>,
@@ -45,6 +50,7 @@ pub struct FlagOverrides {
 pub fn load(file: Option<&Path>, flags: FlagOverrides) -> anyhow::Result<BrokerConfig> {
     let defaults = BrokerConfig {
         http_listen: Some(DEFAULT_HTTP_LISTEN.to_owned()),
+        kafka_listen: Some(DEFAULT_KAFKA_LISTEN.to_owned()),
         ..BrokerConfig::default()
     };
     let known_keys: Vec<String> = match figment::value::Value::serialize(&defaults) {

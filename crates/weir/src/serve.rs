@@ -27,6 +27,10 @@ pub struct ServeArgs {
     /// port; an empty string opens none).
     #[arg(long = "http", value_name = "ADDR")]
     http_listen: Option<String>,
+    /// Address of the Kafka protocol listener (port 0 picks a free port; an empty string
+    /// opens none).
+    #[arg(long = "kafka", value_name = "ADDR")]
+    kafka_listen: Option<String>,
     /// Serve the web dashboard at / of the HTTP listener (`--dashboard false` turns it off).
     #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
     dashboard: Option<bool>,
@@ -74,6 +78,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             flush: args.flush,
             advertised_addr: args.advertised_addr,
             http_listen: args.http_listen,
+            kafka_listen: args.kafka_listen,
             dashboard: args.dashboard,
         },
     )?;
@@ -92,6 +97,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     if let Some(addr) = broker.http_addr() {
         println!("weir http on {addr}");
+    }
+    if let Some(addr) = broker.kafka_addr() {
+        println!("weir kafka on {addr}");
     }
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),

@@ -175,6 +175,18 @@ impl MessageLog {
         self.store.offset_for_time(topic, queue_id, timestamp_ms)
     }
 
+    /// The first message whose own timestamp is at or after `timestamp_ms`: its queue offset
+    /// and timestamp (Kafka's ListOffsets by time).
+    pub fn offset_for_record_time(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        timestamp_ms: i64,
+    ) -> Result<Option<(u64, i64)>, StoreError> {
+        self.store
+            .offset_for_record_time(topic, queue_id, timestamp_ms)
+    }
+
     /// Drops a deleted topic's queues and indexes (its records stay until retention).
     pub fn delete_queues(&self, topic: &str) -> Result<(), StoreError> {
         self.store.delete_queues(topic)

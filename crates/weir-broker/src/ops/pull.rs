@@ -109,10 +109,11 @@ pub(crate) async fn pull(
 
 /// Counts a pull in `weir_long_poll_waiters` while it waits; dropping it (the wait ended, or
 /// the request was dropped with its connection) counts it out.
-struct WaiterGauge;
+pub(crate) struct WaiterGauge;
 
 impl WaiterGauge {
-    fn enter() -> WaiterGauge {
+    /// Counts one waiter in until dropped.
+    pub(crate) fn enter() -> WaiterGauge {
         metrics::gauge!(LONG_POLL_WAITERS).increment(1.0);
         WaiterGauge
     }

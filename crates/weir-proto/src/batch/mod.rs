@@ -297,6 +297,28 @@ pub fn wrap_batch(topic: &str, batch: &[u8], dst: &mut bytes::BytesMut) -> Resul
     Ok(())
 }
 
+/// Sets the envelope's [`envelope_flags::DELAYED`] bit of the entry at the start of `entry`
+/// when one of its records has a `TIMER_DELIVER_MS` or `TIMER_DELAY_SEC` header (a batch a
+/// Kafka producer made, whose envelope the broker wrote: Weir's own builder sets the bit as
+/// it adds the header). Walks the records once, decompressing a compressed batch (bounded by
+/// [`MAX_UNCOMPRESSED_LEN`]); answers whether the bit is set.
+pub fn mark_delayed(entry: &mut [u8]) -> Result<bool, BatchError> {
+    let parsed = Entry::parse(entry)?;
+    let records = parsed.records(MAX_UNCOMPRESSED_LEN)?;
+    let mut timed = false;
+    for record in records.iter() {
+        let record = record?;
+        if record.header(HEADER_DELIVER_MS).is_some() || record.header(HEADER_DELAY_SEC).is_some() {
+            timed = true;
+            break;
+        }
+    }
+    if timed {
+        entry[OFF_FLAGS] |= envelope_flags::DELAYED;
+    }
+    Ok(timed)
+}
+
 /// Reads the `entry_len` field at the start of `buf`, if four bytes are there.
 pub fn peek_entry_len(buf: &[u8]) -> Option<u32> {
     (buf.len() >= 4).then(|| be_u32(buf, OFF_ENTRY_LEN))

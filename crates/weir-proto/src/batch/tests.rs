@@ -280,3 +280,31 @@ fn tag_and_deliver_at_come_from_headers() {
     assert_eq!(tag_hash("TagA"), tag_hash(view.tag()));
     assert_eq!(tag_hash(""), 0);
 }
+
+#[test]
+fn a_kafka_batch_with_a_timer_header_is_marked_delayed() {
+    for (codec, timed) in [
+        (Compression::None, false),
+        (Compression::None, true),
+        (Compression::Zstd, true),
+    ] {
+        let mut builder = BatchBuilder::new("t", BatchOptions::default()).unwrap();
+        for i in 0..3u8 {
+            let header = (timed && i == 2).then_some(("TIMER_DELAY_SEC", Some(&b"5"[..])));
+            let fields = RecordFields {
+                timestamp: 1,
+                key: None,
+                value: Some(&[i][..]),
+            };
+            builder.push(&fields, header.into_iter()).unwrap();
+        }
+        let built = builder.finish(codec).unwrap();
+        // As a Kafka producer sends it: the batch alone, wrapped by the broker (flags 0).
+        let mut entry = BytesMut::new();
+        wrap_batch("t", Entry::parse(&built).unwrap().batch(), &mut entry).unwrap();
+        assert_eq!(Entry::parse(&entry).unwrap().envelope_flags(), 0);
+        assert_eq!(mark_delayed(&mut entry).unwrap(), timed);
+        let flags = Entry::parse(&entry).unwrap().envelope_flags();
+        assert_eq!(flags & envelope_flags::DELAYED != 0, timed, "{codec:?}");
+    }
+}

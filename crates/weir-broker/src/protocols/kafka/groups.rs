@@ -5,7 +5,7 @@
 //! Each handler takes the decoded request and its version and returns the response for that
 //! version: fields a version does not carry are left at their defaults, since the codec
 //! refuses some of them set. A Kafka partition is the Weir queue of the same index, a topic
-//! name is the Weir topic name, a Kafka offset is the queue offset.
+//! name maps to a Weir topic as [`names`] says, a Kafka offset is the queue offset.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,6 +31,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use super::names;
 use crate::features::groups::classic::{
     ClassicError, GroupState, JoinRequest, Joined, Protocol, SyncRequest,
 };
@@ -44,10 +45,6 @@ const CONSUMER: &str = "consumer";
 
 fn text(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_owned())
-}
-
-fn opt_text(s: Option<&str>) -> Option<StrBytes> {
-    s.map(text)
 }
 
 fn millis(ms: i32) -> Duration {
@@ -366,6 +363,7 @@ fn commit_one(
     let Ok(queue_id) = u32::try_from(partition) else {
         return ResponseError::UnknownTopicOrPartition.code();
     };
+    let topic = &*names::to_weir(topic);
     if state.topics.check_queue(topic, queue_id).is_err() {
         return ResponseError::UnknownTopicOrPartition.code();
     }
@@ -399,10 +397,9 @@ fn fetch_offsets(
                 let fetched = partitions
                     .into_iter()
                     .map(|partition| {
+                        let topic = names::to_weir(name.as_str());
                         let committed = u32::try_from(partition).ok().and_then(|queue_id| {
-                            state
-                                .offsets
-                                .get_with_metadata(group, name.as_str(), queue_id)
+                            state.offsets.get_with_metadata(group, &topic, queue_id)
                         });
                         match committed {
                             Some((offset, metadata)) => (
@@ -422,6 +419,10 @@ fn fetch_offsets(
             for (topic, queue_id, offset, metadata) in
                 state.offsets.group_offsets_with_metadata(group)
             {
+                // Internal topics Kafka clients never see are left out.
+                let Some(topic) = names::to_kafka(&topic).map(|t| t.into_owned()) else {
+                    continue;
+                };
                 by_topic.entry(topic).or_default().push((
                     i32::try_from(queue_id).unwrap_or(i32::MAX),
                     i64::try_from(offset).unwrap_or(i64::MAX),

@@ -13,7 +13,7 @@
 //! buffer and one `write_all`. A framing error (a frame over the limit, a bad length) closes
 //! this connection only; the stream can no longer be trusted.
 //!
-//! Memory a connection holds is bounded (see [`crate::in_flight`]): requests and answers are
+//! Memory a connection holds is bounded (see [`crate::protocols::in_flight`]): requests and answers are
 //! charged to the connection's and the broker's byte budgets; a produce that does not fit is
 //! answered `busy`, a pull answer that does not fit too, anything else waits, and while the
 //! connection's unsent answers fill its share the reader stops reading. The read buffer grows with the bytes that arrived, never with a frame's
@@ -40,10 +40,11 @@ use weir_proto::{ApiKey, ErrorCode, Frame, FrameCodec, Header, OutFrame, pb};
 use crate::core::session::ConnectionId;
 use crate::error::RequestError;
 use crate::metrics_catalog::{CONNECTIONS, CONNECTIONS_IDLE_CLOSED_TOTAL, REQUESTS_TOTAL};
+use crate::protocols::in_flight::{ConnectionBudget, Pool};
 use crate::protocols::native::dispatch::dispatch;
 use crate::protocols::native::handlers::{Reply, RequestContext};
-use crate::protocols::native::in_flight::{ConnectionBudget, Pool};
 use crate::protocols::native::outbox::{Outboxes, Outgoing};
+use crate::protocols::socket::write_progressing;
 use crate::state::BrokerState;
 
 /// Requests one connection may have in flight; the reader stops reading at this many.
@@ -402,30 +403,6 @@ async fn write_loop(
         charges.clear();
     }
     let _ = write.shutdown().await;
-}
-
-/// Writes all of `buf`, failing with `TimedOut` if the peer takes no byte for `stall_limit`
-/// (a slow reader that keeps taking bytes is never cut off).
-async fn write_progressing(
-    write: &mut OwnedWriteHalf,
-    buf: &[u8],
-    stall_limit: Option<Duration>,
-) -> std::io::Result<()> {
-    let mut written = 0;
-    while written < buf.len() {
-        let step = write.write(&buf[written..]);
-        let n = match stall_limit {
-            Some(limit) => tokio::time::timeout(limit, step)
-                .await
-                .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))?,
-            None => step.await?,
-        };
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        written += n;
-    }
-    Ok(())
 }
 
 /// Encodes an answer; one too large for a frame becomes an `internal` error answer.

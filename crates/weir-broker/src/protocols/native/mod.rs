@@ -7,7 +7,6 @@
 pub(crate) mod connection;
 pub(crate) mod dispatch;
 pub(crate) mod handlers;
-pub(crate) mod in_flight;
 pub(crate) mod outbox;
 pub(crate) mod registration;
 pub(crate) mod server;

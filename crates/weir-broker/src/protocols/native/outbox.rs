@@ -13,7 +13,7 @@ use weir_proto::{ApiKey, Header, OutFrame, pb};
 
 use crate::core::session::ConnectionId;
 use crate::features::transaction::check::{CheckBack, CheckBackSender};
-use crate::protocols::native::in_flight::Charge;
+use crate::protocols::in_flight::Charge;
 
 /// A frame on its way to a connection's writer, with the bytes it holds charged.
 pub(crate) type Outgoing = (OutFrame, Charge);

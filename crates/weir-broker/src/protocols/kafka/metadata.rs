@@ -1,0 +1,159 @@
+//! `Metadata` and `FindCoordinator`: this one broker leads every partition and coordinates
+//! every group.
+//!
+//! Metadata creates a topic it is asked about when the client allows it and the broker's
+//! `auto_create_topics` is on. Internal topics are left out, but for retry and dead-letter
+//! topics under their Kafka names (see [`super::names`]). Leader epochs are 0 everywhere (a
+//! standalone broker's epoch), the same number the stored batches carry and
+//! OffsetForLeaderEpoch answers.
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::find_coordinator_response::{Coordinator, FindCoordinatorResponse};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponse, MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, MetadataRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use uuid::Uuid;
+
+use crate::core::topics;
+use crate::protocols::kafka::errors;
+use crate::protocols::kafka::names::{to_kafka, to_weir};
+use crate::protocols::kafka::{Endpoint, NODE_ID};
+use crate::state::BrokerState;
+
+/// The leader epoch of every partition: a standalone broker's.
+pub(crate) const LEADER_EPOCH: i32 = 0;
+
+/// A topic's id: stable, derived from its name (the id APIs that use it are not offered).
+pub(crate) fn topic_id(name: &str) -> Uuid {
+    Uuid::from_u128(xxhash_rust::xxh3::xxh3_128(name.as_bytes()))
+}
+
+/// Answers `Metadata`: the broker, and the topics asked for (all when none are named).
+pub(crate) fn metadata(
+    state: &BrokerState,
+    endpoint: &Endpoint,
+    request: MetadataRequest,
+    version: i16,
+) -> MetadataResponse {
+    let names: Vec<String> = match request.topics {
+        // v0 names no topics to mean all of them; later versions say so with null.
+        Some(topics) if !(version == 0 && topics.is_empty()) => topics
+            .into_iter()
+            .filter_map(|t| t.name.map(|n| n.0.as_str().to_owned()))
+            .collect(),
+        _ => state
+            .topics
+            .list()
+            .into_iter()
+            .filter_map(|(name, _)| to_kafka(&name).map(|n| n.into_owned()))
+            .collect(),
+    };
+    // Before v4 a client could not say no: Kafka created topics for them when configured to.
+    let may_create = version < 4 || request.allow_auto_topic_creation;
+    let topics = names
+        .into_iter()
+        .map(|name| topic(state, &name, may_create, version))
+        .collect();
+    let mut response = MetadataResponse::default()
+        .with_brokers(vec![
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(NODE_ID))
+                .with_host(StrBytes::from_string(endpoint.host.clone()))
+                .with_port(endpoint.port),
+        ])
+        .with_topics(topics);
+    if version >= 1 {
+        response.controller_id = BrokerId(NODE_ID);
+    }
+    if version >= 2 {
+        response.cluster_id = Some(StrBytes::from_string(state.identity.cluster_name.clone()));
+    }
+    response
+}
+
+/// One topic's metadata, created first when allowed and missing.
+fn topic(
+    state: &BrokerState,
+    kafka_name: &str,
+    may_create: bool,
+    version: i16,
+) -> MetadataResponseTopic {
+    let weir_name = to_weir(kafka_name);
+    let mut found = state.topics.get(&weir_name).map(|t| t.queues);
+    let mut error = None;
+    if found.is_none() && may_create && state.config.auto_create_topics {
+        match topics::validate_name(&weir_name).and_then(|()| {
+            state
+                .topics
+                .get_or_create(&weir_name, state.config.default_queues)
+        }) {
+            Ok(config) => {
+                tracing::info!(topic = %weir_name, queues = config.queues, "topic auto-created for a kafka client");
+                found = Some(config.queues);
+            }
+            Err(e) => error = Some(errors::kafka_code(e.code)),
+        }
+    }
+    let mut topic = MetadataResponseTopic::default().with_name(Some(TopicName(
+        StrBytes::from_string(kafka_name.to_owned()),
+    )));
+    if version >= 10 {
+        topic.topic_id = topic_id(kafka_name);
+    }
+    if version >= 1 {
+        topic.is_internal = weir_proto::names::is_internal(&weir_name);
+    }
+    match found {
+        Some(queues) => {
+            topic.partitions = (0..queues)
+                .map(|queue| partition(queue as i32, version))
+                .collect();
+        }
+        None => {
+            topic.error_code = error.unwrap_or(ResponseError::UnknownTopicOrPartition.code());
+        }
+    }
+    topic
+}
+
+fn partition(index: i32, version: i16) -> MetadataResponsePartition {
+    let mut partition = MetadataResponsePartition::default()
+        .with_partition_index(index)
+        .with_leader_id(BrokerId(NODE_ID))
+        .with_replica_nodes(vec![BrokerId(NODE_ID)])
+        .with_isr_nodes(vec![BrokerId(NODE_ID)]);
+    if version >= 7 {
+        partition.leader_epoch = LEADER_EPOCH;
+    }
+    partition
+}
+
+/// Answers `FindCoordinator`: this broker coordinates every group (and would every
+/// transaction). v4 asks for several keys at once.
+pub(crate) fn find_coordinator(
+    endpoint: &Endpoint,
+    request: FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
+    let host = StrBytes::from_string(endpoint.host.clone());
+    if version >= 4 {
+        let coordinators = request
+            .coordinator_keys
+            .into_iter()
+            .map(|key| {
+                Coordinator::default()
+                    .with_key(key)
+                    .with_node_id(BrokerId(NODE_ID))
+                    .with_host(host.clone())
+                    .with_port(endpoint.port)
+            })
+            .collect();
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    FindCoordinatorResponse::default()
+        .with_node_id(BrokerId(NODE_ID))
+        .with_host(host)
+        .with_port(endpoint.port)
+}
