@@ -14,6 +14,7 @@ mod groups;
 mod harness;
 mod http_api;
 mod idempotence;
+mod kafka_groups;
 mod metrics;
 mod names;
 mod orderly;
