@@ -26,6 +26,7 @@ use super::{
     ClassicSettings, GroupState, JoinRequest, Joined, JoinedMember, MemberDescription, Protocol,
     SyncRequest, Synced,
 };
+use crate::metrics_catalog::KAFKA_GROUP_REBALANCES_TOTAL;
 
 /// Where a join's answer is sent.
 pub(super) type JoinSender = oneshot::Sender<Result<Joined, ClassicError>>;
@@ -510,6 +511,7 @@ impl Group {
         self.rebalance_deadline = None;
         self.delay_until = None;
         self.generation = self.generation.wrapping_add(1);
+        metrics::counter!(KAFKA_GROUP_REBALANCES_TOTAL, "group" => self.name.clone()).increment(1);
         if self.members.is_empty() {
             self.state = GroupState::Empty;
             self.protocol = None;
