@@ -15,6 +15,7 @@ mod harness;
 mod http_api;
 mod idempotence;
 mod kafka;
+mod kafka_groups;
 mod metrics;
 mod names;
 mod orderly;

@@ -21,6 +21,7 @@ use crate::core::topics::TopicTable;
 use crate::core::traffic::Traffic;
 use crate::error::BrokerError;
 use crate::features::delay::{self, Delays};
+use crate::features::groups::classic::ClassicGroups;
 use crate::features::groups::coordinator::GroupCoordinator;
 use crate::features::groups::offsets::OffsetTable;
 use crate::features::groups::shared::SharedGroups;
@@ -207,10 +208,16 @@ impl Broker {
         }));
         // Standalone: this node is its group's only replica, so always the leader.
         let (role_setter, role) = Role::new(true);
+        let groups = Arc::new(GroupCoordinator::new(Duration::from_millis(
+            config.group_session_timeout_ms,
+        )));
+        let classic_groups = Arc::new(ClassicGroups::new(
+            config.classic_group_settings(),
+            groups.clone(),
+        ));
         let state = Arc::new(BrokerState {
-            groups: Arc::new(GroupCoordinator::new(Duration::from_millis(
-                config.group_session_timeout_ms,
-            ))),
+            groups,
+            classic_groups,
             config,
             log,
             identity,
@@ -291,6 +298,12 @@ impl Broker {
             http_addr: None,
             kafka_addr,
         })
+    }
+
+    /// The parts the request handlers see, for the crate's own handler tests.
+    #[cfg(test)]
+    pub(crate) fn state(&self) -> &Arc<BrokerState> {
+        &self.state
     }
 
     /// The bound address of the native listener.
@@ -505,6 +518,10 @@ async fn housekeeping(state: Arc<BrokerState>, mut shutdown: watch::Receiver<boo
             let expired = chores.groups.expire(&|topic| chores.queues_of(topic));
             if expired > 0 {
                 tracing::info!(members = expired, "group members expired (no heartbeat)");
+            }
+            let expired = chores.classic_groups.expire(tokio::time::Instant::now());
+            if expired > 0 {
+                tracing::info!(members = expired, "Kafka group members expired or dropped");
             }
             chores.name_server.expire();
             metrics_endpoint::upkeep();

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use weir_store::{FlushMode, StoreConfig};
 
 use crate::error::BrokerError;
+use crate::features::groups::classic::ClassicSettings;
 use crate::features::groups::shared::SharedSettings;
 
 /// Everything a broker (and its name-server role) can be told at start.
@@ -109,6 +110,11 @@ pub struct BrokerConfig {
     /// Failed deliveries after the first before a message goes to the group's dead-letter
     /// topic `%DLQ%<group>`.
     pub max_retries: u32,
+    /// Kafka consumer groups: how long the first rebalance of an empty group waits for more
+    /// members to join, ms (Kafka's `group.initial.rebalance.delay.ms`).
+    pub kafka_group_initial_rebalance_delay_ms: u64,
+    /// Kafka consumer groups: most members of one group.
+    pub kafka_group_max_members: u32,
 }
 
 /// Accepts a list of strings or one comma-separated string.
@@ -175,6 +181,8 @@ impl Default for BrokerConfig {
             shared_max_attempts: 16,
             retry_backoff: DEFAULT_RETRY_BACKOFF.map(str::to_owned).to_vec(),
             max_retries: 16,
+            kafka_group_initial_rebalance_delay_ms: 0,
+            kafka_group_max_members: 1_000,
         }
     }
 }
@@ -247,6 +255,15 @@ impl BrokerConfig {
             );
         }
         self.shared_settings()?;
+        if self.kafka_group_initial_rebalance_delay_ms > 300_000
+            || self.kafka_group_max_members == 0
+        {
+            return bad(
+                "kafka_group_initial_rebalance_delay_ms must be at most 300000 and \
+                 kafka_group_max_members above 0"
+                    .to_owned(),
+            );
+        }
         if self.broker_heartbeat_interval_ms == 0
             || self.broker_expiry_ms <= self.broker_heartbeat_interval_ms
         {
@@ -322,6 +339,17 @@ impl BrokerConfig {
             retry_delays,
             max_attempts: self.shared_max_attempts,
         })
+    }
+
+    /// The Kafka classic group coordinator's settings derived from this one.
+    pub(crate) fn classic_group_settings(&self) -> ClassicSettings {
+        ClassicSettings {
+            initial_rebalance_delay: Duration::from_millis(
+                self.kafka_group_initial_rebalance_delay_ms,
+            ),
+            max_members: usize::try_from(self.kafka_group_max_members).unwrap_or(usize::MAX),
+            ..ClassicSettings::default()
+        }
     }
 
     /// Largest record payload a pull answer may carry (the frame limit less its overhead).

@@ -16,7 +16,7 @@
 //!                identity (names, addresses, message ids), topics (+ topic_rebuild from the
 //!                log), role (leader or not), position, long_poll, session, traffic, clock
 //! features/      delay, retry (+ dead letters), transaction, idempotence,
-//!                groups (coordinator, offsets, offsets_check, shared)
+//!                groups (coordinator, classic, offsets, offsets_check, shared)
 //! ops/           protocol-neutral operations: produce, pull, send (one message from
 //!                fields), topics, groups, lookups, browse, dead letters, overview
 //! protocols/     accept (the accept loop every listener runs), in_flight (byte budgets),

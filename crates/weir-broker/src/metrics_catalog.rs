@@ -53,6 +53,8 @@ pub(crate) const RETRY_MESSAGES_TOTAL: &str = "weir_retry_messages_total";
 /// Counter `{group}`: messages moved to a group's dead-letter topic (emitted by retry
 /// handling).
 pub(crate) const DLQ_MESSAGES_TOTAL: &str = "weir_dlq_messages_total";
+/// Counter `{group}`: rebalances of a Kafka consumer group completed (each a new generation).
+pub(crate) const KAFKA_GROUP_REBALANCES_TOTAL: &str = "weir_kafka_group_rebalances_total";
 
 /// A gauge computed at scrape time: its name and help text.
 #[derive(Debug, Clone, Copy)]
@@ -205,6 +207,11 @@ pub(crate) fn describe() {
         DELAYED_DROPPED_TOTAL,
         Unit::Count,
         "Delayed or retried messages dropped because they can never be stored."
+    );
+    describe_counter!(
+        KAFKA_GROUP_REBALANCES_TOTAL,
+        Unit::Count,
+        "Rebalances of a Kafka consumer group completed (each a new generation), per group."
     );
     describe_counter!(
         RETRY_MESSAGES_TOTAL,

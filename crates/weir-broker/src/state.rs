@@ -15,6 +15,7 @@ use crate::core::role::Role;
 use crate::core::topics::TopicTable;
 use crate::core::traffic::Traffic;
 use crate::features::delay::Delays;
+use crate::features::groups::classic::ClassicGroups;
 use crate::features::groups::coordinator::GroupCoordinator;
 use crate::features::groups::offsets::OffsetTable;
 use crate::features::groups::shared::SharedGroups;
@@ -36,6 +37,8 @@ pub(crate) struct BrokerState {
     pub offsets: Arc<OffsetTable>,
     pub groups: Arc<GroupCoordinator>,
     pub shared: Arc<SharedGroups>,
+    /// Kafka's classic consumer groups (JoinGroup, SyncGroup, ...), over the same offsets.
+    pub classic_groups: Arc<ClassicGroups>,
     pub long_poll: Arc<LongPoll>,
     pub name_server: Arc<NameServer>,
     /// Pending transactions and producer-group members.

@@ -56,11 +56,14 @@ pub enum ErrorCode {
     OutOfOrderSequence = 50,
     /// An idempotent producer's batch repeats sequences older than the broker remembers.
     DuplicateSequence = 51,
+    /// The consumer group is in use by members of the other protocol (a group name is used by
+    /// native or by Kafka consumers, one protocol at a time).
+    GroupInUseByOtherProtocol = 26,
 }
 
 impl ErrorCode {
     /// Every code, in number order.
-    pub const ALL: [ErrorCode; 24] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::None,
         ErrorCode::Internal,
         ErrorCode::UnsupportedApi,
@@ -82,6 +85,7 @@ impl ErrorCode {
         ErrorCode::Busy,
         ErrorCode::ShuttingDown,
         ErrorCode::FlushTimeout,
+        ErrorCode::GroupInUseByOtherProtocol,
         ErrorCode::InvalidReceipt,
         ErrorCode::OutOfOrderSequence,
         ErrorCode::DuplicateSequence,
@@ -135,6 +139,7 @@ impl ErrorCode {
             ErrorCode::InvalidReceipt => "invalid_receipt",
             ErrorCode::OutOfOrderSequence => "out_of_order_sequence",
             ErrorCode::DuplicateSequence => "duplicate_sequence",
+            ErrorCode::GroupInUseByOtherProtocol => "group_in_use_by_other_protocol",
         }
     }
 }

@@ -1,5 +1,15 @@
 //! Consumer groups' committed offsets, per (group, topic, queue), persisted as JSON in
-//! `config/offsets.json`.
+//! `config/offsets.json`. Native and Kafka groups share this table, so a committed offset is
+//! the same number for both protocols.
+//!
+//! ```text
+//! { "<group>": { "<topic>": { "<queue id>": 42,                                  <- plain
+//!                             "<queue id>": { "offset": 7, "metadata": "..." } } } } <- Kafka
+//! ```
+//!
+//! An offset committed with a metadata string (Kafka's OffsetCommit carries one) is stored as
+//! an object, every other one as a plain number; a later commit without metadata (native, or
+//! Kafka with an empty string) drops the string.
 //!
 //! Commits only touch memory and mark the table dirty; a background task writes the file
 //! atomically every second when dirty, and [`OffsetTable::persist`] runs once more at shutdown.
@@ -11,12 +21,43 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
 
 use crate::atomic_file;
 use crate::error::BrokerError;
 
 /// group → topic → queue id → offset.
-type Offsets = BTreeMap<String, BTreeMap<String, BTreeMap<u32, u64>>>;
+type Offsets = BTreeMap<String, BTreeMap<String, BTreeMap<u32, Committed>>>;
+
+/// One committed offset, as stored in the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Committed {
+    /// An offset alone (what every commit without metadata stores).
+    Plain(u64),
+    /// An offset with the committer's metadata string (Kafka's commit metadata).
+    WithMetadata {
+        /// The offset.
+        offset: u64,
+        /// The committer's string, returned by OffsetFetch.
+        metadata: String,
+    },
+}
+
+impl Committed {
+    fn offset(&self) -> u64 {
+        match self {
+            Committed::Plain(offset) | Committed::WithMetadata { offset, .. } => *offset,
+        }
+    }
+
+    fn metadata(&self) -> &str {
+        match self {
+            Committed::Plain(_) => "",
+            Committed::WithMetadata { metadata, .. } => metadata,
+        }
+    }
+}
 
 /// The committed offsets of every group.
 #[derive(Debug)]
@@ -59,18 +100,54 @@ impl OffsetTable {
             .get(group)
             .and_then(|t| t.get(topic))
             .and_then(|q| q.get(&queue_id))
-            .copied()
+            .map(Committed::offset)
     }
 
-    /// Sets the group's offset for a queue.
+    /// The group's committed offset for a queue with its metadata string (empty when the
+    /// commit carried none).
+    pub fn get_with_metadata(
+        &self,
+        group: &str,
+        topic: &str,
+        queue_id: u32,
+    ) -> Option<(u64, String)> {
+        self.offsets
+            .lock()
+            .get(group)
+            .and_then(|t| t.get(topic))
+            .and_then(|q| q.get(&queue_id))
+            .map(|c| (c.offset(), c.metadata().to_owned()))
+    }
+
+    /// Sets the group's offset for a queue (dropping any metadata string).
     pub fn set(&self, group: &str, topic: &str, queue_id: u32, offset: u64) {
+        self.set_with_metadata(group, topic, queue_id, offset, "");
+    }
+
+    /// Sets the group's offset for a queue with a metadata string (stored only when not empty).
+    pub fn set_with_metadata(
+        &self,
+        group: &str,
+        topic: &str,
+        queue_id: u32,
+        offset: u64,
+        metadata: &str,
+    ) {
+        let committed = if metadata.is_empty() {
+            Committed::Plain(offset)
+        } else {
+            Committed::WithMetadata {
+                offset,
+                metadata: metadata.to_owned(),
+            }
+        };
         let mut offsets = self.offsets.lock();
         offsets
             .entry(group.to_owned())
             .or_default()
             .entry(topic.to_owned())
             .or_default()
-            .insert(queue_id, offset);
+            .insert(queue_id, committed);
         self.dirty.store(true, Ordering::Release);
     }
 
@@ -82,7 +159,28 @@ impl OffsetTable {
         };
         topics
             .iter()
-            .flat_map(|(topic, queues)| queues.iter().map(move |(q, o)| (topic.clone(), *q, *o)))
+            .flat_map(|(topic, queues)| {
+                queues
+                    .iter()
+                    .map(move |(q, c)| (topic.clone(), *q, c.offset()))
+            })
+            .collect()
+    }
+
+    /// Every committed offset of a group with its metadata string: (topic, queue id, offset,
+    /// metadata).
+    pub fn group_offsets_with_metadata(&self, group: &str) -> Vec<(String, u32, u64, String)> {
+        let offsets = self.offsets.lock();
+        let Some(topics) = offsets.get(group) else {
+            return Vec::new();
+        };
+        topics
+            .iter()
+            .flat_map(|(topic, queues)| {
+                queues
+                    .iter()
+                    .map(move |(q, c)| (topic.clone(), *q, c.offset(), c.metadata().to_owned()))
+            })
             .collect()
     }
 
@@ -134,6 +232,44 @@ mod tests {
         assert_eq!(again.get("g", "t", 3), Some(42));
         assert_eq!(again.get("g", "u", 0), None);
         assert_eq!(again.groups(), vec!["g".to_owned()]);
+        Ok(())
+    }
+
+    #[test]
+    fn metadata_survives_a_reload_and_a_plain_commit_drops_it()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let table = OffsetTable::load(dir.path())?;
+        table.set("g", "t", 0, 5);
+        table.set_with_metadata("g", "t", 1, 9, "{\"owner\":\"a\"}");
+        table.set_with_metadata("g", "t", 2, 3, "dropped later");
+        table.set("g", "t", 2, 4);
+        table.persist()?;
+        let text = std::fs::read_to_string(dir.path().join("config/offsets.json"))?;
+        // Offsets without metadata keep the plain-number layout older brokers wrote.
+        assert!(text.contains("\"0\": 5"), "{text}");
+        let again = OffsetTable::load(dir.path())?;
+        assert_eq!(
+            again.get_with_metadata("g", "t", 0),
+            Some((5, String::new()))
+        );
+        assert_eq!(
+            again.get_with_metadata("g", "t", 1),
+            Some((9, "{\"owner\":\"a\"}".to_owned()))
+        );
+        assert_eq!(
+            again.get_with_metadata("g", "t", 2),
+            Some((4, String::new()))
+        );
+        assert_eq!(again.get("g", "t", 1), Some(9));
+        assert_eq!(
+            again.group_offsets_with_metadata("g"),
+            vec![
+                ("t".to_owned(), 0, 5, String::new()),
+                ("t".to_owned(), 1, 9, "{\"owner\":\"a\"}".to_owned()),
+                ("t".to_owned(), 2, 4, String::new()),
+            ]
+        );
         Ok(())
     }
 }

@@ -81,9 +81,15 @@ fn topic(
     version: i16,
 ) -> MetadataResponseTopic {
     let weir_name = to_weir(kafka_name);
-    let mut found = state.topics.get(&weir_name).map(|t| t.queues);
+    // Internal topics are shown only under their Kafka names, the rest not at all.
+    let shown = to_kafka(&weir_name).is_some_and(|k| k == kafka_name);
+    let mut found = state
+        .topics
+        .get(&weir_name)
+        .filter(|_| shown)
+        .map(|t| t.queues);
     let mut error = None;
-    if found.is_none() && may_create && state.config.auto_create_topics {
+    if found.is_none() && shown && may_create && state.config.auto_create_topics {
         match topics::validate_name(&weir_name).and_then(|()| {
             state
                 .topics

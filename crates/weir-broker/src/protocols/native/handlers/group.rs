@@ -22,6 +22,16 @@ pub(crate) fn heartbeat(
 ) -> Result<Reply, RequestError> {
     weir_proto::validate_group_name(&request.group)?;
     require("member_id", &request.member_id)?;
+    if state.classic_groups.has_members(&request.group) {
+        return Err(RequestError::new(
+            ErrorCode::GroupInUseByOtherProtocol,
+            format!(
+                "group {:?} is in use by Kafka consumers; a group name is used by one protocol \
+                 at a time",
+                request.group
+            ),
+        ));
+    }
     let mode = match pb::ConsumeMode::try_from(request.mode) {
         Ok(pb::ConsumeMode::Clustering) => Mode::Clustering,
         Ok(pb::ConsumeMode::Broadcast) => Mode::Broadcast,
@@ -245,4 +255,71 @@ pub(crate) fn reset(
         })
         .collect();
     Ok(Reply::meta(&pb::ResetOffsetsResponse { offsets }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::features::groups::classic::{JoinRequest, Protocol};
+    use crate::{Broker, BrokerConfig};
+
+    #[tokio::test]
+    async fn a_group_kafka_consumers_use_refuses_native_members()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let broker = Broker::start(BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            listen: "127.0.0.1:0".to_owned(),
+            segment_size: 8 << 20,
+            ..BrokerConfig::default()
+        })
+        .await?;
+        let state = broker.state().clone();
+        state.topics.create("t", 1)?;
+        state
+            .classic_groups
+            .join(JoinRequest {
+                group: "kafka-only".to_owned(),
+                member_id: String::new(),
+                instance_id: None,
+                client_id: "k".to_owned(),
+                client_host: "/127.0.0.1".to_owned(),
+                session_timeout: Duration::from_secs(10),
+                rebalance_timeout: Duration::from_secs(10),
+                protocol_type: "consumer".to_owned(),
+                protocols: vec![Protocol {
+                    name: "range".to_owned(),
+                    metadata: Bytes::new(),
+                }],
+                require_known_member_id: false,
+            })
+            .await?;
+        let request = |group: &str| pb::GroupHeartbeatRequest {
+            group: group.to_owned(),
+            member_id: "native-1".to_owned(),
+            mode: pb::ConsumeMode::Clustering as i32,
+            topics: vec!["t".to_owned()],
+            held: Vec::new(),
+        };
+        let ctx = || RequestContext {
+            connection: 1,
+            peer: std::net::SocketAddr::from(([127, 0, 0, 1], 5000)),
+        };
+        let refused = heartbeat(&state, ctx(), request("kafka-only")).err();
+        assert_eq!(
+            refused.as_ref().map(|e| e.code),
+            Some(ErrorCode::GroupInUseByOtherProtocol),
+            "{refused:?}"
+        );
+        assert!(!state.groups.has_members("kafka-only"));
+        // Another group is fine.
+        assert!(heartbeat(&state, ctx(), request("native-only")).is_ok());
+        drop(state);
+        broker.shutdown().await?;
+        Ok(())
+    }
 }

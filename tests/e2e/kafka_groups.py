@@ -1,0 +1,249 @@
+#!/usr/bin/env python3
+"""Kafka consumer groups against a real `weir serve`, with real Kafka clients (confluent-kafka,
+i.e. librdkafka, and kafka-python). Driven by tests/e2e/kafka_groups.rs; each scenario exits 0
+when what a user would see holds, and prints what it saw.
+
+  grow       a group grows from 1 to 3 members and shrinks back to 1 while records are
+             produced; every record is consumed exactly once among committed work
+  commit     commits an offset with a metadata string;  check: reads it back
+  refused    a Kafka member of a group that native consumers use gets INCONSISTENT_GROUP_PROTOCOL
+  hold       a Kafka member that holds a group for a while (prints "assigned" once it has
+             partitions)
+  python     kafka-python: two members share a topic, the survivor takes everything
+"""
+
+import argparse
+import collections
+import sys
+import threading
+import time
+
+WAIT = 30  # seconds any one step may take
+
+
+def wait_until(what, done):
+    deadline = time.time() + WAIT
+    while not done():
+        if time.time() > deadline:
+            sys.exit(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def create_topic(boot, topic, partitions):
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": boot})
+    for future in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
+        future.result(timeout=WAIT)
+
+
+def produce(boot, topic, lo, hi):
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": boot, "linger.ms": 5})
+    for i in range(lo, hi):
+        producer.produce(topic, key=str(i).encode(), value=f"v{i}".encode())
+    if producer.flush(WAIT) != 0:
+        sys.exit("records left unsent")
+
+
+def grow(args):
+    """1 → 2 → 3 → 2 → 1 members; each member commits every record it processes."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    topic, group, partitions = f"grow-{args.strategy}", f"g-{args.strategy}", 6
+    create_topic(args.bootstrap, topic, partitions)
+    total = 300
+    produce(args.bootstrap, topic, 0, total // 3)
+    lock = threading.Lock()
+    seen = collections.defaultdict(list)
+    owned = {}
+    stop = {}
+    cooperative = args.strategy == "cooperative-sticky"
+
+    def member(name):
+        consumer = Consumer(
+            {
+                "bootstrap.servers": args.bootstrap,
+                "group.id": group,
+                "client.id": name,
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "partition.assignment.strategy": args.strategy,
+                "session.timeout.ms": 6000,
+                "heartbeat.interval.ms": 300,
+            }
+        )
+
+        def on_assign(c, parts):
+            if cooperative:
+                c.incremental_assign(parts)
+            with lock:
+                owned[name] = owned.get(name, set()) | {p.partition for p in parts}
+
+        def on_revoke(c, parts):
+            if cooperative:
+                c.incremental_unassign(parts)
+            with lock:
+                owned[name] = owned.get(name, set()) - {p.partition for p in parts}
+
+        consumer.subscribe([topic], on_assign=on_assign, on_revoke=on_revoke)
+        while not stop.get(name):
+            message = consumer.poll(0.1)
+            if message is None:
+                continue
+            if message.error():
+                print(name, "error", message.error(), flush=True)
+                continue
+            try:
+                consumer.commit(message=message, asynchronous=False)
+            except Exception as error:  # a rebalance took the partition: not committed work
+                print(name, "commit failed", error, flush=True)
+                continue
+            with lock:
+                seen[message.value().decode()].append((name, message.partition(), message.offset()))
+        consumer.close()
+        with lock:
+            owned.pop(name, None)
+
+    threads = {}
+
+    def start(name):
+        threads[name] = threading.Thread(target=member, args=(name,))
+        threads[name].start()
+
+    def leave(name):
+        stop[name] = True
+        threads[name].join()
+
+    def shared_by(names):
+        """Every partition owned by exactly one of `names`, and each of them owns some."""
+        with lock:
+            sets = [owned.get(n, set()) for n in names]
+            union = set().union(*sets)
+            return union == set(range(partitions)) and sum(map(len, sets)) == partitions and all(sets)
+
+    start("c1")
+    wait_until("c1 owns everything", lambda: shared_by(["c1"]))
+    start("c2")
+    wait_until("c1 and c2 share the partitions", lambda: shared_by(["c1", "c2"]))
+    produce(args.bootstrap, topic, total // 3, 2 * total // 3)
+    start("c3")
+    wait_until("three members share the partitions", lambda: shared_by(["c1", "c2", "c3"]))
+    produce(args.bootstrap, topic, 2 * total // 3, total)
+    wait_until("every record consumed", lambda: len(seen) == total)
+    leave("c3")
+    wait_until("c1 and c2 take c3's partitions", lambda: shared_by(["c1", "c2"]))
+    leave("c2")
+    wait_until("c1 owns everything again", lambda: shared_by(["c1"]))
+    leave("c1")
+
+    missing = [i for i in range(total) if f"v{i}" not in seen]
+    twice = {k: v for k, v in seen.items() if len(v) > 1}
+    by_member = collections.Counter(v[0][0] for v in seen.values())
+    print(f"{args.strategy}: consumed {len(seen)}, missing {len(missing)}, twice {len(twice)}, "
+          f"by member {dict(sorted(by_member.items()))}")
+    checker = Consumer({"bootstrap.servers": args.bootstrap, "group.id": group})
+    committed = checker.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=WAIT)
+    checker.close()
+    committed_total = sum(tp.offset for tp in committed)
+    print(f"{args.strategy}: committed {committed_total}")
+    if missing or twice or committed_total != total:
+        sys.exit(f"missing {missing[:10]}, twice {list(twice.items())[:5]}, committed {committed_total}")
+
+
+def commit(args):
+    from confluent_kafka import Consumer, TopicPartition
+
+    create_topic(args.bootstrap, "meta", 2)
+    consumer = Consumer({"bootstrap.servers": args.bootstrap, "group.id": "meta-g", "enable.auto.commit": False})
+    consumer.commit(offsets=[TopicPartition("meta", 0, 17, metadata="state=abc")], asynchronous=False)
+    consumer.close()
+    check(args)
+
+
+def check(args):
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": args.bootstrap, "group.id": "meta-g"})
+    committed = consumer.committed([TopicPartition("meta", 0), TopicPartition("meta", 1)], timeout=WAIT)
+    consumer.close()
+    seen = [(tp.partition, tp.offset, tp.metadata) for tp in committed]
+    print(seen)
+    if seen[0] != (0, 17, "state=abc") or seen[1][1] >= 0:
+        sys.exit(f"unexpected committed offsets {seen}")
+
+
+def refused(args):
+    from confluent_kafka import Consumer, KafkaError
+
+    consumer = Consumer({"bootstrap.servers": args.bootstrap, "group.id": args.group, "session.timeout.ms": 6000})
+    consumer.subscribe([args.topic])
+    deadline = time.time() + WAIT
+    try:
+        while time.time() < deadline:
+            message = consumer.poll(0.2)
+            if message is not None and message.error():
+                print("error", message.error(), flush=True)
+                if message.error().code() == KafkaError.INCONSISTENT_GROUP_PROTOCOL:
+                    return
+        sys.exit("the join was not refused")
+    finally:
+        consumer.close()
+
+
+def hold(args):
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({"bootstrap.servers": args.bootstrap, "group.id": args.group, "session.timeout.ms": 6000})
+    consumer.subscribe([args.topic], on_assign=lambda c, p: print("assigned", len(p), flush=True))
+    deadline = time.time() + args.seconds
+    while time.time() < deadline:
+        consumer.poll(0.2)
+    consumer.close()
+
+
+def python(args):
+    from kafka import KafkaConsumer
+
+    create_topic(args.bootstrap, "kp", 4)
+    produce(args.bootstrap, "kp", 0, 40)
+    members = []
+    for name in ("p1", "p2"):
+        members.append(KafkaConsumer("kp", bootstrap_servers=args.bootstrap, group_id="kp-g", client_id=name,
+                                     auto_offset_reset="earliest", enable_auto_commit=False,
+                                     session_timeout_ms=6000, heartbeat_interval_ms=300))
+    seen = set()
+
+    def assigned():
+        for m in members:
+            for record in m.poll(timeout_ms=100).values():
+                seen.update(r.value for r in record)
+        parts = [set(tp.partition for tp in m.assignment()) for m in members]
+        return all(parts) and set().union(*parts) == set(range(4)) and sum(map(len, parts)) == 4
+
+    wait_until("two kafka-python members share the partitions", assigned)
+    members[1].close()
+    members = members[:1]
+    wait_until("the survivor takes every partition", assigned)
+    wait_until("every record read", lambda: assigned() and len(seen) == 40)
+    members[0].close()
+    print("kafka-python: read", len(seen))
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("scenario", choices=["grow", "commit", "check", "refused", "hold", "python"])
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--strategy", default="range")
+    parser.add_argument("--group", default="g")
+    parser.add_argument("--topic", default="t")
+    parser.add_argument("--seconds", type=float, default=10)
+    args = parser.parse_args()
+    {"grow": grow, "commit": commit, "check": check, "refused": refused, "hold": hold, "python": python}[
+        args.scenario
+    ](args)
+
+
+if __name__ == "__main__":
+    main()

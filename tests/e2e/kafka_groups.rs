@@ -1,0 +1,169 @@
+//! Kafka consumer groups with real Kafka clients: `kafka_groups.py` runs confluent-kafka
+//! (librdkafka) and kafka-python against the real `weir serve`; each scenario exits 0 when what
+//! a user sees holds. The clients are Python packages `.ci/run` installs; without them (and
+//! without `CI=true`) the tests say they were not run.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{Node, wait_timeout};
+
+/// Whether `confluent_kafka` and `kafka` import; under CI they must.
+fn clients_present(test: &str) -> bool {
+    let present = Command::new("python3")
+        .args(["-c", "import confluent_kafka, kafka"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !present {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+        assert!(
+            !ci,
+            "{test} needs python3 with confluent-kafka and kafka-python; .ci/run installs them"
+        );
+        eprintln!(
+            "NOT RUN: {test} needs python3 with confluent-kafka and kafka-python (required under CI=true)"
+        );
+    }
+    present
+}
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/e2e/kafka_groups.py")
+}
+
+fn kafka(node: &Node) -> String {
+    node.kafka_addr
+        .clone()
+        .expect("the node prints its Kafka address")
+}
+
+fn scenario_command(node: &Node, args: &[&str]) -> Command {
+    let mut cmd = Command::new("python3");
+    cmd.arg(script())
+        .args(args)
+        .args(["--bootstrap", &kafka(node)]);
+    cmd
+}
+
+/// Runs a scenario that must succeed; returns its stdout.
+fn scenario(node: &Node, args: &[&str]) -> String {
+    let out: Output = scenario_command(node, args).output().expect("run python3");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "scenario {args:?} failed:\n{stdout}\n{}\nnode log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        node.log()
+    );
+    stdout
+}
+
+#[test]
+fn a_group_grows_to_three_members_and_shrinks_with_every_record_consumed_once() {
+    if !clients_present(
+        "a_group_grows_to_three_members_and_shrinks_with_every_record_consumed_once",
+    ) {
+        return;
+    }
+    let node = Node::start(&[]);
+    for strategy in ["range", "roundrobin", "cooperative-sticky"] {
+        let out = scenario(&node, &["grow", "--strategy", strategy]);
+        assert!(
+            out.contains(&format!("{strategy}: consumed 300, missing 0, twice 0")),
+            "{out}"
+        );
+        assert!(out.contains(&format!("{strategy}: committed 300")), "{out}");
+    }
+    // Weir's own view of the committed offsets: the same numbers.
+    let described = node.ok(&["group", "describe", "g-range"]);
+    assert!(described.contains("grow-range"), "{described}");
+}
+
+#[test]
+fn kafka_python_members_share_a_topic_and_the_survivor_takes_it_all() {
+    if !clients_present("kafka_python_members_share_a_topic_and_the_survivor_takes_it_all") {
+        return;
+    }
+    let node = Node::start(&[]);
+    let out = scenario(&node, &["python"]);
+    assert!(out.contains("kafka-python: read 40"), "{out}");
+}
+
+#[test]
+fn commit_metadata_survives_a_broker_restart() {
+    if !clients_present("commit_metadata_survives_a_broker_restart") {
+        return;
+    }
+    let mut node = Node::start(&[]);
+    scenario(&node, &["commit"]);
+    node.stop();
+    node.restart();
+    let out = scenario(&node, &["check"]);
+    assert!(out.contains("(0, 17, 'state=abc')"), "{out}");
+}
+
+#[test]
+fn a_group_name_is_used_by_one_protocol_at_a_time() {
+    if !clients_present("a_group_name_is_used_by_one_protocol_at_a_time") {
+        return;
+    }
+    let node = Node::start(&[]);
+    node.ok(&["topic", "create", "t", "--queues", "2"]);
+    // Native members first: a Kafka member is refused.
+    let native = node.background(&["consume", "t", "--group", "native-g"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = scenario(&node, &["refused", "--group", "native-g", "--topic", "t"]);
+    assert!(out.contains("INCONSISTENT_GROUP_PROTOCOL"), "{out}");
+    drop(native);
+
+    // Kafka members first: a native member is told the group is in use.
+    let mut holder = scenario_command(
+        &node,
+        &[
+            "hold",
+            "--group",
+            "kafka-g",
+            "--topic",
+            "t",
+            "--seconds",
+            "20",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("run python3");
+    let mut stdout = holder.stdout.take().expect("stdout");
+    let mut first = [0u8; 8];
+    stdout
+        .read_exact(&mut first)
+        .expect("the Kafka member is assigned");
+    assert_eq!(&first, b"assigned");
+    let mut native = node
+        .client_command(&["consume", "t", "--group", "kafka-g"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn weir");
+    let mut stderr = native.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = native.kill();
+    let _ = wait_timeout(&mut native, Duration::from_secs(5));
+    let said = reader.join().expect("stderr reader");
+    assert!(
+        said.contains("in use by Kafka consumers"),
+        "the native member was not told: {said}"
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+}
