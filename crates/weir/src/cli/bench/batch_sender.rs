@@ -4,7 +4,8 @@
 //!
 //! The messages are built once and sent again and again, so the bench itself allocates
 //! nothing per message. Pacing and the in-flight window work as in [`super::sender`], counted
-//! in messages; a batch's messages share its acknowledgement latency.
+//! in messages (the window shrinks and grows a batch at a time, never below one batch); a
+//! batch's messages share its acknowledgement latency.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,11 +15,12 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use weir_client::{BatchSendHandle, Message, Producer};
 
-use super::sender::Plan;
+use super::sender::{Plan, adapt};
 use super::stats::{Recorder, Stats};
 
-/// A batch in flight: its scheduled send time, its handle, its message count.
-type InFlight = (Instant, BatchSendHandle, usize);
+/// A batch in flight: its scheduled send time, when it was sent, its handle, its message
+/// count.
+type InFlight = (Instant, Instant, BatchSendHandle, usize);
 
 /// Starts a batch sender: each call sends a batch of messages carrying `bodies` (one message
 /// per body); the handle ends once every batch is acknowledged (or failed), with how many
@@ -35,10 +37,13 @@ pub fn start(
     let (acks, mut pending) = mpsc::unbounded_channel::<InFlight>();
     let size = plan.size as u64;
     let released = permits.clone();
+    // Steps that wait for the whole window back need it to keep its size.
+    let adaptive = plan.flush_every.is_none();
     let collector = tokio::spawn(async move {
         let mut recorder = Recorder::new(stats.clone());
         let mut reported = false;
-        while let Some((scheduled, handle, count)) = pending.recv().await {
+        let mut current = window;
+        while let Some((scheduled, sent_at, handle, count)) = pending.recv().await {
             match handle.await {
                 Ok(_) => recorder.record_many(count as u64, size, scheduled.elapsed()),
                 Err(e) => {
@@ -51,7 +56,14 @@ pub fn start(
                     }
                 }
             }
-            released.add_permits(count);
+            let give_back = if adaptive {
+                let (give_back, next) = adapt(current, window, batch, count, sent_at.elapsed());
+                current = next;
+                give_back
+            } else {
+                count
+            };
+            released.add_permits(give_back);
         }
     });
     let messages: Vec<Message> = bodies
@@ -84,7 +96,10 @@ pub fn start(
             }
             // Blocking-pool threads are inside the runtime's context: this may spawn.
             let handle = producer.send_batch(&messages[..count]);
-            if acks.send((scheduled, handle, count)).is_err() {
+            if acks
+                .send((scheduled, Instant::now(), handle, count))
+                .is_err()
+            {
                 break;
             }
             sent += count as u64;

@@ -5,6 +5,12 @@
 //! up to 1 ms to every open-loop latency); sending never waits for acknowledgements except
 //! through the in-flight window, so with `--rate` a slow broker shows up as latency, not as a
 //! lower send rate.
+//!
+//! The window follows acknowledgement latency (AIMD): `--window` is its most; it shrinks by a
+//! quarter while chunks take over [`SHRINK_ABOVE`] to be acknowledged (a broker whose disk
+//! cannot keep up gains nothing from more messages waiting, and their acknowledgements would
+//! drift towards the producer's timeouts) and grows back a chunk at a time once they take
+//! under [`GROW_BELOW`]. `--flush-wait` keeps it fixed.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,6 +51,36 @@ const CHUNK: usize = 256;
 /// Sent messages in send order: scheduled send time and the handle to await.
 type Chunk = Vec<(Instant, SendHandle)>;
 
+/// A window whose chunk took longer than this to be acknowledged (from its hand-over to its
+/// last acknowledgement) shrinks by a quarter: messages beyond what the broker can take only
+/// wait in queues and push acknowledgements towards the producer's timeouts.
+const SHRINK_ABOVE: Duration = Duration::from_millis(1000);
+/// A window whose chunk was acknowledged faster than this grows back by a chunk, up to
+/// `--window`.
+const GROW_BELOW: Duration = Duration::from_millis(250);
+
+/// The window after `count` messages sent together were acknowledged in `latency`: how many
+/// permits to give back, and the window's new size (between one `step` — what is sent at
+/// once — and `max`).
+pub(super) fn adapt(
+    current: usize,
+    max: usize,
+    step: usize,
+    count: usize,
+    latency: Duration,
+) -> (usize, usize) {
+    let floor = step.min(max);
+    if latency > SHRINK_ABOVE && current > floor {
+        let shrink = (current / 4).min(current - floor).min(count);
+        (count - shrink, current - shrink)
+    } else if latency < GROW_BELOW && current < max {
+        let grow = step.min(max - current);
+        (count + grow, current + grow)
+    } else {
+        (count, current)
+    }
+}
+
 /// Builds the body of a message from its scheduled send time.
 pub type BodyFn = Box<dyn FnMut(Instant) -> Bytes + Send>;
 
@@ -60,13 +96,17 @@ pub fn start(
     // Window slots: the pacer takes one per message (and forgets it), the collector gives a
     // chunk's worth back once the chunk is acknowledged.
     let permits = Arc::new(Semaphore::new(window));
-    let (acks, mut pending) = mpsc::unbounded_channel::<Chunk>();
+    // Each chunk with the time it was handed over.
+    let (acks, mut pending) = mpsc::unbounded_channel::<(Instant, Chunk)>();
+    // Steps that wait for the whole window back need it to keep its size.
+    let adaptive = plan.flush_every.is_none();
     let size = plan.size as u64;
     let released = permits.clone();
     let collector = tokio::spawn(async move {
         let mut recorder = Recorder::new(stats.clone());
         let mut reported = false;
-        while let Some(chunk) = pending.recv().await {
+        let mut current = window;
+        while let Some((handed, chunk)) = pending.recv().await {
             let count = chunk.len();
             for (scheduled, handle) in chunk {
                 match handle.await {
@@ -80,7 +120,20 @@ pub fn start(
                     }
                 }
             }
-            released.add_permits(count);
+            let give_back = if adaptive {
+                let (give_back, next) = adapt(current, window, CHUNK, count, handed.elapsed());
+                if next != current {
+                    tracing::debug!(
+                        window = next,
+                        "in-flight window follows acknowledgement latency"
+                    );
+                }
+                current = next;
+                give_back
+            } else {
+                count
+            };
+            released.add_permits(give_back);
         }
     });
     let pacer = tokio::task::spawn_blocking(move || {
@@ -90,7 +143,10 @@ pub fn start(
         let hand_over = |chunk: &mut Chunk| {
             chunk.is_empty()
                 || acks
-                    .send(std::mem::replace(chunk, Vec::with_capacity(CHUNK)))
+                    .send((
+                        Instant::now(),
+                        std::mem::replace(chunk, Vec::with_capacity(CHUNK)),
+                    ))
                     .is_ok()
         };
         let mut sent = 0u64;
@@ -156,4 +212,38 @@ pub fn start(
         let _ = collector.await;
         sent
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_shrinks_with_slow_acknowledgements_and_grows_back() {
+        let max = 16_384;
+        let slow = Duration::from_secs(2);
+        let fast = Duration::from_millis(5);
+        let mut current = max;
+        for _ in 0..100 {
+            let (give_back, next) = adapt(current, max, CHUNK, CHUNK, slow);
+            assert_eq!(give_back, CHUNK - (current - next));
+            current = next;
+        }
+        assert_eq!(current, CHUNK, "down to one chunk, never below");
+        assert_eq!(
+            adapt(current, max, CHUNK, CHUNK, Duration::from_millis(500)),
+            (CHUNK, current)
+        );
+        for _ in 0..100 {
+            let (give_back, next) = adapt(current, max, CHUNK, CHUNK, fast);
+            assert_eq!(give_back, CHUNK + (next - current));
+            current = next;
+        }
+        assert_eq!(current, max, "back to --window, never above");
+        assert_eq!(
+            adapt(100, 100, CHUNK, 100, slow),
+            (100, 100),
+            "a window under a chunk stays"
+        );
+    }
 }
