@@ -414,3 +414,120 @@ async fn an_unknown_api_closes_only_its_connection() {
     assert_eq!(id, 9);
     broker.shutdown().await.unwrap();
 }
+
+/// Bad input gets Kafka's error codes per partition, and the connection goes on serving:
+/// a batch over `max_message_size`, a damaged batch, an unknown topic or partition, an
+/// internal topic, an offset past the end.
+#[tokio::test]
+async fn bad_produce_and_fetch_input_gets_typed_errors_and_the_connection_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(BrokerConfig {
+        data_dir: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".to_owned(),
+        kafka_listen: Some("127.0.0.1:0".to_owned()),
+        segment_size: 8 << 20,
+        max_message_size: 64 << 10,
+        max_frame_size: 1 << 20,
+        ..BrokerConfig::default()
+    })
+    .await
+    .expect("broker starts");
+    let mut conn = Conn::open(&broker).await;
+    let code_of = |answer: ResponseKind| match answer {
+        ResponseKind::Produce(p) => p.responses[0].partition_responses[0].error_code,
+        ResponseKind::Fetch(f) => f.responses[0].partitions[0].error_code,
+        other => panic!("unexpected answer {other:?}"),
+    };
+    let mut correlation = 0;
+    let mut ask = async |conn: &mut Conn, api: ApiKey, request: RequestKind| {
+        correlation += 1;
+        let version = if api == ApiKey::CreateTopics { 7 } else { 9 };
+        conn.send(api, version, correlation, &request).await;
+        let (id, answer) = conn.recv(api, version).await;
+        assert_eq!(id, correlation);
+        answer
+    };
+    // Unknown topic (auto-creation off).
+    let answer = ask(
+        &mut conn,
+        ApiKey::Produce,
+        produce("nope", 0, 1, batch(&["a"])),
+    )
+    .await;
+    assert_eq!(code_of(answer), 3, "UNKNOWN_TOPIC_OR_PARTITION");
+    // Create it natively through CreateTopics.
+    let create = RequestKind::CreateTopics(
+        kafka_protocol::messages::CreateTopicsRequest::default().with_topics(vec![
+            kafka_protocol::messages::create_topics_request::CreatableTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("bad")))
+                .with_num_partitions(2)
+                .with_replication_factor(1),
+        ]),
+    );
+    let ResponseKind::CreateTopics(created) = ask(&mut conn, ApiKey::CreateTopics, create).await
+    else {
+        panic!("not a CreateTopics answer");
+    };
+    assert_eq!(created.topics[0].error_code, 0);
+    // A partition the topic does not have.
+    let answer = ask(
+        &mut conn,
+        ApiKey::Produce,
+        produce("bad", 7, 1, batch(&["a"])),
+    )
+    .await;
+    assert_eq!(code_of(answer), 3, "UNKNOWN_TOPIC_OR_PARTITION");
+    // Over max_message_size (64 KiB).
+    let big = "x".repeat(100 << 10);
+    let answer = ask(
+        &mut conn,
+        ApiKey::Produce,
+        produce("bad", 0, 1, batch(&[&big])),
+    )
+    .await;
+    assert_eq!(code_of(answer), 10, "MESSAGE_TOO_LARGE");
+    // A damaged batch: one byte of a record flipped under the CRC.
+    let mut damaged = BytesMut::from(&batch(&["hello"])[..]);
+    let last = damaged.len() - 3;
+    damaged[last] ^= 0xFF;
+    let answer = ask(
+        &mut conn,
+        ApiKey::Produce,
+        produce("bad", 0, 1, damaged.freeze()),
+    )
+    .await;
+    assert_eq!(code_of(answer), 2, "CORRUPT_MESSAGE");
+    // An internal topic under its Kafka name.
+    let answer = ask(
+        &mut conn,
+        ApiKey::Produce,
+        produce("__weir_dlq.g", 0, 1, batch(&["a"])),
+    )
+    .await;
+    assert_eq!(code_of(answer), 17, "INVALID_TOPIC_EXCEPTION");
+    // Past the end.
+    let answer = ask(&mut conn, ApiKey::Fetch, fetch("bad", 0, 5, 0, 1 << 20)).await;
+    assert_eq!(code_of(answer), 1, "OFFSET_OUT_OF_RANGE");
+    // Nothing was stored, and the same connection still produces and fetches.
+    let answer = ask(
+        &mut conn,
+        ApiKey::Produce,
+        produce("bad", 0, 1, batch(&["ok"])),
+    )
+    .await;
+    let ResponseKind::Produce(p) = answer else {
+        panic!("not a produce answer")
+    };
+    assert_eq!(p.responses[0].partition_responses[0].error_code, 0);
+    assert_eq!(p.responses[0].partition_responses[0].base_offset, 0);
+    let ResponseKind::Fetch(f) =
+        ask(&mut conn, ApiKey::Fetch, fetch("bad", 0, 0, 0, 1 << 20)).await
+    else {
+        panic!("not a fetch answer")
+    };
+    let mut records = f.responses[0].partitions[0].records.clone().unwrap();
+    let set = RecordBatchDecoder::decode(&mut records).unwrap();
+    assert_eq!(set.records.len(), 1);
+    assert_eq!(set.records[0].value.as_deref(), Some(&b"ok"[..]));
+    broker.shutdown().await.unwrap();
+}
