@@ -469,45 +469,46 @@ async fn bad_produce_and_fetch_input_gets_typed_errors_and_the_connection_goes_o
         panic!("not a CreateTopics answer");
     };
     assert_eq!(created.topics[0].error_code, 0);
-    // A partition the topic does not have.
-    let answer = ask(
-        &mut conn,
-        ApiKey::Produce,
-        produce("bad", 7, 1, batch(&["a"])),
-    )
-    .await;
-    assert_eq!(code_of(answer), 3, "UNKNOWN_TOPIC_OR_PARTITION");
-    // Over max_message_size (64 KiB).
     let big = "x".repeat(100 << 10);
-    let answer = ask(
-        &mut conn,
-        ApiKey::Produce,
-        produce("bad", 0, 1, batch(&[&big])),
-    )
-    .await;
-    assert_eq!(code_of(answer), 10, "MESSAGE_TOO_LARGE");
-    // A damaged batch: one byte of a record flipped under the CRC.
     let mut damaged = BytesMut::from(&batch(&["hello"])[..]);
     let last = damaged.len() - 3;
+    // One byte of a record flipped under the CRC.
     damaged[last] ^= 0xFF;
-    let answer = ask(
-        &mut conn,
-        ApiKey::Produce,
-        produce("bad", 0, 1, damaged.freeze()),
-    )
-    .await;
-    assert_eq!(code_of(answer), 2, "CORRUPT_MESSAGE");
-    // An internal topic under its Kafka name.
-    let answer = ask(
-        &mut conn,
-        ApiKey::Produce,
-        produce("__weir_dlq.g", 0, 1, batch(&["a"])),
-    )
-    .await;
-    assert_eq!(code_of(answer), 17, "INVALID_TOPIC_EXCEPTION");
-    // Past the end.
-    let answer = ask(&mut conn, ApiKey::Fetch, fetch("bad", 0, 5, 0, 1 << 20)).await;
-    assert_eq!(code_of(answer), 1, "OFFSET_OUT_OF_RANGE");
+    let cases = [
+        (
+            "a partition the topic lacks",
+            ApiKey::Produce,
+            produce("bad", 7, 1, batch(&["a"])),
+            3,
+        ),
+        (
+            "over max_message_size",
+            ApiKey::Produce,
+            produce("bad", 0, 1, batch(&[&big])),
+            10,
+        ),
+        (
+            "a damaged batch",
+            ApiKey::Produce,
+            produce("bad", 0, 1, damaged.freeze()),
+            2,
+        ),
+        (
+            "an internal topic",
+            ApiKey::Produce,
+            produce("__weir_dlq.g", 0, 1, batch(&["a"])),
+            17,
+        ),
+        (
+            "past the end",
+            ApiKey::Fetch,
+            fetch("bad", 0, 5, 0, 1 << 20),
+            1,
+        ),
+    ];
+    for (what, api, request, code) in cases {
+        assert_eq!(code_of(ask(&mut conn, api, request).await), code, "{what}");
+    }
     // Nothing was stored, and the same connection still produces and fetches.
     let answer = ask(
         &mut conn,
