@@ -769,8 +769,9 @@ impl Store {
         let mut count = 0u32;
         let mut next = from_offset;
         let mut skipped: Vec<SkippedRange> = Vec::new();
-        // End of the verified batch holding queue offset `next - 1`: where a repair scan starts.
-        let mut prev_end: Option<u64> = None;
+        // Start of the verified batch holding queue offset `next - 1`: where a repair scan
+        // starts (the start, not the end: `next` may be in that same batch).
+        let mut prev_start: Option<u64> = None;
         // The batch the previous queue offset was served from (or found corrupt): the
         // messages after it in the same batch are counted, never checked or copied again.
         let mut current: Option<(u64, Served)> = None;
@@ -805,7 +806,7 @@ impl Store {
                     queue_offset: next,
                 };
                 if usable && !filter.matches_hash(entry.tag_hash) {
-                    prev_end = None;
+                    prev_start = None;
                     next += 1;
                     continue;
                 }
@@ -829,16 +830,16 @@ impl Store {
                 if let Served::Bad(DamageReason::IndexMismatch | DamageReason::MissingEntry) =
                     served
                     && !self.inner.damage.is_listed(topic, queue_id, next)
-                    && let Some(found) = self.repair_entry(&cq, expected, prev_end)
+                    && let Some(found) = self.repair_entry(&cq, expected, prev_start)
                 {
                     served = self.serve(found, expected, &mut out);
                     at = found.offset;
                 }
-                prev_end = None;
+                prev_start = None;
                 match served {
-                    Served::Copied(end) => {
+                    Served::Copied(_) => {
                         count += 1;
-                        prev_end = Some(end);
+                        prev_start = Some(at);
                         current = Some((at, served));
                     }
                     Served::Bad(reason) => {
@@ -909,17 +910,17 @@ impl Store {
     }
 
     /// Finds the batch holding `expected` in the log when its consume-queue entry is wrong,
-    /// and rewrites the entry. The search starts at `prev_end` (the end of the previous queue
-    /// offset's batch), else after the previous entry's batch if that one checks out, else at
-    /// the start of the log.
+    /// and rewrites the entry. The search starts at `prev_start` (the start of the previous
+    /// queue offset's batch, which may hold `expected` too), else at the previous entry's
+    /// batch if that one checks out, else at the start of the log.
     fn repair_entry(
         &self,
         cq: &ConsumeQueue,
         expected: Expected<'_>,
-        prev_end: Option<u64>,
+        prev_start: Option<u64>,
     ) -> Option<Entry> {
         let n = expected.queue_offset;
-        let lower = prev_end
+        let lower = prev_start
             .or_else(|| {
                 let prev = n.checked_sub(1).filter(|p| *p >= cq.min())?;
                 let entry = cq.entry(prev).ok()?;
@@ -933,7 +934,7 @@ impl Store {
                         verify::check_entry(b, entry.offset, prev_expected).is_ok()
                     })
                     .filter(|ok| *ok)
-                    .map(|_| entry.offset + u64::from(entry.size))
+                    .map(|_| entry.offset)
             })
             .unwrap_or_else(|| self.inner.log.min_offset());
         let upper = self.inner.dispatched.load(Ordering::Acquire);
