@@ -1058,24 +1058,7 @@ impl Store {
         let Some(cq) = self.inner.queues.get(topic, queue_id) else {
             return Ok(None);
         };
-        let (mut lo, mut hi) = (cq.min(), cq.max());
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            let entry = cq.entry(mid)?;
-            let ts = self
-                .inner
-                .log
-                .with_bytes(entry.offset, entry.size as usize, |b| {
-                    batch::Entry::parse(b).map(|e| e.max_timestamp()).ok()
-                })
-                .flatten()
-                .unwrap_or(i64::MIN);
-            if ts < timestamp_ms {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
+        let lo = self.first_at_or_after(&cq, timestamp_ms, |e| e.max_timestamp())?;
         if lo >= cq.max() {
             return Ok(None);
         }
@@ -1108,6 +1091,18 @@ impl Store {
         let Some(cq) = self.inner.queues.get(topic, queue_id) else {
             return Ok(0);
         };
+        self.first_at_or_after(&cq, timestamp_ms, |e| e.stamp().store_timestamp)
+    }
+
+    /// The first queue offset of `cq` whose batch's `time_of` is at or after `timestamp_ms`
+    /// (the queue's max offset if there is none): a binary search, so `time_of` must grow
+    /// with the queue (an unreadable batch counts as older).
+    fn first_at_or_after(
+        &self,
+        cq: &ConsumeQueue,
+        timestamp_ms: i64,
+        time_of: impl Fn(&batch::Entry<'_>) -> i64,
+    ) -> Result<u64, StoreError> {
         let (mut lo, mut hi) = (cq.min(), cq.max());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
@@ -1116,9 +1111,7 @@ impl Store {
                 .inner
                 .log
                 .with_bytes(entry.offset, entry.size as usize, |b| {
-                    batch::Entry::parse(b)
-                        .map(|e| e.stamp().store_timestamp)
-                        .ok()
+                    batch::Entry::parse(b).map(|e| time_of(&e)).ok()
                 })
                 .flatten()
                 .unwrap_or(i64::MIN);

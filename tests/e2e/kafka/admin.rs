@@ -2,9 +2,7 @@
 //! describe configs, list offsets, list and describe groups, read a group's offsets, delete —
 //! each checked against what Weir's CLI shows.
 
-use serde_json::Value;
-
-use super::{Record, clients_ready, driver, kafka_node};
+use super::{Record, clients_ready, commit, driver, kafka_node, produce};
 
 #[test]
 fn admin_client_manages_topics_and_lists_groups_and_offsets() {
@@ -13,33 +11,12 @@ fn admin_client_manages_topics_and_lists_groups_and_offsets() {
     }
     let node = kafka_node(&[]);
     node.ok(&["topic", "create", "data", "--queues", "1"]);
-    let records: Vec<Value> = (0..5)
-        .map(|i| Record::new(Some("k"), Some(&format!("v{i}"))).to_json(0, None))
+    let records: Vec<Record> = (0..5)
+        .map(|i| Record::new(Some("k"), Some(&format!("v{i}"))))
         .collect();
-    driver(
-        &node,
-        "produce",
-        &["--client", "confluent", "--topic", "data", "--acks", "1"],
-        Some(&Value::Array(records)),
-    );
+    produce(&node, "confluent", "data", 0, &records, &["--acks", "1"]);
     // A group with committed offsets and no members.
-    driver(
-        &node,
-        "commit",
-        &[
-            "--client",
-            "confluent",
-            "--group",
-            "reporting",
-            "--topic",
-            "data",
-            "--offsets",
-            "0:3",
-            "--metadata",
-            "nightly",
-        ],
-        None,
-    );
+    commit(&node, "reporting", "data", "0:3", "nightly");
 
     let out = driver(
         &node,

@@ -103,6 +103,20 @@ def fetch_requests(metrics_url):
     return 0
 
 
+def producer_settings(args, acks, compression, idempotent):
+    """The producer settings kafka-python and aiokafka share (same names in both)."""
+    settings = {
+        "bootstrap_servers": args.bootstrap,
+        "acks": acks,
+        "linger_ms": 5,
+        "compression_type": None if compression == "none" else compression,
+        "request_timeout_ms": 10000,
+    }
+    if idempotent:
+        settings["enable_idempotence"] = True
+    return settings
+
+
 # ---------------------------------------------------------------------------------------------
 # confluent-kafka (librdkafka)
 
@@ -319,16 +333,9 @@ class KafkaPython:
         self.args = args
 
     def produce(self, topic, messages, acks, compression, idempotent, extra):
-        kwargs = {
-            "bootstrap_servers": self.args.bootstrap,
-            "acks": acks,
-            "linger_ms": 5,
-            "compression_type": None if compression == "none" else compression,
-            "request_timeout_ms": 10000,
-        }
-        if idempotent:
-            kwargs["enable_idempotence"] = True
-        producer = self.kafka.KafkaProducer(**kwargs)
+        producer = self.kafka.KafkaProducer(
+            **producer_settings(self.args, acks, compression, idempotent)
+        )
         futures = []
         for m in messages:
             futures.append(
@@ -493,16 +500,9 @@ class AioKafka:
 
     def produce(self, topic, messages, acks, compression, idempotent, extra):
         async def run():
-            kwargs = {
-                "bootstrap_servers": self.args.bootstrap,
-                "acks": acks,
-                "linger_ms": 5,
-                "compression_type": None if compression == "none" else compression,
-                "request_timeout_ms": 10000,
-            }
-            if idempotent:
-                kwargs["enable_idempotence"] = True
-            producer = self.aiokafka.AIOKafkaProducer(**kwargs)
+            producer = self.aiokafka.AIOKafkaProducer(
+                **producer_settings(self.args, acks, compression, idempotent)
+            )
             await producer.start()
             try:
                 futures = []

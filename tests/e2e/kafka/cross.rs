@@ -9,7 +9,7 @@ use serde_json::Value;
 use weir_client::consumer::ConsumerConfig;
 use weir_client::{ConsumeResult, Message, Producer, ProducerConfig, PushConsumer, StartFrom};
 
-use super::{Record, clients_ready, consume, driver, kafka_node, now_ms, wait_until};
+use super::{Record, clients_ready, commit, consume, driver, kafka_node, now_ms, wait_until};
 use crate::http_api::Http;
 
 /// The JSON lines `weir consume --format json` printed.
@@ -159,23 +159,7 @@ fn group_offsets_are_the_same_numbers_for_both_protocols() {
     );
 
     // Committed through Kafka, seen by Weir's HTTP API and CLI.
-    driver(
-        &node,
-        "commit",
-        &[
-            "--client",
-            "confluent",
-            "--group",
-            "auditors",
-            "--topic",
-            "ledger",
-            "--offsets",
-            "0:4,1:2",
-            "--metadata",
-            "audit",
-        ],
-        None,
-    );
+    commit(&node, "auditors", "ledger", "0:4,1:2", "audit");
     let (status, body) = Http::new(&node).get("/api/v1/groups/auditors");
     assert_eq!(status, 200, "{body}");
     let committed: Vec<(u64, Value)> = body["queues"]

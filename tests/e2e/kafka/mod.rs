@@ -252,6 +252,28 @@ pub fn produce(
         .collect()
 }
 
+/// Commits `offsets` (`partition:offset,…`) for `group` on `topic` with confluent-kafka, with
+/// a metadata string, as a consumer that assigned its partitions would.
+pub fn commit(node: &Node, group: &str, topic: &str, offsets: &str, metadata: &str) {
+    driver(
+        node,
+        "commit",
+        &[
+            "--client",
+            "confluent",
+            "--group",
+            group,
+            "--topic",
+            topic,
+            "--offsets",
+            offsets,
+            "--metadata",
+            metadata,
+        ],
+        None,
+    );
+}
+
 /// What a `consume` run reports: the position after the seek and the records read.
 pub struct Consumed {
     /// The offset the consumer stood at after its seek (`None`: no record at or after a time).

@@ -153,17 +153,9 @@ impl OffsetTable {
 
     /// Every committed offset of a group: (topic, queue id, offset).
     pub fn group_offsets(&self, group: &str) -> Vec<(String, u32, u64)> {
-        let offsets = self.offsets.lock();
-        let Some(topics) = offsets.get(group) else {
-            return Vec::new();
-        };
-        topics
-            .iter()
-            .flat_map(|(topic, queues)| {
-                queues
-                    .iter()
-                    .map(move |(q, c)| (topic.clone(), *q, c.offset()))
-            })
+        self.group_offsets_with_metadata(group)
+            .into_iter()
+            .map(|(topic, queue, offset, _)| (topic, queue, offset))
             .collect()
     }
 

@@ -40,20 +40,16 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::codec::{Decoder, LengthDelimitedCodec};
 
 use crate::core::session::ConnectionId;
-use crate::metrics_catalog::{CONNECTIONS, CONNECTIONS_IDLE_CLOSED_TOTAL};
+use crate::metrics_catalog::CONNECTIONS;
 use crate::protocols::in_flight::{Charge, ConnectionBudget, Pool};
 use crate::protocols::kafka::dispatch::{self, Listener, Response};
 use crate::protocols::kafka::versions;
-use crate::protocols::socket::write_progressing;
+use crate::protocols::socket::{Inbound, Stop, write_progressing};
 
 /// Requests of one connection waiting for their turn to be answered.
 const MAX_IN_FLIGHT: usize = 1024;
 /// The writer sends once this much is buffered, even if more responses are ready.
 const WRITE_BATCH_BYTES: usize = 1 << 20;
-/// Read buffer growth step.
-const READ_CHUNK: usize = 64 * 1024;
-/// A connection with nothing to read for this long gives its read buffer back.
-const QUIET_RELEASE: Duration = Duration::from_secs(1);
 /// How long a stopping connection waits for its responses to go out.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -111,10 +107,10 @@ pub(crate) async fn serve(
         closed: closed_rx,
         peer,
     };
-    let graceful = reader.run(&mut read, &mut shutdown).await;
+    let stop = reader.run(&mut read, &mut shutdown).await;
     drop(reader);
     let _ = closed_tx.send(true);
-    if graceful {
+    if stop != Stop::Failed {
         // Responses already made still go out.
         let _ = tokio::time::timeout(DRAIN_TIMEOUT, writer).await;
     } else {
@@ -133,9 +129,8 @@ struct Reader {
 }
 
 impl Reader {
-    /// Reads and starts requests; true when the connection ends cleanly (closed by the peer,
-    /// idle, or shutdown), false when it broke.
-    async fn run(&self, read: &mut OwnedReadHalf, shutdown: &mut watch::Receiver<bool>) -> bool {
+    /// Reads and starts requests until the connection stops.
+    async fn run(&self, read: &mut OwnedReadHalf, shutdown: &mut watch::Receiver<bool>) -> Stop {
         let peer = self.peer;
         let config = &self.listener.state.config;
         let max_frame = usize::try_from(config.max_frame_size).unwrap_or(usize::MAX);
@@ -143,71 +138,35 @@ impl Reader {
             .length_field_length(4)
             .max_frame_length(max_frame)
             .new_codec();
-        let idle_timeout = match config.connection_idle_timeout_ms {
-            0 => None,
-            ms => Some(Duration::from_millis(ms)),
-        };
-        let mut buf = BytesMut::new();
-        let mut last_read = tokio::time::Instant::now();
+        let mut inbound = Inbound::new(peer, config.connection_idle_timeout_ms);
         loop {
             loop {
-                match codec.decode(&mut buf) {
+                match codec.decode(&mut inbound.buf) {
                     Ok(Some(frame)) => {
                         if let Err(why) = self.start(frame.freeze()).await {
                             tracing::warn!(%peer, why, "closing the kafka connection");
-                            return false;
+                            return Stop::Failed;
                         }
                     }
                     Ok(None) => break,
                     Err(e) => {
                         tracing::warn!(%peer, error = %e, "kafka framing error; closing the connection");
-                        return false;
+                        return Stop::Failed;
                     }
                 }
             }
-            // Read on only while this connection's responses are being taken.
-            self.budget.answer_room_for(READ_CHUNK).await;
-            let quiet = tokio::time::sleep(QUIET_RELEASE);
-            tokio::pin!(quiet);
-            loop {
-                tokio::select! {
-                    ready = read.readable() => {
-                        if ready.is_err() {
-                            return false;
-                        }
-                        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-                            buf.reserve(READ_CHUNK);
-                        }
-                        match read.try_read_buf(&mut buf) {
-                            Ok(0) => return true,
-                            Ok(_) => {
-                                last_read = tokio::time::Instant::now();
-                                break;
-                            }
-                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                            Err(e) => {
-                                tracing::debug!(%peer, error = %e, "kafka read failed");
-                                return false;
-                            }
-                        }
-                    }
-                    () = &mut quiet => {
-                        if buf.capacity() > buf.len() {
-                            buf = BytesMut::from(&buf[..]);
-                        }
-                        if let Some(idle) = idle_timeout
-                            && last_read.elapsed() >= idle
-                            && self.slots.capacity() == MAX_IN_FLIGHT
-                        {
-                            tracing::debug!(%peer, ?idle, "idle kafka connection closed");
-                            metrics::counter!(CONNECTIONS_IDLE_CLOSED_TOTAL).increment(1);
-                            return true;
-                        }
-                        quiet.as_mut().reset(tokio::time::Instant::now() + QUIET_RELEASE);
-                    }
-                    () = self.slots.closed() => return false,
-                    _ = crate::shutdown::requested(shutdown) => return true,
-                }
+            let nothing_in_flight = || self.slots.capacity() == MAX_IN_FLIGHT;
+            if let Err(stop) = inbound
+                .read_more(
+                    read,
+                    &self.budget,
+                    nothing_in_flight,
+                    self.slots.closed(),
+                    shutdown,
+                )
+                .await
+            {
+                return stop;
             }
         }
     }

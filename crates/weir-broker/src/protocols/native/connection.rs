@@ -39,12 +39,12 @@ use weir_proto::{ApiKey, ErrorCode, Frame, FrameCodec, Header, OutFrame, pb};
 
 use crate::core::session::ConnectionId;
 use crate::error::RequestError;
-use crate::metrics_catalog::{CONNECTIONS, CONNECTIONS_IDLE_CLOSED_TOTAL, REQUESTS_TOTAL};
+use crate::metrics_catalog::{CONNECTIONS, REQUESTS_TOTAL};
 use crate::protocols::in_flight::{ConnectionBudget, Pool};
 use crate::protocols::native::dispatch::dispatch;
 use crate::protocols::native::handlers::{Reply, RequestContext};
 use crate::protocols::native::outbox::{Outboxes, Outgoing};
-use crate::protocols::socket::write_progressing;
+use crate::protocols::socket::{Inbound, Stop, write_progressing};
 use crate::state::BrokerState;
 
 /// Requests one connection may have in flight; the reader stops reading at this many.
@@ -53,24 +53,8 @@ const MAX_IN_FLIGHT: u32 = 4096;
 const RESPONSE_QUEUE: usize = 1024;
 /// The writer sends once this much is buffered, even if more answers are queued.
 const WRITE_BATCH_BYTES: usize = 1 << 20;
-/// Read buffer growth step.
-const READ_CHUNK: usize = 64 * 1024;
-/// The buffer of a connection's first read after a quiet spell.
-const FIRST_READ: usize = 4 * 1024;
-/// A connection with nothing to read for this long gives its buffers back.
-const QUIET_RELEASE: Duration = Duration::from_secs(1);
 /// How long a stopping connection waits for its requests in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Why the reader stopped.
-enum Outcome {
-    /// The peer closed its side.
-    Closed,
-    /// The broker is shutting down.
-    Shutdown,
-    /// The stream broke or stopped making sense.
-    Failed,
-}
 
 /// Serves one connection until the peer closes it, it fails, it stays idle too long, or the
 /// broker shuts down.
@@ -88,10 +72,6 @@ pub(crate) async fn serve(
     let _ = stream.set_nodelay(true);
     let (mut read, write) = stream.into_split();
     let codec = FrameCodec::new(state.max_frame_len);
-    let idle_timeout = match state.config.connection_idle_timeout_ms {
-        0 => None,
-        ms => Some(Duration::from_millis(ms)),
-    };
     let stall_limit = match state.config.connection_stall_timeout_ms {
         0 => None,
         ms => Some(Duration::from_millis(ms)),
@@ -109,7 +89,7 @@ pub(crate) async fn serve(
         in_flight: in_flight.clone(),
         closed: closed_rx,
         budget: Arc::new(budget),
-        idle_timeout,
+        idle_timeout_ms: state.config.connection_idle_timeout_ms,
     };
     let outcome = reader.run(&mut read, codec, shutdown).await;
     // The writer ends once the last sender (the reader's, then each request's) is gone.
@@ -121,18 +101,18 @@ pub(crate) async fn serve(
     outboxes.closed(connection);
     state.transactions.connection_closed(connection);
     match outcome {
-        Outcome::Shutdown => {
+        Stop::Shutdown => {
             let _ =
                 tokio::time::timeout(DRAIN_TIMEOUT, in_flight.acquire_many(MAX_IN_FLIGHT)).await;
             let _ = closed_tx.send(true);
             let _ = tokio::time::timeout(DRAIN_TIMEOUT, writer).await;
         }
-        Outcome::Closed => {
+        Stop::Closed => {
             // Answers in flight still go out (the peer may only have closed its write side),
             // but nobody waits for a long poll's answer.
             let _ = closed_tx.send(true);
         }
-        Outcome::Failed => {
+        Stop::Failed => {
             let _ = closed_tx.send(true);
             writer.abort();
         }
@@ -148,7 +128,7 @@ struct Reader {
     in_flight: Arc<Semaphore>,
     closed: watch::Receiver<bool>,
     budget: Arc<ConnectionBudget>,
-    idle_timeout: Option<Duration>,
+    idle_timeout_ms: u64,
 }
 
 impl Reader {
@@ -157,74 +137,36 @@ impl Reader {
         read: &mut OwnedReadHalf,
         mut codec: FrameCodec,
         mut shutdown: watch::Receiver<bool>,
-    ) -> Outcome {
+    ) -> Stop {
         let peer = self.ctx.peer;
-        // Allocated when bytes arrive, grown with them, given back when the connection is quiet.
-        let mut buf = BytesMut::new();
-        let mut last_read = tokio::time::Instant::now();
+        let mut inbound = Inbound::new(peer, self.idle_timeout_ms);
         loop {
             loop {
-                match codec.decode(&mut buf) {
+                match codec.decode(&mut inbound.buf) {
                     Ok(Some(frame)) => {
                         if !self.start(frame).await {
-                            return Outcome::Shutdown;
+                            return Stop::Shutdown;
                         }
                     }
                     Ok(None) => break,
                     Err(e) => {
                         tracing::warn!(%peer, error = %e, "framing error; closing the connection");
-                        return Outcome::Failed;
+                        return Stop::Failed;
                     }
                 }
             }
-            // Read on only while this connection's answers are being taken: a peer that does
-            // not read them stops being read (TCP pushes back on it).
-            self.budget.answer_room_for(READ_CHUNK).await;
-            let quiet = tokio::time::sleep(QUIET_RELEASE);
-            tokio::pin!(quiet);
-            loop {
-                tokio::select! {
-                    ready = read.readable() => {
-                        if let Err(e) = ready {
-                            tracing::debug!(%peer, error = %e, "read failed");
-                            return Outcome::Failed;
-                        }
-                        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-                            // A first read gets a small buffer; the codec grows it as a
-                            // frame's bytes arrive.
-                            buf.reserve(if buf.is_empty() { FIRST_READ } else { READ_CHUNK });
-                        }
-                        match read.try_read_buf(&mut buf) {
-                            Ok(0) => return Outcome::Closed,
-                            Ok(_) => {
-                                last_read = tokio::time::Instant::now();
-                                break;
-                            }
-                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                            Err(e) => {
-                                tracing::debug!(%peer, error = %e, "read failed");
-                                return Outcome::Failed;
-                            }
-                        }
-                    }
-                    () = &mut quiet => {
-                        // Keep only the bytes that arrived (a stalled frame's head).
-                        if buf.capacity() > buf.len() {
-                            buf = BytesMut::from(&buf[..]);
-                        }
-                        if let Some(idle) = self.idle_timeout
-                            && last_read.elapsed() >= idle
-                            && self.in_flight.available_permits() == MAX_IN_FLIGHT as usize
-                        {
-                            tracing::debug!(%peer, ?idle, "idle connection closed");
-                            metrics::counter!(CONNECTIONS_IDLE_CLOSED_TOTAL).increment(1);
-                            return Outcome::Closed;
-                        }
-                        quiet.as_mut().reset(tokio::time::Instant::now() + QUIET_RELEASE);
-                    }
-                    () = self.tx.closed() => return Outcome::Failed,
-                    _ = crate::shutdown::requested(&mut shutdown) => return Outcome::Shutdown,
-                }
+            let nothing_in_flight = || self.in_flight.available_permits() == MAX_IN_FLIGHT as usize;
+            if let Err(stop) = inbound
+                .read_more(
+                    read,
+                    &self.budget,
+                    nothing_in_flight,
+                    self.tx.closed(),
+                    &mut shutdown,
+                )
+                .await
+            {
+                return stop;
             }
         }
     }

@@ -344,17 +344,7 @@ impl Group {
                 // Nothing changed: the member gets the current generation again.
                 Step::Done(Ok(self.joined_for(&member_id, false)))
             }
-            _ => {
-                let (tx, rx) = oneshot::channel();
-                if let Some(member) = self.members.get_mut(&member_id) {
-                    member.joining = Some(tx);
-                }
-                if self.state != GroupState::PreparingRebalance {
-                    self.prepare_rebalance(None, now);
-                }
-                self.advance(now);
-                Step::Wait(rx)
-            }
+            _ => self.rejoin_in_rebalance(&member_id, now),
         }
     }
 
@@ -393,8 +383,13 @@ impl Group {
             let is_leader = self.leader.as_deref() == Some(member_id.as_str());
             return Step::Done(Ok(self.joined_for(&member_id, is_leader)));
         }
+        self.rejoin_in_rebalance(&member_id, now)
+    }
+
+    /// Makes `member_id`'s join wait for the rebalance it starts (or the one under way).
+    fn rejoin_in_rebalance(&mut self, member_id: &str, now: Instant) -> Step<Joined> {
         let (tx, rx) = oneshot::channel();
-        if let Some(member) = self.members.get_mut(&member_id) {
+        if let Some(member) = self.members.get_mut(member_id) {
             member.joining = Some(tx);
         }
         if self.state != GroupState::PreparingRebalance {
