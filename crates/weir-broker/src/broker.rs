@@ -16,6 +16,7 @@ use crate::config::BrokerConfig;
 use crate::core::identity::Identity;
 use crate::core::long_poll::LongPoll;
 use crate::core::message_log::MessageLog;
+use crate::core::replica::{self, StatusSender};
 use crate::core::role::{self, Role, RoleSetter};
 use crate::core::topics::TopicTable;
 use crate::core::traffic::Traffic;
@@ -48,6 +49,8 @@ pub struct Broker {
     store: Arc<Store>,
     /// Sets the role (standalone: leader from start to shutdown).
     role: RoleSetter,
+    /// Publishes this replica's group status (fixed while standalone).
+    replica_status: StatusSender,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     http_addr: Option<SocketAddr>,
@@ -208,6 +211,7 @@ impl Broker {
         }));
         // Standalone: this node is its group's only replica, so always the leader.
         let (role_setter, role) = Role::new(true);
+        let (replica_status, replica_rx) = replica::standalone();
         let groups = Arc::new(GroupCoordinator::new(Duration::from_millis(
             config.group_session_timeout_ms,
         )));
@@ -223,6 +227,7 @@ impl Broker {
             identity,
             topics,
             role: role.clone(),
+            replica: replica_rx,
             offsets,
             shared,
             long_poll,
@@ -293,6 +298,7 @@ impl Broker {
             state,
             store,
             role: role_setter,
+            replica_status,
             shutdown,
             tasks,
             http_addr: None,

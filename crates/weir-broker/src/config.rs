@@ -115,6 +115,20 @@ pub struct BrokerConfig {
     pub kafka_group_initial_rebalance_delay_ms: u64,
     /// Kafka consumer groups: most members of one group.
     pub kafka_group_max_members: u32,
+    /// This replica's node id in its broker group's Raft group; 0: standalone (no Raft).
+    pub node_id: u64,
+    /// Address the Raft listener binds (`host:port`), for the other replicas of the group.
+    pub raft_listen: Option<String>,
+    /// The group's initial voters and how this node reaches each one's Raft listener, as
+    /// `"<node id>=<host:port>"` (this node's own entry included). A list, or one
+    /// comma-separated string.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub raft_peers: Vec<String>,
+    /// How often the leader sends heartbeats to the other replicas, ms.
+    pub raft_heartbeat_ms: u64,
+    /// A follower that hears no leader for this long (randomised up to twice as long) starts
+    /// an election, ms.
+    pub raft_election_timeout_ms: u64,
 }
 
 /// Accepts a list of strings or one comma-separated string.
@@ -183,6 +197,11 @@ impl Default for BrokerConfig {
             max_retries: 16,
             kafka_group_initial_rebalance_delay_ms: 0,
             kafka_group_max_members: 1_000,
+            node_id: 0,
+            raft_listen: None,
+            raft_peers: Vec::new(),
+            raft_heartbeat_ms: 100,
+            raft_election_timeout_ms: 1_000,
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::config::BrokerConfig;
 use crate::core::identity::Identity;
 use crate::core::long_poll::LongPoll;
 use crate::core::message_log::MessageLog;
+use crate::core::replica::StatusReceiver;
 use crate::core::role::Role;
 use crate::core::topics::TopicTable;
 use crate::core::traffic::Traffic;
@@ -34,6 +35,8 @@ pub(crate) struct BrokerState {
     pub topics: Arc<TopicTable>,
     /// Whether this node leads its broker group.
     pub role: Role,
+    /// This replica's view of its broker group (role, term, commit index, the leader).
+    pub replica: StatusReceiver,
     pub offsets: Arc<OffsetTable>,
     pub groups: Arc<GroupCoordinator>,
     pub shared: Arc<SharedGroups>,

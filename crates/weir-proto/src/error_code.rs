@@ -59,11 +59,14 @@ pub enum ErrorCode {
     /// The consumer group is in use by members of the other protocol (a group name is used by
     /// native or by Kafka consumers, one protocol at a time).
     GroupInUseByOtherProtocol = 26,
+    /// This replica does not lead its broker group: writes and group work go to the leader
+    /// (the error's message names it when known: `leader=<host:port>`).
+    NotLeader = 27,
 }
 
 impl ErrorCode {
     /// Every code, in number order.
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::None,
         ErrorCode::Internal,
         ErrorCode::UnsupportedApi,
@@ -86,6 +89,7 @@ impl ErrorCode {
         ErrorCode::ShuttingDown,
         ErrorCode::FlushTimeout,
         ErrorCode::GroupInUseByOtherProtocol,
+        ErrorCode::NotLeader,
         ErrorCode::InvalidReceipt,
         ErrorCode::OutOfOrderSequence,
         ErrorCode::DuplicateSequence,
@@ -109,6 +113,7 @@ impl ErrorCode {
                 | ErrorCode::StorageError
                 | ErrorCode::DiskFull
                 | ErrorCode::Internal
+                | ErrorCode::NotLeader
         )
     }
 
@@ -140,6 +145,7 @@ impl ErrorCode {
             ErrorCode::OutOfOrderSequence => "out_of_order_sequence",
             ErrorCode::DuplicateSequence => "duplicate_sequence",
             ErrorCode::GroupInUseByOtherProtocol => "group_in_use_by_other_protocol",
+            ErrorCode::NotLeader => "not_leader",
         }
     }
 }

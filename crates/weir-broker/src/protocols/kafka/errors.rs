@@ -25,7 +25,7 @@ pub(crate) fn kafka_code(code: ErrorCode) -> i16 {
         ErrorCode::DiskFull | ErrorCode::StorageError => K::KafkaStorageError,
         // Retried by the client after a back-off, as Kafka's own overload answers are.
         ErrorCode::Busy | ErrorCode::FlushTimeout => K::RequestTimedOut,
-        ErrorCode::ShuttingDown => K::NotLeaderOrFollower,
+        ErrorCode::ShuttingDown | ErrorCode::NotLeader => K::NotLeaderOrFollower,
         _ => K::UnknownServerError,
     };
     kafka.code()
