@@ -36,6 +36,7 @@ use crate::protocols::kafka::{self, Endpoint, dispatch::Listener as KafkaListene
 use crate::protocols::native::outbox::Outboxes;
 use crate::protocols::native::registration::{Registrar, Target};
 use crate::protocols::native::server;
+use crate::replication::Replication;
 use crate::routing::name_server::NameServer;
 use crate::state::BrokerState;
 
@@ -49,8 +50,10 @@ pub struct Broker {
     store: Arc<Store>,
     /// Sets the role (standalone: leader from start to shutdown).
     role: RoleSetter,
-    /// Publishes this replica's group status (fixed while standalone).
+    /// Publishes this replica's group status (fixed while standalone; Raft's in a group).
     replica_status: StatusSender,
+    /// This replica's Raft node, in a broker group.
+    replication: Option<Replication>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     http_addr: Option<SocketAddr>,
@@ -114,7 +117,11 @@ impl Broker {
         http: Option<&HttpServer>,
     ) -> Result<Broker, BrokerError> {
         let data_dir = config.data_dir.clone();
-        let store_config = config.store_config()?;
+        let mut store_config = config.store_config()?;
+        if config.node_id != 0 {
+            // A replica makes readable only what its group has committed.
+            store_config.dispatch_limit = Some(crate::replication::commit_point(&data_dir)?);
+        }
         // Opening recovers the log, which reads files: keep it off the async workers.
         let store = tokio::task::spawn_blocking(move || Store::open(store_config))
             .await
@@ -136,7 +143,7 @@ impl Broker {
         shutdown_rx: watch::Receiver<bool>,
         http: Option<&HttpServer>,
     ) -> Result<Broker, BrokerError> {
-        let log = MessageLog::new(store.clone());
+        let mut log = MessageLog::new(store.clone());
         let topics = Arc::new(crate::core::topic_rebuild::load_or_rebuild(
             &config.data_dir,
             &log,
@@ -170,6 +177,37 @@ impl Broker {
                 .unwrap_or_else(|| default_advertised(local_addr).to_string()),
             local_addr,
         });
+        // Standalone: this node is its group's only replica, so always the leader. In a
+        // broker group, Raft drives the role.
+        let (role_setter, role) = Role::new(config.node_id == 0);
+        let (replica_status, replica_rx) = replica::standalone();
+        let mut replication = None;
+        let mut raft_tasks = Vec::new();
+        if config.node_id != 0 {
+            let addr = config.raft_listen.clone().unwrap_or_default();
+            let raft_listener = TcpListener::bind(&addr)
+                .await
+                .map_err(|source| BrokerError::Bind { addr, source })?;
+            let (started, tasks) = Replication::start(
+                &config,
+                store.clone(),
+                raft_listener,
+                identity.advertised_addr.clone(),
+                replica_status.clone(),
+                role_setter.clone(),
+                Arc::new(crate::ops::replicated::Applier {
+                    topics: topics.clone(),
+                    offsets: offsets.clone(),
+                    shared: shared.clone(),
+                    log: log.clone(),
+                }),
+                shutdown_rx.clone(),
+            )
+            .await?;
+            log.replicate(Arc::new(started.clone()));
+            replication = Some(started);
+            raft_tasks = tasks;
+        }
         let features = load_features(&config, &log, &topics, &identity).await?;
         let name_server = Arc::new(NameServer::new(Duration::from_millis(
             config.broker_expiry_ms,
@@ -209,9 +247,6 @@ impl Broker {
             waker.wake(topic, queue_id);
             shared_waker.wake(topic);
         }));
-        // Standalone: this node is its group's only replica, so always the leader.
-        let (role_setter, role) = Role::new(true);
-        let (replica_status, replica_rx) = replica::standalone();
         let groups = Arc::new(GroupCoordinator::new(Duration::from_millis(
             config.group_session_timeout_ms,
         )));
@@ -270,6 +305,7 @@ impl Broker {
             )),
             tokio::spawn(housekeeping(state.clone(), shutdown_rx.clone())),
         ];
+        tasks.append(&mut raft_tasks);
         let kafka_addr = kafka.as_ref().map(|(_, addr, _)| *addr);
         if let Some((socket, addr, endpoint)) = kafka {
             tracing::info!(%addr, advertised = %format!("{}:{}", endpoint.host, endpoint.port), "kafka listener started");
@@ -299,6 +335,7 @@ impl Broker {
             store,
             role: role_setter,
             replica_status,
+            replication,
             shutdown,
             tasks,
             http_addr: None,
@@ -348,6 +385,10 @@ impl Broker {
                 tracing::warn!(error = %e, "a broker task failed");
             }
         }
+        if let Some(replication) = &self.replication {
+            replication.shutdown().await;
+        }
+        drop(self.replica_status);
         let offsets = self.state.offsets.persist();
         let shared = self.state.shared.persist();
         let store = self.store.clone();

@@ -40,6 +40,9 @@ pub enum BrokerError {
         /// Why it failed.
         source: std::io::Error,
     },
+    /// The broker group's Raft node could not start.
+    #[error("replication: {0}")]
+    Replication(String),
 }
 
 impl BrokerError {
@@ -96,6 +99,15 @@ impl From<StoreError> for RequestError {
             StoreError::NotFound | StoreError::InvalidPosition(_) => ErrorCode::MessageNotFound,
             StoreError::Io(_) => ErrorCode::StorageError,
             StoreError::Closed => ErrorCode::ShuttingDown,
+            StoreError::NotLeader { leader } => {
+                let message = match leader {
+                    Some(l) => format!("leader={l}"),
+                    None => "no leader known yet".to_owned(),
+                };
+                return RequestError::new(ErrorCode::NotLeader, message);
+            }
+            StoreError::Refused { code, .. } => ErrorCode::from_u16(*code),
+            StoreError::Replication(_) => ErrorCode::StorageError,
             StoreError::Locked { .. }
             | StoreError::InvalidConfig(_)
             | StoreError::OldFormat { .. }

@@ -48,6 +48,7 @@ mod features;
 mod metrics_catalog;
 mod ops;
 mod protocols;
+mod replication;
 mod routing;
 mod shutdown;
 mod state;

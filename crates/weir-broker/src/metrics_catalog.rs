@@ -121,6 +121,13 @@ pub(crate) const GROUP_LAG: Snapshot = Snapshot {
     help: "Messages of a queue a consumer group has still to consume.",
 };
 
+/// Gauge: the Raft term this replica is in (0 standalone).
+pub(crate) const RAFT_TERM: &str = "weir_raft_term";
+/// Gauge: the last Raft log index known committed here.
+pub(crate) const RAFT_COMMIT_INDEX: &str = "weir_raft_commit_index";
+/// Gauge: 1 while this replica leads its broker group.
+pub(crate) const RAFT_LEADER: &str = "weir_raft_leader";
+
 /// Gives every event metric its help text; call once, after installing the recorder.
 pub(crate) fn describe() {
     describe_counter!(
@@ -187,6 +194,21 @@ pub(crate) fn describe() {
         CONNECTIONS_IDLE_CLOSED_TOTAL,
         Unit::Count,
         "Connections closed after connection_idle_timeout_ms without a request."
+    );
+    describe_gauge!(
+        RAFT_TERM,
+        Unit::Count,
+        "The Raft term this replica is in (0 standalone)."
+    );
+    describe_gauge!(
+        RAFT_COMMIT_INDEX,
+        Unit::Count,
+        "The last Raft log index known committed on this replica."
+    );
+    describe_gauge!(
+        RAFT_LEADER,
+        Unit::Count,
+        "1 while this replica leads its broker group, else 0."
     );
     describe_gauge!(
         LONG_POLL_WAITERS,

@@ -127,6 +127,8 @@ pub(crate) enum StampMode<'a> {
         topic: &'a str,
         /// The batch's queue.
         queue_id: u32,
+        /// The leader epoch (Raft term) to stamp; 0 on a standalone broker.
+        leader_epoch: i32,
     },
     /// Entries already stamped by a leader: check they continue this log exactly.
     Replicated,
@@ -225,7 +227,9 @@ impl Writer {
     ) -> Result<Appended, StoreError> {
         let store_ts = now_ms.max(self.last_store_ts);
         let first_queue_offset = match mode {
-            StampMode::Fresh { topic, queue_id } => self.next_queue_offset(topic, queue_id),
+            StampMode::Fresh {
+                topic, queue_id, ..
+            } => self.next_queue_offset(topic, queue_id),
             StampMode::Replicated => 0,
         };
         // Plan: where each entry goes; where the log rolls to a new segment.
@@ -276,15 +280,18 @@ impl Writer {
             let bytes = &mut batch[at..at + len];
             let messages = Entry::parse(bytes)?.record_count();
             match mode {
-                StampMode::Fresh { queue_id, .. } => batch::stamp(
+                StampMode::Fresh {
+                    queue_id,
+                    leader_epoch,
+                    ..
+                } => batch::stamp(
                     bytes,
                     Stamp {
                         commit_log_offset: offset,
                         base_offset: first_queue_offset + count as u64,
                         store_timestamp: store_ts,
                         queue_id,
-                        // One broker, one epoch: replication will stamp its term here.
-                        leader_epoch: 0,
+                        leader_epoch,
                     },
                 ),
                 StampMode::Replicated => {
@@ -383,9 +390,9 @@ impl Writer {
         self.written = end_offset;
         self.last_store_ts = last_ts;
         match mode {
-            StampMode::Fresh { topic, queue_id } => {
-                self.set_next_queue_offset(topic, queue_id, first_queue_offset + count as u64)
-            }
+            StampMode::Fresh {
+                topic, queue_id, ..
+            } => self.set_next_queue_offset(topic, queue_id, first_queue_offset + count as u64),
             StampMode::Replicated => {
                 for (topic, queue_id, next) in replicated_next {
                     self.set_next_queue_offset(&topic, queue_id, next);

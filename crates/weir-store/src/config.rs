@@ -62,6 +62,10 @@ pub struct StoreConfig {
     pub index_slots: u32,
     /// Entries per key-index file (default 2,000,000).
     pub index_entries: u32,
+    /// A replicated log's commit point at open: records past it are kept but not dispatched
+    /// (not readable) until [`crate::Store::set_dispatch_limit`] moves it. `None` (a
+    /// standalone broker): everything written is dispatched.
+    pub dispatch_limit: Option<u64>,
 }
 
 impl StoreConfig {
@@ -109,6 +113,7 @@ impl Default for StoreConfig {
             retention_check_interval: Duration::from_secs(10),
             index_slots: 500_000,
             index_entries: 2_000_000,
+            dispatch_limit: None,
         }
     }
 }

@@ -279,7 +279,7 @@ pub(crate) fn try_dispatch_now(inner: &Inner) {
     let Some(mut state) = inner.dispatch.try_lock() else {
         return;
     };
-    let target = inner.log.written();
+    let target = inner.dispatch_target();
     if state.dispatched >= target {
         return;
     }
@@ -302,19 +302,19 @@ pub(crate) fn run(inner: Arc<Inner>) {
         {
             let mut guard = inner.wake.lock();
             while !inner.stopping()
-                && inner.log.written() <= inner.dispatched.load(Ordering::Acquire)
+                && inner.dispatch_target() <= inner.dispatched.load(Ordering::Acquire)
             {
                 inner
                     .dispatch_cv
                     .wait_for(&mut guard, Duration::from_millis(200));
             }
         }
-        if inner.stopping() && inner.log.written() <= inner.dispatched.load(Ordering::Acquire) {
+        if inner.stopping() && inner.dispatch_target() <= inner.dispatched.load(Ordering::Acquire) {
             return;
         }
         let result = {
             let mut state = inner.dispatch.lock();
-            let target = inner.log.written();
+            let target = inner.dispatch_target();
             dispatch_round(&inner, &mut state, target, ROUND_BYTES)
         };
         match result {

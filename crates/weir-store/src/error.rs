@@ -28,6 +28,9 @@ use weir_proto::batch::BatchError;
 /// | 1013 | `ReplicaMismatch`  |
 /// | 1014 | `InvalidTopic`     |
 /// | 1015 | `OldFormat`        |
+/// | 1016 | `NotLeader`        |
+/// | 1017 | `Refused`          |
+/// | 1018 | `Replication`      |
 #[derive(Debug, Error)]
 pub enum StoreError {
     /// Another process (or another `Store` in this one) holds the data directory's lock.
@@ -93,6 +96,25 @@ pub enum StoreError {
     /// `/` or NUL).
     #[error("invalid topic name {0:?}")]
     InvalidTopic(String),
+    /// A replicated log takes writes on its group's leader only; `leader` is the leader's
+    /// client address when known.
+    #[error("this replica does not lead its broker group{}", leader.as_deref().map(|l| format!(" (leader={l})")).unwrap_or_default())]
+    NotLeader {
+        /// The leader's client address (`host:port`), when known.
+        leader: Option<String>,
+    },
+    /// A replicated log's leader refused the batch when it came to write it (`code` is the
+    /// wire error code of why; nothing was stored).
+    #[error("{message}")]
+    Refused {
+        /// The wire error code (`weir_proto::ErrorCode`).
+        code: u16,
+        /// Why.
+        message: String,
+    },
+    /// A replicated log's consensus failed or stopped.
+    #[error("replication: {0}")]
+    Replication(String),
     /// The data directory was written by the first, one-record-per-message format.
     #[error(
         "{segment} is in the old record format (magic 0xA1), which this version does not read: \
@@ -123,6 +145,9 @@ impl StoreError {
             StoreError::InvalidPosition(_) => 1012,
             StoreError::ReplicaMismatch(_) => 1013,
             StoreError::InvalidTopic(_) => 1014,
+            StoreError::NotLeader { .. } => 1016,
+            StoreError::Refused { .. } => 1017,
+            StoreError::Replication(_) => 1018,
         }
     }
 

@@ -167,6 +167,9 @@ pub(crate) struct Inner {
     pub index: KeyIndex,
     pub dispatch: Mutex<DispatchState>,
     pub dispatched: AtomicU64,
+    /// How far the dispatcher may go: `u64::MAX` standalone, the commit point of a
+    /// replicated log.
+    pub dispatch_limit: AtomicU64,
     pub flushed: AtomicU64,
     flushed_tx: watch::Sender<u64>,
     dispatched_tx: watch::Sender<u64>,
@@ -189,6 +192,14 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// Where dispatching may go now: what is written, up to the dispatch limit.
+    pub fn dispatch_target(&self) -> u64 {
+        self.log
+            .written()
+            .min(self.dispatch_limit.load(Ordering::Acquire))
+    }
+
+    /// Whether the store is stopping.
     pub fn stopping(&self) -> bool {
         self.stop.load(Ordering::Acquire)
     }
@@ -464,6 +475,7 @@ impl Store {
             index,
             dispatch: Mutex::new(DispatchState::new(rec.start, tombstones, &rec.holes)),
             dispatched: AtomicU64::new(rec.start),
+            dispatch_limit: AtomicU64::new(config.dispatch_limit.unwrap_or(u64::MAX)),
             flushed: AtomicU64::new(rec.end),
             flushed_tx,
             dispatched_tx,
@@ -484,8 +496,9 @@ impl Store {
         });
         {
             let mut state = inner.dispatch.lock();
-            while state.dispatched < rec.end {
-                dispatch::dispatch_round(&inner, &mut state, rec.end, u64::MAX)?;
+            let target = inner.dispatch_target();
+            while state.dispatched < target {
+                dispatch::dispatch_round(&inner, &mut state, target, u64::MAX)?;
             }
         }
         if rebuild.is_some() {
@@ -494,11 +507,11 @@ impl Store {
                 cq.advance_min(log_min)?;
             }
         }
-        inner
-            .writer
-            .lock()
-            .queues_mut()
-            .extend(next_offsets(&inner));
+        {
+            let mut writer = inner.writer.lock();
+            let next = next_offsets(&inner, writer.written())?;
+            writer.queues_mut().extend(next);
+        }
         inner.checkpoint()?;
         tracing::info!(
             start = rec.start,
@@ -575,7 +588,13 @@ impl Store {
         }
         let appended = {
             let mut writer = self.inner.writer.lock();
-            if let (StampMode::Fresh { topic, queue_id }, Some(count)) = (mode, count) {
+            if let (
+                StampMode::Fresh {
+                    topic, queue_id, ..
+                },
+                Some(count),
+            ) = (mode, count)
+            {
                 // Claim the consume-queue blocks these messages will need before the log is
                 // written: a full disk then fails the append with nothing written, instead of
                 // leaving stored messages the dispatcher cannot index.
@@ -628,8 +647,25 @@ impl Store {
         queue_id: u32,
         batch: &mut [u8],
     ) -> Result<AppendResult, StoreError> {
+        self.append_as_leader(topic, queue_id, batch, 0)
+    }
+
+    /// [`Store::append_now`] on a replicated log's leader: the entries are stamped with
+    /// `leader_epoch` (the Raft term they are written in).
+    pub fn append_as_leader(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        batch: &mut [u8],
+        leader_epoch: i32,
+    ) -> Result<AppendResult, StoreError> {
         let count = self.validate_batch(topic, batch)?;
-        let a = self.write(batch, StampMode::Fresh { topic, queue_id }, Some(count))?;
+        let mode = StampMode::Fresh {
+            topic,
+            queue_id,
+            leader_epoch,
+        };
+        let a = self.write(batch, mode, Some(count))?;
         Ok(AppendResult {
             commit_log_offset: a.first_offset,
             end_offset: a.end_offset,
@@ -675,9 +711,51 @@ impl Store {
     /// (that one, or the dispatcher thread, covers it): an appender that is about to wait for
     /// its batch to be readable calls this instead of waiting for the dispatcher to wake up.
     pub fn dispatch_now(&self) {
-        if self.inner.dispatched.load(Ordering::Acquire) < self.inner.log.written() {
+        if self.inner.dispatched.load(Ordering::Acquire) < self.inner.dispatch_target() {
             dispatch::try_dispatch_now(&self.inner);
         }
+    }
+
+    /// Lets the dispatcher make records readable up to `end_offset` (a replicated log's new
+    /// commit point), and dispatches them on the caller's thread unless a dispatch is running.
+    pub fn set_dispatch_limit(&self, end_offset: u64) {
+        self.inner
+            .dispatch_limit
+            .fetch_max(end_offset, Ordering::AcqRel);
+        self.dispatch_now();
+        self.inner.dispatch_cv.notify_one();
+    }
+
+    /// The entries written in `[start, end)`, end to end, without the padding at segment
+    /// ends: what a replica appends with [`Store::append_replicated`] to continue this log.
+    pub fn read_entries(&self, start: u64, end: u64) -> Result<BytesMut, StoreError> {
+        let inner = &self.inner;
+        let mut out = BytesMut::with_capacity((end.saturating_sub(start)) as usize);
+        let mut pos = start;
+        while pos < end {
+            let seg = inner
+                .log
+                .segment_for(pos)
+                .ok_or(StoreError::InvalidPosition(pos))?;
+            let rel = pos - seg.base;
+            let avail = (end - pos).min(seg.capacity - rel) as usize;
+            let rest = seg
+                .bytes(rel, avail)
+                .ok_or(StoreError::InvalidPosition(pos))?;
+            if (rest.len() as u64) < segment::END_MARKER_LEN || segment::is_end_marker(rest) {
+                pos = seg.end();
+                continue;
+            }
+            let len = batch::Entry::parse(rest)?.len();
+            out.extend_from_slice(&rest[..len]);
+            pos += len as u64;
+        }
+        Ok(out)
+    }
+
+    /// The log's end: everything appended so far, committed or not.
+    pub fn written(&self) -> u64 {
+        self.inner.log.written()
     }
 
     /// Whether the log is durable up to `end_offset` now.
@@ -1146,9 +1224,15 @@ impl Store {
         if offset > written || (offset != seg.base && inner.log.read_entry(offset).is_err()) {
             return Err(StoreError::InvalidPosition(offset));
         }
-        while state.dispatched < written {
-            let touched = dispatch::dispatch_round(inner, &mut state, written, u64::MAX)?;
+        let target = inner.dispatch_target();
+        while state.dispatched < target {
+            let touched = dispatch::dispatch_round(inner, &mut state, target, u64::MAX)?;
             inner.notify_listener(&touched);
+        }
+        let replicated = inner.dispatch_limit.load(Ordering::Acquire) != u64::MAX;
+        if replicated && offset < state.dispatched {
+            // Dispatched records are committed: a replicated log never takes them back.
+            return Err(StoreError::InvalidPosition(offset));
         }
         inner.index.truncate(offset)?;
         for (_, _, cq) in inner.queues.all() {
@@ -1173,14 +1257,15 @@ impl Store {
         }
         writer.reset(Arc::clone(&seg), offset);
         inner.log.publish_written(offset);
-        state.dispatched = offset;
-        inner.dispatched.store(offset, Ordering::Release);
+        state.dispatched = state.dispatched.min(offset);
+        inner.dispatched.store(state.dispatched, Ordering::Release);
         if inner.flushed.load(Ordering::Acquire) > offset {
             inner.set_flushed(offset);
         }
+        let next = next_offsets(inner, offset)?;
         let queues = writer.queues_mut();
         queues.clear();
-        queues.extend(next_offsets(inner));
+        queues.extend(next);
         tracing::info!(offset, removed_segments = removed.len(), "log truncated");
         Ok(())
     }
@@ -1195,8 +1280,9 @@ impl Store {
         {
             let mut state = inner.dispatch.lock();
             let written = writer.written();
-            while state.dispatched < written {
-                let touched = dispatch::dispatch_round(inner, &mut state, written, u64::MAX)?;
+            let target = inner.dispatch_target();
+            while state.dispatched < target {
+                let touched = dispatch::dispatch_round(inner, &mut state, target, u64::MAX)?;
                 inner.notify_listener(&touched);
             }
             // First the tombstone: from then on no recovery indexes these records again.
@@ -1270,8 +1356,9 @@ impl Store {
         let written = self.inner.log.written();
         {
             let mut state = self.inner.dispatch.lock();
-            while state.dispatched < written {
-                dispatch::dispatch_round(&self.inner, &mut state, written, u64::MAX)?;
+            let target = self.inner.dispatch_target();
+            while state.dispatched < target {
+                dispatch::dispatch_round(&self.inner, &mut state, target, u64::MAX)?;
             }
         }
         flush::flush_to(&self.inner, written)?;
@@ -1348,12 +1435,43 @@ fn stale_indexes(
 }
 
 /// Every queue's next offset, from the consume queues.
-fn next_offsets(inner: &Inner) -> HashMap<String, HashMap<u32, u64>> {
+/// Every queue's next offset for a log written up to `written`: the consume queues' ends,
+/// moved on by the records written but not yet dispatched (a replicated log's uncommitted
+/// tail).
+fn next_offsets(
+    inner: &Inner,
+    written: u64,
+) -> Result<HashMap<String, HashMap<u32, u64>>, StoreError> {
     let mut out: HashMap<String, HashMap<u32, u64>> = HashMap::new();
     for (topic, queue_id, cq) in inner.queues.all() {
         out.entry(topic).or_default().insert(queue_id, cq.max());
     }
-    out
+    let mut pos = inner.dispatched.load(Ordering::Acquire);
+    while pos < written {
+        let Some(seg) = inner.log.segment_for(pos) else {
+            return Err(StoreError::InvalidPosition(pos));
+        };
+        let rel = pos - seg.base;
+        let avail = (written - pos).min(seg.capacity - rel) as usize;
+        let rest = seg
+            .bytes(rel, avail)
+            .ok_or(StoreError::InvalidPosition(pos))?;
+        if (rest.len() as u64) < segment::END_MARKER_LEN || segment::is_end_marker(rest) {
+            pos = seg.end();
+            continue;
+        }
+        let entry = weir_proto::batch::Entry::parse(rest)?;
+        let stamp = entry.stamp();
+        let next = stamp.base_offset + entry.record_count() as u64;
+        let queue = out
+            .entry(entry.topic().to_owned())
+            .or_default()
+            .entry(stamp.queue_id)
+            .or_default();
+        *queue = (*queue).max(next);
+        pos += entry.len() as u64;
+    }
+    Ok(out)
 }
 
 fn run_checkpointer(inner: Arc<Inner>) {

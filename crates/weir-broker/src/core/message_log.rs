@@ -21,8 +21,11 @@
 //! Reads go through here too, so that what a consumer may see can later be bounded by what is
 //! committed.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
+use crate::core::state_change::StateChange;
 use bytes::{Bytes, BytesMut};
 use weir_store::{
     AppendResult, FlushMode, QueueOffsets, ReadResult, Store, StoreError, StoreStats, TagFilter,
@@ -65,19 +68,81 @@ pub(crate) struct Observed {
     pub durable: bool,
 }
 
+/// How a broker group's writes go through consensus: the replication layer implements it, so
+/// the write path knows no Raft.
+pub(crate) trait Consensus: Send + Sync + std::fmt::Debug {
+    /// Proposes a batch; returns where it went once it is committed on a majority and
+    /// readable here, or `NotLeader` (naming the leader when known) on a follower.
+    fn append<'a>(
+        &'a self,
+        topic: &'a str,
+        queue_id: u32,
+        batch: Bytes,
+    ) -> Pin<Box<dyn Future<Output = Result<AppendResult, StoreError>> + Send + 'a>>;
+
+    /// Proposes a change to replicated broker state; returns once it is committed and
+    /// applied here.
+    fn propose(
+        &self,
+        change: StateChange,
+    ) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>>;
+
+    /// The group leader's client address, when known.
+    fn leader_addr(&self) -> Option<String>;
+
+    /// Whether this replica leads its group now.
+    fn is_leader(&self) -> bool;
+}
+
 /// The commit log as the broker sees it: one writer, one acknowledgement rule. Cheap to clone
 /// (a handle).
 #[derive(Debug, Clone)]
 pub(crate) struct MessageLog {
     store: Arc<Store>,
     policy: AckPolicy,
+    /// A broker group's consensus; `None` standalone.
+    consensus: Option<Arc<dyn Consensus>>,
 }
 
 impl MessageLog {
     /// The write path over `store`, acknowledging as its flush mode asks.
     pub fn new(store: Arc<Store>) -> MessageLog {
         let policy = AckPolicy::for_flush(store.config().flush);
-        MessageLog { store, policy }
+        MessageLog {
+            store,
+            policy,
+            consensus: None,
+        }
+    }
+
+    /// Sends every write through `consensus` from now on: acknowledged means committed on a
+    /// majority of the broker group (and, in `sync` flush mode, fsynced there).
+    pub fn replicate(&mut self, consensus: Arc<dyn Consensus>) {
+        self.consensus = Some(consensus);
+    }
+
+    /// Whether writes go through a broker group's consensus.
+    pub fn is_replicated(&self) -> bool {
+        self.consensus.is_some()
+    }
+
+    /// `NotLeader` naming the leader, when this replica does not lead its group.
+    pub fn check_leader(&self) -> Result<(), StoreError> {
+        match &self.consensus {
+            Some(c) if !c.is_leader() => Err(StoreError::NotLeader {
+                leader: c.leader_addr(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Makes a change to replicated broker state through the group's log (every replica
+    /// applies it); `Ok(false)` on a standalone broker, which changes its tables itself.
+    pub async fn propose(&self, change: StateChange) -> Result<bool, StoreError> {
+        match &self.consensus {
+            Some(consensus) => consensus.propose(change).await.map(|()| true),
+            None => Ok(false),
+        }
     }
 
     /// Appends a batch and returns once it is acknowledged.
@@ -87,6 +152,9 @@ impl MessageLog {
         queue_id: u32,
         mut batch: BytesMut,
     ) -> Result<AppendResult, StoreError> {
+        if let Some(consensus) = &self.consensus {
+            return consensus.append(topic, queue_id, batch.freeze()).await;
+        }
         let written = self.write(topic, queue_id, &mut batch)?;
         self.acknowledged(written.end_offset).await?;
         Ok(written)
@@ -101,6 +169,14 @@ impl MessageLog {
         queue_id: u32,
         batch: &mut [u8],
     ) -> Result<AppendResult, StoreError> {
+        if self.consensus.is_some() {
+            // The position of a replicated write is known only once the leader's log storage
+            // takes it, inside Raft: callers that must write under a lock of their own are
+            // not supported in a broker group yet.
+            return Err(StoreError::Replication(
+                "this kind of write (idempotent or delayed produce) is not replicated yet".into(),
+            ));
+        }
         self.store.append_now(topic, queue_id, batch)
     }
 

@@ -13,6 +13,7 @@ pub(crate) mod position;
 pub(crate) mod replica;
 pub(crate) mod role;
 pub(crate) mod session;
+pub(crate) mod state_change;
 pub(crate) mod topic_rebuild;
 pub(crate) mod topics;
 pub(crate) mod traffic;

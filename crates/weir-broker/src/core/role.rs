@@ -10,7 +10,7 @@ use std::future::Future;
 use tokio::sync::watch;
 
 /// Sets the role (kept by whoever decides leadership).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct RoleSetter(watch::Sender<bool>);
 
 /// Reads the role; clone one for each task that depends on it.

@@ -227,7 +227,8 @@ impl TopicTable {
     }
 }
 
-fn check_queue_count(queues: u32) -> Result<(), RequestError> {
+/// Refuses a queue count of 0 or above the limit.
+pub(crate) fn check_queue_count(queues: u32) -> Result<(), RequestError> {
     if queues == 0 || queues > MAX_QUEUES {
         return Err(RequestError::new(
             ErrorCode::InvalidArgument,

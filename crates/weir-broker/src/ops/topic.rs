@@ -1,7 +1,9 @@
 //! Topic administration: create, delete, and a topic's queues with their offsets.
 
+use weir_proto::ErrorCode;
 use weir_store::QueueOffsets;
 
+use crate::core::state_change::StateChange;
 use crate::core::topics::{self, TopicConfig};
 use crate::error::RequestError;
 use crate::state::BrokerState;
@@ -25,8 +27,9 @@ pub(crate) fn queue_states(state: &BrokerState, name: &str, queues: u32) -> Vec<
         .collect()
 }
 
-/// Creates a topic a client asked for (0 queues = the broker's default).
-pub(crate) fn create(
+/// Creates a topic a client asked for (0 queues = the broker's default). In a broker group
+/// the change goes through the group's log and every replica applies it.
+pub(crate) async fn create(
     state: &BrokerState,
     name: &str,
     queues: u32,
@@ -36,25 +39,80 @@ pub(crate) fn create(
         0 => state.config.default_queues,
         n => n,
     };
-    let config = state.topics.create(name, queues)?;
+    let config = if state.log.is_replicated() {
+        if state.topics.get(name).is_some() {
+            return Err(RequestError::new(
+                ErrorCode::TopicAlreadyExists,
+                format!("topic '{name}' already exists"),
+            ));
+        }
+        topics::check_queue_count(queues)?;
+        let change = StateChange::TopicCreated {
+            name: name.to_owned(),
+            queues,
+        };
+        state.log.propose(change).await?;
+        applied(state, name)?
+    } else {
+        state.topics.create(name, queues)?
+    };
     tracing::info!(topic = %name, queues, "topic created");
     Ok(config)
 }
 
+/// A topic's settings once a replicated change is applied here.
+fn applied(state: &BrokerState, name: &str) -> Result<TopicConfig, RequestError> {
+    state.topics.get(name).ok_or_else(|| {
+        RequestError::new(
+            ErrorCode::TopicNotFound,
+            format!("topic '{name}' was deleted meanwhile"),
+        )
+    })
+}
+
 /// Grows a topic to `queues` queues in total.
-pub(crate) fn add_queues(
+pub(crate) async fn add_queues(
     state: &BrokerState,
     name: &str,
     queues: u32,
 ) -> Result<TopicConfig, RequestError> {
-    let config = state.topics.add_queues(name, queues)?;
+    let config = if state.log.is_replicated() {
+        let now = state.topics.queues(name)?;
+        topics::check_queue_count(queues)?;
+        if queues <= now {
+            return Err(RequestError::new(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "topic '{name}' has {now} queues; the new count must be larger, not {queues}"
+                ),
+            ));
+        }
+        let change = StateChange::QueuesAdded {
+            name: name.to_owned(),
+            queues,
+        };
+        state.log.propose(change).await?;
+        applied(state, name)?
+    } else {
+        state.topics.add_queues(name, queues)?
+    };
     tracing::info!(topic = %name, queues = config.queues, "queues added");
     Ok(config)
 }
 
 /// Deletes a topic, its consume queues and the groups' offsets on it (the commit-log bytes go
 /// with retention).
-pub(crate) fn delete(state: &BrokerState, name: &str) -> Result<(), RequestError> {
+pub(crate) async fn delete(state: &BrokerState, name: &str) -> Result<(), RequestError> {
+    if state.log.is_replicated() {
+        state.topics.queues(name)?;
+        let change = StateChange::TopicDeleted {
+            name: name.to_owned(),
+        };
+        state.log.propose(change).await?;
+        state.long_poll.remove_topic(name);
+        tracing::info!(topic = %name, "topic deleted");
+        return Ok(());
+    }
     state.topics.delete(name)?;
     state.long_poll.remove_topic(name);
     state.offsets.remove_topic(name);

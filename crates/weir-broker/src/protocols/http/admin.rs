@@ -343,7 +343,7 @@ pub(crate) async fn create_topic(
 ) -> ApiResult<(StatusCode, Json<TopicJson>)> {
     let state = shared.broker()?;
     let request = body(request)?;
-    let config = ops::topic::create(state, &request.name, request.queues)?;
+    let config = ops::topic::create(state, &request.name, request.queues).await?;
     Ok((
         StatusCode::CREATED,
         Json(topic_json(&shared, state, &request.name, config.queues)),
@@ -366,7 +366,7 @@ pub(crate) async fn delete_topic(
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
     let state = shared.broker()?;
-    ops::topic::delete(state, &name)?;
+    ops::topic::delete(state, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -222,7 +222,7 @@ async fn add_queues(
     let state = shared.broker()?;
     let Json(request) =
         request.map_err(|e| ApiError::new(ErrorCode::MalformedRequest, e.body_text()))?;
-    let config = ops::topic::add_queues(state, &name, request.queues)?;
+    let config = ops::topic::add_queues(state, &name, request.queues).await?;
     Ok(Json(QueueCount {
         topic: name,
         queue_count: config.queues,

@@ -40,15 +40,14 @@ const RESOURCE_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
 /// Serves `CreateTopics` (`validate_only` checks without creating).
-pub(crate) fn create_topics(
+pub(crate) async fn create_topics(
     state: &BrokerState,
     request: CreateTopicsRequest,
 ) -> CreateTopicsResponse {
     let validate_only = request.validate_only;
-    let topics = request
-        .topics
-        .into_iter()
-        .map(|topic| {
+    let mut topics = Vec::new();
+    for topic in request.topics {
+        {
             let name = topic.name.0.as_str().to_owned();
             let partitions = match topic.num_partitions {
                 -1 => Ok(state.config.default_queues),
@@ -56,34 +55,42 @@ pub(crate) fn create_topics(
                     RequestError::new(ErrorCode::InvalidArgument, format!("{n} partitions"))
                 }),
             };
-            let result = partitions.and_then(|queues| {
-                if !matches!(topic.replication_factor, -1 | 1) {
-                    return Err(RequestError::new(
-                        ErrorCode::InvalidArgument,
-                        format!(
-                            "replication factor {}: this broker keeps one copy",
-                            topic.replication_factor
-                        ),
-                    ));
+            let result = match partitions {
+                Err(e) => Err(e),
+                Ok(queues) => {
+                    async {
+                        if !matches!(topic.replication_factor, -1 | 1) {
+                            return Err(RequestError::new(
+                                ErrorCode::InvalidArgument,
+                                format!(
+                                    "replication factor {}: this broker keeps one copy",
+                                    topic.replication_factor
+                                ),
+                            ));
+                        }
+                        if !topic.assignments.is_empty() {
+                            return Err(RequestError::new(
+                                ErrorCode::InvalidArgument,
+                                "manual replica assignments are not supported",
+                            ));
+                        }
+                        if validate_only {
+                            crate::core::topics::validate_name(&name)?;
+                            return match state.topics.get(&name) {
+                                Some(_) => Err(RequestError::new(
+                                    ErrorCode::TopicAlreadyExists,
+                                    format!("topic {name:?} exists"),
+                                )),
+                                None => Ok(queues),
+                            };
+                        }
+                        ops::topic::create(state, &name, queues)
+                            .await
+                            .map(|c| c.queues)
+                    }
+                    .await
                 }
-                if !topic.assignments.is_empty() {
-                    return Err(RequestError::new(
-                        ErrorCode::InvalidArgument,
-                        "manual replica assignments are not supported",
-                    ));
-                }
-                if validate_only {
-                    crate::core::topics::validate_name(&name)?;
-                    return match state.topics.get(&name) {
-                        Some(_) => Err(RequestError::new(
-                            ErrorCode::TopicAlreadyExists,
-                            format!("topic {name:?} exists"),
-                        )),
-                        None => Ok(queues),
-                    };
-                }
-                ops::topic::create(state, &name, queues).map(|c| c.queues)
-            });
+            };
             let mut answer = CreatableTopicResult::default()
                 .with_topic_id(topic_id(&name))
                 .with_name(topic.name);
@@ -111,14 +118,14 @@ pub(crate) fn create_topics(
                     answer.replication_factor = -1;
                 }
             }
-            answer
-        })
-        .collect();
+            topics.push(answer);
+        }
+    }
     CreateTopicsResponse::default().with_topics(topics)
 }
 
 /// Serves `DeleteTopics` (by name; v6 may name topics in `topics`, by id is refused).
-pub(crate) fn delete_topics(
+pub(crate) async fn delete_topics(
     state: &BrokerState,
     request: DeleteTopicsRequest,
     version: i16,
@@ -128,9 +135,9 @@ pub(crate) fn delete_topics(
     } else {
         request.topic_names.into_iter().map(Some).collect()
     };
-    let responses = names
-        .into_iter()
-        .map(|name| {
+    let mut responses = Vec::new();
+    for name in names {
+        {
             let mut answer = DeletableTopicResult::default().with_name(name.clone());
             let result = match &name {
                 Some(name) => {
@@ -141,7 +148,7 @@ pub(crate) fn delete_topics(
                             "internal topics cannot be deleted",
                         ))
                     } else {
-                        ops::topic::delete(state, &weir)
+                        ops::topic::delete(state, &weir).await
                     }
                 }
                 None => Err(RequestError::new(
@@ -158,22 +165,21 @@ pub(crate) fn delete_topics(
                     answer.error_message = Some(StrBytes::from_string(e.message));
                 }
             }
-            answer
-        })
-        .collect();
+            responses.push(answer);
+        }
+    }
     DeleteTopicsResponse::default().with_responses(responses)
 }
 
 /// Serves `CreatePartitions`: grows topics to `count` partitions (queues) in total.
-pub(crate) fn create_partitions(
+pub(crate) async fn create_partitions(
     state: &BrokerState,
     request: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
     let validate_only = request.validate_only;
-    let results = request
-        .topics
-        .into_iter()
-        .map(|topic| {
+    let mut results = Vec::new();
+    for topic in request.topics {
+        {
             let name = topic.name.0.as_str().to_owned();
             let result = match (state.topics.get(&name), u32::try_from(topic.count)) {
                 (None, _) => Err(RequestError::new(
@@ -184,7 +190,9 @@ pub(crate) fn create_partitions(
                     if validate_only {
                         Ok(())
                     } else {
-                        ops::topic::add_queues(state, &name, count).map(|_| ())
+                        ops::topic::add_queues(state, &name, count)
+                            .await
+                            .map(|_| ())
                     }
                 }
                 (Some(config), _) => Err(RequestError::new(
@@ -203,9 +211,9 @@ pub(crate) fn create_partitions(
                 };
                 answer.error_message = Some(StrBytes::from_string(e.message));
             }
-            answer
-        })
-        .collect();
+            results.push(answer);
+        }
+    }
     CreatePartitionsResponse::default().with_results(results)
 }
 

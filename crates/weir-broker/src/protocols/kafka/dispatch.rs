@@ -69,12 +69,14 @@ pub(crate) async fn handle(
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(admin::init_producer_id(state, r))
         }
-        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(admin::create_topics(state, r)),
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(admin::create_topics(state, r).await)
+        }
         RequestKind::DeleteTopics(r) => {
-            ResponseKind::DeleteTopics(admin::delete_topics(state, r, version))
+            ResponseKind::DeleteTopics(admin::delete_topics(state, r, version).await)
         }
         RequestKind::CreatePartitions(r) => {
-            ResponseKind::CreatePartitions(admin::create_partitions(state, r))
+            ResponseKind::CreatePartitions(admin::create_partitions(state, r).await)
         }
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(admin::describe_configs(state, r))

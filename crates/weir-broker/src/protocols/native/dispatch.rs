@@ -58,19 +58,23 @@ async fn handle(
         ));
     }
     let meta = &frame.meta;
+    if !matches!(key, ApiKey::GetRoute | ApiKey::RegisterBroker) {
+        // In a broker group only the leader serves clients; a follower names it.
+        state.log.check_leader()?;
+    }
     match key {
         ApiKey::Produce => produce::produce(state, decode(meta)?, frame.payload).await,
         ApiKey::Pull => pull::pull(state, decode(meta)?).await,
         ApiKey::GetRoute => route::get_route(state, decode(meta)?),
         ApiKey::RegisterBroker => route::register_broker(state, decode(meta)?),
-        ApiKey::CreateTopic => topic::create(state, decode(meta)?),
-        ApiKey::DeleteTopic => topic::delete(state, decode(meta)?),
+        ApiKey::CreateTopic => topic::create(state, decode(meta)?).await,
+        ApiKey::DeleteTopic => topic::delete(state, decode(meta)?).await,
         ApiKey::ListTopics => topic::list(state),
         ApiKey::DescribeTopic => topic::describe(state, decode(meta)?),
-        ApiKey::AddQueues => topic::add_queues(state, decode(meta)?),
+        ApiKey::AddQueues => topic::add_queues(state, decode(meta)?).await,
         ApiKey::GroupHeartbeat => group::heartbeat(state, ctx, decode(meta)?),
         ApiKey::LeaveGroup => group::leave(state, decode(meta)?),
-        ApiKey::CommitOffsets => group::commit(state, decode(meta)?),
+        ApiKey::CommitOffsets => group::commit(state, decode(meta)?).await,
         ApiKey::FetchOffset => group::fetch(state, decode(meta)?),
         ApiKey::ListGroups => group::list(state),
         ApiKey::DescribeGroup => group::describe(state, decode(meta)?),

@@ -2,6 +2,7 @@
 
 use weir_proto::{ErrorCode, pb};
 
+use crate::core::state_change::StateChange;
 use crate::error::RequestError;
 use crate::features::groups::coordinator::{Heartbeat, Mode, QueueKey};
 use crate::ops;
@@ -95,11 +96,12 @@ pub(crate) fn leave(
 
 /// Stores a group's offsets, skipping queues another live member owns and unknown queues.
 #[tracing::instrument(level = "debug", skip_all, fields(group = %request.group, member = %request.member_id, count = request.offsets.len()))]
-pub(crate) fn commit(
+pub(crate) async fn commit(
     state: &BrokerState,
     request: pb::CommitOffsetsRequest,
 ) -> Result<Reply, RequestError> {
     weir_proto::validate_group_name(&request.group)?;
+    let mut accepted = Vec::with_capacity(request.offsets.len());
     for entry in request.offsets {
         if state
             .topics
@@ -118,9 +120,19 @@ pub(crate) fn commit(
             tracing::debug!(topic = %entry.topic, queue = entry.queue_id, "commit by a non-owner ignored");
             continue;
         }
-        state
-            .offsets
-            .set(&request.group, &entry.topic, entry.queue_id, entry.offset);
+        accepted.push((entry.topic, entry.queue_id, entry.offset));
+    }
+    if state.log.is_replicated() {
+        // Through the group's log: a new leader starts from these offsets.
+        let change = StateChange::OffsetsCommitted {
+            group: request.group,
+            offsets: accepted,
+        };
+        state.log.propose(change).await?;
+    } else {
+        for (topic, queue_id, offset) in accepted {
+            state.offsets.set(&request.group, &topic, queue_id, offset);
+        }
     }
     Ok(Reply::meta(&pb::Empty {}))
 }

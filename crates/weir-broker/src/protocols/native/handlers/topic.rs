@@ -24,11 +24,11 @@ pub(crate) fn topic_info(state: &BrokerState, name: &str, queues: u32) -> pb::To
 
 /// Creates a topic (0 queues = the broker's default).
 #[tracing::instrument(level = "debug", skip_all, fields(topic = %request.name, queues = request.queues))]
-pub(crate) fn create(
+pub(crate) async fn create(
     state: &BrokerState,
     request: pb::CreateTopicRequest,
 ) -> Result<Reply, RequestError> {
-    let config = ops::topic::create(state, &request.name, request.queues)?;
+    let config = ops::topic::create(state, &request.name, request.queues).await?;
     Ok(Reply::meta(&topic_info(
         state,
         &request.name,
@@ -38,11 +38,11 @@ pub(crate) fn create(
 
 /// Deletes a topic and its consume queues (the commit-log bytes go with retention).
 #[tracing::instrument(level = "debug", skip_all, fields(topic = %request.name))]
-pub(crate) fn delete(
+pub(crate) async fn delete(
     state: &BrokerState,
     request: pb::DeleteTopicRequest,
 ) -> Result<Reply, RequestError> {
-    ops::topic::delete(state, &request.name)?;
+    ops::topic::delete(state, &request.name).await?;
     Ok(Reply::meta(&pb::Empty {}))
 }
 
@@ -68,11 +68,11 @@ pub(crate) fn describe(
 
 /// Grows a topic to `queues` queues in total.
 #[tracing::instrument(level = "debug", skip_all, fields(topic = %request.name, queues = request.queues))]
-pub(crate) fn add_queues(
+pub(crate) async fn add_queues(
     state: &BrokerState,
     request: pb::AddQueuesRequest,
 ) -> Result<Reply, RequestError> {
-    let config = ops::topic::add_queues(state, &request.name, request.queues)?;
+    let config = ops::topic::add_queues(state, &request.name, request.queues).await?;
     Ok(Reply::meta(&topic_info(
         state,
         &request.name,

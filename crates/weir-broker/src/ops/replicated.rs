@@ -1,0 +1,58 @@
+//! Applying a broker group's committed state changes to this replica's tables (see
+//! `core::state_change`): the same topic and offset changes a standalone broker makes
+//! directly, made idempotent for replay.
+
+use std::sync::Arc;
+
+use crate::core::message_log::MessageLog;
+use crate::core::state_change::{StateApplier, StateChange};
+use crate::core::topics::TopicTable;
+use crate::features::groups::offsets::OffsetTable;
+use crate::features::groups::shared::SharedGroups;
+
+/// Applies state changes to the topic table, the consumer offsets and the shared groups.
+#[derive(Debug)]
+pub(crate) struct Applier {
+    /// The topic table.
+    pub topics: Arc<TopicTable>,
+    /// Committed consumer offsets.
+    pub offsets: Arc<OffsetTable>,
+    /// Shared groups' state (dropped with a topic).
+    pub shared: Arc<SharedGroups>,
+    /// The store's queues (dropped with a topic).
+    pub log: MessageLog,
+}
+
+impl StateApplier for Applier {
+    fn apply(&self, change: &StateChange) {
+        let result = match change {
+            StateChange::TopicCreated { name, queues } => match self.topics.get(name) {
+                Some(_) => Ok(()),
+                None => self.topics.create(name, *queues).map(|_| ()),
+            },
+            StateChange::QueuesAdded { name, queues } => match self.topics.get(name) {
+                Some(config) if config.queues < *queues => {
+                    self.topics.add_queues(name, *queues).map(|_| ())
+                }
+                _ => Ok(()),
+            },
+            StateChange::TopicDeleted { name } => match self.topics.get(name) {
+                Some(_) => self.topics.delete(name).and_then(|()| {
+                    self.offsets.remove_topic(name);
+                    self.shared.remove_topic(name);
+                    self.log.delete_queues(name).map_err(Into::into)
+                }),
+                None => Ok(()),
+            },
+            StateChange::OffsetsCommitted { group, offsets } => {
+                for (topic, queue_id, offset) in offsets {
+                    self.offsets.set(group, topic, *queue_id, *offset);
+                }
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(?change, error = %e.message, "a replicated state change failed here");
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! Replication of a broker group: one Raft group (openraft) per broker group, whose log is
+//! the commit log.
+//!
+//! ```text
+//! produce ─► MessageLog::append ─► Raft::client_write(Append)
+//!                                    │ leader: log_store stamps + writes the batch (term = epoch)
+//!                                    │ followers: network ─► log_store writes the same bytes
+//!                                    ▼ committed on a majority (sync: fsynced there)
+//!                                  state_machine::apply ─► store dispatch limit ─► readable
+//! ```
+//!
+//! * `command`       what an entry carries (`Append` on the leader, `Entries` as stored,
+//!   `Refused`) and what applying answers
+//! * `log_index`     `raft/log.index`: each entry's term, kind and commit-log range
+//! * `log_store`     openraft's log storage over the commit log and the index
+//! * `state_machine` applying = moving the store's dispatch limit
+//! * `network`       the Raft listener and the per-peer clients
+//! * `status`        Raft metrics → this replica's status and the role signal
+//!
+//! Only the leader takes writes: elsewhere [`Consensus::append`] answers `NotLeader`
+//! naming the leader's client address, learned from the leader's own requests.
+
+mod command;
+mod log_index;
+mod log_store;
+mod network;
+mod state_machine;
+mod status;
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use openraft::async_runtime::WatchReceiver;
+use openraft::errors::{ClientWriteError, RaftError};
+use openraft::{BasicNode, SnapshotPolicy};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use weir_store::{AppendResult, Store, StoreError};
+
+use crate::config::BrokerConfig;
+use crate::core::message_log::Consensus;
+use crate::core::replica::StatusSender;
+use crate::core::role::RoleSetter;
+use crate::core::state_change::{StateApplier, StateChange};
+use crate::error::BrokerError;
+use command::{Applied, Command};
+use log_store::{LogShared, LogStore};
+use network::{Network, PeerAddrs};
+use state_machine::StateMachine;
+
+openraft::declare_raft_types!(
+    /// The Raft types of a broker group.
+    pub(crate) TypeConfig:
+        D = Command,
+        R = Applied,
+        Node = BasicNode,
+        LeaderId = openraft::impls::leader_id_std::LeaderId<u64, u64>,
+);
+
+/// A broker group's Raft node.
+pub(crate) type Raft = openraft::Raft<TypeConfig, StateMachine>;
+
+/// The group's voters as configured: node id → how this node dials its Raft listener.
+pub(crate) fn parse_peers(peers: &[String]) -> Result<BTreeMap<u64, String>, BrokerError> {
+    let mut out = BTreeMap::new();
+    for peer in peers {
+        let (id, addr) = peer.split_once('=').ok_or_else(|| {
+            BrokerError::Config(format!(
+                "raft_peers entry {peer:?} is not \"<node id>=<host:port>\""
+            ))
+        })?;
+        let id: u64 = id.trim().parse().map_err(|_| {
+            BrokerError::Config(format!(
+                "raft_peers entry {peer:?}: {id:?} is not a node id"
+            ))
+        })?;
+        if id == 0 {
+            return Err(BrokerError::Config(
+                "raft_peers: node ids start at 1".into(),
+            ));
+        }
+        if out.insert(id, addr.trim().to_owned()).is_some() {
+            return Err(BrokerError::Config(format!(
+                "raft_peers names node {id} twice"
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// The dispatch limit a replicated store must open with: the end of the last entry known
+/// committed (records after it stay unreadable until Raft commits them again).
+pub(crate) fn commit_point(data_dir: &Path) -> Result<u64, BrokerError> {
+    let dir = data_dir.join("raft");
+    if !dir.exists() {
+        return Ok(0);
+    }
+    let index = log_index::LogIndex::open(&dir, u64::MAX).map_err(|source| BrokerError::Io {
+        context: format!("opening the raft log index in {}", dir.display()),
+        source,
+    })?;
+    let committed = log_store::read_committed_file(&dir);
+    Ok(committed
+        .and_then(|c| index.get(c.index).filter(|s| s.term == c.leader_id.term))
+        .map_or(0, |slot| slot.end))
+}
+
+/// A running broker-group replica.
+#[derive(Debug, Clone)]
+pub(crate) struct Replication {
+    raft: Raft,
+    peers: Arc<PeerAddrs>,
+}
+
+impl Replication {
+    /// Starts this node's Raft over `store` (opened with [`commit_point`]), serving the Raft
+    /// listener, publishing the status and driving the role signal. Initializes the group
+    /// with the configured voters when this node has never been part of it.
+    pub async fn start(
+        config: &BrokerConfig,
+        store: Arc<Store>,
+        listener: TcpListener,
+        native_addr: String,
+        status: StatusSender,
+        role: RoleSetter,
+        applier: Arc<dyn StateApplier>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<(Replication, Vec<JoinHandle<()>>), BrokerError> {
+        let node_id = config.node_id;
+        let voters = parse_peers(&config.raft_peers)?;
+        if !voters.contains_key(&node_id) {
+            return Err(BrokerError::Config(format!(
+                "raft_peers must name this node ({node_id})"
+            )));
+        }
+        let raft_config = openraft::Config {
+            cluster_name: config.broker_name.clone(),
+            heartbeat_interval: config.raft_heartbeat_ms,
+            election_timeout_min: config.raft_election_timeout_ms,
+            election_timeout_max: config.raft_election_timeout_ms * 2,
+            snapshot_policy: SnapshotPolicy::Never,
+            max_payload_entries: 512,
+            enable_pre_vote: Some(true),
+            // A replica that comes back with an empty data directory (a replaced disk or
+            // machine) is brought up to date from the start of the log instead of stopping
+            // the leader's replication to it.
+            allow_log_reversion: Some(true),
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| BrokerError::Config(format!("raft settings: {e}")))?;
+        let shared =
+            LogShared::open(store, &config.data_dir).map_err(|source| BrokerError::Io {
+                context: "opening the raft log".into(),
+                source,
+            })?;
+        let applied = shared.read_committed_held();
+        let peers = Arc::new(PeerAddrs::default());
+        peers.set(node_id, &native_addr);
+        let network = Network {
+            me: node_id,
+            my_addr: native_addr,
+            dial: Arc::new(
+                voters
+                    .iter()
+                    .map(|(k, v)| (*k, v.clone()))
+                    .collect::<HashMap<_, _>>(),
+            ),
+        };
+        let raft = Raft::new(
+            node_id,
+            Arc::new(raft_config),
+            network,
+            LogStore::new(shared.clone()),
+            StateMachine::new(shared, applied, applier),
+        )
+        .await
+        .map_err(|e| BrokerError::Replication(e.to_string()))?;
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| BrokerError::Replication(e.to_string()))?;
+        if !initialized {
+            let members: BTreeMap<u64, BasicNode> = voters
+                .iter()
+                .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+                .collect();
+            if let Err(e) = raft.initialize(members).await {
+                // Another voter initialized first: its membership reaches us as entries.
+                tracing::info!(error = %e, "raft group already initialized");
+            }
+        }
+        let tasks = vec![
+            tokio::spawn(network::serve(
+                listener,
+                raft.clone(),
+                peers.clone(),
+                shutdown.clone(),
+            )),
+            tokio::spawn(status::run(
+                raft.clone(),
+                peers.clone(),
+                status,
+                role,
+                shutdown,
+            )),
+        ];
+        tracing::info!(node_id, voters = ?voters.keys().collect::<Vec<_>>(), "raft started");
+        Ok((Replication { raft, peers }, tasks))
+    }
+
+    /// Stops Raft (after the listeners: nothing new arrives).
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown failed");
+        }
+    }
+
+    fn not_leader(&self, leader: Option<u64>) -> StoreError {
+        StoreError::NotLeader {
+            leader: leader.and_then(|id| self.peers.get(id)),
+        }
+    }
+}
+
+impl Consensus for Replication {
+    fn append<'a>(
+        &'a self,
+        topic: &'a str,
+        queue_id: u32,
+        batch: Bytes,
+    ) -> Pin<Box<dyn Future<Output = Result<AppendResult, StoreError>> + Send + 'a>> {
+        Box::pin(async move {
+            let command = Command::Append {
+                topic: topic.to_owned(),
+                queue_id,
+                batch,
+            };
+            match self.raft.client_write(command).await {
+                Ok(response) => match response.data {
+                    Applied::Written(w) => Ok(w.into()),
+                    Applied::Refused { code, message } => {
+                        Err(StoreError::Refused { code, message })
+                    }
+                    Applied::Nothing => Err(StoreError::Replication(
+                        "a batch entry was applied without an outcome".into(),
+                    )),
+                },
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                    Err(self.not_leader(f.leader_id))
+                }
+                Err(e) => Err(StoreError::Replication(e.to_string())),
+            }
+        })
+    }
+
+    fn propose(
+        &self,
+        change: StateChange,
+    ) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>> {
+        Box::pin(async move {
+            match self.raft.client_write(Command::State(change)).await {
+                Ok(_) => Ok(()),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                    Err(self.not_leader(f.leader_id))
+                }
+                Err(e) => Err(StoreError::Replication(e.to_string())),
+            }
+        })
+    }
+
+    fn leader_addr(&self) -> Option<String> {
+        let leader = self.raft.metrics().borrow_watched().current_leader;
+        leader.and_then(|id| self.peers.get(id))
+    }
+
+    fn is_leader(&self) -> bool {
+        self.raft.is_leader()
+    }
+}
