@@ -36,7 +36,7 @@ use crate::protocols::kafka::{self, Endpoint, dispatch::Listener as KafkaListene
 use crate::protocols::native::outbox::Outboxes;
 use crate::protocols::native::registration::{Registrar, Target};
 use crate::protocols::native::server;
-use crate::replication::Replication;
+use crate::replication::{self, Replication};
 use crate::routing::name_server::NameServer;
 use crate::state::BrokerState;
 
@@ -188,22 +188,20 @@ impl Broker {
             let raft_listener = TcpListener::bind(&addr)
                 .await
                 .map_err(|source| BrokerError::Bind { addr, source })?;
-            let (started, tasks) = Replication::start(
-                &config,
-                store.clone(),
-                raft_listener,
-                identity.advertised_addr.clone(),
-                replica_status.clone(),
-                role_setter.clone(),
-                Arc::new(crate::ops::replicated::Applier {
+            let parts = replication::Parts {
+                store: store.clone(),
+                listener: raft_listener,
+                native_addr: identity.advertised_addr.clone(),
+                status: replica_status.clone(),
+                role: role_setter.clone(),
+                applier: Arc::new(crate::ops::replicated::Applier {
                     topics: topics.clone(),
                     offsets: offsets.clone(),
                     shared: shared.clone(),
                     log: log.clone(),
                 }),
-                shutdown_rx.clone(),
-            )
-            .await?;
+            };
+            let (started, tasks) = Replication::start(&config, parts, shutdown_rx.clone()).await?;
             log.replicate(Arc::new(started.clone()));
             replication = Some(started);
             raft_tasks = tasks;

@@ -92,6 +92,9 @@ pub(crate) trait Consensus: Send + Sync + std::fmt::Debug {
 
     /// Whether this replica leads its group now.
     fn is_leader(&self) -> bool;
+
+    /// The Raft term this replica is in.
+    fn term(&self) -> u64;
 }
 
 /// The commit log as the broker sees it: one writer, one acknowledgement rule. Cheap to clone
@@ -124,6 +127,13 @@ impl MessageLog {
     /// Whether writes go through a broker group's consensus.
     pub fn is_replicated(&self) -> bool {
         self.consensus.is_some()
+    }
+
+    /// The term this replica leads in, for state that must be rebuilt from the log once per
+    /// leadership (0 standalone: one leader forever).
+    pub fn leader_term(&self) -> Result<u64, StoreError> {
+        self.check_leader()?;
+        Ok(self.consensus.as_ref().map_or(0, |c| c.term()))
     }
 
     /// `NotLeader` naming the leader, when this replica does not lead its group.

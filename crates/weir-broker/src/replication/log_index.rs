@@ -26,7 +26,7 @@
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use bytes::Bytes;
 
@@ -82,7 +82,6 @@ pub(crate) struct Slot {
 /// The index, in memory and in its file.
 #[derive(Debug)]
 pub(crate) struct LogIndex {
-    path: PathBuf,
     file: File,
     /// Index of `slots[0]`.
     first: u64,
@@ -110,7 +109,6 @@ impl LogIndex {
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
         let mut index = LogIndex {
-            path,
             file,
             first: 0,
             slots: VecDeque::new(),
@@ -274,11 +272,6 @@ impl LogIndex {
             self.first = upto + 1;
         }
     }
-
-    /// The file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 fn encode(
@@ -389,7 +382,7 @@ mod tests {
         push_batch(&mut index, 0, 0, 10);
         push_batch(&mut index, 1, 10, 20);
         index.write_pending().unwrap();
-        let path = index.path().to_owned();
+        let path = dir.path().join("log.index");
         drop(index);
         let len = std::fs::metadata(&path).unwrap().len();
         OpenOptions::new()

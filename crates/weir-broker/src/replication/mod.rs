@@ -110,6 +110,22 @@ pub(crate) fn commit_point(data_dir: &Path) -> Result<u64, BrokerError> {
         .map_or(0, |slot| slot.end))
 }
 
+/// What a replica is started with, besides its configuration.
+pub(crate) struct Parts {
+    /// The store, opened with [`commit_point`] as its dispatch limit.
+    pub store: Arc<Store>,
+    /// The bound Raft listener.
+    pub listener: TcpListener,
+    /// This broker's native address, named to clients that reach a follower.
+    pub native_addr: String,
+    /// Where this replica's status goes.
+    pub status: StatusSender,
+    /// The role signal leader-only work follows.
+    pub role: RoleSetter,
+    /// Applies committed state changes to this replica's tables.
+    pub applier: Arc<dyn StateApplier>,
+}
+
 /// A running broker-group replica.
 #[derive(Debug, Clone)]
 pub(crate) struct Replication {
@@ -123,14 +139,17 @@ impl Replication {
     /// with the configured voters when this node has never been part of it.
     pub async fn start(
         config: &BrokerConfig,
-        store: Arc<Store>,
-        listener: TcpListener,
-        native_addr: String,
-        status: StatusSender,
-        role: RoleSetter,
-        applier: Arc<dyn StateApplier>,
+        parts: Parts,
         shutdown: watch::Receiver<bool>,
     ) -> Result<(Replication, Vec<JoinHandle<()>>), BrokerError> {
+        let Parts {
+            store,
+            listener,
+            native_addr,
+            status,
+            role,
+            applier,
+        } = parts;
         let node_id = config.node_id;
         let voters = parse_peers(&config.raft_peers)?;
         if !voters.contains_key(&node_id) {
@@ -281,5 +300,9 @@ impl Consensus for Replication {
 
     fn is_leader(&self) -> bool {
         self.raft.is_leader()
+    }
+
+    fn term(&self) -> u64 {
+        self.raft.metrics().borrow_watched().current_term
     }
 }

@@ -589,9 +589,40 @@ impl Delays {
         now: i64,
     ) -> Result<Produced, RequestError> {
         let split = self.split(topic, queue_id, &payload, now)?;
-        let written = self.write_now(topic, queue_id, split)?;
+        let written = if self.log.is_replicated() {
+            self.append_split(topic, queue_id, split).await?
+        } else {
+            self.write_now(topic, queue_id, split)?
+        };
         self.finish(&written).await?;
         Ok(written.produced(now))
+    }
+
+    /// [`Delays::write_now`] in a broker group, where a write's position is known once it is
+    /// committed: the plain part, then the delayed part, each acknowledged in turn.
+    pub async fn append_split(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        mut split: Split,
+    ) -> Result<Written, RequestError> {
+        let plain = if split.plain.is_empty() {
+            None
+        } else {
+            let batch = std::mem::take(&mut split.plain);
+            Some(self.log.append(topic, queue_id, batch).await?)
+        };
+        let delayed = if split.delayed.is_empty() {
+            None
+        } else {
+            let batch = std::mem::take(&mut split.delayed);
+            Some(self.log.append(DELAY_TOPIC, 0, batch).await?)
+        };
+        Ok(Written {
+            split,
+            plain,
+            delayed,
+        })
     }
 }
 

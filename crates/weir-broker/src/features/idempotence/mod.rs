@@ -129,6 +129,9 @@ fn batch_sequences(payload: &[u8]) -> Result<(u64, u32, u32), RequestError> {
 /// The idempotence table and the producer-id allocator, built from the write path (checked
 /// batches are written under the table's lock) and the delay service (an idempotent batch
 /// with delayed records is split as any other).
+/// Per (producer, topic, queue): the last batches stored.
+pub(crate) type Table = HashMap<Key, VecDeque<BatchEntry>>;
+
 #[derive(Debug)]
 pub(crate) struct Idempotence {
     log: MessageLog,
@@ -139,6 +142,35 @@ pub(crate) struct Idempotence {
     /// Changed since the last snapshot.
     dirty: AtomicBool,
     snapshot: snapshot::SnapshotFile,
+    /// In a broker group: what keeps the table true to the group's log.
+    group: GroupSync,
+}
+
+/// How the table follows a broker group's log: it is rebuilt from the log when this replica
+/// becomes leader (a new term), and a batch is checked and appended under its producer and
+/// queue's lock, because the position of a replicated write is known only once it is
+/// committed.
+#[derive(Debug, Default)]
+pub(crate) struct GroupSync {
+    /// The term the table was last rebuilt in.
+    synced_term: Mutex<Option<u64>>,
+    /// One lock per (producer, topic, queue) with a batch in flight.
+    keys: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
+    /// Batches appended but not yet remembered.
+    in_flight: std::sync::atomic::AtomicUsize,
+}
+
+impl GroupSync {
+    /// Whether a snapshot of the table may be written now.
+    fn snapshot_allowed(&self, log: &MessageLog) -> bool {
+        if !log.is_replicated() {
+            return true;
+        }
+        let synced = *self.synced_term.lock();
+        synced.is_some()
+            && log.leader_term().ok() == synced
+            && self.in_flight.load(Ordering::Acquire) == 0
+    }
 }
 
 impl Idempotence {
@@ -165,6 +197,10 @@ impl Idempotence {
         now: i64,
     ) -> Result<Produced, RequestError> {
         let (producer_id, first, last) = batch_sequences(&payload)?;
+        if self.log.is_replicated() {
+            let key = (producer_id, topic.to_owned(), queue_id);
+            return self.append_in_group(key, payload, now, first, last).await;
+        }
         let split = if delay::has_delayed(&payload) {
             Some(self.delays.split(topic, queue_id, &payload, now)?)
         } else {
@@ -216,6 +252,24 @@ impl Idempotence {
         }
         // Answer once the batch (or the original) is acknowledged.
         self.log.acknowledged(entry.end_offset).await?;
+        self.answer(
+            &entry,
+            producer_id,
+            first,
+            last,
+            matches!(outcome, Outcome::Duplicate),
+        )
+    }
+
+    /// The answer for batch `first..=last` of `producer_id`, stored as (or inside) `entry`.
+    fn answer(
+        &self,
+        entry: &BatchEntry,
+        producer_id: u64,
+        first: u32,
+        last: u32,
+        duplicate: bool,
+    ) -> Result<Produced, RequestError> {
         let position = if first == entry.first_seq {
             Position {
                 queue_offset: entry.queue_offset,
@@ -224,7 +278,7 @@ impl Idempotence {
                 store_timestamp: entry.store_timestamp,
             }
         } else {
-            position_of(&self.log, &entry, producer_id, first)?
+            position_of(&self.log, entry, producer_id, first)?
         };
         let Position {
             queue_offset,
@@ -232,7 +286,7 @@ impl Idempotence {
             index,
             store_timestamp,
         } = position;
-        if matches!(outcome, Outcome::Duplicate) {
+        if duplicate {
             tracing::info!(
                 producer_id,
                 first,
@@ -257,6 +311,126 @@ impl Idempotence {
             produced.record_indexes = (index..).take(count as usize).collect();
         }
         Ok(produced)
+    }
+}
+
+impl Idempotence {
+    /// [`Idempotence::append`] in a broker group (see [`GroupSync`]).
+    async fn append_in_group(
+        &self,
+        key: Key,
+        payload: BytesMut,
+        now: i64,
+        first: u32,
+        last: u32,
+    ) -> Result<Produced, RequestError> {
+        self.sync_with_term()?;
+        let lock = self
+            .group
+            .keys
+            .lock()
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let guard = lock.lock().await;
+        let result = self.check_and_append(&key, payload, now, first, last).await;
+        drop(guard);
+        let mut keys = self.group.keys.lock();
+        if keys.get(&key).is_some_and(|l| Arc::strong_count(l) <= 2) {
+            keys.remove(&key);
+        }
+        result
+    }
+
+    async fn check_and_append(
+        &self,
+        key: &Key,
+        payload: BytesMut,
+        now: i64,
+        first: u32,
+        last: u32,
+    ) -> Result<Produced, RequestError> {
+        let (producer_id, topic, queue_id) = (key.0, key.1.as_str(), key.2);
+        let verdict = classify(self.table.lock().get(key), first, last)?;
+        if let Verdict::Duplicate(entry) = verdict {
+            return self.answer(&entry, producer_id, first, last, true);
+        }
+        self.group.in_flight.fetch_add(1, Ordering::AcqRel);
+        let stored = self
+            .store_fresh(topic, queue_id, payload, now, first, last)
+            .await;
+        let mut table = self.table.lock();
+        if let Ok((entry, _)) = &stored {
+            Idempotence::remember(&mut table, key.clone(), *entry);
+            self.dirty.store(true, Ordering::Release);
+        }
+        self.group.in_flight.fetch_sub(1, Ordering::AcqRel);
+        drop(table);
+        let (entry, split) = stored?;
+        match split {
+            Some(produced) => Ok(produced),
+            None => self.answer(&entry, producer_id, first, last, false),
+        }
+    }
+
+    /// Appends a fresh batch through the group's log (split first when it holds delayed
+    /// messages): what to remember, and the answer of a split batch.
+    async fn store_fresh(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        payload: BytesMut,
+        now: i64,
+        first: u32,
+        last: u32,
+    ) -> Result<(BatchEntry, Option<Produced>), RequestError> {
+        if delay::has_delayed(&payload) {
+            let split = self.delays.split(topic, queue_id, &payload, now)?;
+            let written = self.delays.append_split(topic, queue_id, split).await?;
+            self.delays.finish(&written).await?;
+            let (queue_offset, commit_log_offset, store_timestamp) = written.first_position();
+            let entry = BatchEntry {
+                first_seq: first,
+                last_seq: last,
+                queue_offset,
+                commit_log_offset,
+                end_offset: written.end_offset(),
+                store_timestamp,
+            };
+            return Ok((entry, Some(written.produced(now))));
+        }
+        let stored = self.log.append(topic, queue_id, payload).await?;
+        let entry = BatchEntry {
+            first_seq: first,
+            last_seq: last,
+            queue_offset: stored.queue_offset,
+            commit_log_offset: stored.commit_log_offset,
+            end_offset: stored.end_offset,
+            store_timestamp: stored.store_timestamp,
+        };
+        Ok((entry, None))
+    }
+
+    /// Rebuilds the table from the snapshot and the whole log once per term this replica
+    /// leads in: a new leader's log holds every batch the group acknowledged, and the
+    /// leader never cuts its own log.
+    fn sync_with_term(&self) -> Result<(), RequestError> {
+        let term = self.log.leader_term()?;
+        let mut synced = self.group.synced_term.lock();
+        if *synced == Some(term) {
+            return Ok(());
+        }
+        let mut table = self.table.lock();
+        let (rebuilt, _, runs) = snapshot::read_table(&self.log, &self.snapshot.path)
+            .map_err(|e| RequestError::new(ErrorCode::Internal, e.to_string()))?;
+        *table = rebuilt;
+        *synced = Some(term);
+        tracing::info!(
+            term,
+            runs,
+            "idempotent producer state rebuilt for a new term"
+        );
+        Ok(())
     }
 }
 

@@ -34,7 +34,7 @@ use crate::core::message_log::MessageLog;
 use crate::error::BrokerError;
 use crate::features::delay::{DELAY_TOPIC, Delays, PROP_REAL_QUEUE, PROP_REAL_TOPIC};
 use crate::features::idempotence::{
-    BatchEntry, Idempotence, Key, next_record_offset, producer_ids,
+    BatchEntry, GroupSync, Idempotence, Key, Table, next_record_offset, producer_ids,
 };
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -63,7 +63,7 @@ struct Snapshot {
 /// Where the snapshot lives and the log offset of the last one written.
 #[derive(Debug)]
 pub(crate) struct SnapshotFile {
-    path: PathBuf,
+    pub(crate) path: PathBuf,
     last_offset: Mutex<u64>,
 }
 
@@ -74,7 +74,28 @@ pub(crate) fn load(
     data_dir: &Path,
 ) -> Result<Idempotence, BrokerError> {
     let path = data_dir.join("config").join("producer_state.json");
-    let snapshot: Snapshot = match atomic_file::read_if_exists(&path)
+    let (table, snapshot_offset, runs) = read_table(&log, &path)?;
+    Ok(Idempotence {
+        log,
+        delays,
+        ids: producer_ids::ProducerIds::load(data_dir)?,
+        table: Mutex::new(table),
+        dirty: std::sync::atomic::AtomicBool::new(runs > 0),
+        snapshot: SnapshotFile {
+            path,
+            last_offset: Mutex::new(snapshot_offset),
+        },
+        group: GroupSync::default(),
+    })
+}
+
+/// The table as the snapshot at `path` and the commit log after it say (the log read to its
+/// end, committed or not): (table, the snapshot's log offset, runs added from the log).
+pub(crate) fn read_table(
+    log: &MessageLog,
+    path: &Path,
+) -> Result<(Table, u64, usize), BrokerError> {
+    let snapshot: Snapshot = match atomic_file::read_if_exists(path)
         .map_err(|e| BrokerError::io(format!("reading {}", path.display()), e))?
     {
         Some(bytes) => serde_json::from_slice(&bytes)
@@ -89,7 +110,7 @@ pub(crate) fn load(
         );
     }
     let from = snapshot.log_offset.max(log.stats().min_offset);
-    let runs = rebuild_from_log(&log, from, &mut table);
+    let runs = rebuild_from_log(log, from, &mut table);
     if runs > 0 {
         tracing::info!(
             from,
@@ -97,17 +118,7 @@ pub(crate) fn load(
             "idempotent producer state rebuilt from the commit log"
         );
     }
-    Ok(Idempotence {
-        log,
-        delays,
-        ids: producer_ids::ProducerIds::load(data_dir)?,
-        table: Mutex::new(table),
-        dirty: std::sync::atomic::AtomicBool::new(runs > 0),
-        snapshot: SnapshotFile {
-            path,
-            last_offset: Mutex::new(snapshot.log_offset),
-        },
-    })
+    Ok((table, snapshot.log_offset, runs))
 }
 
 /// Adds the runs of idempotent batches from commit-log offset `from` on; returns how many.
@@ -201,6 +212,11 @@ fn write_if_due(idem: &Idempotence) -> Result<(), BrokerError> {
     }
     let snapshot = {
         let table = idem.table.lock();
+        if !idem.group.snapshot_allowed(&idem.log) {
+            // In a broker group the table is whole only on the leader that rebuilt it, and
+            // only between appends.
+            return Ok(());
+        }
         // Read under the lock: every batch appended before it is in the table.
         let log_offset = log.stats().flushed_offset;
         idem.dirty.store(false, Ordering::Release);

@@ -39,6 +39,25 @@ pub(crate) struct BrokerInfo {
     flush: String,
     uptime_seconds: f64,
     store: StoreInfo,
+    /// This replica in its broker group's Raft group.
+    replica: ReplicaInfo,
+}
+
+/// A replica's Raft state, as in `GET /api/v1/broker`.
+#[derive(Debug, Serialize)]
+struct ReplicaInfo {
+    /// 0 standalone.
+    node_id: u64,
+    /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
+    role: &'static str,
+    term: u64,
+    leader_id: Option<u64>,
+    /// The leader's native address, when known.
+    leader_addr: Option<String>,
+    commit_index: u64,
+    last_log_index: u64,
+    applied_index: u64,
+    voters: Vec<u64>,
 }
 
 /// The store's positions and counters, as in `GET /api/v1/broker`.
@@ -301,6 +320,20 @@ pub(crate) async fn broker(State(shared): State<Arc<HttpShared>>) -> ApiResult<J
             fsyncs: stats.fsyncs,
             appends: stats.appends,
             messages: stats.messages,
+        },
+        replica: {
+            let r = state.replica.borrow();
+            ReplicaInfo {
+                node_id: r.node_id,
+                role: r.role.name(),
+                term: r.term,
+                leader_id: r.leader_id,
+                leader_addr: r.leader_addr.clone(),
+                commit_index: r.commit_index,
+                last_log_index: r.last_log_index,
+                applied_index: r.applied_index,
+                voters: r.voters.clone(),
+            }
         },
     }))
 }
