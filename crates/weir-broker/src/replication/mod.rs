@@ -32,6 +32,7 @@ use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use openraft::async_runtime::WatchReceiver;
@@ -131,6 +132,8 @@ pub(crate) struct Parts {
 pub(crate) struct Replication {
     raft: Raft,
     peers: Arc<PeerAddrs>,
+    /// Longest a write waits to be committed.
+    commit_timeout: Duration,
 }
 
 impl Replication {
@@ -230,7 +233,17 @@ impl Replication {
             )),
         ];
         tracing::info!(node_id, voters = ?voters.keys().collect::<Vec<_>>(), "raft started");
-        Ok((Replication { raft, peers }, tasks))
+        // Long enough for an election and a retry, short enough that a client of a leader cut
+        // off from its group moves on.
+        let commit_timeout = Duration::from_millis(config.raft_election_timeout_ms * 5);
+        Ok((
+            Replication {
+                raft,
+                peers,
+                commit_timeout,
+            },
+            tasks,
+        ))
     }
 
     /// Stops Raft (after the listeners: nothing new arrives).
@@ -260,7 +273,16 @@ impl Consensus for Replication {
                 queue_id,
                 batch,
             };
-            match self.raft.client_write(command).await {
+            let write = tokio::time::timeout(self.commit_timeout, self.raft.client_write(command));
+            let Ok(written) = write.await else {
+                // A leader cut off from its followers cannot commit: the client hears so
+                // (and retries at whoever leads now) instead of waiting for ever.
+                return Err(StoreError::Replication(format!(
+                    "not committed by a majority within {:?}",
+                    self.commit_timeout
+                )));
+            };
+            match written {
                 Ok(response) => match response.data {
                     Applied::Written(w) => Ok(w.into()),
                     Applied::Refused { code, message } => {
@@ -283,7 +305,14 @@ impl Consensus for Replication {
         change: StateChange,
     ) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>> {
         Box::pin(async move {
-            match self.raft.client_write(Command::State(change)).await {
+            let write = self.raft.client_write(Command::State(change));
+            let Ok(written) = tokio::time::timeout(self.commit_timeout, write).await else {
+                return Err(StoreError::Replication(format!(
+                    "not committed by a majority within {:?}",
+                    self.commit_timeout
+                )));
+            };
+            match written {
                 Ok(_) => Ok(()),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                     Err(self.not_leader(f.leader_id))

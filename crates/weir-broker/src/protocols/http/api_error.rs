@@ -59,6 +59,8 @@ impl ApiError {
             ErrorCode::Busy | ErrorCode::ShuttingDown | ErrorCode::FlushTimeout => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            // The body's message names the leader (`leader=<host:port>`).
+            ErrorCode::NotLeader => StatusCode::MISDIRECTED_REQUEST,
             // `internal`, `storage_error`, and codes added later until they get a status here.
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
