@@ -25,6 +25,8 @@
 //!                protocol with the kafka-protocol crate),
 //!                http (admin API, dashboard, history, metrics, probes, damaged ranges)
 //! routing/       the name-server registry (routes from broker registrations)
+//! replication/   a broker group's Raft (openraft) over the commit log: log storage, log
+//!                index, state machine, network, status
 //! ```
 //!
 //! # Dependency rules
@@ -35,7 +37,10 @@
 //! * `ops` turns a request's fields into calls on core and features and returns neutral
 //!   results; it knows no protocol.
 //! * `protocols` decode, call `ops`/features, encode. Nothing depends on them but `broker.rs`.
-//! * Only `core::message_log` calls the store's append functions.
+//! * `replication` depends on `core` only; the write path reaches it through
+//!   `core::message_log::Consensus`.
+//! * Only `core::message_log` (and, in a broker group, `replication::log_store`, which Raft
+//!   drives) calls the store's append functions.
 //!
 //! `tests/layering.rs` checks these rules on the source.
 
