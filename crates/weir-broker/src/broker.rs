@@ -185,15 +185,26 @@ impl Broker {
         };
         let max_frame_len = u32::try_from(config.max_frame_size)
             .map_err(|_| BrokerError::Config("max_frame_size is above 4 GiB".to_owned()))?;
-        let registrar = Arc::new(Registrar::new(
-            targets,
-            identity.cluster_name.clone(),
-            identity.broker_name.to_string(),
-            identity.advertised_addr.clone(),
-            topics.clone(),
-            Duration::from_millis(config.broker_heartbeat_interval_ms),
-            max_frame_len,
-        ));
+        // Standalone: this node is its group's only replica, so always the leader.
+        let (replica_status, replica_rx) = replica::standalone();
+        let registrar = Arc::new(
+            Registrar::new(
+                targets,
+                identity.cluster_name.clone(),
+                identity.broker_name.to_string(),
+                identity.advertised_addr.clone(),
+                topics.clone(),
+                Duration::from_millis(config.broker_heartbeat_interval_ms),
+                max_frame_len,
+            )
+            .with_replica(replica_rx.clone())
+            .with_listeners(
+                http.map(|h| default_advertised(h.shared.local_addr).to_string()),
+                kafka
+                    .as_ref()
+                    .map(|(_, _, endpoint)| format!("{}:{}", endpoint.host, endpoint.port)),
+            ),
+        );
         // Routes follow the topic table, whoever changes it (a weak handle: the registrar
         // holds the table too).
         let follower = Arc::downgrade(&registrar);
@@ -211,7 +222,6 @@ impl Broker {
         }));
         // Standalone: this node is its group's only replica, so always the leader.
         let (role_setter, role) = Role::new(true);
-        let (replica_status, replica_rx) = replica::standalone();
         let groups = Arc::new(GroupCoordinator::new(Duration::from_millis(
             config.group_session_timeout_ms,
         )));
