@@ -214,6 +214,24 @@ impl RouteCache {
         changed
     }
 
+    /// If `error` is a `NOT_LEADER` answer naming the leader of broker group `group`, switches
+    /// the group there ([`RouteCache::switch_leader`]) and returns true.
+    pub(crate) fn follow_leader_named(&self, group: &str, error: &ClientError) -> bool {
+        match error {
+            ClientError::Server {
+                code: ErrorCode::NotLeader,
+                message,
+            } => match leader_hint(message) {
+                Some(leader) => {
+                    self.switch_leader(group, leader);
+                    true
+                }
+                None => false,
+            },
+            _ => false,
+        }
+    }
+
     /// After `error` from broker group `group` for `topic`: the address to try next for the
     /// group — the leader a `NOT_LEADER` answer names (switched to at once), else, for a
     /// `NOT_LEADER` without a name or a failed connection, whatever the name servers say now.
