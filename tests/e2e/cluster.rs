@@ -179,6 +179,16 @@ fn clients_use_any_live_name_server_while_the_others_die() {
         .collect();
     let want: BTreeSet<String> = (0..300).map(|i| format!("m-{i}")).collect();
     assert_eq!(got, want);
+    // Group admin through the one live name server reaches the group's leader too.
+    let groups = ok_at(&servers, &["group", "list"]);
+    assert!(
+        groups
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some("g")),
+        "{groups}"
+    );
+    let described = ok_at(&servers, &["group", "describe", "g"]);
+    assert!(described.contains("orders"), "{described}");
 
     // With every name server gone, the CLI says so.
     name_servers[2].kill();
@@ -224,4 +234,24 @@ fn a_restarted_name_server_learns_the_broker_again_within_a_heartbeat() {
         }
         other => panic!("expected unsupported_api, got {other:?}"),
     }
+}
+
+#[test]
+fn a_standalone_node_shows_itself_as_the_leader_of_its_one_replica_group() {
+    let node = Node::start(&[]);
+    node.ok(&["topic", "create", "solo", "--queues", "3"]);
+    let out = node.ok(&["cluster", "status", "--json"]);
+    let status: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(status["name_servers"][0]["answered"], true, "{status}");
+    let replica = &status["groups"][0]["replicas"][0];
+    assert_eq!(replica["node_id"], 0);
+    assert_eq!(replica["role"], "leader");
+    assert_eq!(replica["addr"], node.addr.as_str());
+    assert_eq!(status["groups"][0]["topics"]["solo"], 3);
+    let over_http = http_json(node.http_addr.as_deref().expect("http"), "/api/cluster");
+    assert_eq!(over_http["groups"][0]["replicas"][0]["role"], "leader");
+    assert_eq!(
+        over_http["groups"][0]["replicas"][0]["http_addr"],
+        node.http_addr.as_deref().expect("http")
+    );
 }

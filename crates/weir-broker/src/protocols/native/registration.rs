@@ -266,3 +266,79 @@ impl Registrar {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::replica::ReplicaStatus;
+
+    #[tokio::test]
+    async fn a_leadership_change_registers_at_once_and_round_trips_the_wire()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let topics = Arc::new(TopicTable::load(dir.path())?);
+        topics.create("t", 2)?;
+        let name_server = Arc::new(NameServer::new(Duration::from_secs(60)));
+        let (status, replica) = tokio::sync::watch::channel(ReplicaStatus {
+            node_id: 2,
+            role: ReplicaRole::Follower,
+            term: 3,
+            leader_id: Some(1),
+            ..ReplicaStatus::default()
+        });
+        let registrar = Arc::new(
+            Registrar::new(
+                vec![Target::Local(name_server.clone())],
+                "c".into(),
+                "g".into(),
+                "n2:9876".into(),
+                topics,
+                // Far longer than the test: only the status change can register again.
+                Duration::from_secs(3600),
+                1 << 20,
+            )
+            .with_replica(replica)
+            .with_listeners(Some("n2:9877".into()), None),
+        );
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(registrar.clone().run(stopped));
+        let role_of = |ns: &NameServer| {
+            ns.cluster()
+                .first()
+                .and_then(|g| g.replicas.first().map(|r| (r.role, r.term, g.leader)))
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while role_of(&name_server) != Some(("follower", 3, None)) {
+            assert!(tokio::time::Instant::now() < deadline, "first registration");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        status.send_modify(|s| {
+            s.role = ReplicaRole::Leader;
+            s.term = 4;
+            s.leader_id = Some(2);
+        });
+        while role_of(&name_server) != Some(("leader", 4, Some(2))) {
+            assert!(tokio::time::Instant::now() < deadline, "re-registration");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let route = name_server.route("t")?;
+        assert_eq!(route.queues.len(), 2);
+        assert_eq!(
+            route.groups[0].replicas[0].http_addr.as_deref(),
+            Some("n2:9877")
+        );
+        let _ = stop.send(true);
+        task.await?;
+
+        // What goes on the wire comes back the same; an old broker's registration (no
+        // replica status) is a standalone leader.
+        let sent = registrar.request();
+        assert_eq!(from_request(to_request(&sent)), sent);
+        let mut old = to_request(&sent);
+        old.replica = None;
+        let standalone = from_request(old);
+        assert_eq!(standalone.replica.role, ReplicaRole::Leader);
+        assert_eq!(standalone.replica.node_id, 0);
+        Ok(())
+    }
+}
