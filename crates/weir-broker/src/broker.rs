@@ -199,7 +199,7 @@ impl Broker {
             )
             .with_replica(replica_rx.clone())
             .with_listeners(
-                http.map(|h| default_advertised(h.shared.local_addr).to_string()),
+                http.map(|h| advertised_like(&identity.advertised_addr, h.shared.local_addr)),
                 kafka
                     .as_ref()
                     .map(|(_, _, endpoint)| format!("{}:{}", endpoint.host, endpoint.port)),
@@ -456,6 +456,15 @@ async fn leader_only_work(
         transaction::check::run(transactions.clone(), outboxes.clone(), stop)
     });
     tokio::join!(delivery, check_backs);
+}
+
+/// The address another listener bound at `local` is reached at: on an unspecified IP, the
+/// host of the native advertised address with `local`'s port.
+fn advertised_like(advertised: &str, local: SocketAddr) -> String {
+    match advertised.rsplit_once(':') {
+        Some((host, _)) if local.ip().is_unspecified() => format!("{host}:{}", local.port()),
+        _ => default_advertised(local).to_string(),
+    }
 }
 
 /// The bound address, with an unspecified IP (`0.0.0.0`, `::`) replaced by loopback.

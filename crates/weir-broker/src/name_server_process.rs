@@ -45,7 +45,8 @@ impl Default for NameServerConfig {
             http_listen: None,
             broker_expiry_ms: 120_000,
             heartbeat_interval_ms: 30_000,
-            max_frame_len: 16 << 20,
+            // Registrations and routes are small: a name server holds less per connection.
+            max_frame_len: 4 << 20,
             max_connections: 10_000,
             connection_idle_timeout_ms: 600_000,
         }
