@@ -330,3 +330,122 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
+
+/// A running `weir nameserver` process.
+pub struct NameServer {
+    child: Option<Child>,
+    /// The native protocol address it listens on.
+    pub addr: String,
+    /// The HTTP address it listens on.
+    pub http_addr: String,
+    dir: tempfile::TempDir,
+}
+
+impl NameServer {
+    /// Starts a name server on free ports (native and HTTP).
+    pub fn start() -> NameServer {
+        let mut ns = NameServer {
+            child: None,
+            addr: "127.0.0.1:0".into(),
+            http_addr: "127.0.0.1:0".into(),
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        ns.spawn();
+        ns
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("nameserver.log")
+    }
+
+    /// What it logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("log file");
+        let mut child = Command::new(WEIR)
+            .args([
+                "nameserver",
+                "--listen",
+                &self.addr,
+                "--http",
+                &self.http_addr,
+            ])
+            .args(["--broker-expiry-ms", "5000"])
+            .current_dir(self.dir.path())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn weir nameserver");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut lines = Vec::new();
+        while lines.len() < 2 {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) => lines.push(line),
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("weir nameserver did not start; log:\n{}", self.log());
+                }
+            }
+        }
+        self.addr = lines[0]
+            .strip_prefix("weir nameserver on ")
+            .unwrap_or_else(|| panic!("unexpected first line {:?}", lines[0]))
+            .to_owned();
+        self.http_addr = lines[1]
+            .strip_prefix("weir http on ")
+            .unwrap_or_else(|| panic!("unexpected second line {:?}", lines[1]))
+            .to_owned();
+        self.child = Some(child);
+    }
+
+    /// Kills it with SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL");
+            child.wait().expect("wait");
+        }
+    }
+
+    /// Starts it again, empty, on the same addresses.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "kill it first");
+        self.spawn();
+    }
+}
+
+impl Drop for NameServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs a `weir` client command against `servers` (comma-separated) and returns its output.
+pub fn cli_at(servers: &str, args: &[&str]) -> Output {
+    Command::new(WEIR)
+        .args(args)
+        .env("WEIR_SERVER", servers)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run weir")
+}
+
+/// Like [`cli_at`], for a command that must succeed; returns its stdout.
+pub fn ok_at(servers: &str, args: &[&str]) -> String {
+    let out = cli_at(servers, args);
+    assert_success(args, &out);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -221,15 +221,24 @@ impl Broker {
         };
         let max_frame_len = u32::try_from(config.max_frame_size)
             .map_err(|_| BrokerError::Config("max_frame_size is above 4 GiB".to_owned()))?;
-        let registrar = Arc::new(Registrar::new(
-            targets,
-            identity.cluster_name.clone(),
-            identity.broker_name.to_string(),
-            identity.advertised_addr.clone(),
-            topics.clone(),
-            Duration::from_millis(config.broker_heartbeat_interval_ms),
-            max_frame_len,
-        ));
+        let registrar = Arc::new(
+            Registrar::new(
+                targets,
+                identity.cluster_name.clone(),
+                identity.broker_name.to_string(),
+                identity.advertised_addr.clone(),
+                topics.clone(),
+                Duration::from_millis(config.broker_heartbeat_interval_ms),
+                max_frame_len,
+            )
+            .with_replica(replica_rx.clone())
+            .with_listeners(
+                http.map(|h| advertised_like(&identity.advertised_addr, h.shared.local_addr)),
+                kafka
+                    .as_ref()
+                    .map(|(_, _, endpoint)| format!("{}:{}", endpoint.host, endpoint.port)),
+            ),
+        );
         // Routes follow the topic table, whoever changes it (a weak handle: the registrar
         // holds the table too).
         let follower = Arc::downgrade(&registrar);
@@ -485,6 +494,15 @@ async fn leader_only_work(
         transaction::check::run(transactions.clone(), outboxes.clone(), stop)
     });
     tokio::join!(delivery, check_backs);
+}
+
+/// The address another listener bound at `local` is reached at: on an unspecified IP, the
+/// host of the native advertised address with `local`'s port.
+fn advertised_like(advertised: &str, local: SocketAddr) -> String {
+    match advertised.rsplit_once(':') {
+        Some((host, _)) if local.ip().is_unspecified() => format!("{host}:{}", local.port()),
+        _ => default_advertised(local).to_string(),
+    }
 }
 
 /// The bound address, with an unspecified IP (`0.0.0.0`, `::`) replaced by loopback.

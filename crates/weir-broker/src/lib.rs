@@ -11,6 +11,7 @@
 //! ```text
 //! broker.rs      start-up and shutdown: builds every part, wires them, starts the tasks
 //! state.rs       what the protocol edges share (BrokerState): core parts + every feature
+//! name_server_process.rs  `weir nameserver`: a process that is only the name-server role
 //!
 //! core/          message_log (the ONE writer of the commit log; decides "acknowledged"),
 //!                identity (names, addresses, message ids), topics (+ topic_rebuild from the
@@ -51,6 +52,7 @@ mod core;
 mod error;
 mod features;
 mod metrics_catalog;
+mod name_server_process;
 mod ops;
 mod protocols;
 mod replication;
@@ -61,3 +63,4 @@ mod state;
 pub use broker::Broker;
 pub use config::BrokerConfig;
 pub use error::BrokerError;
+pub use name_server_process::{NameServerConfig, NameServerProcess};

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use weir_proto::{ApiKey, MessageId, pb};
+use weir_proto::{ApiKey, ErrorCode, MessageId, pb};
 
 use crate::connection::ConnectionConfig;
 use crate::consumer::PullResult;
@@ -31,8 +31,9 @@ pub enum ResetTo {
 }
 
 /// An administrative client. Requests go to the configured servers (the first that answers);
-/// lookups by message id go straight to the broker group named in the id, when a route known
-/// to this client says where it is.
+/// when those are name servers (which refuse admin requests), to the leader of every broker
+/// group they know. Lookups by message id go straight to the broker group named in the id,
+/// when a route known to this client says where it is.
 #[derive(Debug)]
 pub struct Admin {
     pub(crate) routes: RouteCache,
@@ -56,12 +57,74 @@ impl Admin {
         })
     }
 
+    /// Sends an admin request to the configured servers (the first that answers). A name
+    /// server refuses admin requests (`unsupported_api`): the request then goes to the leader of
+    /// every broker group the name servers know, and the first answer is returned — for a change
+    /// (`all_must_succeed`), only once every group took it.
     async fn call<Req, Resp>(&self, api: ApiKey, request: &Req) -> Result<Resp>
     where
         Req: prost::Message,
         Resp: prost::Message + Default,
     {
-        Ok(self.routes.call_any::<Req, Resp>(api, request).await?.0)
+        let all_must_succeed = matches!(
+            api,
+            ApiKey::CreateTopic | ApiKey::DeleteTopic | ApiKey::AddQueues | ApiKey::ResetOffsets
+        );
+        let mut answers = self.call_each(api, request, all_must_succeed).await?;
+        answers
+            .pop()
+            .ok_or_else(|| ClientError::Protocol(format!("no answer to {}", api.name())))
+    }
+
+    /// Sends an admin request to the configured servers; through name servers, to every broker
+    /// group's leader: one answer per group that answered (every group when
+    /// `all_must_succeed`, else at least one).
+    async fn call_each<Req, Resp>(
+        &self,
+        api: ApiKey,
+        request: &Req,
+        all_must_succeed: bool,
+    ) -> Result<Vec<Resp>>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        match self.routes.call_any::<Req, Resp>(api, request).await {
+            Ok((answer, _)) => return Ok(vec![answer]),
+            Err(e) if e.code() != Some(ErrorCode::UnsupportedApi) => return Err(e),
+            Err(_) => {}
+        }
+        // The servers are name servers: ask each broker group's leader.
+        let status = self.cluster_status().await?;
+        let mut answers = Vec::new();
+        let mut failed = None;
+        for (group, leader) in status.leaders() {
+            let answer = match leader {
+                Some(addr) => {
+                    async {
+                        let conn = self.routes.pool().get(&addr).await?;
+                        conn.call::<Req, Resp>(api, request, Bytes::new(), None)
+                            .await
+                    }
+                    .await
+                }
+                None => Err(ClientError::Server {
+                    code: ErrorCode::NotLeader,
+                    message: format!("broker group {group} has no leader now; retry shortly"),
+                }),
+            };
+            match answer {
+                Ok((answer, _)) => answers.push(answer),
+                Err(e) if all_must_succeed => return Err(e),
+                Err(e) => failed = Some(e),
+            }
+        }
+        if answers.is_empty() {
+            return Err(failed.unwrap_or_else(|| {
+                ClientError::NoRoute("any broker (the name servers know no broker group)".into())
+            }));
+        }
+        Ok(answers)
     }
 
     /// Creates `name` with `queues` queues (0 for the broker's default).
@@ -85,8 +148,12 @@ impl Admin {
 
     /// Every topic, with per-queue minimum and maximum offsets.
     pub async fn list_topics(&self) -> Result<Vec<TopicInfo>> {
-        let response: pb::ListTopicsResponse = self.call(ApiKey::ListTopics, &pb::Empty {}).await?;
-        Ok(response.topics)
+        let answers: Vec<pb::ListTopicsResponse> = self
+            .call_each(ApiKey::ListTopics, &pb::Empty {}, false)
+            .await?;
+        let mut topics: Vec<TopicInfo> = answers.into_iter().flat_map(|a| a.topics).collect();
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(topics)
     }
 
     /// One topic, with per-queue minimum and maximum offsets.
@@ -113,8 +180,13 @@ impl Admin {
 
     /// The names of every consumer group.
     pub async fn list_groups(&self) -> Result<Vec<String>> {
-        let response: pb::ListGroupsResponse = self.call(ApiKey::ListGroups, &pb::Empty {}).await?;
-        Ok(response.groups)
+        let answers: Vec<pb::ListGroupsResponse> = self
+            .call_each(ApiKey::ListGroups, &pb::Empty {}, false)
+            .await?;
+        let mut groups: Vec<String> = answers.into_iter().flat_map(|a| a.groups).collect();
+        groups.sort();
+        groups.dedup();
+        Ok(groups)
     }
 
     /// Every consumer group with how it consumes ([`GroupListing::modes`]: clustering,
@@ -189,12 +261,31 @@ impl Admin {
         };
         let payload = match direct {
             Some(payload) => payload,
-            None => {
-                self.routes
-                    .call_any::<_, pb::Empty>(ApiKey::GetMessage, &request)
-                    .await?
-                    .1
-            }
+            None => match self
+                .routes
+                .call_any::<_, pb::Empty>(ApiKey::GetMessage, &request)
+                .await
+            {
+                Ok((_, payload)) => payload,
+                // Name servers: the leader of the group the id names.
+                Err(e) if e.code() == Some(ErrorCode::UnsupportedApi) => {
+                    let status = self.cluster_status().await?;
+                    let addr = status
+                        .leaders()
+                        .into_iter()
+                        .find(|(group, _)| *group == *id.broker)
+                        .and_then(|(_, leader)| leader)
+                        .ok_or_else(|| ClientError::Server {
+                            code: ErrorCode::MessageNotFound,
+                            message: format!("no live leader of broker group {}", id.broker),
+                        })?;
+                    let conn = self.routes.pool().get(&addr).await?;
+                    conn.call::<_, pb::Empty>(ApiKey::GetMessage, &request, Bytes::new(), None)
+                        .await?
+                        .1
+                }
+                Err(e) => return Err(e),
+            },
         };
         entries::at_index(&payload, Some(&id.broker), id.commit_log_offset, id.index)?.ok_or_else(
             || ClientError::Protocol(format!("GetMessage answered without message {id}")),

@@ -20,6 +20,13 @@
 //! may have been stored can store it twice: such resends are counted
 //! ([`Batcher::resent_maybe_stored`]) and logged, never silent.
 //!
+//! A `NOT_LEADER` answer (the broker is a follower of its group) is not a failure of the
+//! batch: the batch goes at once, with the same bytes and sequences, to the leader the answer
+//! names (the route cache switches the group there for every later batch too), or, when it
+//! names none, to wherever the name servers route the group after a short back-off. A
+//! connection failure asks the name servers again too, so a batch follows its group's leader
+//! when it moves. Both stay within the batch's delivery timeout.
+//!
 //! Idempotent mode: each broker hands the producer an id (`InitProducerId`); every batch
 //! carries it and the sequence of its first message (Kafka's base sequence; message i has
 //! sequence base + i), counted per (topic, queue). A batch that fails with a retriable error is sent again as it is — same bytes, same
@@ -41,14 +48,14 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tracing::{debug, warn};
 use weir_proto::batch::{BatchBuilder, BatchOptions, Compression};
-use weir_proto::{ApiKey, MessageId, pb};
+use weir_proto::{ApiKey, ErrorCode, MessageId, pb};
 
 use crate::ack_latency::AckLatency;
 use crate::error::{ClientError, Result};
 use crate::fault::LatencyFaults;
 use crate::message::{Message, SendResult, now_ms};
 use crate::pool::Pool;
-use crate::route::QueueRoute;
+use crate::route::{QueueRoute, RouteCache};
 
 /// When a batch is sealed and sent.
 #[derive(Debug, Clone)]
@@ -360,11 +367,19 @@ pub(crate) struct Batcher {
     resent_maybe_stored: AtomicU64,
     /// Bytes of entries sent (see [`Batcher::sent_bytes`]).
     sent_bytes: AtomicU64,
+    /// Where a batch goes when its group's leader moved.
+    routes: Arc<RouteCache>,
 }
 
 impl Batcher {
-    pub(crate) fn new(config: BatchConfig, pool: Arc<Pool>, faults: Arc<LatencyFaults>) -> Self {
+    pub(crate) fn new(
+        config: BatchConfig,
+        pool: Arc<Pool>,
+        faults: Arc<LatencyFaults>,
+        routes: Arc<RouteCache>,
+    ) -> Self {
         Batcher {
+            routes,
             config,
             pool,
             faults,
@@ -675,12 +690,16 @@ impl Batcher {
     async fn send_loop(self: Arc<Self>, topic: String, queue_id: u32, addr: String, batch: Batch) {
         let mut next = Some((addr, batch));
         while let Some((addr, batch)) = next.take() {
-            self.send_one(&topic, queue_id, &addr, batch).await;
+            let reached = self.send_one(&topic, queue_id, &addr, batch).await;
             let mut topics = self.queues.lock();
             let Some(state) = topics.get_mut(&topic).and_then(|t| t.get_mut(&queue_id)) else {
                 return;
             };
             state.in_flight = false;
+            if reached != addr && state.broker_addr == addr {
+                // The group's leader moved: the batches sealed behind this one follow it.
+                state.broker_addr = reached;
+            }
             if state.sealed.is_empty()
                 && state
                     .open
@@ -695,16 +714,21 @@ impl Batcher {
         }
     }
 
-    async fn send_one(&self, topic: &str, queue_id: u32, addr: &str, mut batch: Batch) {
+    /// Sends `batch` to `addr` (or wherever its group's leader moved meanwhile) until it is
+    /// answered or fails for good; returns the address it went to last.
+    async fn send_one(&self, topic: &str, queue_id: u32, addr: &str, mut batch: Batch) -> String {
         let count = batch.count as usize;
         let payload = match self.finish(&mut batch) {
             Ok(payload) => payload,
             Err(e) => {
                 batch.outcome.finish(Err(e));
                 self.answered(count);
-                return;
+                return addr.to_owned();
             }
         };
+        let group = batch.outcome.broker_name.clone();
+        let mut target = addr.to_owned();
+        let addr = &mut target;
         let started = Instant::now();
         let deadline = started + self.config.delivery_timeout;
         let request = pb::ProduceRequest {
@@ -724,7 +748,7 @@ impl Batcher {
                 .min(left);
             let sent_at = Instant::now();
             let result = async {
-                let conn = self.pool.get(addr).await?;
+                let conn = self.pool.get(addr.as_str()).await?;
                 conn.call::<_, pb::ProduceResponse>(
                     ApiKey::Produce,
                     &request,
@@ -745,6 +769,36 @@ impl Batcher {
                 Err(e) if !e.is_retriable() => break Err(e),
                 Err(e) => e,
             };
+            let not_leader = e.code() == Some(ErrorCode::NotLeader);
+            if not_leader
+                || matches!(
+                    e,
+                    ClientError::Connect { .. } | ClientError::ConnectionLost { .. }
+                )
+            {
+                // Follow the group's leader: named in the answer (at once), else as the name
+                // servers route it now.
+                let named = not_leader && crate::route::leader_hint(&e.to_string()).is_some();
+                if not_leader && !named {
+                    let pause = jittered(backoff(self.config.retry_backoff, sure_resends + 1));
+                    if Instant::now() + pause >= deadline {
+                        break Err(e);
+                    }
+                    tokio::time::sleep(pause).await;
+                }
+                if let Some(next) = self.routes.reroute(&group, topic, &e).await
+                    && next != *addr
+                {
+                    debug!(topic, queue_id, from = %addr, to = %next, error = %e, "batch follows its group's leader");
+                    *addr = next;
+                    if not_leader && sure_resends < 3 {
+                        // Refused, so not stored: resent at once, same bytes and sequences
+                        // (after a few switches in a row, with the usual back-off).
+                        sure_resends += 1;
+                        continue;
+                    }
+                }
+            }
             let maybe_stored = e.may_have_been_stored();
             if maybe_stored && unsure_resends >= self.config.retries {
                 break Err(e);
@@ -766,7 +820,7 @@ impl Batcher {
         let result = match result {
             // Stored or not, its sequences are spent: a new id makes the next batch safe.
             Err(e) if self.config.idempotent => {
-                self.producer_ids.lock().remove(addr);
+                self.producer_ids.lock().remove(addr.as_str());
                 Err(e)
             }
             Ok(answer) if unsure_resends > 0 && !self.config.idempotent => {
@@ -785,7 +839,7 @@ impl Batcher {
         self.in_flight_bytes.fetch_sub(bytes, Ordering::Relaxed);
         let latency = started.elapsed();
         let failed = matches!(&result, Err(e) if e.is_retriable());
-        self.faults.record(addr, latency, failed);
+        self.faults.record(addr.as_str(), latency, failed);
         debug!(
             topic,
             queue_id,
@@ -802,6 +856,7 @@ impl Batcher {
             Err(e) => batch.outcome.finish(Err(e)),
         }
         self.answered(count);
+        target
     }
 
     /// Seals `batch`'s records into the entry to send: compressed, its CRC computed. Once

@@ -29,6 +29,7 @@
 mod ack_latency;
 pub mod admin;
 mod batch;
+pub mod cluster;
 pub mod connection;
 pub mod consumer;
 mod dead_letter;
@@ -43,6 +44,7 @@ pub mod transaction;
 
 pub use admin::{Admin, ResetTo};
 pub use batch::BatchSendResult;
+pub use cluster::ClusterStatus;
 pub use consumer::{
     ConsumeMode, ConsumeResult, ConsumerConfig, PullConsumer, PullConsumerConfig, PullResult,
     PushConsumer, PushConsumerConfig, QueueKey, SharedConsumer, SharedConsumerConfig,

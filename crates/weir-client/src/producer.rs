@@ -115,7 +115,7 @@ struct Inner {
     route_queue: Mutex<Option<mpsc::UnboundedSender<RouteWait>>>,
     /// Messages in `route_queue`; while any are, later messages queue behind them.
     pending_route: AtomicUsize,
-    routes: RouteCache,
+    routes: Arc<RouteCache>,
     faults: Arc<LatencyFaults>,
     batcher: Arc<Batcher>,
     round_robin: AtomicUsize,
@@ -195,7 +195,7 @@ impl Producer {
         }
         let pool = Arc::new(Pool::new(config.connection.clone()));
         let faults = Arc::new(LatencyFaults::new(config.fault.clone()));
-        let routes = RouteCache::new(pool.clone(), config.servers.clone())?;
+        let routes = Arc::new(RouteCache::new(pool.clone(), config.servers.clone())?);
         let batcher = Arc::new(Batcher::new(
             BatchConfig {
                 max_messages: config.batch_max_messages,
@@ -210,6 +210,7 @@ impl Producer {
             },
             pool,
             faults.clone(),
+            routes.clone(),
         ));
         Ok(Producer {
             inner: Arc::new(Inner {

@@ -1,4 +1,9 @@
 //! The route cache: which broker serves each queue of a topic, as the name servers say.
+//!
+//! A route names, per queue, its broker group's leader. When a broker answers `NOT_LEADER`
+//! naming the leader (`leader=<host:port>` in the error's message, see [`leader_hint`]), the
+//! cache switches that group's address in every cached route at once
+//! ([`RouteCache::switch_leader`]); without a name it asks the name servers again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parking_lot::RwLock;
 use tracing::debug;
-use weir_proto::{ApiKey, pb};
+use weir_proto::{ApiKey, ErrorCode, pb};
 
 use crate::error::{ClientError, Result};
 use crate::pool::Pool;
@@ -37,6 +42,19 @@ pub(crate) struct Broker {
     pub name: Arc<str>,
 }
 
+/// A broker group serving a topic: its leader and its live replicas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRoute {
+    /// The group's name.
+    pub broker_name: String,
+    /// The address queue routes name for it.
+    pub leader_addr: String,
+    /// False while no replica claims to lead (the address is then any live replica's).
+    pub leader_known: bool,
+    /// Its live replicas' addresses.
+    pub replicas: Vec<String>,
+}
+
 /// A topic's queues, sorted by queue id.
 #[derive(Debug, Clone)]
 pub struct TopicRoute {
@@ -44,6 +62,8 @@ pub struct TopicRoute {
     pub topic: String,
     /// Its queues, sorted by queue id.
     pub queues: Vec<QueueRoute>,
+    /// The broker groups serving it (empty from a server that does not list them).
+    pub groups: Vec<GroupRoute>,
     fetched_at: Instant,
 }
 
@@ -96,6 +116,30 @@ impl TopicRoute {
             })
     }
 
+    /// This route with broker group `group` reached at `addr`; `None` if nothing changes.
+    fn with_leader(&self, group: &str, addr: &str) -> Option<TopicRoute> {
+        if !self
+            .queues
+            .iter()
+            .any(|q| &*q.broker_name == group && q.broker_addr != addr)
+        {
+            return None;
+        }
+        let mut route = self.clone();
+        for q in &mut route.queues {
+            if &*q.broker_name == group {
+                addr.clone_into(&mut q.broker_addr);
+            }
+        }
+        for g in &mut route.groups {
+            if g.broker_name == group {
+                addr.clone_into(&mut g.leader_addr);
+                g.leader_known = true;
+            }
+        }
+        Some(route)
+    }
+
     /// An address serving broker group `name`, if the topic has a queue there.
     fn addr_of_group(&self, name: &str) -> Option<&str> {
         self.queues
@@ -103,6 +147,17 @@ impl TopicRoute {
             .find(|q| &*q.broker_name == name)
             .map(|q| q.broker_addr.as_str())
     }
+}
+
+/// The leader a `NOT_LEADER` answer's message names (`leader=<host:port>` anywhere in it),
+/// if it names one.
+pub(crate) fn leader_hint(message: &str) -> Option<&str> {
+    let start = message.find("leader=")? + "leader=".len();
+    let rest = &message[start..];
+    let end = rest
+        .find(|c: char| c.is_whitespace() || c == ',' || c == ';' || c == ')')
+        .unwrap_or(rest.len());
+    Some(&rest[..end]).filter(|addr| addr.contains(':') && !addr.starts_with(':'))
 }
 
 /// Routes by topic, fetched from any of the configured servers (name servers, or standalone
@@ -134,6 +189,74 @@ impl RouteCache {
     /// The connection pool the cache uses.
     pub fn pool(&self) -> &Arc<Pool> {
         &self.pool
+    }
+
+    /// The servers routes are asked from.
+    pub(crate) fn servers(&self) -> &[String] {
+        &self.servers
+    }
+
+    /// Broker group `group` is now led from `addr` (a `NOT_LEADER` answer named it): every
+    /// cached route sends that group's queues there from now on, keeping its age. Returns
+    /// whether any route changed.
+    pub fn switch_leader(&self, group: &str, addr: &str) -> bool {
+        let mut routes = self.routes.write();
+        let mut changed = false;
+        for route in routes.values_mut() {
+            if let Some(switched) = route.with_leader(group, addr) {
+                *route = Arc::new(switched);
+                changed = true;
+            }
+        }
+        if changed {
+            debug!(group, addr, "switched to the group's new leader");
+        }
+        changed
+    }
+
+    /// If `error` is a `NOT_LEADER` answer naming the leader of broker group `group`, switches
+    /// the group there ([`RouteCache::switch_leader`]) and returns true.
+    pub(crate) fn follow_leader_named(&self, group: &str, error: &ClientError) -> bool {
+        match error {
+            ClientError::Server {
+                code: ErrorCode::NotLeader,
+                message,
+            } => match leader_hint(message) {
+                Some(leader) => {
+                    self.switch_leader(group, leader);
+                    true
+                }
+                None => false,
+            },
+            _ => false,
+        }
+    }
+
+    /// After `error` from broker group `group` for `topic`: the address to try next for the
+    /// group — the leader a `NOT_LEADER` answer names (switched to at once), else, for a
+    /// `NOT_LEADER` without a name or a failed connection, whatever the name servers say now.
+    /// `None` when the error is of another kind or no route names the group.
+    pub(crate) async fn reroute(
+        &self,
+        group: &str,
+        topic: &str,
+        error: &ClientError,
+    ) -> Option<String> {
+        match error {
+            ClientError::Server {
+                code: ErrorCode::NotLeader,
+                message,
+            } => {
+                if let Some(leader) = leader_hint(message) {
+                    self.switch_leader(group, leader);
+                    return Some(leader.to_owned());
+                }
+            }
+            ClientError::Connect { .. } | ClientError::ConnectionLost { .. } => {}
+            _ => return None,
+        }
+        let route = self.refresh(topic).await.ok()?;
+        route.addr_of_group(group).map(str::to_owned)
     }
 
     /// The route of `topic`, from the cache when it is fresh.
@@ -181,9 +304,20 @@ impl RouteCache {
             return Err(ClientError::NoRoute(topic.to_owned()));
         }
         queues.sort_by_key(|q| q.queue_id);
+        let groups = response
+            .groups
+            .into_iter()
+            .map(|g| GroupRoute {
+                broker_name: g.broker_name,
+                leader_addr: g.leader_addr,
+                leader_known: g.leader_known,
+                replicas: g.replicas.into_iter().map(|r| r.broker_addr).collect(),
+            })
+            .collect();
         let route = Arc::new(TopicRoute {
             topic: topic.to_owned(),
             queues,
+            groups,
             fetched_at: Instant::now(),
         });
         debug!(topic, queues = route.queues.len(), "route refreshed");
@@ -244,5 +378,84 @@ impl RouteCache {
             }
         }
         Err(last_error.unwrap_or(ClientError::Closed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_not_leader_message_names_the_leader() {
+        assert_eq!(leader_hint("leader=10.0.0.2:9876"), Some("10.0.0.2:9876"));
+        assert_eq!(
+            leader_hint("not the leader of group g (term 4); leader=h2:9876, retry there"),
+            Some("h2:9876")
+        );
+        assert_eq!(leader_hint("not the leader; leader unknown"), None);
+        assert_eq!(leader_hint("leader="), None);
+        assert_eq!(leader_hint("leader=:9876"), None);
+        assert_eq!(leader_hint("not_leader"), None);
+    }
+
+    fn route(topic: &str, queues: &[(u32, &str, &str)]) -> Arc<TopicRoute> {
+        Arc::new(TopicRoute {
+            topic: topic.to_owned(),
+            queues: queues
+                .iter()
+                .map(|(id, group, addr)| QueueRoute {
+                    queue_id: *id,
+                    broker_name: Arc::from(*group),
+                    broker_addr: (*addr).to_owned(),
+                })
+                .collect(),
+            groups: vec![GroupRoute {
+                broker_name: "a".to_owned(),
+                leader_addr: "a1:1".to_owned(),
+                leader_known: true,
+                replicas: vec!["a1:1".to_owned(), "a2:1".to_owned()],
+            }],
+            fetched_at: Instant::now(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_named_leader_switches_the_group_in_every_cached_route_at_once() -> Result<()> {
+        let cache = RouteCache::new(Arc::new(Pool::default()), vec!["127.0.0.1:1".to_owned()])?;
+        cache.routes.write().insert(
+            "t".to_owned(),
+            route("t", &[(0, "a", "a1:1"), (1, "b", "b1:1"), (2, "a", "a1:1")]),
+        );
+        cache
+            .routes
+            .write()
+            .insert("u".to_owned(), route("u", &[(0, "a", "a1:1")]));
+        let error = ClientError::Server {
+            code: ErrorCode::NotLeader,
+            message: "leader=a2:1".to_owned(),
+        };
+        // Answered from the message, without asking any server (none listens on port 1).
+        assert_eq!(
+            cache.reroute("a", "t", &error).await,
+            Some("a2:1".to_owned())
+        );
+        let t = cache.fresh("t").ok_or(ClientError::Closed)?;
+        let addrs: Vec<&str> = t.queues.iter().map(|q| q.broker_addr.as_str()).collect();
+        assert_eq!(addrs, vec!["a2:1", "b1:1", "a2:1"]);
+        assert_eq!(t.groups[0].leader_addr, "a2:1");
+        assert_eq!(
+            cache.fresh("u").ok_or(ClientError::Closed)?.queues[0].broker_addr,
+            "a2:1"
+        );
+        assert_eq!(cache.cached_addr_of_group("a").as_deref(), Some("a2:1"));
+        // Switching to where it already is changes nothing.
+        assert!(!cache.switch_leader("a", "a2:1"));
+        // Other errors do not reroute.
+        let busy = ClientError::Server {
+            code: ErrorCode::Busy,
+            message: "leader=x:1".to_owned(),
+        };
+        assert_eq!(cache.reroute("a", "t", &busy).await, None);
+        Ok(())
     }
 }

@@ -218,7 +218,16 @@ impl TransactionProducer {
                 half_entry.freeze(),
                 Some(inner.config.send_timeout),
             )
-            .await?;
+            .await
+            .inspect_err(|e| {
+                // The next transaction goes to the group's new leader: the one named in a
+                // `NOT_LEADER` answer, else wherever the name servers say then.
+                if !e.is_about_the_message()
+                    && !inner.routes.follow_leader_named(&queue.broker_name, e)
+                {
+                    inner.routes.invalidate(message.topic());
+                }
+            })?;
         let broker = if stored.broker_name.is_empty() || *stored.broker_name == *queue.broker_name {
             queue.broker_name.clone()
         } else {

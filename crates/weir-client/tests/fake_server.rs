@@ -176,6 +176,7 @@ async fn fake_broker(batches: Arc<Mutex<Vec<Bytes>>>) -> String {
                     Some(ApiKey::GetRoute) => OutFrame::new(
                         header,
                         &pb::GetRouteResponse {
+                            groups: vec![],
                             topic: "t".into(),
                             queues: vec![pb::QueueRoute {
                                 queue_id: 0,

@@ -96,6 +96,7 @@ async fn a_lookup_by_id_goes_to_the_broker_group_the_routes_name() {
         Some(ApiKey::GetRoute) => OutFrame::new(
             frame.header.response(ErrorCode::None),
             &pb::GetRouteResponse {
+                groups: vec![],
                 topic: "t".into(),
                 queues: vec![pb::QueueRoute {
                     queue_id: 0,

@@ -35,6 +35,7 @@ async fn flaky_broker(fail_first: usize, produces: Arc<AtomicUsize>) -> String {
                         Some(ApiKey::GetRoute) => OutFrame::new(
                             ok,
                             &pb::GetRouteResponse {
+                                groups: vec![],
                                 topic: "t".into(),
                                 queues: vec![pb::QueueRoute {
                                     queue_id: 0,

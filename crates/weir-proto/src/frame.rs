@@ -107,11 +107,13 @@ pub enum ApiKey {
     CheckTransaction = 42,
     /// An idempotent producer asks for its producer id.
     InitProducerId = 43,
+    /// Ask a name server for every broker group and replica it knows (cluster status).
+    GetCluster = 50,
 }
 
 impl ApiKey {
     /// Every api key, in number order.
-    pub const ALL: [ApiKey; 29] = [
+    pub const ALL: [ApiKey; 30] = [
         ApiKey::Produce,
         ApiKey::Pull,
         ApiKey::GetRoute,
@@ -141,6 +143,7 @@ impl ApiKey {
         ApiKey::RegisterProducer,
         ApiKey::CheckTransaction,
         ApiKey::InitProducerId,
+        ApiKey::GetCluster,
     ];
 
     /// The api key for a number, if it is one.
@@ -180,6 +183,7 @@ impl ApiKey {
             ApiKey::RegisterProducer => "register_producer",
             ApiKey::CheckTransaction => "check_transaction",
             ApiKey::InitProducerId => "init_producer_id",
+            ApiKey::GetCluster => "get_cluster",
         }
     }
 }

@@ -2,6 +2,7 @@
 
 mod cli;
 mod config;
+mod nameserver;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +25,10 @@ struct Cli {
 enum Command {
     /// Run a standalone node: broker and name server in one process.
     Serve(serve::ServeArgs),
+    /// Run a name server only: routes and broker registrations, nothing on disk.
+    Nameserver(nameserver::NameServerArgs),
+    /// See the cluster: name servers, broker groups, replicas' roles, terms and lag.
+    Cluster(cli::cluster_cmd::ClusterArgs),
     /// Manage topics: create, list, describe, delete, add queues.
     Topic(cli::topic_cmd::TopicArgs),
     /// Send messages to a topic (one per stdin line, or --body; --transaction for one in a
@@ -58,11 +63,13 @@ fn init_client_logging() {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Serve(_)) {
+    if !matches!(cli.command, Command::Serve(_) | Command::Nameserver(_)) {
         init_client_logging();
     }
     let result = match cli.command {
         Command::Serve(args) => serve::run(args).await,
+        Command::Nameserver(args) => nameserver::run(args).await,
+        Command::Cluster(args) => cli::cluster_cmd::run(args).await,
         Command::Topic(args) => cli::topic_cmd::run(args).await,
         Command::Produce(args) => cli::produce_cmd::run(args).await,
         Command::Consume(args) => cli::consume_cmd::run(args).await,

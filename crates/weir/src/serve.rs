@@ -48,14 +48,15 @@ pub struct ServeArgs {
 
 /// How log lines are written to stderr.
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
+pub enum LogFormat {
     /// Human-readable lines.
     Text,
     /// One JSON object per line.
     Json,
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs go to stderr, at `info` unless RUST_LOG says otherwise.
+pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         // openraft logs every failed heartbeat to an unreachable replica as a warning: the
         // broker reports role and term changes itself.

@@ -34,6 +34,19 @@ impl ReplicaRole {
             ReplicaRole::Shutdown => "shutdown",
         }
     }
+
+    /// The role named by [`ReplicaRole::name`].
+    pub fn from_name(name: &str) -> Option<ReplicaRole> {
+        [
+            ReplicaRole::Leader,
+            ReplicaRole::Follower,
+            ReplicaRole::Candidate,
+            ReplicaRole::Learner,
+            ReplicaRole::Shutdown,
+        ]
+        .into_iter()
+        .find(|r| r.name() == name)
+    }
 }
 
 /// How far one replica has caught up, as its leader sees it.

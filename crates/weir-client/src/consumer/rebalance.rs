@@ -311,8 +311,12 @@ impl Group {
                             },
                         );
                     }
-                    for topic in &self.config().topics {
-                        self.routes.invalidate(topic);
+                    // A follower names its group's leader: the routes switch there at once
+                    // (and the queues' fetch loops with them, below); else ask again.
+                    if !self.routes.follow_leader_named(&broker.name, &e) {
+                        for topic in &self.config().topics {
+                            self.routes.invalidate(topic);
+                        }
                     }
                 }
             }

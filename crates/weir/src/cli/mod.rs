@@ -2,6 +2,7 @@
 //! `weir-client`. Shared output formatting lives in [`output`].
 
 pub mod bench;
+pub mod cluster_cmd;
 pub mod consume_args;
 pub mod consume_cmd;
 pub mod consume_orderly;
@@ -20,7 +21,8 @@ use clap::Args;
 /// Where client commands connect.
 #[derive(Debug, Clone, Args)]
 pub struct ServerArgs {
-    /// Address of a Weir server (name server or standalone node), HOST:PORT.
+    /// Addresses of Weir servers (name servers, or a standalone node), HOST:PORT[,HOST:PORT...];
+    /// any that answers is used.
     #[arg(
         long,
         short = 's',

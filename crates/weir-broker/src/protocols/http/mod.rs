@@ -8,6 +8,7 @@
 
 mod admin;
 mod api_error;
+pub(crate) mod cluster_api;
 mod damaged;
 mod dashboard;
 pub(crate) mod history;
@@ -137,6 +138,7 @@ fn router(shared: Arc<HttpShared>, dashboard: bool) -> Router {
         .route("/api/v1/messages/{id}", get(admin::get_message))
         .route("/api/v1/damaged", get(damaged::list))
         .merge(status_api::routes())
+        .merge(cluster_api::routes())
         .merge(messages_api::routes());
     let router = if dashboard {
         router.merge(dashboard::routes())

@@ -58,7 +58,10 @@ async fn handle(
         ));
     }
     let meta = &frame.meta;
-    if !matches!(key, ApiKey::GetRoute | ApiKey::RegisterBroker) {
+    if !matches!(
+        key,
+        ApiKey::GetRoute | ApiKey::RegisterBroker | ApiKey::GetCluster
+    ) {
         // In a broker group only the leader serves clients; a follower names it.
         state.log.check_leader()?;
     }
@@ -95,11 +98,12 @@ async fn handle(
             "check_transaction is sent by the broker to clients, not to the broker",
         )),
         ApiKey::InitProducerId => transaction::init_producer_id(state),
+        ApiKey::GetCluster => route::get_cluster(state),
     }
 }
 
 /// Decodes a request body, or answers `malformed_request`.
-fn decode<M: prost::Message + Default>(meta: &bytes::Bytes) -> Result<M, RequestError> {
+pub(crate) fn decode<M: prost::Message + Default>(meta: &bytes::Bytes) -> Result<M, RequestError> {
     M::decode(meta.as_ref()).map_err(|e| {
         RequestError::new(
             ErrorCode::MalformedRequest,
