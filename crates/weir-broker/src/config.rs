@@ -126,7 +126,7 @@ pub struct BrokerConfig {
     pub raft_peers: Vec<String>,
     /// How often the leader sends heartbeats to the other replicas, ms.
     pub raft_heartbeat_ms: u64,
-    /// A follower that hears no leader for this long (randomised up to twice as long) starts
+    /// A follower that hears no leader for this long (randomised up to 1.5 times as long) starts
     /// an election, ms.
     pub raft_election_timeout_ms: u64,
 }
@@ -201,7 +201,7 @@ impl Default for BrokerConfig {
             raft_listen: None,
             raft_peers: Vec::new(),
             raft_heartbeat_ms: 100,
-            raft_election_timeout_ms: 1_000,
+            raft_election_timeout_ms: 600,
         }
     }
 }

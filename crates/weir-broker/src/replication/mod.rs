@@ -164,7 +164,7 @@ impl Replication {
             cluster_name: config.broker_name.clone(),
             heartbeat_interval: config.raft_heartbeat_ms,
             election_timeout_min: config.raft_election_timeout_ms,
-            election_timeout_max: config.raft_election_timeout_ms * 2,
+            election_timeout_max: config.raft_election_timeout_ms * 3 / 2,
             snapshot_policy: SnapshotPolicy::Never,
             max_payload_entries: 512,
             enable_pre_vote: Some(true),
@@ -235,7 +235,7 @@ impl Replication {
         tracing::info!(node_id, voters = ?voters.keys().collect::<Vec<_>>(), "raft started");
         // Long enough for an election and a retry, short enough that a client of a leader cut
         // off from its group moves on.
-        let commit_timeout = Duration::from_millis(config.raft_election_timeout_ms * 5);
+        let commit_timeout = Duration::from_millis(config.raft_election_timeout_ms * 10);
         Ok((
             Replication {
                 raft,

@@ -315,6 +315,17 @@ impl Idempotence {
 }
 
 impl Idempotence {
+    /// A producer id never handed out before (in a broker group: by any of its leaders).
+    pub fn new_producer_id(&self) -> Result<u64, RequestError> {
+        let id = if self.log.is_replicated() {
+            let term = self.log.leader_term()?;
+            self.ids.allocate_in_term(term)
+        } else {
+            self.ids.allocate()
+        };
+        id.map_err(|e| RequestError::new(ErrorCode::StorageError, e.to_string()))
+    }
+
     /// [`Idempotence::append`] in a broker group (see [`GroupSync`]).
     async fn append_in_group(
         &self,

@@ -297,7 +297,7 @@ pub(crate) fn init_producer_id(
         answer.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
         return answer;
     }
-    match state.idempotence.ids.allocate() {
+    match state.idempotence.new_producer_id() {
         Ok(id) => match i64::try_from(id) {
             Ok(id) => {
                 tracing::debug!(producer_id = id, "kafka producer id allocated");

@@ -62,11 +62,7 @@ pub(crate) fn register_producer(
 
 /// Hands out a producer id never used before.
 pub(crate) fn init_producer_id(state: &BrokerState) -> Result<Reply, RequestError> {
-    let producer_id = state
-        .idempotence
-        .ids
-        .allocate()
-        .map_err(|e| RequestError::new(ErrorCode::StorageError, e.to_string()))?;
+    let producer_id = state.idempotence.new_producer_id()?;
     tracing::debug!(producer_id, "producer id allocated");
     Ok(Reply::meta(&pb::InitProducerIdResponse { producer_id }))
 }
