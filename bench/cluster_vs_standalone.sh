@@ -61,7 +61,7 @@ TOML
     port=""
     for _ in $(seq 1 50); do port=$(leader_port); [ -n "$port" ] && break; sleep 0.2; done
     bench "group3-$flush" "$port"
-    kill "${pids[@]}"; wait "${pids[@]}" 2>/dev/null
+    kill "${pids[@]}"; wait "${pids[@]}" 2>/dev/null; sleep 1
   done
 done
 rm -rf $DIR
