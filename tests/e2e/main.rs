@@ -5,6 +5,7 @@
 mod bad_input;
 mod bench;
 mod cli;
+mod cluster;
 mod damaged;
 mod dashboard;
 mod dashboard_api;
