@@ -22,6 +22,20 @@ pub enum Violation {
         /// What is there instead (`None`: nothing readable).
         found: Option<Option<MessageKey>>,
     },
+    /// An acknowledged message is at its place, but under another message id than its
+    /// acknowledgement named.
+    IdMismatch {
+        /// The message.
+        key: MessageKey,
+        /// Where.
+        queue: u32,
+        /// Where.
+        offset: u64,
+        /// The id the acknowledgement named.
+        acked: String,
+        /// The id it is read back with.
+        stored: String,
+    },
     /// A stored message no producer of the run sent.
     NeverSent {
         /// Where it is.
@@ -96,6 +110,17 @@ impl fmt::Display for Violation {
             } => write!(
                 f,
                 "lost: {} acknowledged at {queue}:{offset}, found {found:?}",
+                key.body()
+            ),
+            Violation::IdMismatch {
+                key,
+                queue,
+                offset,
+                acked,
+                stored,
+            } => write!(
+                f,
+                "{} at {queue}:{offset} was acknowledged as {acked} but reads as {stored}",
                 key.body()
             ),
             Violation::NeverSent { queue, offset, key } => {
@@ -295,16 +320,30 @@ pub fn check(history: &History) -> Report {
             .map(|s| s.key)
     };
 
-    // Every acknowledged message is where its acknowledgement said.
+    // Every acknowledged message is where its acknowledgement said, under the id it named.
     for ack in &history.acks {
-        let found = stored_at(ack.queue, ack.offset);
-        if found != Some(Some(ack.key)) {
-            violations.push(Violation::Lost {
+        let stored = history
+            .read_back
+            .get(&ack.queue)
+            .and_then(|q| q.get(&ack.offset));
+        match stored {
+            Some(s) if s.key == Some(ack.key) => {
+                if s.message_id != ack.message_id {
+                    violations.push(Violation::IdMismatch {
+                        key: ack.key,
+                        queue: ack.queue,
+                        offset: ack.offset,
+                        acked: ack.message_id.clone(),
+                        stored: s.message_id.clone(),
+                    });
+                }
+            }
+            _ => violations.push(Violation::Lost {
                 key: ack.key,
                 queue: ack.queue,
                 offset: ack.offset,
-                found,
-            });
+                found: stored.map(|s| s.key),
+            }),
         }
     }
 
@@ -552,6 +591,28 @@ mod tests {
                     later: (2, 2),
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn an_acknowledged_message_under_another_id_is_found() {
+        let mut h = clean();
+        h.read_back
+            .get_mut(&1)
+            .unwrap()
+            .get_mut(&0)
+            .unwrap()
+            .message_id = "moved".into();
+        let report = check(&h);
+        assert_eq!(
+            report.violations,
+            vec![Violation::IdMismatch {
+                key: key(1, 0),
+                queue: 1,
+                offset: 0,
+                acked: "id-1-0".into(),
+                stored: "moved".into(),
+            }]
         );
     }
 

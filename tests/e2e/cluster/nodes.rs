@@ -32,11 +32,13 @@ pub const CLUSTER_NAME: &str = "test";
 /// See [`CLUSTER_NAME`].
 pub const BROKER_NAME: &str = "broker-a";
 
-/// A port free at the moment of asking (bound on 127.0.0.1, read, closed), for addresses that
-/// must be known before the process that listens on them starts.
-pub fn free_port() -> SocketAddr {
+/// A free loopback port, held (bound) until the returned listener is dropped: for addresses
+/// that must be known before the process that listens on them starts. Drop it just before
+/// that process starts.
+pub fn reserve_port() -> (SocketAddr, std::net::TcpListener) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("free port address")
+    let addr = listener.local_addr().expect("free port address");
+    (addr, listener)
 }
 
 /// Spawns `weir` with `args` in `dir`, its stderr appended to `log`; returns the child and its
@@ -466,7 +468,9 @@ impl Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let servers = start_name_servers(dir.path(), name_servers);
         let addrs: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
-        let raft_listens: Vec<SocketAddr> = (0..replicas).map(|_| free_port()).collect();
+        // Held while the proxies bind their own ports, so that none takes one of these.
+        let (raft_listens, reserved): (Vec<SocketAddr>, Vec<_>) =
+            (0..replicas).map(|_| reserve_port()).unzip();
         let mut proxies = Proxies::new();
         let mut group = Vec::new();
         for i in 1..=replicas {
@@ -492,6 +496,7 @@ impl Cluster {
                 Some(raft),
             ));
         }
+        drop(reserved);
         // Start them all before waiting for any: a replica may wait for a quorum.
         let lines: Vec<_> = group.iter_mut().map(Replica::spawn).collect();
         for (replica, lines) in group.iter_mut().zip(lines) {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::checker::{Report, check};
 use super::load::{Load, LoadConfig};
-use super::nodes::Cluster;
+use super::nodes::{Cluster, ProcessState, replica_view};
 
 /// A standalone broker's recovery includes its restart (no replica takes over).
 const RECOVERY_LIMIT: Duration = Duration::from_secs(30);
@@ -87,4 +87,59 @@ fn three_name_servers_and_a_standalone_broker_registered_with_them() {
     println!("standalone behind name servers:\n{report}");
     report.assert_clean(RECOVERY_LIMIT);
     assert!(report.delivered > 0, "the group read nothing: {report}");
+}
+
+/// The process control of a group's replicas, which needs no replication: each is configured
+/// with its Raft peers behind the proxies, and can be paused, resumed, killed, restarted on
+/// the same addresses and restarted empty.
+#[test]
+fn replica_processes_are_paused_resumed_killed_restarted_and_wiped() {
+    let mut cluster = Cluster::start(0, 3);
+    for (id, view) in cluster.statuses() {
+        assert!(view.is_some(), "node {id} does not answer its status");
+    }
+    let proxy_to_2 = cluster.proxies.addr(1, 2);
+    let config = std::fs::read_to_string(cluster.replica(1).config_path()).unwrap();
+    assert!(config.contains("node_id = 1\n"), "{config}");
+    assert!(config.contains(&format!("\"2={proxy_to_2}\"")), "{config}");
+
+    let http = |c: &mut Cluster, id| c.replica(id).http_addr.clone().unwrap();
+    let http_2 = http(&mut cluster, 2);
+    cluster.pause(2);
+    let asked = std::time::Instant::now();
+    assert_eq!(
+        replica_view(&http_2),
+        None,
+        "a stopped process answers nothing"
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
+    cluster.resume(2);
+    assert!(
+        replica_view(&http_2).is_some(),
+        "node 2 answers once resumed"
+    );
+
+    let addr_3 = cluster.replica(3).addr.clone();
+    let http_3 = http(&mut cluster, 3);
+    cluster.kill(3);
+    assert_eq!(cluster.replica(3).state(), ProcessState::Down);
+    assert_eq!(replica_view(&http_3), None);
+    cluster.restart(3);
+    assert_eq!(cluster.replica(3).addr, addr_3, "restarted on its address");
+    assert!(
+        replica_view(&http_3).is_some(),
+        "node 3 answers once restarted"
+    );
+
+    let marker = cluster.replica(1).data_dir().join("marker");
+    std::fs::write(&marker, b"old").unwrap();
+    cluster.restart_wiped(1);
+    assert!(!marker.exists(), "the data directory was wiped");
+    assert!(cluster.replica(1).data_dir().is_dir(), "and made anew");
+    assert!(cluster.replica(1).status().is_some());
+    cluster.wait_leader(Duration::from_secs(30));
 }
