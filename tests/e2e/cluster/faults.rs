@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use super::checker::{Report, check};
-use super::load::{Load, LoadConfig};
+use super::load::Load;
 use super::nodes::{Cluster, RAFT_ELECTION_TIMEOUT_MS};
 
 /// Fault rounds per test.
@@ -38,7 +38,7 @@ fn election_timeout() -> Duration {
 /// A cluster of 3 name servers and a 3-replica group, and the load on it, warmed up.
 fn cluster_under_load() -> (Cluster, Load) {
     let cluster = Cluster::start(3, 3);
-    let load = Load::start(LoadConfig::new(cluster.servers()));
+    let load = Load::start(cluster.load_config());
     assert!(
         load.wait_acked(WARM_UP_ACKS, Duration::from_secs(60)),
         "the load did not get going: {} acks\n{}",

@@ -26,6 +26,9 @@ use super::history::{
 pub struct LoadConfig {
     /// The servers clients are given (the name servers, or a standalone broker).
     pub servers: Vec<String>,
+    /// The brokers' own addresses (every replica of the group): the topic is created on the
+    /// one that takes it, and committed offsets are read from each.
+    pub brokers: Vec<String>,
     /// The topic, created by [`Load::start`].
     pub topic: String,
     /// Its queues.
@@ -43,10 +46,12 @@ pub struct LoadConfig {
 }
 
 impl LoadConfig {
-    /// Four producers and a group of two on an 8-queue topic, against `servers`.
-    pub fn new(servers: Vec<String>) -> LoadConfig {
+    /// Four producers and a group of two on an 8-queue topic, against `servers`, with the
+    /// group's replicas at `brokers`.
+    pub fn new(servers: Vec<String>, brokers: Vec<String>) -> LoadConfig {
         LoadConfig {
             servers,
+            brokers,
             topic: "cluster-load".into(),
             queues: 8,
             producers: 4,
@@ -109,11 +114,9 @@ impl Load {
             stop_sampler: AtomicBool::new(false),
         });
         let consumers = runtime.block_on(async {
+            retry("create the topic", || create_topic(&config)).await;
             let admin = Admin::new(config.servers.clone()).expect("admin");
-            retry("create the topic", || {
-                admin.create_topic(&config.topic, config.queues)
-            })
-            .await;
+            retry("see the topic's route", || admin.route(&config.topic)).await;
             let mut consumers = Vec::new();
             for _ in 0..config.consumers {
                 let mut consumer = ConsumerConfig::new(
@@ -275,6 +278,19 @@ async fn retry<T, E: std::fmt::Debug, F: Future<Output = Result<T, E>>>(
     }
 }
 
+/// Creates the topic on the first broker that takes it (a follower refuses).
+async fn create_topic(config: &LoadConfig) -> Result<(), String> {
+    let mut errors = Vec::new();
+    for broker in &config.brokers {
+        let admin = Admin::new([broker.as_str()]).map_err(|e| e.to_string())?;
+        match admin.create_topic(&config.topic, config.queues).await {
+            Ok(_) => return Ok(()),
+            Err(e) => errors.push(format!("{broker}: {e}")),
+        }
+    }
+    Err(errors.join("; "))
+}
+
 /// One producer: sends `p<id>-s<seq>` for seq = 0, 1, ... one at a time until told to stop.
 async fn produce(id: u32, config: LoadConfig, shared: Arc<Shared>) {
     let mut settings = ProducerConfig::new(config.servers.clone());
@@ -322,27 +338,34 @@ async fn produce(id: u32, config: LoadConfig, shared: Arc<Shared>) {
     producer.close().await;
 }
 
-/// Reads the group's committed offsets of the topic's queues every so often.
+/// Reads the group's committed offsets of the topic's queues every so often, from every
+/// replica, and notes per queue the highest any answered: a replica that lags (or was just
+/// wiped) shows less than the group committed, but none may show more than the leader keeps,
+/// so the highest going down means the group's committed offset was lost.
 async fn sample_commits(config: LoadConfig, shared: Arc<Shared>) {
-    let Ok(admin) = Admin::new(config.servers.clone()) else {
-        return;
-    };
+    let admins: Vec<Admin> = config
+        .brokers
+        .iter()
+        .filter_map(|b| Admin::new([b.as_str()]).ok())
+        .collect();
     while !shared.stop_sampler.load(Ordering::SeqCst) {
-        let answer =
-            tokio::time::timeout(Duration::from_secs(2), admin.describe_group(&config.group)).await;
-        if let Ok(Ok(group)) = answer {
-            let at = shared.now();
-            let samples = group
-                .queues
-                .iter()
-                .filter(|q| q.topic == config.topic)
-                .map(|q| CommitSample {
-                    queue: q.queue_id,
-                    offset: q.committed_offset,
-                    at,
-                });
-            shared.history.lock().commits.extend(samples);
+        let mut highest: BTreeMap<u32, u64> = BTreeMap::new();
+        for admin in &admins {
+            let answer =
+                tokio::time::timeout(Duration::from_secs(1), admin.describe_group(&config.group))
+                    .await;
+            let Ok(Ok(group)) = answer else { continue };
+            for q in group.queues.iter().filter(|q| q.topic == config.topic) {
+                let high = highest.entry(q.queue_id).or_default();
+                *high = (*high).max(q.committed_offset);
+            }
         }
+        let at = shared.now();
+        shared.history.lock().commits.extend(
+            highest
+                .into_iter()
+                .map(|(queue, offset)| CommitSample { queue, offset, at }),
+        );
         tokio::time::sleep(config.commit_sample_interval).await;
     }
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::load::LoadConfig;
 use super::proxy::Proxies;
 use crate::harness::{WEIR, signal, wait_timeout};
 
@@ -89,7 +90,19 @@ impl NameServer {
     pub fn start(dir: &Path) -> NameServer {
         std::fs::create_dir_all(dir).expect("name server dir");
         let log = dir.join("weir.log");
-        let (mut child, lines) = spawn(&["nameserver", "--listen", "127.0.0.1:0"], dir, &log);
+        // Registrations every second, so that the cluster status the name servers give
+        // (roles, terms, applied indexes) is at most about a second old.
+        let (mut child, lines) = spawn(
+            &[
+                "nameserver",
+                "--listen",
+                "127.0.0.1:0",
+                "--heartbeat-interval-ms",
+                "1000",
+            ],
+            dir,
+            &log,
+        );
         let line = lines.recv_timeout(START_TIMEOUT).unwrap_or_else(|_| {
             let _ = child.kill();
             panic!(
@@ -358,7 +371,7 @@ impl Replica {
         if self.state != ProcessState::Running {
             return None;
         }
-        replica_view(self.http_addr.as_deref()?)
+        replica_view(self.http_addr.as_deref()?, self.node_id)
     }
 }
 
@@ -392,52 +405,55 @@ impl ReplicaView {
     }
 }
 
-/// Where a replica's status may be read, most specific first. The first that answers 200 with
-/// a role is used.
-const STATUS_PATHS: [&str; 5] = [
-    "/api/v1/cluster",
-    "/api/cluster",
-    "/api/v1/status",
-    "/api/status",
-    "/api/v1/broker",
-];
-
-/// Asks the HTTP listener at `http_addr` for the replica's status. This is the one place that
-/// knows where the status is published and how it is shaped: a `replica` object, or the
-/// top-level object, with `role` and (when replicated) `node_id`, `term`, `leader_id`,
-/// `commit_index`, `applied_index`. A standalone broker's `/api/v1/broker` (role, no term)
-/// reads as node 0, term 0.
-pub fn replica_view(http_addr: &str) -> Option<ReplicaView> {
+/// Asks the HTTP listener at `http_addr` for the status of replica `node_id` of
+/// [`BROKER_NAME`]. This is the one place that knows where the status is published and how it
+/// is shaped, most direct first:
+///
+/// 1. a `replica` object in `GET /api/v1/broker` (the replica's own view, fresh);
+/// 2. its entry in `GET /api/cluster` (`groups[].replicas[]`, as the name servers last heard
+///    it, up to a registration interval old);
+/// 3. the top-level `role` of `GET /api/v1/broker`: a standalone broker, node 0, term 0.
+///
+/// Each object has `role` and, when replicated, `node_id`, `term`, `leader_id`,
+/// `commit_index`, `applied_index`.
+pub fn replica_view(http_addr: &str, node_id: u64) -> Option<ReplicaView> {
     let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(STATUS_TIMEOUT))
         .build();
     let agent = ureq::Agent::new_with_config(config);
-    for path in STATUS_PATHS {
-        // A transport error or timeout: the process is not answering; asking elsewhere
-        // would only wait longer.
-        let mut response = agent.get(format!("http://{http_addr}{path}")).call().ok()?;
+    // `Err`: the process is not answering (asking again would only wait longer); `Ok(None)`:
+    // no such page, or not JSON.
+    let get = |path: &str| -> Result<Option<Value>, ()> {
+        let mut response = agent
+            .get(format!("http://{http_addr}{path}"))
+            .call()
+            .map_err(|_| ())?;
         if response.status().as_u16() != 200 {
-            continue;
+            return Ok(None);
         }
-        let Ok(body) = response.body_mut().read_to_string() else {
-            continue;
-        };
-        let Ok(json) = serde_json::from_str::<Value>(&body) else {
-            continue;
-        };
-        if let Some(view) = parse_view(&json) {
-            return Some(view);
-        }
+        let body = response.body_mut().read_to_string().map_err(|_| ())?;
+        Ok(serde_json::from_str(&body).ok())
+    };
+    let broker = get("/api/v1/broker").ok()?;
+    if let Some(view) = broker
+        .as_ref()
+        .and_then(|b| b.get("replica"))
+        .and_then(parse_view)
+    {
+        return Some(view);
     }
-    None
+    if let Some(view) = get("/api/cluster")
+        .ok()?
+        .and_then(|cluster| parse_cluster_entry(&cluster, node_id))
+    {
+        return Some(view);
+    }
+    broker.as_ref().and_then(parse_view)
 }
 
-fn parse_view(json: &Value) -> Option<ReplicaView> {
-    let object = json
-        .get("replica")
-        .filter(|r| r.get("role").is_some())
-        .unwrap_or(json);
+/// A replica's status object.
+fn parse_view(object: &Value) -> Option<ReplicaView> {
     let number = |name: &str| object.get(name).and_then(Value::as_u64);
     Some(ReplicaView {
         node_id: number("node_id").unwrap_or(0),
@@ -447,6 +463,23 @@ fn parse_view(json: &Value) -> Option<ReplicaView> {
         commit_index: number("commit_index").unwrap_or(0),
         applied_index: number("applied_index").unwrap_or(0),
     })
+}
+
+/// Replica `node_id` of [`BROKER_NAME`] in a cluster status.
+fn parse_cluster_entry(cluster: &Value, node_id: u64) -> Option<ReplicaView> {
+    cluster
+        .get("groups")?
+        .as_array()?
+        .iter()
+        .filter(|g| g.get("broker_name").and_then(Value::as_str) == Some(BROKER_NAME))
+        .flat_map(|g| {
+            g.get("replicas")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+        })
+        .filter(|r| r.get("node_id").and_then(Value::as_u64) == Some(node_id))
+        .find_map(parse_view)
 }
 
 /// Name servers and one broker group, with a proxy on every directed Raft link.
@@ -532,13 +565,22 @@ impl Cluster {
     /// own addresses (a standalone broker answers routes itself).
     pub fn servers(&self) -> Vec<String> {
         if self.name_servers.is_empty() {
-            return self
-                .replicas
-                .iter()
-                .filter_map(|r| r.addr.clone())
-                .collect();
+            return self.brokers();
         }
         self.name_servers.iter().map(|s| s.addr.clone()).collect()
+    }
+
+    /// The replicas' native addresses.
+    pub fn brokers(&self) -> Vec<String> {
+        self.replicas
+            .iter()
+            .filter_map(|r| r.addr.clone())
+            .collect()
+    }
+
+    /// The load's settings for this cluster.
+    pub fn load_config(&self) -> LoadConfig {
+        LoadConfig::new(self.servers(), self.brokers())
     }
 
     /// The replica with node id `id`.
@@ -718,20 +760,30 @@ mod tests {
     }
 
     #[test]
-    fn a_replica_view_is_read_from_a_replica_object_or_the_top_level() {
-        let nested = json!({"broker": "broker-a", "replica": {"node_id": 3, "role": "leader",
-            "term": 7, "leader_id": 3, "commit_index": 120, "applied_index": 118}});
-        assert_eq!(
-            parse_view(&nested),
-            Some(ReplicaView {
-                node_id: 3,
-                role: "leader".into(),
-                term: 7,
-                leader_id: Some(3),
-                commit_index: 120,
-                applied_index: 118,
-            })
-        );
+    fn a_replica_view_is_read_from_its_own_status_or_the_cluster_status() {
+        let own = json!({"broker": "broker-a", "role": "leader", "replica": {"node_id": 3,
+            "role": "leader", "term": 7, "leader_id": 3, "commit_index": 120,
+            "applied_index": 118}});
+        let expected = ReplicaView {
+            node_id: 3,
+            role: "leader".into(),
+            term: 7,
+            leader_id: Some(3),
+            commit_index: 120,
+            applied_index: 118,
+        };
+        assert_eq!(parse_view(&own["replica"]), Some(expected.clone()));
+        let cluster = json!({"name_servers": [{"addr": "127.0.0.1:1", "answered": true}],
+            "groups": [
+                {"broker_name": "broker-b", "leader": 3, "replicas": [
+                    {"node_id": 3, "role": "follower", "term": 1}]},
+                {"broker_name": "broker-a", "leader": 3, "replicas": [
+                    {"node_id": 1, "role": "follower", "term": 7, "commit_index": 120},
+                    {"node_id": 3, "role": "leader", "term": 7, "leader_id": 3,
+                     "commit_index": 120, "applied_index": 118, "last_log_index": 121,
+                     "lag": 0}]}]});
+        assert_eq!(parse_cluster_entry(&cluster, 3), Some(expected));
+        assert_eq!(parse_cluster_entry(&cluster, 2), None);
         let standalone = json!({"broker": "broker-a", "role": "leader", "flush": "sync"});
         let view = parse_view(&standalone).unwrap();
         assert!(view.is_leader());

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::checker::{Report, check};
-use super::load::{Load, LoadConfig};
+use super::load::Load;
 use super::nodes::{Cluster, ProcessState, replica_view};
 
 /// A standalone broker's recovery includes its restart (no replica takes over).
@@ -18,7 +18,7 @@ fn standalone_rounds(consumers: usize, what: &str, down: impl Fn(&mut Cluster)) 
     let mut cluster = Cluster::start_standalone(0);
     let (id, view) = cluster.leader().expect("a standalone broker leads");
     assert_eq!((id, view.node_id, view.term), (0, 0, 0));
-    let mut config = LoadConfig::new(cluster.servers());
+    let mut config = cluster.load_config();
     config.consumers = consumers;
     let load = Load::start(config);
     assert!(
@@ -77,12 +77,14 @@ fn a_standalone_broker_sigkilled_keeps_committed_offsets() {
 fn three_name_servers_and_a_standalone_broker_registered_with_them() {
     let cluster = Cluster::start_standalone(3);
     assert_eq!(cluster.servers().len(), 3);
-    let load = Load::start(LoadConfig::new(cluster.servers()));
+    let load = Load::start(cluster.load_config());
     assert!(
         load.wait_acked(200, Duration::from_secs(30)),
         "no produce acknowledged through the name servers\n{}",
         cluster.logs_tail()
     );
+    let (id, view) = cluster.leader().expect("the broker leads");
+    assert_eq!((id, view.node_id, view.role.as_str()), (0, 0, "leader"));
     let report = check(&load.finish());
     println!("standalone behind name servers:\n{report}");
     report.assert_clean(RECOVERY_LIMIT);
@@ -108,7 +110,7 @@ fn replica_processes_are_paused_resumed_killed_restarted_and_wiped() {
     cluster.pause(2);
     let asked = std::time::Instant::now();
     assert_eq!(
-        replica_view(&http_2),
+        replica_view(&http_2, 2),
         None,
         "a stopped process answers nothing"
     );
@@ -119,7 +121,7 @@ fn replica_processes_are_paused_resumed_killed_restarted_and_wiped() {
     );
     cluster.resume(2);
     assert!(
-        replica_view(&http_2).is_some(),
+        replica_view(&http_2, 2).is_some(),
         "node 2 answers once resumed"
     );
 
@@ -127,11 +129,11 @@ fn replica_processes_are_paused_resumed_killed_restarted_and_wiped() {
     let http_3 = http(&mut cluster, 3);
     cluster.kill(3);
     assert_eq!(cluster.replica(3).state(), ProcessState::Down);
-    assert_eq!(replica_view(&http_3), None);
+    assert_eq!(replica_view(&http_3, 3), None);
     cluster.restart(3);
     assert_eq!(cluster.replica(3).addr, addr_3, "restarted on its address");
     assert!(
-        replica_view(&http_3).is_some(),
+        replica_view(&http_3, 3).is_some(),
         "node 3 answers once restarted"
     );
 
