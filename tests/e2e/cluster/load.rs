@@ -66,7 +66,7 @@ impl LoadConfig {
 /// How long setting up (creating the topic, starting the group) may take; long enough for a
 /// group to elect its first leader and register with the name servers.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long the read back at the end may retry a queue.
+/// How long the read back at the end may take in all, retries included.
 const READ_BACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// After the producers stop, how long the group gets to read what is left.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -98,7 +98,8 @@ pub struct Load {
 }
 
 impl Load {
-    /// Creates the topic through the cluster, starts the group and the producers.
+    /// Creates the topic (on the replica that takes it), waits until the servers route it,
+    /// starts the group and the producers.
     pub fn start(config: LoadConfig) -> Load {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -380,8 +381,8 @@ async fn read_back(
     let admin = Admin::new(config.servers.clone()).expect("admin");
     let mut stored = BTreeMap::new();
     let mut ends = BTreeMap::new();
+    let deadline = Instant::now() + READ_BACK_TIMEOUT;
     for queue in 0..config.queues {
-        let deadline = Instant::now() + READ_BACK_TIMEOUT;
         let mut messages = BTreeMap::new();
         let mut offset = 0u64;
         let end = loop {
