@@ -99,7 +99,8 @@ pub struct Load {
 
 impl Load {
     /// Creates the topic (on the replica that takes it), waits until the servers route it,
-    /// starts the group and the producers.
+    /// starts the group and the producers. Call it from a plain thread (it runs its own
+    /// runtime), not from inside an async context.
     pub fn start(config: LoadConfig) -> Load {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -75,13 +75,20 @@ impl Proxies {
     /// Opens the link `from → to` forwarding to `target` (which need not be listening yet:
     /// each accepted connection dials it), in `Pass` mode, and returns the address to dial.
     pub fn add_link(&mut self, from: u64, to: u64, target: SocketAddr) -> SocketAddr {
-        let listener = self
-            .runtime()
-            .block_on(TcpListener::bind("127.0.0.1:0"))
-            .expect("bind proxy listener");
+        // Bound here, so that the address is known and taken before this returns; callable
+        // from anywhere, a runtime's thread included.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy listener");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking proxy listener");
         let addr = listener.local_addr().expect("proxy address");
         let (mode, mode_rx) = watch::channel(LinkMode::Pass);
-        self.runtime().spawn(accept_loop(listener, target, mode_rx));
+        self.runtime().spawn(async move {
+            match TcpListener::from_std(listener) {
+                Ok(listener) => accept_loop(listener, target, mode_rx).await,
+                Err(e) => panic!("proxy listener {addr}: {e}"),
+            }
+        });
         self.links.insert((from, to), Link { addr, mode });
         addr
     }
@@ -125,6 +132,8 @@ impl Drop for Proxies {
 async fn accept_loop(listener: TcpListener, target: SocketAddr, mode: watch::Receiver<LinkMode>) {
     loop {
         let Ok((client, _)) = listener.accept().await else {
+            // Out of descriptors, say: try again shortly rather than spin.
+            tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         if *mode.borrow() == LinkMode::Refuse {
