@@ -27,7 +27,7 @@
 //! connection failure asks the name servers again too, so a batch follows its group's leader
 //! when it moves. Both stay within the batch's delivery timeout.
 //!
-//! Idempotent mode: each broker hands the producer an id (`InitProducerId`); every batch
+//! Idempotent mode: each broker group hands the producer an id (kept across its leaders) (`InitProducerId`); every batch
 //! carries it and the sequence of its first message (Kafka's base sequence; message i has
 //! sequence base + i), counted per (topic, queue). A batch that fails with a retriable error is sent again as it is — same bytes, same
 //! sequences — so a batch whose acknowledgement was lost is recognised by the broker and
@@ -400,15 +400,18 @@ impl Batcher {
         self.resent_maybe_stored.load(Ordering::Relaxed)
     }
 
-    /// Whether records to `addr` can be stamped now (always, unless idempotent and no producer
-    /// id from that broker yet).
-    pub(crate) fn ready_for(&self, addr: &str) -> bool {
-        !self.config.idempotent || self.producer_ids.lock().contains_key(addr)
+    /// Whether records to broker group `group` can be stamped now (always, unless idempotent
+    /// and no producer id from that group yet).
+    pub(crate) fn ready_for(&self, group: &str) -> bool {
+        !self.config.idempotent || self.producer_ids.lock().contains_key(group)
     }
 
-    /// Idempotent mode: asks the broker at `addr` for a producer id unless we have one.
-    pub(crate) async fn ensure_producer_id(&self, addr: &str) -> Result<()> {
-        if self.ready_for(addr) {
+    /// Idempotent mode: asks broker group `group` (its leader at `addr`) for a producer id
+    /// unless we have one. The id is the group's, not one replica's: after a failover the new
+    /// leader knows the producer's sequences from the replicated log, so the producer keeps
+    /// its id and its sequences, and a batch resent across the failover is stored once.
+    pub(crate) async fn ensure_producer_id(&self, group: &str, addr: &str) -> Result<()> {
+        if self.ready_for(group) {
             return Ok(());
         }
         let conn = self.pool.get(addr).await?;
@@ -430,7 +433,7 @@ impl Batcher {
         })?;
         self.producer_ids
             .lock()
-            .entry(addr.to_owned())
+            .entry(group.to_owned())
             .or_insert(id);
         Ok(())
     }
@@ -444,10 +447,10 @@ impl Batcher {
         let id = self
             .producer_ids
             .lock()
-            .get(&queue.broker_addr)
+            .get(&*queue.broker_name)
             .copied()
             .ok_or_else(|| {
-                ClientError::Protocol(format!("no producer id from {} yet", queue.broker_addr))
+                ClientError::Protocol(format!("no producer id from {} yet", queue.broker_name))
             })?;
         if state.producer_id != Some(id) {
             // A new id: its sequences start over, in a batch of their own.
@@ -820,7 +823,7 @@ impl Batcher {
         let result = match result {
             // Stored or not, its sequences are spent: a new id makes the next batch safe.
             Err(e) if self.config.idempotent => {
-                self.producer_ids.lock().remove(addr.as_str());
+                self.producer_ids.lock().remove(&*group);
                 Err(e)
             }
             Ok(answer) if unsure_resends > 0 && !self.config.idempotent => {

@@ -326,7 +326,7 @@ impl Producer {
                 Ok(queue) => queue,
                 Err(e) => return BatchSendHandle::failed(e),
             };
-            if inner.batcher.ready_for(&queue.broker_addr) {
+            if inner.batcher.ready_for(&queue.broker_name) {
                 return match inner.batcher.enqueue_batch(first.topic(), messages, queue) {
                     Ok(reply) => BatchSendHandle {
                         state: BatchState::Enqueued { reply, inner },
@@ -342,7 +342,10 @@ impl Producer {
                 let sent = async {
                     let route = inner.routes.get(&topic).await?;
                     let queue = inner.select_queue(&route, &messages[0], None)?;
-                    inner.batcher.ensure_producer_id(&queue.broker_addr).await?;
+                    inner
+                        .batcher
+                        .ensure_producer_id(&queue.broker_name, &queue.broker_addr)
+                        .await?;
                     inner.batcher.enqueue_batch(&topic, &messages, queue)
                 }
                 .await;
@@ -477,7 +480,10 @@ async fn send_with_retries_from(
                     let route = inner.routes.get(message.topic()).await?;
                     let queue = inner.select_queue(&route, &message, failed_broker.as_deref())?;
                     broker = Some(queue.broker_addr.clone());
-                    inner.batcher.ensure_producer_id(&queue.broker_addr).await?;
+                    inner
+                        .batcher
+                        .ensure_producer_id(&queue.broker_name, &queue.broker_addr)
+                        .await?;
                     inner.batcher.enqueue(&message, queue)
                 }
             }
@@ -539,7 +545,10 @@ impl Inner {
                 let enqueued = async {
                     let route = inner.routes.get(wait.message.topic()).await?;
                     let queue = inner.select_queue(&route, &wait.message, None)?;
-                    inner.batcher.ensure_producer_id(&queue.broker_addr).await?;
+                    inner
+                        .batcher
+                        .ensure_producer_id(&queue.broker_name, &queue.broker_addr)
+                        .await?;
                     let reply = inner.batcher.enqueue(&wait.message, queue)?;
                     Ok((reply, queue.broker_addr.clone()))
                 }
@@ -565,7 +574,7 @@ impl Inner {
             Ok(queue) => queue,
             Err(e) => return Some(Err(e)),
         };
-        if !self.batcher.ready_for(&queue.broker_addr) {
+        if !self.batcher.ready_for(&queue.broker_name) {
             // Idempotent, and no producer id from this broker yet: the route queue gets one.
             return None;
         }

@@ -26,7 +26,7 @@ const LOG_TAIL_LINES: usize = 20;
 /// Raft timings every replica of a test cluster runs with.
 pub const RAFT_HEARTBEAT_MS: u64 = 100;
 /// See [`RAFT_HEARTBEAT_MS`].
-pub const RAFT_ELECTION_TIMEOUT_MS: u64 = 1_000;
+pub const RAFT_ELECTION_TIMEOUT_MS: u64 = 600;
 
 /// The cluster and broker group names the replicas are configured with.
 pub const CLUSTER_NAME: &str = "test";

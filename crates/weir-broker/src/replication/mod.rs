@@ -134,6 +134,8 @@ pub(crate) struct Replication {
     peers: Arc<PeerAddrs>,
     /// Longest a write waits to be committed.
     commit_timeout: Duration,
+    /// How long a leader may go without a majority's acknowledgement and still take writes.
+    lease_ms: u64,
 }
 
 impl Replication {
@@ -235,12 +237,14 @@ impl Replication {
         tracing::info!(node_id, voters = ?voters.keys().collect::<Vec<_>>(), "raft started");
         // Long enough for an election and a retry, short enough that a client of a leader cut
         // off from its group moves on.
-        let commit_timeout = Duration::from_millis(config.raft_election_timeout_ms * 10);
+        let commit_timeout = Duration::from_millis(config.raft_election_timeout_ms * 4);
+        let lease_ms = config.raft_election_timeout_ms * 3 / 2;
         Ok((
             Replication {
                 raft,
                 peers,
                 commit_timeout,
+                lease_ms,
             },
             tasks,
         ))
@@ -268,6 +272,12 @@ impl Consensus for Replication {
         batch: Bytes,
     ) -> Pin<Box<dyn Future<Output = Result<AppendResult, StoreError>> + Send + 'a>> {
         Box::pin(async move {
+            if !self.is_leader() {
+                let leader = self.raft.metrics().borrow_watched().current_leader;
+                // A leader out of touch with its group names no one.
+                let other = leader.filter(|id| *id != self.raft.metrics().borrow_watched().id);
+                return Err(self.not_leader(other));
+            }
             let command = Command::Append {
                 topic: topic.to_owned(),
                 queue_id,
@@ -323,12 +333,22 @@ impl Consensus for Replication {
     }
 
     fn leader_addr(&self) -> Option<String> {
-        let leader = self.raft.metrics().borrow_watched().current_leader;
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        // Never itself: a leader asked this has lost touch with its group.
+        let leader = metrics.current_leader.filter(|id| *id != metrics.id);
         leader.and_then(|id| self.peers.get(id))
     }
 
     fn is_leader(&self) -> bool {
+        // A leader that has not heard from a majority within its lease may have been
+        // replaced: it sends clients away at once instead of holding their writes.
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow_watched();
         self.raft.is_leader()
+            && metrics.last_quorum_acked.as_ref().is_some_and(|at| {
+                openraft::Instant::elapsed(&**at) <= Duration::from_millis(self.lease_ms)
+            })
     }
 
     fn term(&self) -> u64 {
