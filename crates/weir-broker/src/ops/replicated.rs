@@ -48,7 +48,14 @@ impl StateApplier for Applier {
                 for (topic, queue_id, offset) in offsets {
                     self.offsets.set(group, topic, *queue_id, *offset);
                 }
-                Ok(())
+                // On disk before the state machine says it applied the entry (see
+                // `replication::state_machine`): a restart replays only what follows.
+                self.offsets.persist().map_err(|e| {
+                    crate::error::RequestError::new(
+                        weir_proto::ErrorCode::StorageError,
+                        e.to_string(),
+                    )
+                })
             }
         };
         if let Err(e) = result {

@@ -76,17 +76,45 @@ impl LogShared {
     }
 
     fn write_committed(&self, committed: &Option<LogIdOf<TypeConfig>>) -> io::Result<()> {
-        let body = postcard::to_stdvec(committed).map_err(io::Error::other)?;
-        let mut bytes = crc32c::crc32c(&body).to_be_bytes().to_vec();
-        bytes.extend_from_slice(&body);
-        // No fsync: a commit point read back older than it was is still a true one.
-        std::fs::write(self.dir.join("committed"), bytes)
+        write_log_id(&self.dir.join("committed"), committed)
+    }
+
+    /// Records that everything up to `applied` is applied here (its state changes are on
+    /// disk), so a restart replays only what follows.
+    pub fn write_applied(&self, applied: &Option<LogIdOf<TypeConfig>>) -> io::Result<()> {
+        write_log_id(&self.dir.join("applied"), applied)
+    }
+
+    /// The last entry applied before the process stopped, if this log still holds it.
+    pub fn read_applied_held(&self) -> Option<LogIdOf<TypeConfig>> {
+        let applied = read_applied_file(&self.dir)?;
+        let log = self.index.lock();
+        log.get(applied.index)
+            .filter(|slot| slot.term == applied.leader_id.term)
+            .map(|_| applied)
     }
 }
 
 /// The commit point in `dir/committed`, if it reads back whole.
 pub(crate) fn read_committed_file(dir: &Path) -> Option<LogIdOf<TypeConfig>> {
-    let bytes = std::fs::read(dir.join("committed")).ok()?;
+    read_log_id(&dir.join("committed"))
+}
+
+/// The last entry applied, in `dir/applied`, if it reads back whole.
+pub(crate) fn read_applied_file(dir: &Path) -> Option<LogIdOf<TypeConfig>> {
+    read_log_id(&dir.join("applied"))
+}
+
+/// Writes a log id as `crc | postcard` (no fsync: an older value read back is still true).
+pub(crate) fn write_log_id(path: &Path, id: &Option<LogIdOf<TypeConfig>>) -> io::Result<()> {
+    let body = postcard::to_stdvec(id).map_err(io::Error::other)?;
+    let mut bytes = crc32c::crc32c(&body).to_be_bytes().to_vec();
+    bytes.extend_from_slice(&body);
+    std::fs::write(path, bytes)
+}
+
+fn read_log_id(path: &Path) -> Option<LogIdOf<TypeConfig>> {
+    let bytes = std::fs::read(path).ok()?;
     let (crc, body) = bytes.split_at_checked(4)?;
     if crc32c::crc32c(body).to_be_bytes() != crc {
         return None;

@@ -94,8 +94,8 @@ pub(crate) fn parse_peers(peers: &[String]) -> Result<BTreeMap<u64, String>, Bro
     Ok(out)
 }
 
-/// The dispatch limit a replicated store must open with: the end of the last entry known
-/// committed (records after it stay unreadable until Raft commits them again).
+/// The dispatch limit a replicated store must open with: the end of the last entry applied
+/// (records after it stay unreadable until Raft commits and applies them again).
 pub(crate) fn commit_point(data_dir: &Path) -> Result<u64, BrokerError> {
     let dir = data_dir.join("raft");
     if !dir.exists() {
@@ -105,8 +105,8 @@ pub(crate) fn commit_point(data_dir: &Path) -> Result<u64, BrokerError> {
         context: format!("opening the raft log index in {}", dir.display()),
         source,
     })?;
-    let committed = log_store::read_committed_file(&dir);
-    Ok(committed
+    let applied = log_store::read_applied_file(&dir);
+    Ok(applied
         .and_then(|c| index.get(c.index).filter(|s| s.term == c.leader_id.term))
         .map_or(0, |slot| slot.end))
 }
@@ -183,7 +183,9 @@ impl Replication {
                 context: "opening the raft log".into(),
                 source,
             })?;
-        let applied = shared.read_committed_held();
+        // Applying replays from the last entry applied (not the commit point, which is saved
+        // before its entries are applied): every state change is applied after a crash.
+        let applied = shared.read_applied_held();
         let peers = Arc::new(PeerAddrs::default());
         peers.set(node_id, &native_addr);
         let network = Network {

@@ -137,6 +137,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         store.set_dispatch_limit(end);
         store.wait_dispatched(end).await.map_err(io::Error::other)?;
         self.applied = Some(last);
+        self.shared.write_applied(&self.applied)?;
         for (responder, applied) in answers {
             responder.send(applied);
         }
