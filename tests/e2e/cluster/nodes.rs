@@ -21,7 +21,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Lines of each log shown when a test fails.
-const LOG_TAIL_LINES: usize = 20;
+const LOG_TAIL_LINES: usize = 60;
 
 /// Raft timings every replica of a test cluster runs with.
 pub const RAFT_HEARTBEAT_MS: u64 = 100;
@@ -53,7 +53,10 @@ fn spawn(args: &[&str], dir: &Path, log: &Path) -> (Child, mpsc::Receiver<String
     let mut child = Command::new(WEIR)
         .args(args)
         .current_dir(dir)
-        .env("RUST_LOG", "info")
+        .env(
+            "RUST_LOG",
+            "info,openraft=error,weir_broker::replication=debug",
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))

@@ -63,11 +63,9 @@ fn a_standalone_broker_restarted_under_load_keeps_messages_and_committed_offsets
     standalone_rounds(2, "SIGTERM broker", |c| c.replica(0).stop());
 }
 
-/// Today a standalone broker writes committed offsets to `config/offsets.json` once a second,
-/// so a SIGKILL rewinds the group by up to a second; with offsets in the replicated log
-/// nothing is rewound.
+/// A standalone broker writes a commit to `config/offsets.json` before it answers, so a
+/// SIGKILL rewinds no group.
 #[test]
-#[ignore = "committed offsets are written once a second; a SIGKILL rewinds them (issue 11 puts them in the log)"]
 fn a_standalone_broker_sigkilled_keeps_committed_offsets() {
     standalone_rounds(2, "SIGKILL broker", |c| c.kill(0));
 }

@@ -345,9 +345,11 @@ impl Consensus for Replication {
     fn is_leader(&self) -> bool {
         // A leader that has not heard from a majority within its lease may have been
         // replaced: it sends clients away at once instead of holding their writes.
+        // One read of the metrics, holding nothing else: a second read while the first is held
+        // would wait behind Raft's next metrics update, which waits for the first.
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow_watched();
-        self.raft.is_leader()
+        metrics.state == openraft::ServerState::Leader
             && metrics.last_quorum_acked.as_ref().is_some_and(|at| {
                 openraft::Instant::elapsed(&**at) <= Duration::from_millis(self.lease_ms)
             })

@@ -129,6 +129,10 @@ fn batch_sequences(payload: &[u8]) -> Result<(u64, u32, u32), RequestError> {
 /// The idempotence table and the producer-id allocator, built from the write path (checked
 /// batches are written under the table's lock) and the delay service (an idempotent batch
 /// with delayed records is split as any other).
+/// Longest a new leader waits for its log to be committed before it checks idempotent
+/// batches.
+const SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Per (producer, topic, queue): the last batches stored.
 pub(crate) type Table = HashMap<Key, VecDeque<BatchEntry>>;
 
@@ -161,15 +165,21 @@ pub(crate) struct GroupSync {
 }
 
 impl GroupSync {
-    /// Whether a snapshot of the table may be written now.
+    /// Whether a snapshot of the table may be written now: standalone always; in a broker
+    /// group on a leader whose table is rebuilt for its term. Takes the term's lock: never
+    /// call it holding the table's (the rebuild takes them in that order).
     fn snapshot_allowed(&self, log: &MessageLog) -> bool {
         if !log.is_replicated() {
             return true;
         }
         let synced = *self.synced_term.lock();
-        synced.is_some()
-            && log.leader_term().ok() == synced
-            && self.in_flight.load(Ordering::Acquire) == 0
+        synced.is_some() && log.leader_term().ok() == synced
+    }
+
+    /// Whether a batch is being appended and not yet remembered (check under the table's
+    /// lock).
+    fn appending(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) != 0
     }
 }
 
@@ -335,6 +345,21 @@ impl Idempotence {
         first: u32,
         last: u32,
     ) -> Result<Produced, RequestError> {
+        let term = self.log.leader_term()?;
+        if *self.group.synced_term.lock() != Some(term) {
+            // A new leader rebuilds the table from its whole log, so everything the log holds
+            // must be committed and readable first (a new leader's log ends with entries of
+            // earlier terms that its first commit commits).
+            let end = self.log.stats().written_offset;
+            tokio::time::timeout(SYNC_TIMEOUT, self.log.acknowledged(end))
+                .await
+                .map_err(|_| {
+                    RequestError::new(
+                        ErrorCode::StorageError,
+                        "the new leader's log was not committed in time; retry",
+                    )
+                })??;
+        }
         self.sync_with_term()?;
         let lock = self
             .group

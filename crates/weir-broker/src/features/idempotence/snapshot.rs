@@ -130,7 +130,10 @@ fn rebuild_from_log(
     let mut runs = 0;
     let mut current: Option<(Key, BatchEntry)> = None;
     let mut at = from;
-    let written = log.stats().written_offset;
+    // What is readable: in a broker group, records not yet committed are not (the caller
+    // waits for the group's log to be applied first).
+    let stats = log.stats();
+    let written = stats.written_offset.min(stats.dispatched_offset);
     while let Some((bytes, next)) = next_record_offset(log, at, written) {
         at = next;
         let Ok(entry) = Entry::parse(&bytes) else {
@@ -210,11 +213,15 @@ fn write_if_due(idem: &Idempotence) -> Result<(), BrokerError> {
     if !changed && flushed.saturating_sub(*last) < RESNAPSHOT_BYTES {
         return Ok(());
     }
+    // In a broker group the table is whole only on the leader that rebuilt it, and only
+    // between appends. (Checked before the table's lock: a rebuild takes the term's lock,
+    // then the table's.)
+    if !idem.group.snapshot_allowed(&idem.log) {
+        return Ok(());
+    }
     let snapshot = {
         let table = idem.table.lock();
-        if !idem.group.snapshot_allowed(&idem.log) {
-            // In a broker group the table is whole only on the leader that rebuilt it, and
-            // only between appends.
+        if idem.group.appending() {
             return Ok(());
         }
         // Read under the lock: every batch appended before it is in the table.

@@ -133,6 +133,12 @@ pub(crate) async fn commit(
         for (topic, queue_id, offset) in accepted {
             state.offsets.set(&request.group, &topic, queue_id, offset);
         }
+        // On disk before the answer: a crash right after never rewinds the group.
+        let offsets = state.offsets.clone();
+        tokio::task::spawn_blocking(move || offsets.persist())
+            .await
+            .map_err(|e| RequestError::new(ErrorCode::Internal, e.to_string()))?
+            .map_err(|e| RequestError::new(ErrorCode::StorageError, e.to_string()))?;
     }
     Ok(Reply::meta(&pb::Empty {}))
 }
