@@ -277,10 +277,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 let index = entry.log_id.index;
                 let term = entry.log_id.leader_id.term;
                 let tail = log.end();
-                match entry.payload {
-                    EntryPayload::Blank => log.push(index, term, Kind::Blank, tail, tail, None)?,
+                let (kind, start, end, extra) = match entry.payload {
+                    EntryPayload::Blank => (Kind::Blank, tail, tail, None),
                     EntryPayload::Membership(m) => {
-                        log.push(index, term, Kind::Membership, tail, tail, Some(encode(&m)?))?
+                        (Kind::Membership, tail, tail, Some(encode(&m)?))
                     }
                     EntryPayload::Normal(Command::Append {
                         topic,
@@ -292,15 +292,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                         let epoch = i32::try_from(term).unwrap_or(i32::MAX);
                         match store.append_as_leader(&topic, queue_id, &mut bytes, epoch) {
                             Ok(r) => {
-                                log.push(
-                                    index,
-                                    term,
-                                    Kind::Batch,
-                                    r.commit_log_offset,
-                                    r.end_offset,
-                                    None,
-                                )?;
                                 self.shared.outcomes.lock().insert(index, Ok(r.into()));
+                                (Kind::Batch, r.commit_log_offset, r.end_offset, None)
                             }
                             Err(e) if is_io(&e) => return Err(io_err(e)),
                             Err(e) => {
@@ -309,15 +302,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                                     code: err.code as u16,
                                     message: err.message.clone(),
                                 };
-                                log.push(
-                                    index,
-                                    term,
-                                    Kind::Refused,
-                                    tail,
-                                    tail,
-                                    Some(encode(&refused)?),
-                                )?;
                                 self.shared.outcomes.lock().insert(index, Err(err));
+                                (Kind::Refused, tail, tail, Some(encode(&refused)?))
                             }
                         }
                     }
@@ -325,27 +311,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                         self.cut_orphans(tail)?;
                         let mut bytes = BytesMut::from(bytes);
                         let r = store.append_replicated(&mut bytes).map_err(io_err)?;
-                        log.push(
-                            index,
-                            term,
-                            Kind::Batch,
-                            r.commit_log_offset,
-                            r.end_offset,
-                            None,
-                        )?;
+                        (Kind::Batch, r.commit_log_offset, r.end_offset, None)
                     }
                     EntryPayload::Normal(state @ Command::State(_)) => {
-                        log.push(index, term, Kind::State, tail, tail, Some(encode(&state)?))?
+                        (Kind::State, tail, tail, Some(encode(&state)?))
                     }
-                    EntryPayload::Normal(refused @ Command::Refused { .. }) => log.push(
-                        index,
-                        term,
-                        Kind::Refused,
-                        tail,
-                        tail,
-                        Some(encode(&refused)?),
-                    )?,
-                }
+                    EntryPayload::Normal(refused @ Command::Refused { .. }) => {
+                        (Kind::Refused, tail, tail, Some(encode(&refused)?))
+                    }
+                };
+                log.push(index, term, kind, start, end, extra)?;
             }
             log.write_pending()?;
             (log.end(), log.file()?)

@@ -59,6 +59,33 @@ pub(crate) struct BatchEntry {
     pub store_timestamp: i64,
 }
 
+impl BatchEntry {
+    /// Batch `first..=last`, stored as one append.
+    fn stored(first: u32, last: u32, stored: &weir_store::AppendResult) -> BatchEntry {
+        BatchEntry {
+            first_seq: first,
+            last_seq: last,
+            queue_offset: stored.queue_offset,
+            commit_log_offset: stored.commit_log_offset,
+            end_offset: stored.end_offset,
+            store_timestamp: stored.store_timestamp,
+        }
+    }
+
+    /// Batch `first..=last`, split between its queue and `%DELAY%`.
+    fn split(first: u32, last: u32, written: &delay::Written) -> BatchEntry {
+        let (queue_offset, commit_log_offset, store_timestamp) = written.first_position();
+        BatchEntry {
+            first_seq: first,
+            last_seq: last,
+            queue_offset,
+            commit_log_offset,
+            end_offset: written.end_offset(),
+            store_timestamp,
+        }
+    }
+}
+
 /// What [`classify`] decided for a batch.
 #[derive(Debug, PartialEq, Eq)]
 enum Verdict {
@@ -224,28 +251,12 @@ impl Idempotence {
                 Verdict::Fresh => match split {
                     Some(split) => {
                         let written = self.delays.write_now(topic, queue_id, split)?;
-                        let (queue_offset, commit_log_offset, store_timestamp) =
-                            written.first_position();
-                        let entry = BatchEntry {
-                            first_seq: first,
-                            last_seq: last,
-                            queue_offset,
-                            commit_log_offset,
-                            end_offset: written.end_offset(),
-                            store_timestamp,
-                        };
+                        let entry = BatchEntry::split(first, last, &written);
                         (entry, Outcome::Split(Box::new(written)))
                     }
                     None => {
                         let stored = self.log.write(topic, queue_id, &mut payload)?;
-                        let entry = BatchEntry {
-                            first_seq: first,
-                            last_seq: last,
-                            queue_offset: stored.queue_offset,
-                            commit_log_offset: stored.commit_log_offset,
-                            end_offset: stored.end_offset,
-                            store_timestamp: stored.store_timestamp,
-                        };
+                        let entry = BatchEntry::stored(first, last, &stored);
                         (entry, Outcome::Stored)
                     }
                 },
@@ -424,26 +435,11 @@ impl Idempotence {
             let split = self.delays.split(topic, queue_id, &payload, now)?;
             let written = self.delays.append_split(topic, queue_id, split).await?;
             self.delays.finish(&written).await?;
-            let (queue_offset, commit_log_offset, store_timestamp) = written.first_position();
-            let entry = BatchEntry {
-                first_seq: first,
-                last_seq: last,
-                queue_offset,
-                commit_log_offset,
-                end_offset: written.end_offset(),
-                store_timestamp,
-            };
+            let entry = BatchEntry::split(first, last, &written);
             return Ok((entry, Some(written.produced(now))));
         }
         let stored = self.log.append(topic, queue_id, payload).await?;
-        let entry = BatchEntry {
-            first_seq: first,
-            last_seq: last,
-            queue_offset: stored.queue_offset,
-            commit_log_offset: stored.commit_log_offset,
-            end_offset: stored.end_offset,
-            store_timestamp: stored.store_timestamp,
-        };
+        let entry = BatchEntry::stored(first, last, &stored);
         Ok((entry, None))
     }
 
