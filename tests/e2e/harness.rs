@@ -287,6 +287,16 @@ impl Drop for Node {
 }
 
 /// Panics with the command's output unless it exited 0.
+/// Held by the tests that start many processes at once (a broker group under load, Kafka
+/// groups rebalancing against session timeouts): with two cores, two of them side by side
+/// starve each other's timers. Other tests run beside them as usual.
+pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: Mutex<()> = Mutex::new(());
+    HEAVY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 pub fn assert_success(args: &[&str], out: &Output) {
     assert!(
         out.status.success(),

@@ -67,6 +67,7 @@ fn a_group_grows_to_three_members_and_shrinks_with_every_record_consumed_once() 
     ) {
         return;
     }
+    let _heavy = crate::harness::heavy();
     let node = Node::start(&[]);
     for strategy in ["range", "roundrobin", "cooperative-sticky"] {
         let out = scenario(&node, &["grow", "--strategy", strategy]);
@@ -86,6 +87,7 @@ fn kafka_python_members_share_a_topic_and_the_survivor_takes_it_all() {
     if !clients_present("kafka_python_members_share_a_topic_and_the_survivor_takes_it_all") {
         return;
     }
+    let _heavy = crate::harness::heavy();
     let node = Node::start(&[]);
     let out = scenario(&node, &["python"]);
     assert!(out.contains("kafka-python: read 40"), "{out}");
@@ -109,6 +111,7 @@ fn a_group_name_is_used_by_one_protocol_at_a_time() {
     if !clients_present("a_group_name_is_used_by_one_protocol_at_a_time") {
         return;
     }
+    let _heavy = crate::harness::heavy();
     let node = Node::start(&[]);
     node.ok(&["topic", "create", "t", "--queues", "2"]);
     // Native members first: a Kafka member is refused.

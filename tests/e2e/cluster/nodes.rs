@@ -53,10 +53,7 @@ fn spawn(args: &[&str], dir: &Path, log: &Path) -> (Child, mpsc::Receiver<String
     let mut child = Command::new(WEIR)
         .args(args)
         .current_dir(dir)
-        .env(
-            "RUST_LOG",
-            "info,openraft=error,weir_broker::replication=debug",
-        )
+        .env("RUST_LOG", "info,openraft=error")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
