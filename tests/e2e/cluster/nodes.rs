@@ -341,6 +341,19 @@ impl Replica {
     pub fn pause(&mut self) {
         let child = self.child.as_ref().expect("node runs");
         signal(child.id(), "STOP");
+        // The signal lands asynchronously: wait until the kernel shows the process stopped.
+        let stat = format!("/proc/{}/stat", child.id());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let stopped = std::fs::read_to_string(&stat).is_ok_and(|s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+            });
+            if stopped {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
         self.state = ProcessState::Paused;
     }
 
