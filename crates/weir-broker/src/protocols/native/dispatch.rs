@@ -40,23 +40,7 @@ async fn handle(
     ctx: RequestContext,
     frame: Frame,
 ) -> Result<Reply, RequestError> {
-    let header = frame.header;
-    let Some(key) = ApiKey::from_u16(header.api_key) else {
-        return Err(RequestError::new(
-            ErrorCode::UnsupportedApi,
-            format!("unknown api key {}", header.api_key),
-        ));
-    };
-    if header.api_version != API_VERSION {
-        return Err(RequestError::new(
-            ErrorCode::UnsupportedVersion,
-            format!(
-                "{} version {} is not supported (only {API_VERSION})",
-                key.name(),
-                header.api_version
-            ),
-        ));
-    }
+    let key = api_of(&frame.header)?;
     let meta = &frame.meta;
     if !matches!(
         key,
@@ -100,6 +84,28 @@ async fn handle(
         ApiKey::InitProducerId => transaction::init_producer_id(state),
         ApiKey::GetCluster => route::get_cluster(state),
     }
+}
+
+/// The request's api, or `unsupported_api` / `unsupported_version` (every native listener,
+/// broker or name server, speaks the same versions).
+pub(crate) fn api_of(header: &weir_proto::Header) -> Result<ApiKey, RequestError> {
+    let Some(key) = ApiKey::from_u16(header.api_key) else {
+        return Err(RequestError::new(
+            ErrorCode::UnsupportedApi,
+            format!("unknown api key {}", header.api_key),
+        ));
+    };
+    if header.api_version != API_VERSION {
+        return Err(RequestError::new(
+            ErrorCode::UnsupportedVersion,
+            format!(
+                "{} version {} is not supported (only {API_VERSION})",
+                key.name(),
+                header.api_version
+            ),
+        ));
+    }
+    Ok(key)
 }
 
 /// Decodes a request body, or answers `malformed_request`.

@@ -16,7 +16,7 @@ use tokio_util::codec::{Decoder, Encoder};
 use weir_proto::{ApiKey, ErrorCode, Frame, FrameCodec, OutFrame, pb};
 
 use crate::error::RequestError;
-use crate::protocols::native::dispatch::decode;
+use crate::protocols::native::dispatch::{api_of, decode};
 use crate::protocols::native::handlers::Reply;
 use crate::protocols::native::handlers::route;
 use crate::routing::name_server::NameServer;
@@ -33,9 +33,6 @@ pub(crate) struct NameServerContext {
     /// A connection silent this long is closed.
     pub idle_timeout: Duration,
 }
-
-/// The only body schema version spoken today.
-const API_VERSION: u16 = 0;
 
 /// Serves one connection until the peer closes it, it fails or idles, or shutdown.
 pub(crate) async fn serve(
@@ -110,23 +107,7 @@ fn answer(ctx: &NameServerContext, frame: Frame) -> Option<OutFrame> {
 }
 
 fn handle(ctx: &NameServerContext, frame: &Frame) -> Result<Reply, RequestError> {
-    let header = frame.header;
-    let Some(key) = ApiKey::from_u16(header.api_key) else {
-        return Err(RequestError::new(
-            ErrorCode::UnsupportedApi,
-            format!("unknown api key {}", header.api_key),
-        ));
-    };
-    if header.api_version != API_VERSION {
-        return Err(RequestError::new(
-            ErrorCode::UnsupportedVersion,
-            format!(
-                "{} version {} is not supported (only {API_VERSION})",
-                key.name(),
-                header.api_version
-            ),
-        ));
-    }
+    let key = api_of(&frame.header)?;
     match key {
         ApiKey::GetRoute => route::route_of(&ctx.name_server, decode(&frame.meta)?),
         ApiKey::RegisterBroker => route::register(
