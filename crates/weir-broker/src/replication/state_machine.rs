@@ -4,10 +4,12 @@
 //! applying adds is the dispatch limit: the store dispatches to consume queues only what
 //! is committed, on every replica, so long polls, lookups and every feature that reads
 //! queues never see a write that may be undone. The proposer of a batch (the leader) gets
-//! back where it went.
+//! back where it went. A `State` entry (topics, consumer offsets) is handed to the broker's
+//! `StateApplier`; after each applied run the last entry is recorded in `raft/applied`, from
+//! which a restarted replica replays.
 //!
-//! Nothing else is state yet: the snapshot is the commit log itself, which is never purged
-//! by Raft (see `docs/clusters.md`), so a snapshot is never built or sent.
+//! No snapshot is ever built or sent: the state is the commit log and the tables the applier
+//! keeps on disk, and Raft never purges the log (see `docs/clusters.md`).
 
 use std::io;
 use std::sync::Arc;
