@@ -193,7 +193,7 @@ fn group_offsets_are_the_same_numbers_for_both_protocols() {
         "committed",
         &[
             "--client",
-            "confluent",
+            "kafka-python",
             "--group",
             "natives",
             "--topic",

@@ -132,14 +132,19 @@ fn missing(members: &[&Member], want: &BTreeSet<(i64, String)>) -> Vec<(i64, Str
     want.difference(&got).cloned().collect()
 }
 
-/// The group's committed offsets and metadata per partition, as confluent-kafka reads them.
+/// The group's committed offsets and metadata per partition, as kafka-python reads them.
+///
+/// Not confluent-kafka: its Python binding reads the metadata librdkafka hands back as a
+/// NUL-terminated string although librdkafka does not terminate it, so it sometimes returns
+/// the metadata followed by whatever lies after it in memory (librdkafka issue #4649). The
+/// same binding commits metadata with its C terminator, so a trailing NUL is dropped here.
 fn committed_offsets(node: &Node, group: &str) -> Vec<(i64, Option<String>)> {
     let out = driver(
         node,
         "committed",
         &[
             "--client",
-            "confluent",
+            "kafka-python",
             "--group",
             group,
             "--topic",
@@ -156,7 +161,9 @@ fn committed_offsets(node: &Node, group: &str) -> Vec<(i64, Option<String>)> {
         .map(|c| {
             (
                 c["offset"].as_i64().unwrap(),
-                c["metadata"].as_str().map(str::to_owned),
+                c["metadata"]
+                    .as_str()
+                    .map(|m| m.trim_end_matches('\0').to_owned()),
             )
         })
         .collect()
