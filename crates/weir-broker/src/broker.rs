@@ -270,6 +270,9 @@ impl Broker {
             topics,
             role: role.clone(),
             replica: replica_rx,
+            membership: replication
+                .clone()
+                .map(|r| Arc::new(r) as Arc<dyn crate::core::membership::Membership>),
             offsets,
             shared,
             long_poll,

@@ -129,6 +129,10 @@ pub struct BrokerConfig {
     /// A follower that hears no leader for this long (randomised up to 1.5 times as long) starts
     /// an election, ms.
     pub raft_election_timeout_ms: u64,
+    /// This node joins an existing broker group (`weir cluster add-replica`) instead of
+    /// forming one with `raft_peers`: it never initializes the group itself and waits for the
+    /// group's leader to bring it in.
+    pub raft_join: bool,
 }
 
 /// Accepts a list of strings or one comma-separated string.
@@ -202,6 +206,7 @@ impl Default for BrokerConfig {
             raft_peers: Vec::new(),
             raft_heartbeat_ms: 100,
             raft_election_timeout_ms: 600,
+            raft_join: false,
         }
     }
 }

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::config::BrokerConfig;
 use crate::core::identity::Identity;
 use crate::core::long_poll::LongPoll;
+use crate::core::membership::Membership;
 use crate::core::message_log::MessageLog;
 use crate::core::replica::StatusReceiver;
 use crate::core::role::Role;
@@ -37,6 +38,8 @@ pub(crate) struct BrokerState {
     pub role: Role,
     /// This replica's view of its broker group (role, term, commit index, the leader).
     pub replica: StatusReceiver,
+    /// Adds and removes replicas of this broker group; `None` standalone.
+    pub membership: Option<Arc<dyn Membership>>,
     pub offsets: Arc<OffsetTable>,
     pub groups: Arc<GroupCoordinator>,
     pub shared: Arc<SharedGroups>,

@@ -39,6 +39,7 @@ mod fault;
 pub mod message;
 mod pool;
 pub mod producer;
+mod replicas;
 mod route;
 pub mod transaction;
 
@@ -54,6 +55,7 @@ pub use error::{ClientError, Result};
 pub use fault::FaultConfig;
 pub use message::{Message, ReceivedMessage, SendResult};
 pub use producer::{BatchSendHandle, Producer, ProducerConfig, QueueSelection, SendHandle};
+pub use replicas::ReplicaChange;
 pub use route::{QueueRoute, TopicRoute};
 pub use transaction::{TransactionChecker, TransactionProducer, TxOutcome, TxState};
 pub use weir_proto::batch::Compression;

@@ -109,11 +109,13 @@ pub enum ApiKey {
     InitProducerId = 43,
     /// Ask a name server for every broker group and replica it knows (cluster status).
     GetCluster = 50,
+    /// Add a replica to a broker group or remove one (sent to the group's leader).
+    ChangeReplicas = 51,
 }
 
 impl ApiKey {
     /// Every api key, in number order.
-    pub const ALL: [ApiKey; 30] = [
+    pub const ALL: [ApiKey; 31] = [
         ApiKey::Produce,
         ApiKey::Pull,
         ApiKey::GetRoute,
@@ -144,6 +146,7 @@ impl ApiKey {
         ApiKey::CheckTransaction,
         ApiKey::InitProducerId,
         ApiKey::GetCluster,
+        ApiKey::ChangeReplicas,
     ];
 
     /// The api key for a number, if it is one.
@@ -184,6 +187,7 @@ impl ApiKey {
             ApiKey::CheckTransaction => "check_transaction",
             ApiKey::InitProducerId => "init_producer_id",
             ApiKey::GetCluster => "get_cluster",
+            ApiKey::ChangeReplicas => "change_replicas",
         }
     }
 }

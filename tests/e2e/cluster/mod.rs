@@ -39,5 +39,6 @@ pub mod nodes;
 pub mod proxy;
 
 mod faults;
+mod membership;
 mod name_servers;
 mod smoke;

@@ -152,6 +152,8 @@ pub struct RaftSettings {
     pub listen: SocketAddr,
     /// `"<id>=<addr>"` for every voter: how this node dials each (through the proxies).
     pub peers: Vec<String>,
+    /// It joins a running group (`raft_join`) instead of forming one.
+    pub join: bool,
 }
 
 /// One broker process of the group, with its own directory:
@@ -255,6 +257,9 @@ impl Replica {
                 listen = raft.listen,
                 peers = quoted(&raft.peers),
             ));
+            if raft.join {
+                text.push_str("raft_join = true\n");
+            }
         }
         text
     }
@@ -409,6 +414,8 @@ pub struct ReplicaView {
     pub commit_index: u64,
     /// The last log index it applied (readable by consumers).
     pub applied_index: u64,
+    /// The group's voters as it knows them (empty when not published).
+    pub voters: Vec<u64>,
 }
 
 impl ReplicaView {
@@ -475,6 +482,11 @@ fn parse_view(object: &Value) -> Option<ReplicaView> {
         leader_id: number("leader_id"),
         commit_index: number("commit_index").unwrap_or(0),
         applied_index: number("applied_index").unwrap_or(0),
+        voters: object
+            .get("voters")
+            .and_then(Value::as_array)
+            .map(|v| v.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default(),
     })
 }
 
@@ -534,6 +546,7 @@ impl Cluster {
             let raft = RaftSettings {
                 listen: raft_listens[(i - 1) as usize],
                 peers,
+                join: false,
             };
             group.push(Replica::new(
                 i,
@@ -556,6 +569,39 @@ impl Cluster {
         };
         cluster.wait_leader(Duration::from_secs(30));
         cluster
+    }
+
+    /// Starts node `id` with an empty data directory and `raft_join`, to be added to the
+    /// group; it dials each replica through a new proxy. Returns the address the group's
+    /// replicas are to dial it at (one more proxy, `0 → id`, shared by them).
+    pub fn start_joining(&mut self, id: u64) -> SocketAddr {
+        let (listen, reserved) = reserve_port();
+        let mut peers = vec![format!("{id}={listen}")];
+        for r in &self.replicas {
+            let target = r.raft.as_ref().expect("a replicated group").listen;
+            peers.push(format!(
+                "{}={}",
+                r.node_id,
+                self.proxies.add_link(id, r.node_id, target)
+            ));
+        }
+        let inbound = self.proxies.add_link(0, id, listen);
+        drop(reserved);
+        let dir = self._dir.path().to_path_buf();
+        let name_servers = self.name_servers.iter().map(|s| s.addr.clone()).collect();
+        let mut replica = Replica::new(
+            id,
+            dir.join(format!("node-{id}")),
+            name_servers,
+            Some(RaftSettings {
+                listen,
+                peers,
+                join: true,
+            }),
+        );
+        replica.start();
+        self.replicas.push(replica);
+        inbound
     }
 
     /// Starts `name_servers` name servers and ONE standalone broker (no Raft settings)
@@ -750,6 +796,7 @@ mod tests {
                     "2=127.0.0.1:7002".into(),
                     "3=127.0.0.1:8023".into(),
                 ],
+                join: false,
             }),
         );
         // The broker's own config type, which refuses unknown keys.
@@ -784,6 +831,7 @@ mod tests {
             leader_id: Some(3),
             commit_index: 120,
             applied_index: 118,
+            voters: Vec::new(),
         };
         assert_eq!(parse_view(&own["replica"]), Some(expected.clone()));
         let cluster = json!({"name_servers": [{"addr": "127.0.0.1:1", "answered": true}],

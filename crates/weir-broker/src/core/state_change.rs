@@ -38,6 +38,13 @@ pub(crate) enum StateChange {
         /// (topic, queue, next offset to consume).
         offsets: Vec<(String, u32, u64)>,
     },
+    /// A Kafka consumer group committed offsets, each with its metadata string.
+    OffsetsCommittedWithMetadata {
+        /// The group.
+        group: String,
+        /// (topic, queue, next offset to consume, metadata).
+        offsets: Vec<(String, u32, u64, String)>,
+    },
 }
 
 /// Applies committed state changes to this replica's tables.

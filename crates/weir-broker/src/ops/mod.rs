@@ -10,6 +10,7 @@ pub(crate) mod lookup;
 pub(crate) mod overview;
 pub(crate) mod produce;
 pub(crate) mod pull;
+pub(crate) mod replicas;
 pub(crate) mod replicated;
 pub(crate) mod send;
 pub(crate) mod topic;

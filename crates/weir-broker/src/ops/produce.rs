@@ -21,7 +21,6 @@ use weir_proto::names;
 
 use crate::core::clock::now_ms;
 use crate::core::position::Produced;
-use crate::core::topics;
 use crate::error::RequestError;
 use crate::features::delay;
 use crate::metrics_catalog::{BYTES_IN_TOTAL, MESSAGES_IN_TOTAL, PRODUCE_DURABLE_SECONDS};
@@ -46,12 +45,7 @@ pub(crate) async fn produce(
     let queues = match state.topics.get(topic) {
         Some(config) => config.queues,
         None if state.config.auto_create_topics => {
-            topics::validate_name(topic)?;
-            let config = state
-                .topics
-                .get_or_create(topic, state.config.default_queues)?;
-            tracing::info!(topic, queues = config.queues, "topic auto-created");
-            config.queues
+            crate::ops::topic::get_or_create(state, topic).await?.queues
         }
         None => state.topics.queues(topic)?,
     };

@@ -48,18 +48,28 @@ impl StateApplier for Applier {
                 for (topic, queue_id, offset) in offsets {
                     self.offsets.set(group, topic, *queue_id, *offset);
                 }
-                // On disk before the state machine says it applied the entry (see
-                // `replication::state_machine`): a restart replays only what follows.
-                self.offsets.persist().map_err(|e| {
-                    crate::error::RequestError::new(
-                        weir_proto::ErrorCode::StorageError,
-                        e.to_string(),
-                    )
-                })
+                self.persist_offsets()
+            }
+            StateChange::OffsetsCommittedWithMetadata { group, offsets } => {
+                for (topic, queue_id, offset, metadata) in offsets {
+                    self.offsets
+                        .set_with_metadata(group, topic, *queue_id, *offset, metadata);
+                }
+                self.persist_offsets()
             }
         };
         if let Err(e) = result {
             tracing::error!(?change, error = %e.message, "a replicated state change failed here");
         }
+    }
+}
+
+impl Applier {
+    /// Writes the offsets to disk before the state machine says it applied the entry (see
+    /// `replication::state_machine`): a restart replays only what follows.
+    fn persist_offsets(&self) -> Result<(), crate::error::RequestError> {
+        self.offsets.persist().map_err(|e| {
+            crate::error::RequestError::new(weir_proto::ErrorCode::StorageError, e.to_string())
+        })
     }
 }

@@ -60,6 +60,33 @@ pub(crate) async fn create(
     Ok(config)
 }
 
+/// A topic's settings, creating it with the broker's default queue count when it does not
+/// exist (auto-creation on produce or on a Kafka client's metadata request). In a broker group
+/// the creation goes through the log like any other, so every replica and every later leader
+/// knows the topic; two callers racing both get the one topic.
+pub(crate) async fn get_or_create(
+    state: &BrokerState,
+    name: &str,
+) -> Result<TopicConfig, RequestError> {
+    if let Some(config) = state.topics.get(name) {
+        return Ok(config);
+    }
+    topics::validate_name(name)?;
+    let queues = state.config.default_queues;
+    let config = if state.log.is_replicated() {
+        let change = StateChange::TopicCreated {
+            name: name.to_owned(),
+            queues,
+        };
+        state.log.propose(change).await?;
+        applied(state, name)?
+    } else {
+        state.topics.get_or_create(name, queues)?
+    };
+    tracing::info!(topic = %name, queues = config.queues, "topic auto-created");
+    Ok(config)
+}
+
 /// A topic's settings once a replicated change is applied here.
 fn applied(state: &BrokerState, name: &str) -> Result<TopicConfig, RequestError> {
     state.topics.get(name).ok_or_else(|| {

@@ -14,6 +14,7 @@
 //! * `log_index`     `raft/log.index`: each entry's term, kind and commit-log range
 //! * `log_store`     openraft's log storage over the commit log and the index
 //! * `state_machine` applying = moving the store's dispatch limit
+//! * `membership`    adding (learner, then voter) and removing replicas
 //! * `network`       the Raft listener and the per-peer clients
 //! * `status`        Raft metrics → this replica's status and the role signal
 //!
@@ -23,6 +24,7 @@
 mod command;
 mod log_index;
 mod log_store;
+mod membership;
 mod network;
 mod state_machine;
 mod status;
@@ -211,7 +213,12 @@ impl Replication {
             .is_initialized()
             .await
             .map_err(|e| BrokerError::Replication(e.to_string()))?;
-        if !initialized {
+        if !initialized && config.raft_join {
+            tracing::info!(
+                node_id,
+                "waiting to be added to the broker group as a replica"
+            );
+        } else if !initialized {
             let members: BTreeMap<u64, BasicNode> = voters
                 .iter()
                 .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))

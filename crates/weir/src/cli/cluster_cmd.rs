@@ -1,5 +1,8 @@
 //! `weir cluster status`: the name servers (answered or not), broker groups and each
 //! replica's role, term, commit index, applied index and lag, as a table or JSON.
+//! `weir cluster add-replica` / `remove-replica`: change who replicates a broker group.
+
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
@@ -26,12 +29,74 @@ enum ClusterCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Adds a replica to a broker group: start it first with `raft_join = true` (and an
+    /// empty data directory); it catches up as a learner, then votes. Waits until it votes.
+    AddReplica {
+        /// The broker group (may be left out when the name servers know only one).
+        #[arg(long)]
+        group: Option<String>,
+        /// The new replica's node id (unique in the group).
+        #[arg(long)]
+        node_id: u64,
+        /// How the group's replicas dial the new replica's Raft listener (`host:port`).
+        #[arg(long)]
+        raft_addr: String,
+        /// Longest to wait for it to catch up, e.g. `10m`.
+        #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// Removes a replica from a broker group (it may be stopped afterwards, or before).
+    RemoveReplica {
+        /// The broker group (may be left out when the name servers know only one).
+        #[arg(long)]
+        group: Option<String>,
+        /// The replica's node id.
+        #[arg(long)]
+        node_id: u64,
+    },
 }
 
 /// Runs a `weir cluster` command.
 pub async fn run(args: ClusterArgs) -> Result<()> {
     let admin = Admin::new(args.server.servers())?;
     match args.command {
+        ClusterCommand::AddReplica {
+            group,
+            node_id,
+            raft_addr,
+            timeout,
+        } => {
+            let deadline = Instant::now() + timeout;
+            loop {
+                let change = admin
+                    .add_replica(group.as_deref(), node_id, &raft_addr)
+                    .await?;
+                if change.done {
+                    println!(
+                        "node {node_id} is a voter; voters {:?}, learners {:?}",
+                        change.voters, change.learners
+                    );
+                    break;
+                }
+                eprintln!(
+                    "node {node_id} is catching up: log index {} of {}",
+                    change.matched_index, change.leader_index
+                );
+                if Instant::now() >= deadline {
+                    anyhow::bail!(
+                        "node {node_id} did not catch up within {}; it stays a learner (run this again to keep waiting)",
+                        humantime::format_duration(timeout)
+                    );
+                }
+            }
+        }
+        ClusterCommand::RemoveReplica { group, node_id } => {
+            let change = admin.remove_replica(group.as_deref(), node_id).await?;
+            println!(
+                "node {node_id} removed; voters {:?}, learners {:?}",
+                change.voters, change.learners
+            );
+        }
         ClusterCommand::Status { json } => {
             let status = admin.cluster_status().await?;
             if json {

@@ -50,7 +50,7 @@ pub(crate) async fn handle(
     let response = match body {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(versions::api_versions(true)),
         RequestKind::Metadata(r) => {
-            ResponseKind::Metadata(metadata::metadata(state, &listener.endpoint, r, version))
+            ResponseKind::Metadata(metadata::metadata(state, &listener.endpoint, r, version).await)
         }
         RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(
             metadata::find_coordinator(&listener.endpoint, r, version),

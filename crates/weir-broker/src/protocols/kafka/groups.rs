@@ -32,6 +32,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::names;
+use crate::core::state_change::StateChange;
 use crate::features::groups::classic::{
     ClassicError, GroupState, JoinRequest, Joined, Protocol, SyncRequest,
 };
@@ -320,63 +321,108 @@ pub(crate) async fn offset_commit(
     let refusal = check
         .err()
         .map(|error| refused("OffsetCommit", group, &error));
-    let topics = request
-        .topics
+    // Each partition's outcome: an error code, or the offset to store.
+    let mut accepted = Vec::new();
+    let mut outcomes: Vec<(TopicName, Vec<Outcome>)> = Vec::new();
+    for topic in request.topics {
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for p in topic.partitions {
+            let checked = match refusal {
+                Some(code) => Err(code),
+                None => check_commit(
+                    state,
+                    topic.name.as_str(),
+                    p.partition_index,
+                    p.committed_offset,
+                    p.committed_metadata.as_deref().unwrap_or(""),
+                ),
+            };
+            let outcome = checked.map(|commit| accepted.push(commit));
+            partitions.push((p.partition_index, outcome));
+        }
+        outcomes.push((topic.name, partitions));
+    }
+    // One write for the whole request; in a broker group, one entry of the group's log.
+    let stored = store_commits(state, group, accepted).await;
+    let topics = outcomes
         .into_iter()
-        .map(|topic| {
-            let partitions = topic
-                .partitions
+        .map(|(name, partitions)| {
+            let partitions = partitions
                 .into_iter()
-                .map(|p| {
-                    let code = refusal.unwrap_or_else(|| {
-                        commit_one(
-                            state,
-                            group,
-                            topic.name.as_str(),
-                            p.partition_index,
-                            p.committed_offset,
-                            p.committed_metadata.as_deref().unwrap_or(""),
-                        )
-                    });
+                .map(|(index, outcome)| {
+                    let code = match outcome.and(stored) {
+                        Ok(()) => 0,
+                        Err(code) => code,
+                    };
                     OffsetCommitResponsePartition::default()
-                        .with_partition_index(p.partition_index)
+                        .with_partition_index(index)
                         .with_error_code(code)
                 })
                 .collect();
             OffsetCommitResponseTopic::default()
-                .with_name(topic.name)
+                .with_name(name)
                 .with_partitions(partitions)
         })
         .collect();
     OffsetCommitResponse::default().with_topics(topics)
 }
 
-/// Stores one committed offset; returns the partition's error code.
-fn commit_one(
+/// One partition's commit outcome: (partition, stored or its error code).
+type Outcome = (i32, Result<(), i16>);
+
+/// One accepted commit: (Weir topic, queue, offset, metadata).
+type Commit = (String, u32, u64, String);
+
+/// Checks one partition's commit; the commit to store, or the partition's error code.
+fn check_commit(
     state: &BrokerState,
-    group: &str,
     topic: &str,
     partition: i32,
     offset: i64,
     metadata: &str,
-) -> i16 {
+) -> Result<Commit, i16> {
     let Ok(queue_id) = u32::try_from(partition) else {
-        return ResponseError::UnknownTopicOrPartition.code();
+        return Err(ResponseError::UnknownTopicOrPartition.code());
     };
-    let topic = &*names::to_weir(topic);
-    if state.topics.check_queue(topic, queue_id).is_err() {
-        return ResponseError::UnknownTopicOrPartition.code();
+    let topic = names::to_weir(topic).into_owned();
+    if state.topics.check_queue(&topic, queue_id).is_err() {
+        return Err(ResponseError::UnknownTopicOrPartition.code());
     }
     let Ok(offset) = u64::try_from(offset) else {
-        return ResponseError::InvalidCommitOffsetSize.code();
+        return Err(ResponseError::InvalidCommitOffsetSize.code());
     };
     if metadata.len() > MAX_COMMIT_METADATA {
-        return ResponseError::OffsetMetadataTooLarge.code();
+        return Err(ResponseError::OffsetMetadataTooLarge.code());
     }
-    state
-        .offsets
-        .set_with_metadata(group, topic, queue_id, offset, metadata);
-    0
+    Ok((topic, queue_id, offset, metadata.to_owned()))
+}
+
+/// Stores accepted commits: in the offset table standalone, through the group's log in a
+/// broker group (a new leader has them). A replica that no longer leads answers
+/// NOT_COORDINATOR, and the client finds the coordinator again.
+async fn store_commits(state: &BrokerState, group: &str, commits: Vec<Commit>) -> Result<(), i16> {
+    if commits.is_empty() {
+        return Ok(());
+    }
+    if !state.log.is_replicated() {
+        for (topic, queue_id, offset, metadata) in commits {
+            state
+                .offsets
+                .set_with_metadata(group, &topic, queue_id, offset, &metadata);
+        }
+        return Ok(());
+    }
+    let change = StateChange::OffsetsCommittedWithMetadata {
+        group: group.to_owned(),
+        offsets: commits,
+    };
+    state.log.propose(change).await.map(|_| ()).map_err(|e| {
+        tracing::debug!(group, error = %e, "kafka offset commit not replicated");
+        match e {
+            weir_store::StoreError::NotLeader { .. } => ResponseError::NotCoordinator.code(),
+            _ => ResponseError::RequestTimedOut.code(),
+        }
+    })
 }
 
 /// One partition's committed offset as OffsetFetch answers it: (partition, offset or -1,

@@ -16,7 +16,7 @@ use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, MetadataRequest
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
-use crate::core::topics;
+use crate::ops;
 use crate::protocols::kafka::errors;
 use crate::protocols::kafka::names::{to_kafka, to_weir};
 use crate::protocols::kafka::{Endpoint, NODE_ID};
@@ -31,7 +31,7 @@ pub(crate) fn topic_id(name: &str) -> Uuid {
 }
 
 /// Answers `Metadata`: the broker, and the topics asked for (all when none are named).
-pub(crate) fn metadata(
+pub(crate) async fn metadata(
     state: &BrokerState,
     endpoint: &Endpoint,
     request: MetadataRequest,
@@ -52,10 +52,10 @@ pub(crate) fn metadata(
     };
     // Before v4 a client could not say no: Kafka created topics for them when configured to.
     let may_create = version < 4 || request.allow_auto_topic_creation;
-    let topics = names
-        .into_iter()
-        .map(|name| topic(state, &name, may_create, version))
-        .collect();
+    let mut topics = Vec::with_capacity(names.len());
+    for name in names {
+        topics.push(topic(state, &name, may_create, version).await);
+    }
     let mut response = MetadataResponse::default()
         .with_brokers(vec![
             MetadataResponseBroker::default()
@@ -74,7 +74,7 @@ pub(crate) fn metadata(
 }
 
 /// One topic's metadata, created first when allowed and missing.
-fn topic(
+async fn topic(
     state: &BrokerState,
     kafka_name: &str,
     may_create: bool,
@@ -90,15 +90,8 @@ fn topic(
         .map(|t| t.queues);
     let mut error = None;
     if found.is_none() && shown && may_create && state.config.auto_create_topics {
-        match topics::validate_name(&weir_name).and_then(|()| {
-            state
-                .topics
-                .get_or_create(&weir_name, state.config.default_queues)
-        }) {
-            Ok(config) => {
-                tracing::info!(topic = %weir_name, queues = config.queues, "topic auto-created for a kafka client");
-                found = Some(config.queues);
-            }
+        match ops::topic::get_or_create(state, &weir_name).await {
+            Ok(config) => found = Some(config.queues),
             Err(e) => error = Some(errors::kafka_code(e.code)),
         }
     }

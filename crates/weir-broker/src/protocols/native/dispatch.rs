@@ -8,7 +8,8 @@ use weir_proto::{ApiKey, ErrorCode, Frame};
 use crate::error::RequestError;
 use crate::metrics_catalog::{REQUEST_DURATION_SECONDS, REQUESTS_TOTAL};
 use crate::protocols::native::handlers::{
-    Reply, RequestContext, group, lookup, produce, pull, retry, route, shared, topic, transaction,
+    Reply, RequestContext, group, lookup, produce, pull, replicas, retry, route, shared, topic,
+    transaction,
 };
 use crate::state::BrokerState;
 
@@ -83,6 +84,7 @@ async fn handle(
         )),
         ApiKey::InitProducerId => transaction::init_producer_id(state),
         ApiKey::GetCluster => route::get_cluster(state),
+        ApiKey::ChangeReplicas => replicas::change(state, decode(meta)?).await,
     }
 }
 

@@ -5,6 +5,7 @@ pub(crate) mod group;
 pub(crate) mod lookup;
 pub(crate) mod produce;
 pub(crate) mod pull;
+pub(crate) mod replicas;
 pub(crate) mod retry;
 pub(crate) mod route;
 pub(crate) mod shared;

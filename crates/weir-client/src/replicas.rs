@@ -1,0 +1,144 @@
+//! Adding and removing replicas of a broker group ([`Admin::add_replica`],
+//! [`Admin::remove_replica`]): the request goes to the group's leader, found through the
+//! name servers, or through a `NOT_LEADER` answer's hint when the servers are brokers.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use weir_proto::pb::change_replicas_request::Action;
+use weir_proto::{ApiKey, ErrorCode, pb};
+
+use crate::Admin;
+use crate::error::{ClientError, Result};
+use crate::route::leader_hint;
+
+pub use weir_proto::pb::ChangeReplicasResponse as ReplicaChange;
+
+/// How many times a request follows a moved leader before giving up.
+const LEADER_ATTEMPTS: usize = 20;
+
+impl Admin {
+    /// Asks broker group `group` (`None`: the only group the servers know) to take node
+    /// `node_id`, whose Raft listener its replicas dial at `raft_addr`, as a replica. One call
+    /// waits a few seconds; until the answer is `done`, the node is a learner catching up and
+    /// the call is to be repeated.
+    pub async fn add_replica(
+        &self,
+        group: Option<&str>,
+        node_id: u64,
+        raft_addr: &str,
+    ) -> Result<ReplicaChange> {
+        let request = pb::ChangeReplicasRequest {
+            action: Action::Add as i32,
+            node_id,
+            raft_addr: raft_addr.to_owned(),
+        };
+        self.change_replicas(group, &request).await
+    }
+
+    /// Asks broker group `group` (`None`: the only group the servers know) to drop node
+    /// `node_id` from its replicas.
+    pub async fn remove_replica(&self, group: Option<&str>, node_id: u64) -> Result<ReplicaChange> {
+        let request = pb::ChangeReplicasRequest {
+            action: Action::Remove as i32,
+            node_id,
+            raft_addr: String::new(),
+        };
+        self.change_replicas(group, &request).await
+    }
+
+    async fn change_replicas(
+        &self,
+        group: Option<&str>,
+        request: &pb::ChangeReplicasRequest,
+    ) -> Result<ReplicaChange> {
+        let mut hint: Option<String> = None;
+        let mut last_error = None;
+        for attempt in 0..LEADER_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            let target = match hint.take() {
+                Some(addr) => Some(addr),
+                None => match self.group_leader(group).await {
+                    Ok(target) => target,
+                    Err(e) if e.code() == Some(ErrorCode::NotLeader) => {
+                        last_error = Some(e);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
+            };
+            let answer = match &target {
+                Some(addr) => async {
+                    let conn = self.routes.pool().get(addr).await?;
+                    conn.call::<_, ReplicaChange>(
+                        ApiKey::ChangeReplicas,
+                        request,
+                        Bytes::new(),
+                        None,
+                    )
+                    .await
+                }
+                .await
+                .map(|(answer, _)| answer),
+                // The servers name no group: they are brokers, one of which leads.
+                None => self
+                    .routes
+                    .call_any::<_, ReplicaChange>(ApiKey::ChangeReplicas, request)
+                    .await
+                    .map(|(answer, _)| answer),
+            };
+            match answer {
+                Ok(answer) => return Ok(answer),
+                Err(ClientError::Server {
+                    code: ErrorCode::NotLeader,
+                    message,
+                }) => {
+                    hint = leader_hint(&message).map(str::to_owned);
+                    last_error = Some(ClientError::Server {
+                        code: ErrorCode::NotLeader,
+                        message,
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_error.unwrap_or(ClientError::Closed))
+    }
+
+    /// The leader's address of `group` as the name servers know it; `None` when they know no
+    /// group at all (the servers are brokers).
+    async fn group_leader(&self, group: Option<&str>) -> Result<Option<String>> {
+        let status = self.cluster_status().await?;
+        let leaders = status.leaders();
+        if leaders.is_empty() {
+            return Ok(None);
+        }
+        let chosen = match group {
+            Some(name) => leaders
+                .into_iter()
+                .find(|(g, _)| g == name)
+                .ok_or_else(|| {
+                    ClientError::NoRoute(format!(
+                        "broker group {name} (the name servers know none)"
+                    ))
+                })?,
+            None if leaders.len() == 1 => leaders.into_iter().next().ok_or(ClientError::Closed)?,
+            None => {
+                let names: Vec<String> = leaders.into_iter().map(|(g, _)| g).collect();
+                return Err(ClientError::Protocol(format!(
+                    "several broker groups ({}): name one",
+                    names.join(", ")
+                )));
+            }
+        };
+        match chosen {
+            (_, Some(addr)) => Ok(Some(addr)),
+            (name, None) => Err(ClientError::Server {
+                code: ErrorCode::NotLeader,
+                message: format!("broker group {name} has no leader now; retry shortly"),
+            }),
+        }
+    }
+}
