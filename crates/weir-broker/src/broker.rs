@@ -322,6 +322,7 @@ impl Broker {
             let listener = Arc::new(KafkaListener {
                 state: state.clone(),
                 endpoint,
+                peers: Default::default(),
             });
             tasks.push(tokio::spawn(kafka::server::serve(
                 listener,

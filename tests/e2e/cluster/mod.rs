@@ -39,6 +39,7 @@ pub mod nodes;
 pub mod proxy;
 
 mod faults;
+mod kafka;
 mod membership;
 mod name_servers;
 mod smoke;

@@ -175,6 +175,10 @@ pub struct Replica {
     pub addr: Option<String>,
     /// Its HTTP address, once started (kept over restarts).
     pub http_addr: Option<String>,
+    /// Whether it opens a Kafka listener.
+    kafka: bool,
+    /// Its Kafka address, once started (kept over restarts).
+    pub kafka_addr: Option<String>,
 }
 
 impl Replica {
@@ -194,6 +198,8 @@ impl Replica {
             state: ProcessState::Down,
             addr: None,
             http_addr: None,
+            kafka: false,
+            kafka_addr: None,
         }
     }
 
@@ -235,7 +241,7 @@ impl Replica {
             "data_dir = {data_dir:?}\n\
              listen = {listen:?}\n\
              http_listen = {http:?}\n\
-             kafka_listen = \"\"\n\
+             kafka_listen = {kafka:?}\n\
              cluster_name = {CLUSTER_NAME:?}\n\
              broker_name = {BROKER_NAME:?}\n\
              name_servers = [{name_servers}]\n\
@@ -244,6 +250,11 @@ impl Replica {
             data_dir = self.data_dir().display().to_string(),
             listen = self.addr.as_deref().unwrap_or("127.0.0.1:0"),
             http = self.http_addr.as_deref().unwrap_or("127.0.0.1:0"),
+            kafka = match (&self.kafka_addr, self.kafka) {
+                (Some(addr), _) => addr.as_str(),
+                (None, true) => "127.0.0.1:0",
+                (None, false) => "",
+            },
             name_servers = quoted(&self.name_servers),
         );
         if let Some(raft) = &self.raft {
@@ -296,10 +307,15 @@ impl Replica {
             .and_then(|rest| rest.split_whitespace().next())
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
         self.addr = Some(addr.to_owned());
-        // `weir http on ADDR` follows at once (no Kafka listener is configured).
+        // `weir http on ADDR` follows at once, then `weir kafka on ADDR` when configured.
         while let Ok(line) = lines.recv_timeout(Duration::from_millis(500)) {
             if let Some(addr) = line.strip_prefix("weir http on ") {
                 self.http_addr = Some(addr.to_owned());
+            }
+            if let Some(addr) = line.strip_prefix("weir kafka on ") {
+                self.kafka_addr = Some(addr.to_owned());
+            }
+            if self.http_addr.is_some() && (!self.kafka || self.kafka_addr.is_some()) {
                 break;
             }
         }
@@ -523,6 +539,15 @@ impl Cluster {
     /// Starts `name_servers` name servers and a group of `replicas` replicas whose Raft links
     /// all go through proxies, and waits until the group has a leader.
     pub fn start(name_servers: usize, replicas: u64) -> Cluster {
+        Cluster::start_with(name_servers, replicas, false)
+    }
+
+    /// Like [`Cluster::start`], each replica with a Kafka listener too.
+    pub fn start_with_kafka(name_servers: usize, replicas: u64) -> Cluster {
+        Cluster::start_with(name_servers, replicas, true)
+    }
+
+    fn start_with(name_servers: usize, replicas: u64, kafka: bool) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let servers = start_name_servers(dir.path(), name_servers);
         let addrs: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
@@ -556,6 +581,9 @@ impl Cluster {
             ));
         }
         drop(reserved);
+        for replica in &mut group {
+            replica.kafka = kafka;
+        }
         // Start them all before waiting for any: a replica may wait for a quorum.
         let lines: Vec<_> = group.iter_mut().map(Replica::spawn).collect();
         for (replica, lines) in group.iter_mut().zip(lines) {

@@ -93,14 +93,13 @@ pub fn driver(node: &Node, command: &str, args: &[&str], stdin: Option<&Value>) 
     driver_at(node, bootstrap(node), command, args, stdin)
 }
 
-/// [`driver`] with another bootstrap address (a proxy in front of the node).
-pub fn driver_at(
-    node: &Node,
+/// Runs `clients.py COMMAND --bootstrap ADDR ARGS...` with `stdin` as JSON, to its end.
+pub fn run_clients(
     bootstrap: &str,
     command: &str,
     args: &[&str],
     stdin: Option<&Value>,
-) -> Value {
+) -> std::process::Output {
     let mut child = Command::new("python3")
         .arg(script())
         .args([command, "--bootstrap", bootstrap])
@@ -118,6 +117,18 @@ pub fn driver_at(
     // The script has its own deadline (--timeout, 60 s by default); this one is a backstop.
     let out = collect(child, Duration::from_secs(120));
     let _ = writer.join();
+    out
+}
+
+/// [`driver`] with another bootstrap address (a proxy in front of the node).
+pub fn driver_at(
+    node: &Node,
+    bootstrap: &str,
+    command: &str,
+    args: &[&str],
+    stdin: Option<&Value>,
+) -> Value {
+    let out = run_clients(bootstrap, command, args, stdin);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

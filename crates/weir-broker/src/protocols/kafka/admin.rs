@@ -24,13 +24,14 @@ use kafka_protocol::messages::{
     InitProducerIdRequest, ProducerId, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use weir_proto::ErrorCode;
+use weir_proto::{ApiKey, ErrorCode, pb};
 
 use crate::error::RequestError;
 use crate::ops;
 use crate::protocols::kafka::errors;
 use crate::protocols::kafka::metadata::topic_id;
 use crate::protocols::kafka::names::to_weir;
+use crate::protocols::native::remote;
 use crate::state::BrokerState;
 
 /// DescribeConfigs' resource type of a topic (2) and of a broker (4).
@@ -286,7 +287,7 @@ pub(crate) fn describe_configs(
 
 /// Serves `InitProducerId` for idempotent producers: a producer id never used before, epoch
 /// 0. A transactional id is refused (the transaction APIs are not offered).
-pub(crate) fn init_producer_id(
+pub(crate) async fn init_producer_id(
     state: &BrokerState,
     request: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
@@ -297,7 +298,7 @@ pub(crate) fn init_producer_id(
         answer.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
         return answer;
     }
-    match state.idempotence.new_producer_id() {
+    match allocate_producer_id(state).await {
         Ok(id) => match i64::try_from(id) {
             Ok(id) => {
                 tracing::debug!(producer_id = id, "kafka producer id allocated");
@@ -306,10 +307,39 @@ pub(crate) fn init_producer_id(
             }
             Err(_) => answer.error_code = ResponseError::UnknownServerError.code(),
         },
-        Err(e) => {
-            tracing::error!(error = %e, "allocating a producer id failed");
-            answer.error_code = ResponseError::KafkaStorageError.code();
-        }
+        Err(code) => answer.error_code = code,
     }
     answer
+}
+
+/// A new producer id: allocated here standalone or on the group's leader; a follower asks the
+/// leader over the native protocol (a Kafka client asks any broker it is connected to, often
+/// the follower it bootstrapped from, and only the leader allocates ids safely). The error is
+/// a Kafka error code.
+async fn allocate_producer_id(state: &BrokerState) -> Result<u64, i16> {
+    if state.log.check_leader().is_ok() {
+        return state.idempotence.new_producer_id().map_err(|e| {
+            tracing::error!(error = %e.message, "allocating a producer id failed");
+            match e.code {
+                ErrorCode::NotLeader => ResponseError::NotCoordinator.code(),
+                _ => ResponseError::KafkaStorageError.code(),
+            }
+        });
+    }
+    let leader = state.replica.borrow().leader_addr.clone();
+    let Some(leader) = leader else {
+        return Err(ResponseError::CoordinatorNotAvailable.code());
+    };
+    remote::call::<_, pb::InitProducerIdResponse>(
+        &leader,
+        ApiKey::InitProducerId,
+        &pb::Empty {},
+        state.max_frame_len,
+    )
+    .await
+    .map(|r| r.producer_id)
+    .map_err(|e| {
+        tracing::debug!(%leader, error = %e, "the leader did not allocate a producer id");
+        ResponseError::CoordinatorNotAvailable.code()
+    })
 }

@@ -4,11 +4,16 @@
 use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::{
+    ApiKey, HeartbeatResponse, JoinGroupResponse, RequestKind, ResponseHeader, ResponseKind,
+    SyncGroupResponse,
+};
 use kafka_protocol::protocol::Encodable;
 
 use crate::metrics_catalog::REQUESTS_TOTAL;
 use crate::protocols::kafka::connection::Request;
+use crate::protocols::kafka::replicas::{self, PeerCache};
 use crate::protocols::kafka::{
     Endpoint, admin, fetch, groups, metadata, offsets, produce, versions,
 };
@@ -20,6 +25,8 @@ pub(crate) struct Listener {
     pub state: Arc<BrokerState>,
     /// This listener's advertised address.
     pub endpoint: Endpoint,
+    /// The other replicas' Kafka addresses, in a broker group.
+    pub peers: PeerCache,
 }
 
 /// What a request gets back.
@@ -50,11 +57,13 @@ pub(crate) async fn handle(
     let response = match body {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(versions::api_versions(true)),
         RequestKind::Metadata(r) => {
-            ResponseKind::Metadata(metadata::metadata(state, &listener.endpoint, r, version).await)
+            let brokers = replicas::brokers(state, &listener.endpoint, &listener.peers).await;
+            ResponseKind::Metadata(metadata::metadata(state, &brokers, r, version).await)
         }
-        RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(
-            metadata::find_coordinator(&listener.endpoint, r, version),
-        ),
+        RequestKind::FindCoordinator(r) => {
+            let brokers = replicas::brokers(state, &listener.endpoint, &listener.peers).await;
+            ResponseKind::FindCoordinator(metadata::find_coordinator(&brokers, r, version))
+        }
         RequestKind::Produce(r) => match produce::produce(state, r).await {
             Some(response) => ResponseKind::Produce(response),
             None => return Response::Nothing,
@@ -67,7 +76,7 @@ pub(crate) async fn handle(
             ResponseKind::OffsetForLeaderEpoch(offsets::offset_for_leader_epoch(state, r))
         }
         RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(admin::init_producer_id(state, r))
+            ResponseKind::InitProducerId(admin::init_producer_id(state, r).await)
         }
         RequestKind::CreateTopics(r) => {
             ResponseKind::CreateTopics(admin::create_topics(state, r).await)
@@ -81,6 +90,17 @@ pub(crate) async fn handle(
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(admin::describe_configs(state, r))
         }
+        // A replica that does not lead coordinates no group: the member finds the
+        // coordinator again (FindCoordinator names the leader).
+        RequestKind::JoinGroup(_) if not_coordinator(state) => ResponseKind::JoinGroup(
+            JoinGroupResponse::default().with_error_code(ResponseError::NotCoordinator.code()),
+        ),
+        RequestKind::SyncGroup(_) if not_coordinator(state) => ResponseKind::SyncGroup(
+            SyncGroupResponse::default().with_error_code(ResponseError::NotCoordinator.code()),
+        ),
+        RequestKind::Heartbeat(_) if not_coordinator(state) => ResponseKind::Heartbeat(
+            HeartbeatResponse::default().with_error_code(ResponseError::NotCoordinator.code()),
+        ),
         RequestKind::JoinGroup(r) => {
             let client_id = request.header.client_id.as_deref().unwrap_or("");
             let host = format!("/{}", request.peer.ip());
@@ -111,6 +131,11 @@ pub(crate) async fn handle(
         _ => unreachable_api(request),
     };
     Response::Send(Box::new(response))
+}
+
+/// Whether this broker is a replica of a group that it does not lead now.
+fn not_coordinator(state: &BrokerState) -> bool {
+    state.log.check_leader().is_err()
 }
 
 /// Counts a request in `weir_requests_total{api}`.

@@ -1,5 +1,5 @@
-//! `Metadata` and `FindCoordinator`: this one broker leads every partition and coordinates
-//! every group.
+//! `Metadata` and `FindCoordinator`: the broker group's leader (a standalone broker: this
+//! one) leads every partition and coordinates every group (see [`super::replicas`]).
 //!
 //! Metadata creates a topic it is asked about when the client allows it and the broker's
 //! `auto_create_topics` is on. Internal topics are left out, but for retry and dead-letter
@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::ops;
 use crate::protocols::kafka::errors;
 use crate::protocols::kafka::names::{to_kafka, to_weir};
-use crate::protocols::kafka::{Endpoint, NODE_ID};
+use crate::protocols::kafka::replicas::KafkaBrokers;
 use crate::state::BrokerState;
 
 /// The leader epoch of every partition: a standalone broker's.
@@ -30,10 +30,10 @@ pub(crate) fn topic_id(name: &str) -> Uuid {
     Uuid::from_u128(xxhash_rust::xxh3::xxh3_128(name.as_bytes()))
 }
 
-/// Answers `Metadata`: the broker, and the topics asked for (all when none are named).
+/// Answers `Metadata`: the brokers, and the topics asked for (all when none are named).
 pub(crate) async fn metadata(
     state: &BrokerState,
-    endpoint: &Endpoint,
+    brokers: &KafkaBrokers,
     request: MetadataRequest,
     version: i16,
 ) -> MetadataResponse {
@@ -54,18 +54,23 @@ pub(crate) async fn metadata(
     let may_create = version < 4 || request.allow_auto_topic_creation;
     let mut topics = Vec::with_capacity(names.len());
     for name in names {
-        topics.push(topic(state, &name, may_create, version).await);
+        topics.push(topic(state, brokers, &name, may_create, version).await);
     }
-    let mut response = MetadataResponse::default()
-        .with_brokers(vec![
+    let listed = brokers
+        .endpoints
+        .iter()
+        .map(|(id, endpoint)| {
             MetadataResponseBroker::default()
-                .with_node_id(BrokerId(NODE_ID))
+                .with_node_id(BrokerId(*id))
                 .with_host(StrBytes::from_string(endpoint.host.clone()))
-                .with_port(endpoint.port),
-        ])
+                .with_port(endpoint.port)
+        })
+        .collect();
+    let mut response = MetadataResponse::default()
+        .with_brokers(listed)
         .with_topics(topics);
     if version >= 1 {
-        response.controller_id = BrokerId(NODE_ID);
+        response.controller_id = BrokerId(brokers.leader_endpoint().map_or(-1, |(id, _)| id));
     }
     if version >= 2 {
         response.cluster_id = Some(StrBytes::from_string(state.identity.cluster_name.clone()));
@@ -76,6 +81,7 @@ pub(crate) async fn metadata(
 /// One topic's metadata, created first when allowed and missing.
 async fn topic(
     state: &BrokerState,
+    brokers: &KafkaBrokers,
     kafka_name: &str,
     may_create: bool,
     version: i16,
@@ -107,7 +113,7 @@ async fn topic(
     match found {
         Some(queues) => {
             topic.partitions = (0..queues)
-                .map(|queue| partition(queue as i32, version))
+                .map(|queue| partition(brokers, queue as i32, version))
                 .collect();
         }
         None => {
@@ -117,42 +123,67 @@ async fn topic(
     topic
 }
 
-fn partition(index: i32, version: i16) -> MetadataResponsePartition {
+fn partition(brokers: &KafkaBrokers, index: i32, version: i16) -> MetadataResponsePartition {
+    let replicas: Vec<BrokerId> = brokers.replicas.iter().map(|id| BrokerId(*id)).collect();
     let mut partition = MetadataResponsePartition::default()
         .with_partition_index(index)
-        .with_leader_id(BrokerId(NODE_ID))
-        .with_replica_nodes(vec![BrokerId(NODE_ID)])
-        .with_isr_nodes(vec![BrokerId(NODE_ID)]);
+        .with_replica_nodes(replicas.clone())
+        .with_isr_nodes(replicas);
+    match brokers.leader_endpoint() {
+        Some((leader, _)) => partition.leader_id = BrokerId(leader),
+        // No leader now, or not yet known where clients reach it: the client asks again.
+        None => {
+            partition.leader_id = BrokerId(-1);
+            partition.error_code = ResponseError::LeaderNotAvailable.code();
+        }
+    }
     if version >= 7 {
         partition.leader_epoch = LEADER_EPOCH;
     }
     partition
 }
 
-/// Answers `FindCoordinator`: this broker coordinates every group (and would every
-/// transaction). v4 asks for several keys at once.
+/// Answers `FindCoordinator`: the leader coordinates every group (and would every
+/// transaction); without one, `COORDINATOR_NOT_AVAILABLE` and the client asks again. v4 asks
+/// for several keys at once.
 pub(crate) fn find_coordinator(
-    endpoint: &Endpoint,
+    brokers: &KafkaBrokers,
     request: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    let host = StrBytes::from_string(endpoint.host.clone());
+    let leader = brokers.leader_endpoint();
+    let fill =
+        |node_id: &mut BrokerId, host: &mut StrBytes, port: &mut i32, error: &mut i16| match leader
+        {
+            Some((id, endpoint)) => {
+                *node_id = BrokerId(id);
+                *host = StrBytes::from_string(endpoint.host.clone());
+                *port = endpoint.port;
+            }
+            None => {
+                *node_id = BrokerId(-1);
+                *port = -1;
+                *error = ResponseError::CoordinatorNotAvailable.code();
+            }
+        };
     if version >= 4 {
         let coordinators = request
             .coordinator_keys
             .into_iter()
             .map(|key| {
-                Coordinator::default()
-                    .with_key(key)
-                    .with_node_id(BrokerId(NODE_ID))
-                    .with_host(host.clone())
-                    .with_port(endpoint.port)
+                let mut c = Coordinator::default().with_key(key);
+                fill(&mut c.node_id, &mut c.host, &mut c.port, &mut c.error_code);
+                c
             })
             .collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
-    FindCoordinatorResponse::default()
-        .with_node_id(BrokerId(NODE_ID))
-        .with_host(host)
-        .with_port(endpoint.port)
+    let mut response = FindCoordinatorResponse::default();
+    fill(
+        &mut response.node_id,
+        &mut response.host,
+        &mut response.port,
+        &mut response.error_code,
+    );
+    response
 }

@@ -14,6 +14,7 @@
 //! names        Kafka topic names ↔ Weir topic names (retry and dead-letter topics)
 //! errors       Weir error codes → Kafka error codes
 //! metadata     Metadata (auto-creating topics), FindCoordinator
+//! replicas     a broker group as Kafka brokers: broker id = node id, the leader leads
 //! produce      Produce (acks 0, 1, all; idempotent producers)
 //! fetch        Fetch (long polls with fetch.max.wait.ms / fetch.min.bytes)
 //! offsets      ListOffsets (earliest, latest, by time), OffsetForLeaderEpoch
@@ -31,10 +32,12 @@ pub(crate) mod metadata;
 pub(crate) mod names;
 pub(crate) mod offsets;
 pub(crate) mod produce;
+pub(crate) mod replicas;
 pub(crate) mod server;
 pub(crate) mod versions;
 
-/// The one broker id Weir gives itself in Kafka metadata (one node serves every partition).
+/// The broker id a standalone broker gives itself in Kafka metadata (in a broker group, each
+/// replica is its Raft node id).
 pub(crate) const NODE_ID: i32 = 0;
 
 /// Where Kafka clients reach this broker, as Metadata and FindCoordinator say.
