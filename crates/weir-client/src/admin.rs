@@ -136,6 +136,49 @@ impl Admin {
         self.call(ApiKey::CreateTopic, &request).await
     }
 
+    /// Creates `name` with `queues` queues (0 for the broker's default) in the named broker
+    /// groups only, through name servers: to place a topic on some groups, or to grow it onto
+    /// a group added to the cluster (its queues there add to the queues it has elsewhere).
+    /// Every named group must be known to the name servers and take the topic.
+    pub async fn create_topic_in(
+        &self,
+        name: &str,
+        queues: u32,
+        groups: &[String],
+    ) -> Result<Vec<TopicInfo>> {
+        let request = pb::CreateTopicRequest {
+            name: name.to_owned(),
+            queues,
+        };
+        let status = self.cluster_status().await?;
+        let leaders = status.leaders();
+        let mut answers = Vec::with_capacity(groups.len());
+        for group in groups {
+            let Some((_, leader)) = leaders.iter().find(|(g, _)| g == group) else {
+                return Err(ClientError::NoRoute(format!(
+                    "broker group {group} (the name servers know {})",
+                    leaders
+                        .iter()
+                        .map(|(g, _)| g.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            };
+            let Some(addr) = leader else {
+                return Err(ClientError::Server {
+                    code: ErrorCode::NotLeader,
+                    message: format!("broker group {group} has no leader now; retry shortly"),
+                });
+            };
+            let conn = self.routes.pool().get(addr).await?;
+            let (info, _) = conn
+                .call::<_, TopicInfo>(ApiKey::CreateTopic, &request, Bytes::new(), None)
+                .await?;
+            answers.push(info);
+        }
+        Ok(answers)
+    }
+
     /// Deletes `name` and its queues.
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
         let request = pb::DeleteTopicRequest {

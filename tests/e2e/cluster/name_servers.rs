@@ -15,6 +15,15 @@ use crate::harness::{NameServer, Node, assert_success, cli_at, ok_at};
 
 /// Writes a broker config registering with `name_servers` every 500 ms; returns its path.
 fn broker_config(dir: &tempfile::TempDir, name_servers: &[&NameServer]) -> PathBuf {
+    named_broker_config(dir, name_servers, "group-a")
+}
+
+/// [`broker_config`] for broker group `broker_name`.
+fn named_broker_config(
+    dir: &tempfile::TempDir,
+    name_servers: &[&NameServer],
+    broker_name: &str,
+) -> PathBuf {
     let list: Vec<String> = name_servers
         .iter()
         .map(|ns| format!("\"{}\"", ns.addr))
@@ -23,7 +32,7 @@ fn broker_config(dir: &tempfile::TempDir, name_servers: &[&NameServer]) -> PathB
     std::fs::write(
         &path,
         format!(
-            "name_servers = [{}]\nbroker_name = \"group-a\"\nbroker_heartbeat_interval_ms = 500\n",
+            "name_servers = [{}]\nbroker_name = \"{broker_name}\"\nbroker_heartbeat_interval_ms = 500\n",
             list.join(", ")
         ),
     )
@@ -254,4 +263,108 @@ fn a_standalone_node_shows_itself_as_the_leader_of_its_one_replica_group() {
         over_http["groups"][0]["replicas"][0]["http_addr"],
         node.http_addr.as_deref().expect("http")
     );
+}
+
+/// The messages each queue of `topic` holds on the broker at `addr`, asked directly.
+fn messages_on(addr: &str, topic: &str) -> u64 {
+    let out = ok_at(addr, &["topic", "describe", topic]);
+    out.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let min: u64 = cols.get(1)?.parse().ok()?;
+            let max: u64 = cols.get(2)?.parse().ok()?;
+            Some(max - min)
+        })
+        .sum()
+}
+
+/// Waits until broker group `group` has registered `topic` with the name servers.
+fn wait_for_topic_in(servers: &str, group: &str, topic: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = cluster_json(servers);
+        let registered = status["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|g| g["broker_name"] == group && g["topics"][topic].is_number());
+        if registered {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{group} did not register {topic}: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_topic_is_placed_on_the_groups_named_and_grows_onto_a_new_group() {
+    let ns = NameServer::start();
+    let (dir_a, dir_b) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let config_a = named_broker_config(&dir_a, &[&ns], "group-a");
+    let a = Node::start(&["--config", config_a.to_str().expect("utf-8 path")]);
+    let config_b = named_broker_config(&dir_b, &[&ns], "group-b");
+    let b = Node::start(&["--config", config_b.to_str().expect("utf-8 path")]);
+    let servers = ns.addr.clone();
+
+    // Placed on group-a only: group-b never hears of it.
+    let out = ok_at(
+        &servers,
+        &[
+            "topic", "create", "orders", "--queues", "2", "--groups", "group-a",
+        ],
+    );
+    assert!(out.contains("in broker group group-a"), "{out}");
+    wait_for_topic_in(&servers, "group-a", "orders");
+    produce(&servers, "orders", 0, 20);
+    assert_eq!(messages_on(&a.addr, "orders"), 20);
+    let on_b = cli_at(&b.addr, &["topic", "describe", "orders"]);
+    assert!(!on_b.status.success(), "group-b has the topic");
+
+    // group-b joins the topic: its queues add to group-a's, and producers use both.
+    ok_at(
+        &servers,
+        &[
+            "topic", "create", "orders", "--queues", "2", "--groups", "group-b",
+        ],
+    );
+    wait_for_topic_in(&servers, "group-b", "orders");
+    produce(&servers, "orders", 20, 40);
+    let (on_a, on_b) = (
+        messages_on(&a.addr, "orders"),
+        messages_on(&b.addr, "orders"),
+    );
+    assert_eq!(on_a + on_b, 60, "a {on_a}, b {on_b}");
+    assert!(on_b > 0 && on_a > 20, "a {on_a}, b {on_b}");
+
+    // A group the name servers do not know, or one that has the topic, is refused.
+    let unknown = cli_at(&servers, &["topic", "create", "t2", "--groups", "group-z"]);
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        !unknown.status.success() && stderr.contains("group-z"),
+        "{stderr}"
+    );
+    let again = cli_at(
+        &servers,
+        &["topic", "create", "orders", "--groups", "group-a"],
+    );
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        !again.status.success() && stderr.contains("exists"),
+        "{stderr}"
+    );
+
+    // Without --groups a topic goes to every group.
+    ok_at(
+        &servers,
+        &["topic", "create", "everywhere", "--queues", "1"],
+    );
+    wait_for_topic_in(&servers, "group-a", "everywhere");
+    wait_for_topic_in(&servers, "group-b", "everywhere");
 }

@@ -22,9 +22,13 @@ enum TopicCommand {
     Create {
         /// Topic name (1-127 characters of A-Z a-z 0-9 . _ -).
         name: String,
-        /// Number of queues (default: the broker's, 4).
+        /// Number of queues (default: the broker's, 4), in each broker group it is created in.
         #[arg(long, short = 'q')]
         queues: Option<u32>,
+        /// Only in these broker groups (through name servers; default: every group). Run again
+        /// with a group added to the cluster to grow the topic onto it.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
     },
     /// List topics with their queue counts and message counts.
     List,
@@ -52,7 +56,23 @@ enum TopicCommand {
 pub async fn run(args: TopicArgs) -> Result<()> {
     let admin = Admin::new(args.server.servers())?;
     match args.command {
-        TopicCommand::Create { name, queues } => {
+        TopicCommand::Create {
+            name,
+            queues,
+            groups,
+        } if !groups.is_empty() => {
+            let created = admin
+                .create_topic_in(&name, queues.unwrap_or(0), &groups)
+                .await?;
+            for (group, info) in groups.iter().zip(created) {
+                println!(
+                    "created topic {} with {} queues in broker group {group}",
+                    info.name,
+                    info.queues.len()
+                );
+            }
+        }
+        TopicCommand::Create { name, queues, .. } => {
             let info = admin.create_topic(&name, queues.unwrap_or(0)).await?;
             println!(
                 "created topic {} with {} queues",
