@@ -21,7 +21,7 @@ use crate::core::role::{self, Role, RoleSetter};
 use crate::core::topics::TopicTable;
 use crate::core::traffic::Traffic;
 use crate::error::BrokerError;
-use crate::features::delay::{self, Delays};
+use crate::features::delay::{self, DelayProgress, Delays};
 use crate::features::groups::classic::ClassicGroups;
 use crate::features::groups::coordinator::GroupCoordinator;
 use crate::features::groups::offsets::OffsetTable;
@@ -181,6 +181,7 @@ impl Broker {
         // broker group, Raft drives the role.
         let (role_setter, role) = Role::new(config.node_id == 0);
         let (replica_status, replica_rx) = replica::standalone();
+        let delay_progress = Arc::new(DelayProgress::load(&config.data_dir)?);
         let mut replication = None;
         let mut raft_tasks = Vec::new();
         if config.node_id != 0 {
@@ -199,6 +200,7 @@ impl Broker {
                     offsets: offsets.clone(),
                     shared: shared.clone(),
                     log: log.clone(),
+                    delay_progress: delay_progress.clone(),
                 }),
             };
             let (started, tasks) = Replication::start(&config, parts, shutdown_rx.clone()).await?;
@@ -206,7 +208,7 @@ impl Broker {
             replication = Some(started);
             raft_tasks = tasks;
         }
-        let features = load_features(&config, &log, &topics, &identity).await?;
+        let features = load_features(&config, &log, &topics, &identity, delay_progress).await?;
         let name_server = Arc::new(NameServer::new(Duration::from_millis(
             config.broker_expiry_ms,
         )));
@@ -430,6 +432,7 @@ async fn load_features(
     log: &MessageLog,
     topics: &Arc<TopicTable>,
     identity: &Arc<Identity>,
+    delay_progress: Arc<DelayProgress>,
 ) -> Result<Features, BrokerError> {
     let data_dir = config.data_dir.clone();
     let timings = transaction::CheckTimings {
@@ -448,6 +451,7 @@ async fn load_features(
             topics.clone(),
             identity.clone(),
             max_message_size,
+            delay_progress,
         )?);
         let transactions = Arc::new(transaction::recovery::load(
             log.clone(),

@@ -38,6 +38,7 @@ pub mod load;
 pub mod nodes;
 pub mod proxy;
 
+mod delays;
 mod faults;
 mod kafka;
 mod membership;

@@ -45,6 +45,11 @@ pub(crate) enum StateChange {
         /// (topic, queue, next offset to consume, metadata).
         offsets: Vec<(String, u32, u64, String)>,
     },
+    /// The leader delivered delayed messages: these `%DELAY%` queue offsets are done.
+    DelaysDelivered {
+        /// Queue offsets of `%DELAY%` queue 0.
+        offsets: Vec<u64>,
+    },
 }
 
 /// Applies committed state changes to this replica's tables.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::core::message_log::MessageLog;
 use crate::core::state_change::{StateApplier, StateChange};
 use crate::core::topics::TopicTable;
+use crate::features::delay::DelayProgress;
 use crate::features::groups::offsets::OffsetTable;
 use crate::features::groups::shared::SharedGroups;
 
@@ -21,6 +22,8 @@ pub(crate) struct Applier {
     pub shared: Arc<SharedGroups>,
     /// The store's queues (dropped with a topic).
     pub log: MessageLog,
+    /// Which delayed messages are delivered.
+    pub delay_progress: Arc<DelayProgress>,
 }
 
 impl StateApplier for Applier {
@@ -49,6 +52,15 @@ impl StateApplier for Applier {
                     self.offsets.set(group, topic, *queue_id, *offset);
                 }
                 self.persist_offsets()
+            }
+            StateChange::DelaysDelivered { offsets } => {
+                self.delay_progress.mark_all(offsets.iter().copied());
+                self.delay_progress.persist().map_err(|e| {
+                    crate::error::RequestError::new(
+                        weir_proto::ErrorCode::StorageError,
+                        e.to_string(),
+                    )
+                })
             }
             StateChange::OffsetsCommittedWithMetadata { group, offsets } => {
                 for (topic, queue_id, offset, metadata) in offsets {

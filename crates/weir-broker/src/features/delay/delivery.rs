@@ -36,6 +36,7 @@ use weir_store::StoreError;
 use super::{
     Delays, LEAD, PERSIST_INTERVAL, PROP_DELAY_ORIGIN_ID, PROP_REAL_QUEUE, PROP_REAL_TOPIC, now_ms,
 };
+use crate::core::state_change::StateChange;
 use crate::error::RequestError;
 use crate::features::delay::timing_wheel::Timer;
 use crate::metrics_catalog::{DELAY_LATENESS_SECONDS, DELAYED_DROPPED_TOTAL, DELAYED_MESSAGES};
@@ -184,6 +185,17 @@ impl Stage {
         due
     }
 
+    /// Drops everything staged (a new leader schedules it again from the log).
+    pub(super) fn clear(&self) {
+        let dropped = std::mem::take(&mut *self.buckets.lock());
+        for bucket in dropped.values() {
+            self.records.fetch_sub(bucket.records, Ordering::Relaxed);
+            self.bytes.fetch_sub(bucket.bytes, Ordering::Relaxed);
+        }
+        let _guard = self.drained_lock.lock();
+        self.drained.notify_all();
+    }
+
     /// The earliest staged millisecond.
     fn next_due(&self) -> Option<i64> {
         self.buckets.lock().keys().next().copied()
@@ -205,6 +217,13 @@ impl Stage {
 /// Runs delivery until shutdown: starts the preparer thread, appends staged records on time
 /// and persists the progress.
 pub(crate) async fn run(delays: Arc<Delays>, mut shutdown: watch::Receiver<bool>) {
+    if delays.log.is_replicated() {
+        // Leading from now on: start from what the group's log says.
+        let rebuilt = delays.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || rebuilt.rebuild()).await {
+            tracing::error!(error = %e, "rescheduling delayed messages failed");
+        }
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let preparer = {
         let delays = delays.clone();
@@ -236,6 +255,7 @@ pub(crate) async fn run(delays: Arc<Delays>, mut shutdown: watch::Receiver<bool>
         }
         if last_persist.elapsed() >= PERSIST_INTERVAL {
             last_persist = tokio::time::Instant::now();
+            replicate_progress(&delays).await;
             persist_in_background(&delays).await;
         }
     }
@@ -245,6 +265,20 @@ pub(crate) async fn run(delays: Arc<Delays>, mut shutdown: watch::Receiver<bool>
         let _ = tokio::task::spawn_blocking(move || handle.join()).await;
     }
     persist_in_background(&delays).await;
+}
+
+/// In a broker group, sends what was delivered since the last call through the log, so that
+/// a new leader does not deliver it again (a failover repeats at most the last
+/// [`PERSIST_INTERVAL`] of deliveries, as a crash does).
+async fn replicate_progress(delays: &Delays) {
+    let delivered = delays.take_unreplicated();
+    if delivered.is_empty() {
+        return;
+    }
+    let change = StateChange::DelaysDelivered { offsets: delivered };
+    if let Err(e) = delays.log.propose(change).await {
+        tracing::debug!(error = %e, "delay progress not replicated; a new leader delivers those again");
+    }
 }
 
 async fn persist_in_background(delays: &Arc<Delays>) {

@@ -33,9 +33,9 @@ mod progress;
 pub(crate) mod timing_wheel;
 pub(crate) mod upcoming;
 
-use std::path::{Path, PathBuf};
+use std::collections::HashSet;
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -47,7 +47,6 @@ use weir_proto::batch::{
 };
 use weir_store::{AppendResult, TagFilter};
 
-use crate::atomic_file;
 use crate::core::identity::Identity;
 use crate::core::message_log::MessageLog;
 use crate::core::position::Produced;
@@ -58,11 +57,20 @@ use timing_wheel::{Timer, TimingWheel};
 
 pub(crate) use crate::core::clock::now_ms;
 pub(crate) use delivery::run;
-use progress::Progress;
+pub(crate) use progress::DelayProgress;
 pub(crate) use weir_proto::names::{
     DELAY_TOPIC, PROP_DELAY_ORIGIN_ID, PROP_DELAY_REAL_QUEUE as PROP_REAL_QUEUE,
     PROP_DELAY_REAL_TOPIC as PROP_REAL_TOPIC,
 };
+/// Why the wheel could not be restored from `%DELAY%`.
+#[derive(Debug, thiserror::Error)]
+enum RestoreError {
+    #[error("reading {DELAY_TOPIC}: {0}")]
+    Store(weir_store::StoreError),
+    #[error("{DELAY_TOPIC}: {0}")]
+    Batch(weir_proto::batch::BatchError),
+}
+
 /// Longest delay accepted.
 pub(crate) const MAX_DELAY: Duration = Duration::from_secs(365 * 86_400);
 /// How far ahead of the clock due records are read and re-encoded.
@@ -89,24 +97,27 @@ pub(crate) struct Delays {
     ready_cv: Condvar,
     /// Records read and re-encoded, waiting for their millisecond.
     stage: delivery::Stage,
-    progress: Mutex<Progress>,
-    dirty: AtomicBool,
-    path: PathBuf,
+    progress: Arc<DelayProgress>,
+    /// In a broker group: delivered `%DELAY%` queue offsets not yet sent through the log.
+    unreplicated: Mutex<Vec<u64>>,
+    /// While the wheel is rebuilt from the log (a new leader): what produce scheduled
+    /// meanwhile, (deliver-at, stored-at, commit-log offset), added once the scan is done.
+    rebuilding: Mutex<Option<Vec<(i64, i64, u64)>>>,
     /// A record may wait in the log at most this long before it is copied forward, ms.
     max_park_ms: i64,
 }
 
 impl Delays {
-    /// Loads the progress and rebuilds the wheel from the undelivered part of `%DELAY%`.
+    /// Rebuilds the wheel from the undelivered part of `%DELAY%` (`progress` says what is
+    /// delivered).
     pub fn load(
         data_dir: &Path,
         log: MessageLog,
         topics: Arc<TopicTable>,
         identity: Arc<Identity>,
         max_message_size: usize,
+        progress: Arc<DelayProgress>,
     ) -> Result<Delays, BrokerError> {
-        let path = data_dir.join("config").join("delay_progress.json");
-        let progress = Progress::load(&path)?;
         let retention = log.config().retention_age;
         let delays = Delays {
             log,
@@ -118,46 +129,17 @@ impl Delays {
             ready: Mutex::new(Vec::new()),
             ready_cv: Condvar::new(),
             stage: delivery::Stage::default(),
-            progress: Mutex::new(progress),
-            dirty: AtomicBool::new(false),
-            path,
+            progress,
+            unreplicated: Mutex::new(Vec::new()),
+            rebuilding: Mutex::new(None),
             max_park_ms: i64::try_from(retention.as_millis() / 2)
                 .unwrap_or(i64::MAX)
                 .max(60_000),
         };
-        let bounds = delays.log.queue_offsets(DELAY_TOPIC, 0);
-        let mut offset = delays.progress.lock().low().max(bounds.min);
-        let mut pending = 0u64;
-        while offset < bounds.max {
-            let read = delays
-                .log
-                .read(DELAY_TOPIC, 0, offset, 4096, 4 << 20, &TagFilter::All)
-                .map_err(|e| BrokerError::from_store(e, data_dir))?;
-            for entry in Entries::new(&read.records) {
-                let bad = |e: weir_proto::batch::BatchError| {
-                    BrokerError::Config(format!("{DELAY_TOPIC}: {e}"))
-                };
-                let entry = entry.map_err(bad)?;
-                let stamp = entry.stamp();
-                if stamp.base_offset < offset || delays.progress.lock().is_done(stamp.base_offset) {
-                    continue;
-                }
-                let records = entry.records(MAX_UNCOMPRESSED_LEN).map_err(bad)?;
-                let Some(record) = records.iter().next().transpose().map_err(bad)? else {
-                    continue;
-                };
-                delays.schedule(
-                    record.deliver_at(),
-                    stamp.store_timestamp,
-                    stamp.commit_log_offset,
-                );
-                pending += 1;
-            }
-            if read.next_offset <= offset {
-                break;
-            }
-            offset = read.next_offset;
-        }
+        let pending = delays.restore(&mut HashSet::new()).map_err(|e| match e {
+            RestoreError::Store(e) => BrokerError::from_store(e, data_dir),
+            RestoreError::Batch(e) => BrokerError::Config(format!("{DELAY_TOPIC}: {e}")),
+        })?;
         tracing::info!(
             pending,
             due_now = delays.ready.lock().len(),
@@ -167,9 +149,99 @@ impl Delays {
         Ok(delays)
     }
 
+    /// Schedules every undelivered record of `%DELAY%`; answers how many. Their commit-log
+    /// offsets go into `seen`.
+    fn restore(&self, seen: &mut HashSet<u64>) -> Result<u64, RestoreError> {
+        let bounds = self.log.queue_offsets(DELAY_TOPIC, 0);
+        let mut offset = self.progress.lock().low().max(bounds.min);
+        let mut pending = 0u64;
+        while offset < bounds.max {
+            let read = self
+                .log
+                .read(DELAY_TOPIC, 0, offset, 4096, 4 << 20, &TagFilter::All)
+                .map_err(RestoreError::Store)?;
+            for entry in Entries::new(&read.records) {
+                let entry = entry.map_err(RestoreError::Batch)?;
+                let stamp = entry.stamp();
+                if stamp.base_offset < offset || self.progress.lock().is_done(stamp.base_offset) {
+                    continue;
+                }
+                let records = entry
+                    .records(MAX_UNCOMPRESSED_LEN)
+                    .map_err(RestoreError::Batch)?;
+                let Some(record) = records
+                    .iter()
+                    .next()
+                    .transpose()
+                    .map_err(RestoreError::Batch)?
+                else {
+                    continue;
+                };
+                self.insert(
+                    record.deliver_at(),
+                    stamp.store_timestamp,
+                    stamp.commit_log_offset,
+                );
+                seen.insert(stamp.commit_log_offset);
+                pending += 1;
+            }
+            if read.next_offset <= offset {
+                break;
+            }
+            offset = read.next_offset;
+        }
+        Ok(pending)
+    }
+
+    /// A new leader of a broker group starts from the log: what the replicas applied says
+    /// which `%DELAY%` records are delivered, and the rest is scheduled again (the wheel it
+    /// had is stale: records written while it followed were never scheduled here). A record
+    /// produced during the scan is scheduled once.
+    pub(crate) fn rebuild(&self) {
+        *self.rebuilding.lock() = Some(Vec::new());
+        *self.wheel.lock() = TimingWheel::new_at(self.tick_now());
+        self.ready.lock().clear();
+        self.stage.clear();
+        let mut seen = HashSet::new();
+        let restored = self.restore(&mut seen);
+        let deferred = self.rebuilding.lock().take().unwrap_or_default();
+        for (deliver_at, stored_at, offset) in deferred {
+            if !seen.contains(&offset) {
+                self.insert(deliver_at, stored_at, offset);
+            }
+        }
+        match restored {
+            Ok(pending) => {
+                tracing::info!(pending, "delayed messages rescheduled by the new leader");
+                metrics::gauge!(DELAYED_MESSAGES).set(self.pending() as f64);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "rescheduling delayed messages failed; they wait for a restart");
+            }
+        }
+    }
+
+    /// The wheel's tick for now.
+    fn tick_now(&self) -> u64 {
+        u64::try_from(now_ms().saturating_sub(self.origin_ms)).unwrap_or(0)
+    }
+
+    /// Delivered offsets not yet sent through the group's log, taken.
+    pub(crate) fn take_unreplicated(&self) -> Vec<u64> {
+        std::mem::take(&mut *self.unreplicated.lock())
+    }
+
     /// Puts a stored `%DELAY%` record into the wheel (or, when the wheel has passed its time,
-    /// hands it to the preparer at once).
+    /// hands it to the preparer at once); while the wheel is rebuilt, after the rebuild.
     fn schedule(&self, deliver_at: i64, stored_at: i64, commit_log_offset: u64) {
+        if let Some(deferred) = &mut *self.rebuilding.lock() {
+            deferred.push((deliver_at, stored_at, commit_log_offset));
+            return;
+        }
+        self.insert(deliver_at, stored_at, commit_log_offset);
+    }
+
+    fn insert(&self, deliver_at: i64, stored_at: i64, commit_log_offset: u64) {
         let fire_at = deliver_at.min(stored_at.saturating_add(self.max_park_ms));
         let deadline = u64::try_from(fire_at.saturating_sub(self.origin_ms)).unwrap_or(0);
         let timer = Timer {
@@ -188,25 +260,16 @@ impl Delays {
         self.wheel.lock().len() + self.ready.lock().len() + self.stage.len()
     }
 
-    fn mark_done(&self, queue_offsets: impl IntoIterator<Item = u64>) {
-        let mut progress = self.progress.lock();
-        for offset in queue_offsets {
-            progress.mark(offset);
+    fn mark_done(&self, queue_offsets: Vec<u64>) {
+        if self.log.is_replicated() {
+            self.unreplicated.lock().extend(&queue_offsets);
         }
-        self.dirty.store(true, Ordering::Release);
+        self.progress.mark_all(queue_offsets);
     }
 
     /// Writes the progress file if it changed.
     pub fn persist(&self) -> Result<(), BrokerError> {
-        if !self.dirty.swap(false, Ordering::AcqRel) {
-            return Ok(());
-        }
-        let json = self.progress.lock().to_json();
-        let json = json.map_err(|e| BrokerError::Config(format!("delay progress: {e}")))?;
-        atomic_file::write_atomic(&self.path, &json).map_err(|e| {
-            self.dirty.store(true, Ordering::Release);
-            BrokerError::io(format!("writing {}", self.path.display()), e)
-        })
+        self.progress.persist()
     }
 }
 

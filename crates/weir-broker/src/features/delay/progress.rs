@@ -6,8 +6,10 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use parking_lot::{Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
 use crate::atomic_file;
@@ -91,6 +93,54 @@ impl Progress {
     /// The lowest offset not known to be delivered.
     pub(super) fn low(&self) -> u64 {
         self.low
+    }
+}
+
+/// The delivery progress and its file, shared by the delayed-message service and (in a broker
+/// group) the state changes that carry the leader's deliveries to every replica.
+#[derive(Debug)]
+pub(crate) struct DelayProgress {
+    progress: Mutex<Progress>,
+    dirty: AtomicBool,
+    path: PathBuf,
+}
+
+impl DelayProgress {
+    /// Reads `config/delay_progress.json` under `data_dir` (nothing delivered when absent).
+    pub(crate) fn load(data_dir: &Path) -> Result<DelayProgress, BrokerError> {
+        let path = data_dir.join("config").join("delay_progress.json");
+        Ok(DelayProgress {
+            progress: Mutex::new(Progress::load(&path)?),
+            dirty: AtomicBool::new(false),
+            path,
+        })
+    }
+
+    /// The progress, locked.
+    pub(super) fn lock(&self) -> MutexGuard<'_, Progress> {
+        self.progress.lock()
+    }
+
+    /// Records the `%DELAY%` queue offsets as delivered.
+    pub(crate) fn mark_all(&self, offsets: impl IntoIterator<Item = u64>) {
+        let mut progress = self.progress.lock();
+        for offset in offsets {
+            progress.mark(offset);
+        }
+        self.dirty.store(true, Ordering::Release);
+    }
+
+    /// Writes the file if the progress changed.
+    pub(crate) fn persist(&self) -> Result<(), BrokerError> {
+        if !self.dirty.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let json = self.progress.lock().to_json();
+        let json = json.map_err(|e| BrokerError::Config(format!("delay progress: {e}")))?;
+        atomic_file::write_atomic(&self.path, &json).map_err(|e| {
+            self.dirty.store(true, Ordering::Release);
+            BrokerError::io(format!("writing {}", self.path.display()), e)
+        })
     }
 }
 

@@ -64,6 +64,14 @@ impl TimingWheel {
         }
     }
 
+    /// An empty wheel at tick `elapsed` (entries due by then come back from `insert`).
+    pub fn new_at(elapsed: u64) -> TimingWheel {
+        TimingWheel {
+            elapsed,
+            ..TimingWheel::new()
+        }
+    }
+
     /// Pending entries.
     pub fn len(&self) -> usize {
         self.len
