@@ -354,7 +354,10 @@ fn topic_bytes(http: &Http, topic: &str) -> u64 {
         .iter()
         .find(|t| t["name"] == topic)
         .unwrap_or_else(|| panic!("{topic} not listed: {list}"));
-    assert_eq!(listed["bytes"], one["bytes"], "the list and the topic agree");
+    assert_eq!(
+        listed["bytes"], one["bytes"],
+        "the list and the topic agree"
+    );
     one["bytes"].as_u64().expect("bytes")
 }
 
@@ -383,7 +386,11 @@ fn topic_sizes_count_stored_bytes_through_a_restart_and_a_deletion() {
     node.stop();
     node.restart();
     let http = Http::new(&node);
-    assert_eq!(topic_bytes(&http, "sized"), bytes, "the same after a restart");
+    assert_eq!(
+        topic_bytes(&http, "sized"),
+        bytes,
+        "the same after a restart"
+    );
     node.kill();
     node.restart();
     let http = Http::new(&node);
@@ -440,5 +447,8 @@ fn the_group_list_is_paged_with_summaries_and_fast_over_1000_groups() {
     assert_eq!(all["groups"].as_array().unwrap().len(), 1000);
     assert!(all.get("summaries").is_none());
     let (status, bad) = http.get("/api/v1/groups?limit=many");
-    assert_eq!((status, bad["error"].as_str()), (400, Some("invalid_argument")));
+    assert_eq!(
+        (status, bad["error"].as_str()),
+        (400, Some("invalid_argument"))
+    );
 }

@@ -225,7 +225,10 @@ fn dashboard_shows_kafka_group_members() {
     assert_eq!(member["protocol"], "kafka", "{group}");
     assert_eq!(member["client_id"], "billing-7");
     assert!(
-        member["client_addr"].as_str().unwrap().contains("127.0.0.1"),
+        member["client_addr"]
+            .as_str()
+            .unwrap()
+            .contains("127.0.0.1"),
         "{member}"
     );
     let queues: Vec<u64> = member["assigned"]
@@ -257,7 +260,10 @@ fn dashboard_shows_kafka_group_members() {
     );
     assert_eq!(status, 400, "{refused}");
     assert!(
-        refused["message"].as_str().unwrap().contains("live members"),
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("live members"),
         "{refused}"
     );
     let _ = holder.kill();

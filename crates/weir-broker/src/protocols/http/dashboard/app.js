@@ -202,6 +202,10 @@ function lineChart(title, series, format, id, spanMs) {
 
 const pages = {};
 
+// A replica not registered for this long (two default heartbeats and a little) is shown as
+// stale: the name servers drop it from routes once `broker_expiry_ms` passes.
+const STALE_MS = 65e3;
+
 // The cluster as the name servers see it: each broker group's replicas with role, term,
 // commit index and lag. `self` is this broker's (group name, node id).
 function clusterView(c, self) {
@@ -210,13 +214,14 @@ function clusterView(c, self) {
   const groups = c.groups.map((g) => {
     const rows = g.replicas.map((r) => {
       const mine = g.broker_name === self[0] && r.node_id === self[1];
-      return `<tr data-node="${r.node_id}" data-role="${esc(r.role)}" class="${mine ? "self" : ""}">
+      const stale = r.last_seen_ms > STALE_MS;
+      return `<tr data-node="${r.node_id}" data-role="${esc(r.role)}" class="${mine ? "self" : ""}${stale ? " stale" : ""}">
         <td class="num">${r.node_id}</td><td>${esc(r.addr)}${mine ? ` <span class="muted">(this broker)</span>` : ""}</td>
         <td><span class="badge role-${esc(r.role)}">${esc(r.role)}</span></td><td class="num">${fmtNum(r.term)}</td>
         <td class="num">${fmtNum(r.commit_index)}</td><td class="num hide-narrow">${fmtNum(r.applied_index)}</td>
         <td class="num lag">${r.lag === null ? "–" : fmtNum(r.lag)}</td>
         <td class="hide-narrow">${r.http_addr ? `<a href="http://${esc(r.http_addr)}/">dashboard</a>` : ""}</td>
-        <td class="num hide-narrow">${fmtDuration(r.last_seen_ms / 1000)} ago</td></tr>`;
+        <td class="num hide-narrow">${stale ? `<span class="badge warn">stale</span> ` : ""}${fmtDuration(r.last_seen_ms / 1000)} ago</td></tr>`;
     }).join("");
     const topics = Object.keys(g.topics).length;
     return `<div class="broker-group" data-group="${esc(g.broker_name)}">
