@@ -317,13 +317,13 @@ def check_group_pages():
     assert len(rows) == 50, len(rows)
     el("#groups-next").click()
     wait(lambda d: f"51–{total} of {total}" in d.find_element(By.ID, "groups-range").text, "the second page")
+    shot("groups")
     fill("#group-filter input[name=q]", "ui-")
     el("#group-filter button").click()
     wait(lambda d: "1–1 of 1" in d.find_element(By.ID, "groups-range").text, "the filtered groups")
     row = el("tr[data-group='ui-readers']")
     assert number(row.find_elements(By.CSS_SELECTOR, "td")[-1].text) > 9000, row.text  # its lag
     log(f"{total} groups paged 50 at a time")
-    shot("groups")
 
 
 def check_cluster(replicas):
