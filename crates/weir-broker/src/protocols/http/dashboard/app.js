@@ -239,9 +239,11 @@ function clusterView(c, self) {
 
 pages.overview = async (token) => {
   const windowSec = Number(params().get("window") || 300);
-  const [o, h] = await Promise.all([api("/overview"), api("/history?seconds=" + windowSec)]);
-  // A broker registered with name servers shows the cluster they see; a standalone one, itself.
-  const c = o.role === "broker" || o.node_id ? await api("/api/cluster") : null;
+  // Asked together (a standalone broker answers the cluster from its own name-server role).
+  const [o, h, cluster] = await Promise.all([api("/overview"), api("/history?seconds=" + windowSec), api("/api/cluster")]);
+  // A broker registered with name servers (or a replica) shows the cluster they see; a
+  // standalone one, itself.
+  const c = o.role === "broker" || o.node_id ? cluster : null;
   if (token !== renderToken) return;
   $("#broker-name").textContent = o.broker + " · " + o.cluster;
   const pts = (key) => h.samples.map((s) => [s.at_ms, s[key]]);
