@@ -2,9 +2,11 @@
 //! Selenium against a real node — creates a topic in the UI and sees it with the CLI, watches
 //! counts and the rate chart move while the CLI produces, finds messages by key, id and
 //! position, resets a group (refused while it has live members), resends a dead letter, lists
-//! delayed messages, and navigates at phone width — saving a screenshot of each page under
-//! `target/dashboard-screenshots/`. This test makes the dead letter first (a consumer that
-//! always fails) and afterwards consumes the resent copy.
+//! delayed messages, pages 1,000 topics and 60 groups, shows topic sizes, and navigates at
+//! phone width — saving a screenshot of each page under `target/dashboard-screenshots/`. This
+//! test makes the dead letter first (a consumer that always fails) and afterwards consumes the
+//! resent copy. A second test opens the overview of a replica of a 3-replica broker group and
+//! checks its cluster view.
 //!
 //! Needs `chromium`, `chromium-driver` (Debian) and Python's `selenium` (`.ci/run` installs
 //! them). Without them the test fails under `CI=true` and says it did not run otherwise.
@@ -18,11 +20,54 @@ use serde_json::Value;
 use weir_client::consumer::ConsumerConfig;
 use weir_client::{ConsumeResult, Message, Producer, ProducerConfig, PushConsumer, StartFrom};
 
+use crate::cluster::nodes::Cluster;
 use crate::harness::{Node, WEIR};
 use crate::http_api::Http;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// Whether the browser test `test` can run: without a browser it fails under `CI=true` and
+/// says it did not run otherwise.
+fn browser_present(test: &str) -> bool {
+    let Some(missing) = missing_browser() else {
+        return true;
+    };
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    assert!(!ci, "{test} needs {missing}; .ci/run installs them");
+    eprintln!("NOT RUN: {test} needs {missing} (required under CI=true)");
+    false
+}
+
+/// Runs `dashboard_browser.py` against the HTTP listener at `url` (native address `server`)
+/// with `extra` arguments; returns its output once every check passed.
+fn run_browser(url: &str, server: &str, extra: &[&str], logs: impl Fn() -> String) -> String {
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/e2e/dashboard_browser.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .args(["--url", url, "--weir", WEIR, "--server", server])
+        .arg("--screenshots")
+        .arg(screenshots())
+        .args(extra)
+        .output()
+        .expect("run python3");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the browser test failed:\n{stdout}\n{stderr}\nlogs:\n{}",
+        logs()
+    );
+    assert!(stdout.contains("all checks passed"), "{stdout}");
+    eprintln!("{stdout}");
+    stdout
+}
+
+/// Where the screenshots go.
+fn screenshots() -> PathBuf {
+    target_dir().join("dashboard-screenshots")
+}
 
 /// What is missing to run a browser test, if anything.
 fn missing_browser() -> Option<String> {
@@ -70,13 +115,7 @@ fn http_get(node: &Node, path: &str) -> Value {
 
 #[test]
 fn dashboard_in_a_real_browser() {
-    if let Some(missing) = missing_browser() {
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-        assert!(
-            !ci,
-            "the dashboard browser test needs {missing}; .ci/run installs them"
-        );
-        eprintln!("NOT RUN: dashboard_in_a_real_browser needs {missing} (required under CI=true)");
+    if !browser_present("dashboard_in_a_real_browser") {
         return;
     }
     let node = Node::start_with_env(
@@ -116,37 +155,14 @@ fn dashboard_in_a_real_browser() {
         assert_eq!(*attempts.lock().unwrap(), 2, "one delivery and one retry");
     });
 
-    let screenshots = target_dir().join("dashboard-screenshots");
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/e2e/dashboard_browser.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .args([
-            "--url",
-            &node.http_url(),
-            "--weir",
-            WEIR,
-            "--server",
-            &node.addr,
-        ])
-        .arg("--screenshots")
-        .arg(&screenshots)
-        .output()
-        .expect("run python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "the browser test failed:\n{stdout}\n{stderr}\nnode log:\n{}",
-        node.log()
-    );
-    assert!(stdout.contains("all checks passed"), "{stdout}");
-    eprintln!("{stdout}");
+    run_browser(&node.http_url(), &node.addr, &[], || node.log());
+    let screenshots = screenshots();
     for page in [
         "overview",
         "topics",
         "topic",
         "messages",
+        "groups",
         "group",
         "dead-letters",
         "pending",
@@ -180,6 +196,37 @@ fn dashboard_in_a_real_browser() {
             "the resent dead letter, as a message of its origin topic"
         );
     });
+}
+
+#[test]
+fn dashboard_cluster_view_in_a_real_browser() {
+    if !browser_present("dashboard_cluster_view_in_a_real_browser") {
+        return;
+    }
+    let _heavy = crate::harness::heavy();
+    let cluster = Cluster::start(1, 3);
+    // A follower's dashboard: it shows the whole group, itself marked.
+    let leader = cluster.wait_leader(Duration::from_secs(30));
+    let follower = cluster
+        .replicas
+        .iter()
+        .find(|r| r.node_id != leader)
+        .expect("a follower");
+    let http = follower
+        .http_addr
+        .clone()
+        .expect("the follower's HTTP address");
+    let native = follower
+        .addr
+        .clone()
+        .expect("the follower's native address");
+    run_browser(
+        &format!("http://{http}"),
+        &native,
+        &["--scenario", "cluster", "--replicas", "3"],
+        || cluster.logs_tail(),
+    );
+    assert!(screenshots().join("cluster.png").exists(), "no screenshot");
 }
 
 #[test]

@@ -342,3 +342,113 @@ fn cross_site_writes_are_refused() {
     let (status, body) = post(&node.http_url());
     assert_eq!(status, 201, "{body}");
 }
+
+/// A topic's `bytes` in the topic list and on its own, as lines of the CLI's producer.
+fn topic_bytes(http: &Http, topic: &str) -> u64 {
+    let (status, one) = http.get(&format!("/api/v1/topics/{topic}"));
+    assert_eq!(status, 200, "{one}");
+    let (_, list) = http.get(&format!("/api/v1/topics?q={topic}&limit=50"));
+    let listed = list["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == topic)
+        .unwrap_or_else(|| panic!("{topic} not listed: {list}"));
+    assert_eq!(
+        listed["bytes"], one["bytes"],
+        "the list and the topic agree"
+    );
+    one["bytes"].as_u64().expect("bytes")
+}
+
+#[test]
+fn topic_sizes_count_stored_bytes_through_a_restart_and_a_deletion() {
+    let mut node = Node::start(&[]);
+    node.ok(&["topic", "create", "sized", "--queues", "2"]);
+    node.ok(&["topic", "create", "other", "--queues", "1"]);
+    assert_eq!(topic_bytes(&Http::new(&node), "sized"), 0);
+    let body = "x".repeat(1000);
+    let lines: String = (0..200).map(|_| format!("{body}\n")).collect();
+    let out = node.cli_with_stdin(&["produce", "sized"], Some(lines.as_bytes()));
+    assert!(out.status.success(), "{out:?}");
+    let http = Http::new(&node);
+    wait_until("200 messages stored", || {
+        http.get("/api/v1/topics/sized").1["messages"] == 200
+    });
+    let bytes = topic_bytes(&http, "sized");
+    // The bodies, plus a little per message and per batch; nothing of the other topic.
+    assert!(
+        (200 * 1000..200 * 1100).contains(&bytes),
+        "200 bodies of 1000 bytes take {bytes} bytes"
+    );
+    assert_eq!(topic_bytes(&http, "other"), 0);
+
+    node.stop();
+    node.restart();
+    let http = Http::new(&node);
+    assert_eq!(
+        topic_bytes(&http, "sized"),
+        bytes,
+        "the same after a restart"
+    );
+    node.kill();
+    node.restart();
+    let http = Http::new(&node);
+    assert_eq!(topic_bytes(&http, "sized"), bytes, "the same after a crash");
+
+    assert_eq!(http.delete("/api/v1/topics/sized").0, 204);
+    node.ok(&["topic", "create", "sized", "--queues", "2"]);
+    assert_eq!(topic_bytes(&http, "sized"), 0, "a topic made anew is empty");
+}
+
+#[test]
+fn the_group_list_is_paged_with_summaries_and_fast_over_1000_groups() {
+    let node = Node::start(&[]);
+    let http = Http::new(&node);
+    node.ok(&["topic", "create", "paged", "--queues", "2"]);
+    node.cli_with_stdin(&["produce", "paged"], Some(b"a\nb\nc\n"));
+    // A reset gives a group offsets: 1,000 groups, each at the start of `paged`.
+    for i in 0..1000 {
+        let (status, body) = http.post(
+            &format!("/api/v1/groups/g-{i:04}/reset"),
+            r#"{"topic":"paged","to":"earliest"}"#,
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    let started = Instant::now();
+    let (status, page) = http.get("/api/v1/groups?offset=50&limit=50");
+    let took = started.elapsed();
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["total"], 1000);
+    let names: Vec<&str> = page["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g.as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 50);
+    assert_eq!((names[0], names[49]), ("g-0050", "g-0099"));
+    let summary = &page["summaries"][0];
+    assert_eq!(summary["group"], "g-0050");
+    assert_eq!(summary["modes"], json!(["clustering"]));
+    assert_eq!(summary["members"], 0);
+    assert_eq!(summary["topics"], 1);
+    assert_eq!(summary["total_lag"], 3);
+    assert!(
+        took < Duration::from_millis(500),
+        "a page of 50 of 1,000 groups took {took:?}"
+    );
+    // Filtered, and the last partial page.
+    let (_, filtered) = http.get("/api/v1/groups?q=g-09&offset=90&limit=50");
+    assert_eq!(filtered["total"], 100);
+    assert_eq!(filtered["groups"].as_array().unwrap().len(), 10);
+    // Without a limit: every name, no summaries (as before).
+    let (_, all) = http.get("/api/v1/groups");
+    assert_eq!(all["groups"].as_array().unwrap().len(), 1000);
+    assert!(all.get("summaries").is_none());
+    let (status, bad) = http.get("/api/v1/groups?limit=many");
+    assert_eq!(
+        (status, bad["error"].as_str()),
+        (400, Some("invalid_argument"))
+    );
+}

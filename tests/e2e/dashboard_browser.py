@@ -2,9 +2,12 @@
 """Drives the Weir dashboard in a real (headless) Chromium with Selenium, against a running
 `weir serve`, and checks what a user sees; the `weir` CLI checks the other side. Run by the
 e2e test `dashboard::dashboard_in_a_real_browser` (tests/e2e/dashboard.rs), which starts the
-node and prepares a dead letter of group `billing` first.
+node and prepares a dead letter of group `billing` first; and with `--scenario cluster` by
+`dashboard::dashboard_cluster_view_in_a_real_browser`, against a replica of a 3-replica
+broker group, for the overview's cluster view.
 
 Arguments: --url http://HTTP_ADDR --weir PATH --server NATIVE_ADDR --screenshots DIR
+           [--scenario all|cluster] [--replicas N]
 Exits non-zero with a message on the first failed check.
 """
 
@@ -125,6 +128,8 @@ def number(text):
 def check_overview_and_topics():
     go("#/")
     visible("#card-topics")
+    assert "standalone" in el("#card-broker").text, el("#card-broker").text
+    assert not driver.find_elements(By.ID, "cluster"), "a standalone broker shows no cluster view"
     shot("overview-empty")
 
     # Create a topic in the UI, see it with the CLI.
@@ -189,6 +194,13 @@ def check_many_topics():
     fill("#topic-filter input[name=q]", "ui-")
     el("#topic-filter button").click()
     wait(lambda d: "of 1" in d.find_element(By.ID, "topics-range").text, "the filtered list")
+    # The topic's size, in human units, as the API counts it.
+    size = el("tr[data-topic='ui-orders'] .topic-size")
+    exact = api("/topics/ui-orders")["bytes"]
+    assert exact > 9000 * len("order 1234"), exact
+    assert size.get_attribute("title") == f"{exact:,} bytes", (size.get_attribute("title"), exact)
+    assert size.text.endswith(" KiB") or size.text.endswith(" MiB"), size.text
+    log(f"ui-orders holds {size.text} ({exact} bytes)")
     shot("topics")
 
     go("#/topics/ui-orders")
@@ -290,8 +302,63 @@ def check_groups():
     assert group["total_lag"] > 9000, group
     wait(lambda d: number(d.find_element(By.ID, "group-lag").text) > 9000, "the lag shown after the reset")
     log("group reset to earliest from the UI")
+    check_group_pages()
+
+
+def check_group_pages():
+    # 60 more groups (a reset gives a group offsets): the list pages them 50 at a time.
+    for i in range(60):
+        api(f"/groups/many-{i:02d}/reset", "POST", {"topic": "ui-orders", "to": "latest"})
+    total = api("/groups")["total"]
+    assert total >= 62, total
     go("#/groups")
-    visible("#groups-table")
+    wait(lambda d: f"1–50 of {total}" in d.find_element(By.ID, "groups-range").text, "the first page of groups")
+    rows = driver.find_elements(By.CSS_SELECTOR, "#groups-table tbody tr")
+    assert len(rows) == 50, len(rows)
+    el("#groups-next").click()
+    wait(lambda d: f"51–{total} of {total}" in d.find_element(By.ID, "groups-range").text, "the second page")
+    shot("groups")
+    fill("#group-filter input[name=q]", "ui-")
+    el("#group-filter button").click()
+    wait(lambda d: "1–1 of 1" in d.find_element(By.ID, "groups-range").text, "the filtered groups")
+    row = el("tr[data-group='ui-readers']")
+    assert number(row.find_elements(By.CSS_SELECTOR, "td")[-1].text) > 9000, row.text  # its lag
+    log(f"{total} groups paged 50 at a time")
+
+
+def check_cluster(replicas):
+    """The overview of a replica of a broker group shows the name servers and every replica
+    with its role, term, commit index and lag."""
+    go("#/")
+
+    def roles():
+        rows = driver.find_elements(By.CSS_SELECTOR, "#cluster tr[data-node]")
+        found = {int(r.get_attribute("data-node")): r.get_attribute("data-role") for r in rows}
+        return [found.get(n) for n in range(1, replicas + 1)]
+
+    until(lambda: None not in roles(), f"replicas 1 to {replicas} in the cluster view", 60)
+    until(lambda: sorted(roles()) == ["follower"] * (replicas - 1) + ["leader"],
+          "one leader and the others followers", 60)
+    # No other row: a replica never registers as a standalone node 0 while its Raft starts.
+    nodes = [r.get_attribute("data-node") for r in driver.find_elements(By.CSS_SELECTOR, "#cluster tr[data-node]")]
+    assert nodes == [str(n) for n in range(1, replicas + 1)], nodes
+    assert driver.find_elements(By.CSS_SELECTOR, "#cluster [data-name-server]"), "the name servers"
+    assert "✓" in el("#cluster [data-name-server]").text, el("#cluster [data-name-server]").text
+    assert el("#cluster tr.self"), "this broker is marked"
+    leader = el(f"#cluster tr[data-node='{roles().index('leader') + 1}']")
+    cells = leader.find_elements(By.CSS_SELECTOR, "td")
+    assert number(cells[3].text) >= 1, "a term"
+    assert cells[4].text.replace(",", "").isdigit(), "a commit index"  # as last registered
+    assert cells[6].text == "0", "the leader does not lag"
+    assert "node" in el("#card-broker").text, el("#card-broker").text
+    log("cluster view: " + ", ".join(f"{n}={r}" for n, r in enumerate(roles(), 1)))
+    shot("cluster")
+    driver.set_window_size(390, 844)
+    go("#/")
+    visible("#cluster")
+    width = driver.execute_script("return document.documentElement.scrollWidth")
+    assert width <= 400, f"the page is {width}px wide on a 390px phone"
+    shot("phone-cluster")
 
 
 def check_lag_chart():
@@ -357,27 +424,34 @@ def main():
     parser.add_argument("--screenshots", required=True)
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     parser.add_argument("--chromedriver", default="/usr/bin/chromedriver")
+    parser.add_argument("--scenario", default="all", choices=["all", "cluster"])
+    parser.add_argument("--replicas", type=int, default=3)
     args = parser.parse_args()
     options = webdriver.ChromeOptions()
     options.binary_location = args.chromium
     for a in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
               "--window-size=1280,900", "--hide-scrollbars", "--force-device-scale-factor=1"]:
         options.add_argument(a)
+    # Each scenario replaces its own screenshots only.
+    cluster_shots = ("cluster.png", "phone-cluster.png")
     if os.path.isdir(args.screenshots):
         for old in os.listdir(args.screenshots):
-            if old.endswith(".png"):
+            if old.endswith(".png") and (old in cluster_shots) == (args.scenario == "cluster"):
                 os.remove(os.path.join(args.screenshots, old))
     driver = webdriver.Chrome(service=Service(args.chromedriver), options=options)
     driver.set_page_load_timeout(30)
     try:
-        check_overview_and_topics()
-        check_many_topics()
-        check_messages()
-        check_groups()
-        check_dead_letters()
-        check_pending()
-        check_lag_chart()
-        check_phone()
+        if args.scenario == "cluster":
+            check_cluster(args.replicas)
+        else:
+            check_overview_and_topics()
+            check_many_topics()
+            check_messages()
+            check_groups()
+            check_dead_letters()
+            check_pending()
+            check_lag_chart()
+            check_phone()
     finally:
         driver.quit()
     log("all checks passed")

@@ -221,7 +221,7 @@ fn groups_describe_and_reset_and_messages_by_id_and_key() {
     assert_eq!(status, 200);
     assert_eq!(
         groups,
-        json!({"groups": ["billing"], "modes": {"billing": ["clustering"]}})
+        json!({"total": 1, "groups": ["billing"], "modes": {"billing": ["clustering"]}})
     );
     let (status, group) = http.get("/api/v1/groups/billing");
     assert_eq!(status, 200, "{group}");

@@ -195,7 +195,8 @@ def refused(args):
 def hold(args):
     from confluent_kafka import Consumer
 
-    consumer = Consumer({"bootstrap.servers": args.bootstrap, "group.id": args.group, "session.timeout.ms": 6000})
+    consumer = Consumer({"bootstrap.servers": args.bootstrap, "group.id": args.group, "session.timeout.ms": 6000,
+                         "client.id": args.client_id})
     consumer.subscribe([args.topic], on_assign=lambda c, p: print("assigned", len(p), flush=True))
     deadline = time.time() + args.seconds
     while time.time() < deadline:
@@ -239,6 +240,7 @@ def main():
     parser.add_argument("--group", default="g")
     parser.add_argument("--topic", default="t")
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--client-id", default="rdkafka")
     args = parser.parse_args()
     {"grow": grow, "commit": commit, "check": check, "refused": refused, "hold": hold, "python": python}[
         args.scenario

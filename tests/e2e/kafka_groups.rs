@@ -171,3 +171,101 @@ fn a_group_name_is_used_by_one_protocol_at_a_time() {
     let _ = holder.kill();
     let _ = holder.wait();
 }
+
+/// The admin API (and so the dashboard's group page) shows a group's Kafka members like its
+/// native ones: client id, host and the partitions each was assigned; a reset is refused
+/// while they are live.
+#[test]
+fn dashboard_shows_kafka_group_members() {
+    if !clients_present("dashboard_shows_kafka_group_members") {
+        return;
+    }
+    let node = Node::start(&[]);
+    node.ok(&["topic", "create", "t", "--queues", "3"]);
+    let mut holder = scenario_command(
+        &node,
+        &[
+            "hold",
+            "--group",
+            "kafka-dash",
+            "--topic",
+            "t",
+            "--client-id",
+            "billing-7",
+            "--seconds",
+            "30",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("run python3");
+    let mut stdout = holder.stdout.take().expect("stdout");
+    let mut first = [0u8; 8];
+    stdout
+        .read_exact(&mut first)
+        .expect("the Kafka member is assigned");
+    let http = crate::http_api::Http::new(&node);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let group = loop {
+        let (status, group) = http.get("/api/v1/groups/kafka-dash");
+        let assigned = group["members"][0]["assigned"]
+            .as_array()
+            .map_or(0, Vec::len);
+        if status == 200 && assigned == 3 {
+            break group;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Kafka member and its partitions: {status} {group}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let member = &group["members"][0];
+    assert_eq!(member["protocol"], "kafka", "{group}");
+    assert_eq!(member["client_id"], "billing-7");
+    assert!(
+        member["client_addr"]
+            .as_str()
+            .unwrap()
+            .contains("127.0.0.1"),
+        "{member}"
+    );
+    let queues: Vec<u64> = member["assigned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| {
+            assert_eq!(q["topic"], "t");
+            q["queue_id"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(queues, [0, 1, 2]);
+    // Each queue names its owner.
+    let member_id = member["member_id"].as_str().unwrap();
+    assert!(
+        group["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|q| q["owner"] == member_id),
+        "{group}"
+    );
+    let (_, list) = http.get("/api/v1/groups?limit=10");
+    assert_eq!(list["summaries"][0]["group"], "kafka-dash");
+    assert_eq!(list["summaries"][0]["members"], 1);
+    let (status, refused) = http.post(
+        "/api/v1/groups/kafka-dash/reset",
+        r#"{"topic":"t","to":"earliest"}"#,
+    );
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("live members"),
+        "{refused}"
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+}

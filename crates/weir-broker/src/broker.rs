@@ -185,6 +185,12 @@ impl Broker {
         let mut replication = None;
         let mut raft_tasks = Vec::new();
         if config.node_id != 0 {
+            // Until Raft reports, a replica registers as a follower with its own node id, never
+            // as a standalone node 0 that leads.
+            replica_status.send_modify(|s| {
+                s.node_id = config.node_id;
+                s.role = replica::ReplicaRole::Follower;
+            });
             let addr = config.raft_listen.clone().unwrap_or_default();
             let raft_listener = TcpListener::bind(&addr)
                 .await

@@ -42,6 +42,10 @@ struct QueueBuf {
     in_round: bool,
     /// Whether `next` is known (from the queue's entries or a dispatched record).
     known: bool,
+    /// Bytes of this round's batches of the queue, all in segment `sized_segment` (see
+    /// `topic_bytes.rs`).
+    sized: u64,
+    sized_segment: u64,
 }
 
 /// The dispatcher's position and reusable buffers, held under the dispatch lock.
@@ -91,12 +95,19 @@ impl DispatchState {
                 bytes: Vec::new(),
                 in_round: false,
                 known: false,
+                sized: 0,
+                sized_segment: 0,
             })
     }
 
     /// Forgets a topic's buffers (its queues were deleted).
     pub fn forget_topic(&mut self, topic: &str) {
         self.queues.remove(topic);
+    }
+
+    /// The damaged stretches of the log stepped over, `from → to`.
+    pub fn holes(&self) -> &BTreeMap<u64, u64> {
+        &self.holes
     }
 }
 
@@ -118,6 +129,7 @@ pub(crate) fn dispatch_round(
         for buf in state.queues.values_mut().flat_map(|qs| qs.values_mut()) {
             buf.bytes.clear();
             buf.in_round = false;
+            buf.sized = 0;
         }
     }
     result
@@ -132,6 +144,8 @@ fn round(
     let start = state.dispatched;
     let limit = target.min(start.saturating_add(budget));
     let mut pos = start;
+    // Batch bytes of queues whose round crossed into a new segment: (segment, topic, bytes).
+    let mut sized_before: Vec<(u64, Arc<str>, u64)> = Vec::new();
     while pos < target {
         if pos >= limit {
             break;
@@ -231,6 +245,12 @@ fn round(
             }
         }
         buf.next = stamp.base_offset + u64::from(entry.record_count());
+        if buf.sized > 0 && buf.sized_segment != seg.base {
+            sized_before.push((buf.sized_segment, Arc::clone(&buf.topic), buf.sized));
+            buf.sized = 0;
+        }
+        buf.sized_segment = seg.base;
+        buf.sized += len;
         if !buf.in_round {
             buf.in_round = true;
             let name = Arc::clone(&buf.topic);
@@ -246,9 +266,17 @@ fn round(
             write_buf(inner, buf)?;
         }
     }
+    let mut topic_bytes = inner.topic_bytes.lock();
+    for (segment, topic, bytes) in &sized_before {
+        topic_bytes.add(*segment, topic, *bytes);
+    }
     for (topic, queue_id) in names {
         let buf = state.buf(&topic, queue_id);
         buf.in_round = false;
+        if buf.sized > 0 {
+            topic_bytes.add(buf.sized_segment, &buf.topic, buf.sized);
+            buf.sized = 0;
+        }
         if let Some(cq) = &buf.cq
             && buf.next > cq.max()
         {
@@ -256,6 +284,7 @@ fn round(
         }
         touched.push((topic, queue_id, buf.next));
     }
+    drop(topic_bytes);
     state.dispatched = pos;
     inner.dispatched.store(pos, Ordering::Release);
     Ok(touched)

@@ -27,6 +27,7 @@ mod retention;
 mod segment;
 mod store;
 mod tombstones;
+mod topic_bytes;
 mod verify;
 
 pub use config::{FlushMode, StoreConfig};

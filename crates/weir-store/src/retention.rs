@@ -6,7 +6,8 @@
 //! has not finished. Afterwards each consume queue's minimum moves up to its first entry whose
 //! record still exists, consume-queue files wholly below it are deleted, and so are key-index
 //! files whose entries all point before the new start of the log. A read below a queue's
-//! minimum gets [`crate::StoreError::OffsetOutOfRange`] carrying the new minimum.
+//! minimum gets [`crate::StoreError::OffsetOutOfRange`] carrying the new minimum. The deleted
+//! segments' bytes leave their topics' sizes (see `topic_bytes.rs`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -58,6 +59,7 @@ pub(crate) fn run_once(inner: &Inner) -> Result<usize, StoreError> {
             break;
         };
         std::fs::remove_file(seg.path())?;
+        inner.topic_bytes.lock().remove_segment(seg.base);
         tracing::info!(
             segment = seg.base,
             expired,

@@ -19,6 +19,7 @@ use crate::damage::{DamageLocation, DamageLog, DamageReason, DamagedRange, Skipp
 use crate::dispatch::{self, DispatchState, Touched};
 use crate::key_index::{IndexMark, KeyIndex};
 use crate::tombstones::Tombstones;
+use crate::topic_bytes::{self, TopicBytes};
 use crate::verify::{self, Expected};
 use crate::{FlushMode, StoreConfig, StoreError, TagFilter, flush, recovery, retention, segment};
 
@@ -189,6 +190,8 @@ pub(crate) struct Inner {
     pub stats: Counters,
     /// Damaged ranges found so far (see `damage.rs`).
     pub damage: DamageLog,
+    /// The bytes each topic's readable batches take (see `topic_bytes.rs`).
+    pub topic_bytes: Mutex<TopicBytes>,
 }
 
 impl Inner {
@@ -257,10 +260,19 @@ impl Inner {
     /// Writes a checkpoint: everything dispatched so far is made durable first.
     fn checkpoint(&self) -> Result<(), StoreError> {
         let mut last = self.checkpoint_lock.lock();
-        let (dispatched, mark, totals) = {
+        let (dispatched, mark, totals, sizes) = {
             let state = self.dispatch.lock();
-            (state.dispatched, self.index.mark(), self.queues.totals())
+            let mut topic_bytes = self.topic_bytes.lock();
+            let sizes = (topic_bytes.dir(), topic_bytes.take_dirty());
+            (
+                state.dispatched,
+                self.index.mark(),
+                self.queues.totals(),
+                sizes,
+            )
         };
+        // Before the checkpoint: an open uses a size file only if it matches the checkpoint.
+        topic_bytes::store(&sizes.0, &sizes.1, dispatched);
         if last.is_some_and(|cp| {
             cp.dispatched == dispatched && cp.index == mark && cp.queues == Some(totals)
         }) {
@@ -461,6 +473,20 @@ impl Store {
             rec.segments,
             rec.end,
         );
+        let holes: std::collections::BTreeMap<u64, u64> = damage
+            .list()
+            .into_iter()
+            .filter(|r| r.location == DamageLocation::Log)
+            .map(|r| (r.from, r.to))
+            .chain(rec.holes.iter().copied())
+            .collect();
+        let topic_bytes = TopicBytes::load(
+            &config.data_dir,
+            &log.segments(),
+            rec.start,
+            &tombstones,
+            &holes,
+        )?;
         let (flushed_tx, _) = watch::channel(rec.end);
         let (dispatched_tx, _) = watch::channel(rec.start);
         let inner = Arc::new(Inner {
@@ -492,6 +518,7 @@ impl Store {
             listener: RwLock::new(None),
             stats: Counters::default(),
             damage,
+            topic_bytes: Mutex::new(topic_bytes),
             config,
         });
         {
@@ -1075,6 +1102,13 @@ impl Store {
             })
     }
 
+    /// The commit-log bytes `topic`'s readable batches take (their whole stored entries,
+    /// envelope included); 0 for an unknown topic. Follows retention, cuts and deletions,
+    /// and survives a restart (see `topic_bytes.rs`).
+    pub fn topic_bytes(&self, topic: &str) -> u64 {
+        self.inner.topic_bytes.lock().topic(topic)
+    }
+
     /// The entry at commit-log offset `commit_log_offset`, checked (layout and both CRCs).
     pub fn read_at(&self, commit_log_offset: u64) -> Result<Bytes, StoreError> {
         if commit_log_offset >= self.inner.dispatched.load(Ordering::Acquire) {
@@ -1234,6 +1268,23 @@ impl Store {
             // Dispatched records are committed: a replicated log never takes them back.
             return Err(StoreError::InvalidPosition(offset));
         }
+        {
+            // The cut batches no longer count in their topics' sizes.
+            let mut sizes = inner.topic_bytes.lock();
+            let cut = topic_bytes::walk(
+                &seg,
+                offset,
+                seg.end().min(state.dispatched),
+                &state.tombstones,
+                state.holes(),
+            );
+            for (topic, bytes) in cut {
+                sizes.subtract(seg.base, &topic, bytes);
+            }
+            for later in inner.log.segments().iter().filter(|s| s.base > seg.base) {
+                sizes.remove_segment(later.base);
+            }
+        }
         inner.index.truncate(offset)?;
         for (_, _, cq) in inner.queues.all() {
             cq.truncate_log_offset(offset)?;
@@ -1288,6 +1339,7 @@ impl Store {
             // First the tombstone: from then on no recovery indexes these records again.
             state.tombstones.add(topic, written)?;
             state.forget_topic(topic);
+            inner.topic_bytes.lock().remove_topic(topic);
             inner.queues.remove_topic(topic)?;
             writer.queues_mut().remove(topic);
         }

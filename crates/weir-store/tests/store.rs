@@ -613,3 +613,74 @@ fn a_data_directory_in_the_old_format_is_refused() {
         old
     );
 }
+
+#[tokio::test]
+async fn topic_sizes_follow_appends_restarts_retention_cuts_and_deletions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(small_config(dir.path())).unwrap();
+    // (topic, commit-log offset, length) of each batch appended.
+    let mut batches = Vec::new();
+    for i in 0..40u64 {
+        let topic = if i % 4 == 0 { "b" } else { "a" };
+        let batch = batch(topic, i, 3, 200);
+        let len = batch.len() as u64;
+        let r = store.append(topic, 0, batch).await.unwrap();
+        batches.push((topic, r.commit_log_offset, len));
+    }
+    wait_dispatched(&store).await;
+    let size = |batches: &[(&str, u64, u64)], topic: &str, from: u64| -> u64 {
+        batches
+            .iter()
+            .filter(|(t, at, _)| *t == topic && *at >= from)
+            .map(|(_, _, len)| len)
+            .sum()
+    };
+    assert_eq!(store.topic_bytes("a"), size(&batches, "a", 0));
+    assert_eq!(store.topic_bytes("b"), size(&batches, "b", 0));
+    assert_eq!(store.topic_bytes("none"), 0);
+
+    // A cut takes the cut batches off (the last two, both of "a").
+    store.truncate_from(batches[38].1).unwrap();
+    batches.truncate(38);
+    assert_eq!(store.topic_bytes("a"), size(&batches, "a", 0));
+    drop(store);
+
+    // After a clean restart, from the size files; after losing them, from the log.
+    let store = Store::open(small_config(dir.path())).unwrap();
+    assert_eq!(store.topic_bytes("a"), size(&batches, "a", 0));
+    assert_eq!(store.topic_bytes("b"), size(&batches, "b", 0));
+    drop(store);
+    std::fs::remove_dir_all(dir.path().join("topicbytes")).unwrap();
+    let store = Store::open(small_config(dir.path())).unwrap();
+    assert_eq!(store.topic_bytes("a"), size(&batches, "a", 0));
+    assert_eq!(store.topic_bytes("b"), size(&batches, "b", 0));
+
+    // Deleting a topic empties its size, for good; a topic made anew counts from zero.
+    store.delete_queues("b").unwrap();
+    assert_eq!(store.topic_bytes("b"), 0);
+    let fresh = batch("b", 0, 1, 50);
+    let fresh_len = fresh.len() as u64;
+    store.append("b", 0, fresh).await.unwrap();
+    wait_dispatched(&store).await;
+    assert_eq!(store.topic_bytes("b"), fresh_len);
+    drop(store);
+    let store = Store::open(small_config(dir.path())).unwrap();
+    assert_eq!(store.topic_bytes("b"), fresh_len);
+    drop(store);
+
+    // Retention: what is left is what the remaining segments hold.
+    let config = StoreConfig {
+        retention_disk_ratio: 0.0,
+        ..small_config(dir.path())
+    };
+    let store = Store::open(config).unwrap();
+    assert!(store.run_retention().unwrap() > 0);
+    let log_min = store.stats().min_offset;
+    assert!(size(&batches, "a", log_min) < size(&batches, "a", 0));
+    assert_eq!(store.topic_bytes("a"), size(&batches, "a", log_min));
+    assert_eq!(store.topic_bytes("b"), fresh_len);
+    drop(store);
+    let store = Store::open(small_config(dir.path())).unwrap();
+    assert_eq!(store.topic_bytes("a"), size(&batches, "a", log_min));
+    assert_eq!(store.topic_bytes("b"), fresh_len);
+}

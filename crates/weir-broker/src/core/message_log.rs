@@ -241,6 +241,11 @@ impl MessageLog {
         self.store.queue_offsets(topic, queue_id)
     }
 
+    /// The commit-log bytes a topic's readable batches take.
+    pub fn topic_bytes(&self, topic: &str) -> u64 {
+        self.store.topic_bytes(topic)
+    }
+
     /// Up to `max` records of `topic` with key `key`, oldest first.
     pub fn find_by_key(
         &self,

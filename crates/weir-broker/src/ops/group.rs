@@ -7,6 +7,7 @@ use weir_proto::ErrorCode;
 use weir_store::QueueOffsets;
 
 use crate::error::RequestError;
+use crate::features::groups::classic::assignment::consumer_assignment;
 use crate::features::groups::coordinator::{MemberView, Mode, QueueKey};
 use crate::features::groups::shared::SharedQueueView;
 use crate::state::BrokerState;
@@ -93,8 +94,24 @@ pub(crate) struct GroupDescription {
     pub modes: Vec<GroupMode>,
     /// Live members, by id.
     pub members: Vec<MemberView>,
+    /// Live members joined over Kafka's group protocol, leader first.
+    pub kafka_members: Vec<KafkaMember>,
     /// Queues by mode, topic and id.
     pub queues: Vec<GroupQueue>,
+}
+
+/// A live member of a group joined over Kafka's classic group protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KafkaMember {
+    /// Its member id.
+    pub member_id: String,
+    /// The client id it gave.
+    pub client_id: String,
+    /// The host it connects from.
+    pub client_host: String,
+    /// The partitions (queues) its group's leader assigned it; empty while the group
+    /// rebalances.
+    pub assigned: Vec<QueueKey>,
 }
 
 /// Where to reset a group's offsets to.
@@ -132,6 +149,12 @@ pub(crate) fn list(state: &BrokerState) -> Vec<GroupListing> {
     for group in state.shared.groups() {
         groups.entry(group).or_default().insert(GroupMode::Shared);
     }
+    for listing in state.classic_groups.list() {
+        groups
+            .entry(listing.group)
+            .or_default()
+            .insert(GroupMode::Clustering);
+    }
     groups
         .into_iter()
         .map(|(group, modes)| GroupListing {
@@ -154,7 +177,8 @@ pub(crate) fn describe(state: &BrokerState, group: &str) -> Result<GroupDescript
         &|topic| state.queues_of(topic),
         &|topic, queue_id| state.log.queue_offsets(topic, queue_id),
     );
-    if view.is_none() && committed.is_empty() && shared.is_none() {
+    let kafka_members = kafka_members(state, group);
+    if view.is_none() && committed.is_empty() && shared.is_none() && kafka_members.is_empty() {
         return Err(RequestError::new(
             ErrorCode::GroupNotFound,
             format!("group {group:?} has no members, no offsets and no shared state"),
@@ -164,7 +188,7 @@ pub(crate) fn describe(state: &BrokerState, group: &str) -> Result<GroupDescript
     let member_mode = view
         .as_ref()
         .map_or(GroupMode::Clustering, |v| v.mode.into());
-    if view.is_some() || !committed.is_empty() {
+    if view.is_some() || !committed.is_empty() || !kafka_members.is_empty() {
         modes.insert(member_mode);
     }
     let mut queues: BTreeMap<QueueKey, Option<u64>> = BTreeMap::new();
@@ -173,6 +197,14 @@ pub(crate) fn describe(state: &BrokerState, group: &str) -> Result<GroupDescript
             for queue_id in 0..state.queues_of(topic) {
                 queues.insert((topic.clone(), queue_id), None);
             }
+        }
+    }
+    // A Kafka member's partitions, and who owns each.
+    let mut kafka_owners: BTreeMap<QueueKey, String> = BTreeMap::new();
+    for member in &kafka_members {
+        for key in &member.assigned {
+            queues.insert(key.clone(), None);
+            kafka_owners.insert(key.clone(), member.member_id.clone());
         }
     }
     for (topic, queue_id, offset) in committed {
@@ -187,6 +219,7 @@ pub(crate) fn describe(state: &BrokerState, group: &str) -> Result<GroupDescript
             let owner = view
                 .as_ref()
                 .and_then(|v| v.owners.get(&(topic.clone(), queue_id)).cloned())
+                .or_else(|| kafka_owners.get(&(topic.clone(), queue_id)).cloned())
                 .unwrap_or_default();
             GroupQueue {
                 lag: lag(offsets, committed),
@@ -207,8 +240,40 @@ pub(crate) fn describe(state: &BrokerState, group: &str) -> Result<GroupDescript
     Ok(GroupDescription {
         modes: modes.into_iter().collect(),
         members: view.map(|v| v.members).unwrap_or_default(),
+        kafka_members,
         queues,
     })
+}
+
+/// The live members of a group joined over Kafka, with the partitions of the topics Weir has
+/// that their leader assigned them.
+fn kafka_members(state: &BrokerState, group: &str) -> Vec<KafkaMember> {
+    let Some(description) = state.classic_groups.describe(group) else {
+        return Vec::new();
+    };
+    let consumer = description.protocol_type == "consumer";
+    description
+        .members
+        .into_iter()
+        .map(|m| KafkaMember {
+            assigned: consumer
+                .then(|| consumer_assignment(&m.assignment))
+                .flatten()
+                .unwrap_or_default()
+                .into_iter()
+                .flat_map(|(topic, partitions)| {
+                    let queues = state.queues_of(&topic);
+                    partitions
+                        .into_iter()
+                        .filter(move |p| *p < queues)
+                        .map(move |p| (topic.clone(), p))
+                })
+                .collect(),
+            member_id: m.member_id,
+            client_id: m.client_id,
+            client_host: m.client_host,
+        })
+        .collect()
 }
 
 fn shared_queue(q: SharedQueueView) -> GroupQueue {
@@ -245,7 +310,7 @@ pub(crate) fn reset(
         ));
     }
     let queues = state.topics.queues(topic)?;
-    if state.groups.has_members(group) {
+    if state.groups.has_members(group) || state.classic_groups.has_members(group) {
         return Err(RequestError::new(
             ErrorCode::InvalidArgument,
             format!("group {group:?} has live members; stop them before resetting its offsets"),

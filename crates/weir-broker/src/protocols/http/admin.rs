@@ -84,6 +84,8 @@ pub(crate) struct TopicJson {
     queue_count: u32,
     /// Messages readable in all its queues.
     messages: u64,
+    /// Commit-log bytes its readable batches take.
+    bytes: u64,
     /// Messages stored per second, over the last few seconds.
     rate: f64,
     queues: Vec<QueueJson>,
@@ -132,12 +134,42 @@ pub(crate) struct CreateTopic {
     queues: u32,
 }
 
+/// `GET /api/v1/groups[?q=TEXT&offset=N&limit=N]`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ListGroups {
+    /// Only groups whose name contains this.
+    #[serde(default)]
+    q: String,
+    /// Skip this many (after filtering).
+    #[serde(default)]
+    offset: usize,
+    /// At most this many, each with its summary; 0 or absent: all, without summaries.
+    #[serde(default)]
+    limit: usize,
+}
+
 /// `GET /api/v1/groups`.
 #[derive(Debug, Serialize)]
 pub(crate) struct GroupList {
+    /// Groups matching `q`, before paging.
+    total: usize,
     groups: Vec<String>,
     /// Each group's modes.
     modes: BTreeMap<String, Vec<&'static str>>,
+    /// With `limit`: each listed group's live members and total lag.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    summaries: Option<Vec<GroupSummary>>,
+}
+
+/// A group in a page of the list.
+#[derive(Debug, Serialize)]
+struct GroupSummary {
+    group: String,
+    modes: Vec<&'static str>,
+    /// Live members, native and Kafka.
+    members: usize,
+    topics: usize,
+    total_lag: u64,
 }
 
 /// `GET /api/v1/groups/{group}`.
@@ -156,6 +188,10 @@ struct MemberJson {
     member_id: String,
     client_addr: String,
     mode: &'static str,
+    /// `native`, or `kafka` for a member joined through the Kafka listener.
+    protocol: &'static str,
+    /// The client id a Kafka member gave; empty for a native member.
+    client_id: String,
     assigned: Vec<QueueRefJson>,
 }
 
@@ -284,6 +320,7 @@ fn topic_json(shared: &HttpShared, state: &BrokerState, name: &str, queues: u32)
         name: name.to_owned(),
         queue_count: queues.len() as u32,
         messages: queues.iter().map(|q| q.max_offset - q.min_offset).sum(),
+        bytes: state.log.topic_bytes(name),
         rate: queues.iter().map(|q| q.rate).sum(),
         queues,
     }
@@ -403,19 +440,68 @@ pub(crate) async fn delete_topic(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Groups with live members, committed offsets or shared-group state, with their modes.
+/// Groups with live members (native or Kafka), committed offsets or shared-group state, with
+/// their modes (or those whose name contains `q`, a page of them with their summaries).
 pub(crate) async fn list_groups(
     State(shared): State<Arc<HttpShared>>,
+    query: Result<Query<ListGroups>, QueryRejection>,
 ) -> ApiResult<Json<GroupList>> {
-    let state = shared.broker()?;
-    let listings = ops::group::list(state);
-    Ok(Json(GroupList {
-        groups: listings.iter().map(|l| l.group.clone()).collect(),
-        modes: listings
+    let state = shared.broker()?.clone();
+    let Query(query) =
+        query.map_err(|e| ApiError::new(ErrorCode::InvalidArgument, e.body_text()))?;
+    // Describing a page of groups reads their offsets: off the async workers.
+    let list = tokio::task::spawn_blocking(move || group_list(&state, &query))
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("group listing failed: {e}")))?;
+    Ok(Json(list))
+}
+
+fn group_list(state: &BrokerState, query: &ListGroups) -> GroupList {
+    let matching: Vec<_> = ops::group::list(state)
+        .into_iter()
+        .filter(|l| l.group.contains(&query.q))
+        .collect();
+    let total = matching.len();
+    let limit = match query.limit {
+        0 => usize::MAX,
+        n => n,
+    };
+    let page: Vec<_> = matching
+        .into_iter()
+        .skip(query.offset)
+        .take(limit)
+        .collect();
+    let summaries = (query.limit > 0).then(|| {
+        page.iter()
+            .map(|l| {
+                let d = ops::group::describe(state, &l.group).ok();
+                GroupSummary {
+                    group: l.group.clone(),
+                    modes: l.modes.iter().map(|m| m.name()).collect(),
+                    members: d
+                        .as_ref()
+                        .map_or(0, |d| d.members.len() + d.kafka_members.len()),
+                    topics: d.as_ref().map_or(0, |d| {
+                        d.queues
+                            .iter()
+                            .map(|q| q.topic.as_str())
+                            .collect::<std::collections::BTreeSet<_>>()
+                            .len()
+                    }),
+                    total_lag: d.map_or(0, |d| d.queues.iter().map(|q| q.lag).sum()),
+                }
+            })
+            .collect()
+    });
+    GroupList {
+        total,
+        groups: page.iter().map(|l| l.group.clone()).collect(),
+        modes: page
             .into_iter()
             .map(|l| (l.group, l.modes.into_iter().map(GroupMode::name).collect()))
             .collect(),
-    }))
+        summaries,
+    }
 }
 
 /// A group's modes, members and per-queue offsets and lag (and a shared group's progress), or
@@ -426,6 +512,20 @@ pub(crate) async fn describe_group(
 ) -> ApiResult<Json<GroupJson>> {
     let state = shared.broker()?;
     let description = ops::group::describe(state, &group)?;
+    let queue_refs = |assigned: Vec<(String, u32)>| {
+        assigned
+            .into_iter()
+            .map(|(topic, queue_id)| QueueRefJson { topic, queue_id })
+            .collect()
+    };
+    let kafka = description.kafka_members.into_iter().map(|m| MemberJson {
+        member_id: m.member_id,
+        client_addr: m.client_host,
+        mode: GroupMode::Clustering.name(),
+        protocol: "kafka",
+        client_id: m.client_id,
+        assigned: queue_refs(m.assigned),
+    });
     let members = description
         .members
         .into_iter()
@@ -433,12 +533,11 @@ pub(crate) async fn describe_group(
             member_id: m.member_id,
             client_addr: m.client_addr,
             mode: GroupMode::from(m.mode).name(),
-            assigned: m
-                .assigned
-                .into_iter()
-                .map(|(topic, queue_id)| QueueRefJson { topic, queue_id })
-                .collect(),
+            protocol: "native",
+            client_id: String::new(),
+            assigned: queue_refs(m.assigned),
         })
+        .chain(kafka)
         .collect();
     let total_lag = description.queues.iter().map(|q| q.lag).sum();
     let queues = description

@@ -41,6 +41,8 @@ struct Overview {
     version: &'static str,
     /// `standalone` (its own name server) or `broker` (registered with `name_servers`).
     role: &'static str,
+    /// This replica's Raft node id in its broker group; 0 standalone.
+    node_id: u64,
     name_servers: Vec<String>,
     uptime_seconds: f64,
     disk_total_bytes: u64,
@@ -73,6 +75,7 @@ async fn overview(State(shared): State<Arc<HttpShared>>) -> ApiResult<Json<Overv
         } else {
             "broker"
         },
+        node_id: state.replica.borrow().node_id,
         name_servers: state.config.name_servers.clone(),
         uptime_seconds: shared.uptime_seconds(),
         disk_total_bytes: stats.disk_total,
@@ -186,7 +189,7 @@ async fn topic_groups(
                     group: listing.group,
                     modes: d.modes.iter().map(|m| m.name()).collect(),
                     lag: queues.iter().map(|q| q.lag).sum(),
-                    members: d.members.len(),
+                    members: d.members.len() + d.kafka_members.len(),
                 })
             })
             .collect()

@@ -14,6 +14,7 @@
 //! the group ([`GroupCoordinator::has_members`]), and the native side refuses a member while
 //! [`ClassicGroups::has_members`] is true for its group.
 
+pub mod assignment;
 mod error;
 mod group;
 #[cfg(test)]

@@ -18,7 +18,8 @@ function esc(value) {
 
 function enc(s) { return encodeURIComponent(s); }
 
-// Calls the admin API; a broker error becomes an Error with the broker's message.
+// Calls the admin API (paths under /api/v1, or a whole /api/... path); a broker error becomes
+// an Error with the broker's message.
 async function api(path, options = {}) {
   const init = { method: options.method || "GET", headers: {} };
   if (options.body !== undefined) {
@@ -27,7 +28,7 @@ async function api(path, options = {}) {
   }
   let response;
   try {
-    response = await fetch("/api/v1" + path, init);
+    response = await fetch(path.startsWith("/api/") ? path : "/api/v1" + path, init);
   } catch (e) {
     throw new Error("The broker cannot be reached (" + e.message + "). Is it running?");
   }
@@ -201,9 +202,48 @@ function lineChart(title, series, format, id, spanMs) {
 
 const pages = {};
 
+// A replica not registered for this long (two default heartbeats and a little) is shown as
+// stale: the name servers drop it from routes once `broker_expiry_ms` passes.
+const STALE_MS = 65e3;
+
+// The cluster as the name servers see it: each broker group's replicas with role, term,
+// commit index and lag. `self` is this broker's (group name, node id).
+function clusterView(c, self) {
+  const servers = c.name_servers.map((n) => `<span class="badge ${n.answered ? "ok" : "warn"}" data-name-server="${esc(n.addr)}"
+    title="${esc(n.error || "answered")}">${esc(n.addr)} ${n.answered ? "✓" : "✗ " + esc(n.error || "")}</span>`).join("");
+  const groups = c.groups.map((g) => {
+    const rows = g.replicas.map((r) => {
+      const mine = g.broker_name === self[0] && r.node_id === self[1];
+      const stale = r.last_seen_ms > STALE_MS;
+      return `<tr data-node="${r.node_id}" data-role="${esc(r.role)}" class="${mine ? "self" : ""}${stale ? " stale" : ""}">
+        <td class="num">${r.node_id}</td><td>${esc(r.addr)}${mine ? ` <span class="muted">(this broker)</span>` : ""}</td>
+        <td><span class="badge role-${esc(r.role)}">${esc(r.role)}</span></td><td class="num">${fmtNum(r.term)}</td>
+        <td class="num">${fmtNum(r.commit_index)}</td><td class="num hide-narrow">${fmtNum(r.applied_index)}</td>
+        <td class="num lag">${r.lag === null ? "–" : fmtNum(r.lag)}</td>
+        <td class="hide-narrow">${r.http_addr ? `<a href="http://${esc(r.http_addr)}/">dashboard</a>` : ""}</td>
+        <td class="num hide-narrow">${stale ? `<span class="badge warn">stale</span> ` : ""}${fmtDuration(r.last_seen_ms / 1000)} ago</td></tr>`;
+    }).join("");
+    const topics = Object.keys(g.topics).length;
+    return `<div class="broker-group" data-group="${esc(g.broker_name)}">
+      <h3>Broker group ${esc(g.broker_name)} <span class="muted">· cluster ${esc(g.cluster)} · ${g.leader === null ? "no leader" : "leader: node " + g.leader} · ${fmtNum(topics)} topics</span></h3>
+      <div class="table-wrap"><table class="replicas"><thead><tr><th class="num">Node</th><th>Address</th><th>Role</th><th class="num">Term</th>
+      <th class="num">Commit index</th><th class="num hide-narrow">Applied</th><th class="num">Lag</th><th class="hide-narrow"></th><th class="num hide-narrow">Seen</th></tr></thead>
+      <tbody>${rows}</tbody></table></div></div>`;
+  }).join("");
+  return `<h2>Cluster</h2>
+    <div class="panel" id="cluster">
+      <div class="row"><span class="muted">Name servers</span> ${servers || "–"}</div>
+      ${groups || `<p class="muted">No broker group has registered yet.</p>`}
+    </div>`;
+}
+
 pages.overview = async (token) => {
   const windowSec = Number(params().get("window") || 300);
-  const [o, h] = await Promise.all([api("/overview"), api("/history?seconds=" + windowSec)]);
+  // Asked together (a standalone broker answers the cluster from its own name-server role).
+  const [o, h, cluster] = await Promise.all([api("/overview"), api("/history?seconds=" + windowSec), api("/api/cluster")]);
+  // A broker registered with name servers (or a replica) shows the cluster they see; a
+  // standalone one, itself.
+  const c = o.role === "broker" || o.node_id ? cluster : null;
   if (token !== renderToken) return;
   $("#broker-name").textContent = o.broker + " · " + o.cluster;
   const pts = (key) => h.samples.map((s) => [s.at_ms, s[key]]);
@@ -220,7 +260,7 @@ pages.overview = async (token) => {
   main().innerHTML = `
     <h1>Overview</h1>
     <div class="cards">
-      ${card("broker", "Broker", esc(o.broker), esc(o.role) + " · v" + esc(o.version) +
+      ${card("broker", "Broker", esc(o.broker), esc(o.role) + (o.node_id ? " · node " + o.node_id : "") + " · v" + esc(o.version) +
         (o.name_servers.length ? "<br>name servers: " + o.name_servers.map(esc).join(", ") : ""))}
       ${card("uptime", "Uptime", fmtDuration(o.uptime_seconds))}
       ${card("disk", "Disk used", fmtBytes(o.disk_used_bytes), fmtBytes(o.disk_free_bytes) + " free of " + fmtBytes(o.disk_total_bytes))}
@@ -234,6 +274,7 @@ pages.overview = async (token) => {
       ${card("rate-in", "Messages in /s", fmtRate(avg("messages_in")), fmtBytes(avg("bytes_in")) + "/s · last 10 s")}
       ${card("rate-out", "Messages out /s", fmtRate(avg("messages_out")), fmtBytes(avg("bytes_out")) + "/s · last 10 s")}
     </div>
+    ${c ? clusterView(c, [o.broker, o.node_id]) : ""}
     <div class="row" style="margin-top:12px"><label>Chart window <select id="window">${windows}</select></label></div>
     <div class="charts">
       ${lineChart("Messages per second", [{ name: "in", points: pts("messages_in") }, { name: "out", points: pts("messages_out") }], RATE, "chart-messages", span)}
@@ -258,6 +299,7 @@ pages.topics = async (token) => {
       <td><a href="#/topics/${enc(t.name)}">${esc(t.name)}</a></td>
       <td class="num">${t.queue_count}</td>
       <td class="num">${fmtNum(t.messages)}</td>
+      <td class="num topic-size" title="${fmtNum(t.bytes)} bytes">${fmtBytes(t.bytes)}</td>
       <td class="num">${fmtRate(t.rate)}</td>
       <td class="right"><button class="danger small" data-delete="${esc(t.name)}">Delete</button></td>
     </tr>`).join("");
@@ -278,8 +320,8 @@ pages.topics = async (token) => {
       <button>Apply</button>
     </form>
     <div class="table-wrap"><table id="topics-table">
-      <thead><tr><th>Name</th><th class="num">Queues</th><th class="num">Messages</th><th class="num">Msgs/s</th><th></th></tr></thead>
-      <tbody>${rows || `<tr><td colspan="5" class="muted">No topics${q ? " match" : " yet"}.</td></tr>`}</tbody>
+      <thead><tr><th>Name</th><th class="num">Queues</th><th class="num">Messages</th><th class="num">Size</th><th class="num">Msgs/s</th><th></th></tr></thead>
+      <tbody>${rows || `<tr><td colspan="6" class="muted">No topics${q ? " match" : " yet"}.</td></tr>`}</tbody>
     </table></div>
     <div class="pager">
       <span class="muted" id="topics-range">${data.total ? offset + 1 : 0}–${last} of ${fmtNum(data.total)}</span>
@@ -334,6 +376,7 @@ pages.topic = async (token, name) => {
     <div class="cards">
       <div class="card"><div class="label">Queues</div><div class="value" id="topic-queues">${t.queue_count}</div></div>
       <div class="card"><div class="label">Messages</div><div class="value" id="topic-messages">${fmtNum(t.messages)}</div></div>
+      <div class="card"><div class="label">Size</div><div class="value" id="topic-size" title="${fmtNum(t.bytes)} bytes">${fmtBytes(t.bytes)}</div><div class="sub">in the commit log</div></div>
       <div class="card"><div class="label">Msgs/s</div><div class="value">${fmtRate(t.rate)}</div></div>
     </div>
     <h2>Queues</h2>
@@ -530,14 +573,35 @@ pages.messages = async (token) => {
   return 0;
 };
 
+const GROUP_PAGE = 50;
+
 pages.groups = async (token) => {
-  const data = await api("/groups");
+  const p = params();
+  const q = p.get("q") || "";
+  const offset = Number(p.get("offset") || 0);
+  const data = await api(`/groups?q=${enc(q)}&offset=${offset}&limit=${GROUP_PAGE}`);
   if (token !== renderToken) return;
-  const rows = data.groups.map((g) => `<tr class="clickable" data-group="${esc(g)}"><td><a href="#/groups/${enc(g)}">${esc(g)}</a></td>
-    <td>${(data.modes[g] || []).map((m) => `<span class="badge">${esc(m)}</span>`).join("")}</td></tr>`).join("");
+  const rows = data.summaries.map((g) => `<tr class="clickable" data-group="${esc(g.group)}"><td><a href="#/groups/${enc(g.group)}">${esc(g.group)}</a></td>
+    <td>${g.modes.map((m) => `<span class="badge">${esc(m)}</span>`).join("")}</td>
+    <td class="num">${fmtNum(g.members)}</td><td class="num hide-narrow">${fmtNum(g.topics)}</td><td class="num">${fmtNum(g.total_lag)}</td></tr>`).join("");
+  const link = (o) => `#/groups?q=${enc(q)}&offset=${o}`;
+  const last = Math.min(offset + GROUP_PAGE, data.total);
   main().innerHTML = `<h1>Consumer groups</h1>
-    <div class="table-wrap"><table id="groups-table"><thead><tr><th>Group</th><th>Mode</th></tr></thead>
-    <tbody>${rows || `<tr><td colspan="2" class="muted">No consumer groups yet.</td></tr>`}</tbody></table></div>`;
+    <form id="group-filter" class="inline" style="margin-bottom:8px">
+      <label>Filter <input name="q" value="${esc(q)}" placeholder="name contains…" autocomplete="off"></label>
+      <button>Apply</button>
+    </form>
+    <div class="table-wrap"><table id="groups-table"><thead><tr><th>Group</th><th>Mode</th><th class="num">Members</th><th class="num hide-narrow">Topics</th><th class="num">Lag</th></tr></thead>
+    <tbody>${rows || `<tr><td colspan="5" class="muted">No consumer groups${q ? " match" : " yet"}.</td></tr>`}</tbody></table></div>
+    <div class="pager">
+      <span class="muted" id="groups-range">${data.total ? offset + 1 : 0}–${last} of ${fmtNum(data.total)}</span>
+      ${offset > 0 ? `<a href="${link(Math.max(0, offset - GROUP_PAGE))}" id="groups-prev">‹ Previous</a>` : ""}
+      ${last < data.total ? `<a href="${link(offset + GROUP_PAGE)}" id="groups-next">Next ›</a>` : ""}
+    </div>`;
+  $("#group-filter").onsubmit = (e) => {
+    e.preventDefault();
+    location.hash = `#/groups?q=${enc(form(e.target).q)}`;
+  };
   for (const tr of main().querySelectorAll("tr[data-group]")) tr.onclick = () => { location.hash = "#/groups/" + enc(tr.dataset.group); };
   return 5000;
 };
@@ -545,7 +609,8 @@ pages.groups = async (token) => {
 pages.group = async (token, name) => {
   const [g, h] = await Promise.all([api("/groups/" + enc(name)), api("/groups/" + enc(name) + "/lag-history")]);
   if (token !== renderToken) return;
-  const members = g.members.map((m) => `<tr><td class="wrap">${esc(m.member_id)}</td><td>${esc(m.client_addr)}</td><td>${esc(m.mode)}</td>
+  const members = g.members.map((m) => `<tr data-protocol="${esc(m.protocol)}"><td class="wrap">${esc(m.member_id)}</td><td>${esc(m.client_id) || "–"}</td><td>${esc(m.client_addr)}</td>
+    <td><span class="badge">${esc(m.protocol)}</span> ${esc(m.mode)}</td>
     <td class="wrap">${m.assigned.map((q) => esc(q.topic + ":" + q.queue_id)).join(", ") || "–"}</td></tr>`).join("");
   const queues = g.queues.map((q) => `<tr><td><a href="#/topics/${enc(q.topic)}">${esc(q.topic)}</a></td><td class="num">${q.queue_id}</td>
     <td>${esc(q.mode)}</td><td class="num committed">${q.committed_offset ?? (q.shared ? q.shared.low_water : "–")}</td>
@@ -563,8 +628,8 @@ pages.group = async (token, name) => {
     </div>
     <div class="charts">${lineChart("Total lag (sampled every 10 s, up to an hour)", [{ name: "lag", points: lagPoints }], COUNT, "chart-lag", lagSpan)}</div>
     <h2>Members</h2>
-    <div class="table-wrap"><table><thead><tr><th>Member</th><th>Address</th><th>Mode</th><th>Owns</th></tr></thead>
-    <tbody>${members || `<tr><td colspan="4" class="muted">No live members.</td></tr>`}</tbody></table></div>
+    <div class="table-wrap"><table id="group-members-table"><thead><tr><th>Member</th><th>Client id</th><th>Address</th><th>Protocol</th><th>Owns</th></tr></thead>
+    <tbody>${members || `<tr><td colspan="5" class="muted">No live members.</td></tr>`}</tbody></table></div>
     <h2>Offsets</h2>
     <div class="table-wrap"><table id="group-queues"><thead><tr><th>Topic</th><th class="num">Queue</th><th>Mode</th><th class="num">Committed</th><th class="num">Max offset</th><th class="num">Lag</th><th class="hide-narrow">Owner</th></tr></thead>
     <tbody>${queues || `<tr><td colspan="7" class="muted">No offsets.</td></tr>`}</tbody></table></div>

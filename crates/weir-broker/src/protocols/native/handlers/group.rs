@@ -237,6 +237,17 @@ pub(crate) fn describe(
             mode: mode(m.mode.into()),
             assigned: m.assigned.into_iter().map(queue_ref).collect(),
         })
+        .chain(
+            description
+                .kafka_members
+                .into_iter()
+                .map(|m| pb::GroupMember {
+                    member_id: m.member_id,
+                    client_addr: m.client_host,
+                    mode: mode(GroupMode::Clustering),
+                    assigned: m.assigned.into_iter().map(queue_ref).collect(),
+                }),
+        )
         .collect();
     Ok(Reply::meta(&pb::DescribeGroupResponse {
         group: request.group,
