@@ -51,8 +51,7 @@ pub(crate) async fn create(
             name: name.to_owned(),
             queues,
         };
-        state.log.propose(change).await?;
-        applied(state, name)?
+        through_log(state, change, name).await?
     } else {
         state.topics.create(name, queues)?
     };
@@ -78,8 +77,7 @@ pub(crate) async fn get_or_create(
             name: name.to_owned(),
             queues,
         };
-        state.log.propose(change).await?;
-        applied(state, name)?
+        through_log(state, change, name).await?
     } else {
         state.topics.get_or_create(name, queues)?
     };
@@ -87,8 +85,14 @@ pub(crate) async fn get_or_create(
     Ok(config)
 }
 
-/// A topic's settings once a replicated change is applied here.
-fn applied(state: &BrokerState, name: &str) -> Result<TopicConfig, RequestError> {
+/// Makes a change to topic `name` through the group's log; its settings once the change is
+/// applied here.
+async fn through_log(
+    state: &BrokerState,
+    change: StateChange,
+    name: &str,
+) -> Result<TopicConfig, RequestError> {
+    state.log.propose(change).await?;
     state.topics.get(name).ok_or_else(|| {
         RequestError::new(
             ErrorCode::TopicNotFound,
@@ -118,8 +122,7 @@ pub(crate) async fn add_queues(
             name: name.to_owned(),
             queues,
         };
-        state.log.propose(change).await?;
-        applied(state, name)?
+        through_log(state, change, name).await?
     } else {
         state.topics.add_queues(name, queues)?
     };
