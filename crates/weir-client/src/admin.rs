@@ -30,6 +30,27 @@ pub enum ResetTo {
     Timestamp(i64),
 }
 
+/// The topics several broker groups reported, one per name, each with the queues of every
+/// group that has it (by group, then queue id), sorted by name.
+fn merge_topics(topics: impl IntoIterator<Item = TopicInfo>) -> Vec<TopicInfo> {
+    let mut merged: std::collections::BTreeMap<String, TopicInfo> = Default::default();
+    for topic in topics {
+        match merged.get_mut(&topic.name) {
+            Some(known) => known.queues.extend(topic.queues),
+            None => {
+                merged.insert(topic.name.clone(), topic);
+            }
+        }
+    }
+    let mut out: Vec<TopicInfo> = merged.into_values().collect();
+    for topic in &mut out {
+        topic
+            .queues
+            .sort_by(|a, b| (&a.broker_name, a.queue_id).cmp(&(&b.broker_name, b.queue_id)));
+    }
+    out
+}
+
 /// An administrative client. Requests go to the configured servers (the first that answers);
 /// when those are name servers (which refuse admin requests), to the leader of every broker
 /// group they know. Lookups by message id go straight to the broker group named in the id,
@@ -194,17 +215,21 @@ impl Admin {
         let answers: Vec<pb::ListTopicsResponse> = self
             .call_each(ApiKey::ListTopics, &pb::Empty {}, false)
             .await?;
-        let mut topics: Vec<TopicInfo> = answers.into_iter().flat_map(|a| a.topics).collect();
-        topics.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(topics)
+        Ok(merge_topics(answers.into_iter().flat_map(|a| a.topics)))
     }
 
-    /// One topic, with per-queue minimum and maximum offsets.
+    /// One topic, with per-queue minimum and maximum offsets; through name servers, the
+    /// queues of every broker group that has it (each queue names its group).
     pub async fn describe_topic(&self, name: &str) -> Result<TopicInfo> {
         let request = pb::DescribeTopicRequest {
             name: name.to_owned(),
         };
-        self.call(ApiKey::DescribeTopic, &request).await
+        let answers: Vec<TopicInfo> = self
+            .call_each(ApiKey::DescribeTopic, &request, false)
+            .await?;
+        merge_topics(answers)
+            .pop()
+            .ok_or_else(|| ClientError::Protocol(format!("no answer describing {name}")))
     }
 
     /// Grows `name` to `queues` queues in total.

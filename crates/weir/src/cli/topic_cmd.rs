@@ -104,19 +104,32 @@ pub async fn run(args: TopicArgs) -> Result<()> {
         }
         TopicCommand::Describe { name } => {
             let info = admin.describe_topic(&name).await?;
+            // A topic spread over several broker groups: each row names its group.
+            let spread = info
+                .queues
+                .iter()
+                .any(|q| q.broker_name != info.queues[0].broker_name);
             let rows: Vec<Vec<String>> = info
                 .queues
                 .iter()
                 .map(|q| {
-                    vec![
+                    let mut row = vec![
                         q.queue_id.to_string(),
                         q.min_offset.to_string(),
                         q.max_offset.to_string(),
-                    ]
+                    ];
+                    if spread {
+                        row.push(q.broker_name.clone());
+                    }
+                    row
                 })
                 .collect();
             println!("topic {} ({} queues)", info.name, info.queues.len());
-            print_table(&["QUEUE", "MIN OFFSET", "MAX OFFSET"], &rows);
+            if spread {
+                print_table(&["QUEUE", "MIN OFFSET", "MAX OFFSET", "GROUP"], &rows);
+            } else {
+                print_table(&["QUEUE", "MIN OFFSET", "MAX OFFSET"], &rows);
+            }
         }
         TopicCommand::Delete { name } => {
             admin.delete_topic(&name).await?;

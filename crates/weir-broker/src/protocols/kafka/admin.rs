@@ -24,7 +24,7 @@ use kafka_protocol::messages::{
     InitProducerIdRequest, ProducerId, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use weir_proto::{ApiKey, ErrorCode, pb};
+use weir_proto::ErrorCode;
 
 use crate::error::RequestError;
 use crate::ops;
@@ -330,16 +330,10 @@ async fn allocate_producer_id(state: &BrokerState) -> Result<u64, i16> {
     let Some(leader) = leader else {
         return Err(ResponseError::CoordinatorNotAvailable.code());
     };
-    remote::call::<_, pb::InitProducerIdResponse>(
-        &leader,
-        ApiKey::InitProducerId,
-        &pb::Empty {},
-        state.max_frame_len,
-    )
-    .await
-    .map(|r| r.producer_id)
-    .map_err(|e| {
-        tracing::debug!(%leader, error = %e, "the leader did not allocate a producer id");
-        ResponseError::CoordinatorNotAvailable.code()
-    })
+    remote::producer_id(&leader, state.max_frame_len)
+        .await
+        .map_err(|e| {
+            tracing::debug!(%leader, error = %e, "the leader did not allocate a producer id");
+            ResponseError::CoordinatorNotAvailable.code()
+        })
 }

@@ -1,5 +1,6 @@
 //! One request to another Weir process over the native protocol, on a connection of its own:
-//! how a broker registers with a name server and asks one for the cluster's status.
+//! how a broker registers with a name server and asks one for the cluster's status, and how a
+//! follower asks its leader for a producer id.
 
 use std::time::Duration;
 
@@ -76,4 +77,16 @@ where
         return Err(format!("{code}: {message}"));
     }
     Resp::decode(frame.meta).map_err(|e| format!("answer does not decode: {e}"))
+}
+
+/// Asks the broker at `addr` (a group's leader) for a new producer id.
+pub(crate) async fn producer_id(addr: &str, max_frame_len: u32) -> Result<u64, String> {
+    call::<_, pb::InitProducerIdResponse>(
+        addr,
+        ApiKey::InitProducerId,
+        &pb::Empty {},
+        max_frame_len,
+    )
+    .await
+    .map(|answer| answer.producer_id)
 }

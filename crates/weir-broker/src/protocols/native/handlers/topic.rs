@@ -17,6 +17,7 @@ pub(crate) fn topic_info(state: &BrokerState, name: &str, queues: u32) -> pb::To
                 queue_id: q.queue_id,
                 min_offset: q.offsets.min,
                 max_offset: q.offsets.max,
+                broker_name: state.identity.broker_name.to_string(),
             })
             .collect(),
     }
