@@ -15,7 +15,9 @@
 //!
 //! core/          message_log (the ONE writer of the commit log; decides "acknowledged"),
 //!                identity (names, addresses, message ids), topics (+ topic_rebuild from the
-//!                log), role (leader or not), position, long_poll, session, traffic, clock
+//!                log), role (leader or not), replica (Raft status), membership (adding
+//!                and removing replicas), state_change (broker state carried by the log),
+//!                position, long_poll, session, traffic, clock
 //! features/      delay, retry (+ dead letters), transaction, idempotence,
 //!                groups (coordinator, classic, offsets, offsets_check, shared)
 //! ops/           protocol-neutral operations: produce, pull, send (one message from
@@ -27,7 +29,7 @@
 //!                http (admin API, dashboard, history, metrics, probes, damaged ranges)
 //! routing/       the name-server registry (routes from broker registrations)
 //! replication/   a broker group's Raft (openraft) over the commit log: log storage, log
-//!                index, state machine, network, status
+//!                index, state machine, network, status, membership changes
 //! ```
 //!
 //! # Dependency rules

@@ -30,6 +30,27 @@ pub enum ResetTo {
     Timestamp(i64),
 }
 
+/// The address of broker group `group`'s leader among `leaders` (as
+/// [`crate::ClusterStatus::leaders`] lists them): `no_route` for a group the name servers do
+/// not know, `not_leader` (retriable) for one without a leader now.
+pub(crate) fn leader_of(leaders: &[(String, Option<String>)], group: &str) -> Result<String> {
+    match leaders.iter().find(|(g, _)| g == group) {
+        Some((_, Some(addr))) => Ok(addr.clone()),
+        Some((_, None)) => Err(ClientError::Server {
+            code: ErrorCode::NotLeader,
+            message: format!("broker group {group} has no leader now; retry shortly"),
+        }),
+        None => Err(ClientError::NoRoute(format!(
+            "broker group {group} (the name servers know {})",
+            leaders
+                .iter()
+                .map(|(g, _)| g.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
 /// The topics several broker groups reported, one per name, each with the queues of every
 /// group that has it (by group, then queue id), sorted by name.
 fn merge_topics(topics: impl IntoIterator<Item = TopicInfo>) -> Vec<TopicInfo> {
@@ -97,6 +118,24 @@ impl Admin {
             .ok_or_else(|| ClientError::Protocol(format!("no answer to {}", api.name())))
     }
 
+    /// Sends `request` to the broker at `addr`; its answer.
+    pub(crate) async fn call_at<Req, Resp>(
+        &self,
+        addr: &str,
+        api: ApiKey,
+        request: &Req,
+    ) -> Result<Resp>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        let conn = self.routes.pool().get(addr).await?;
+        let (answer, _) = conn
+            .call::<Req, Resp>(api, request, Bytes::new(), None)
+            .await?;
+        Ok(answer)
+    }
+
     /// Sends an admin request to the configured servers; through name servers, to every broker
     /// group's leader: one answer per group that answered (every group when
     /// `all_must_succeed`, else at least one).
@@ -119,23 +158,14 @@ impl Admin {
         let status = self.cluster_status().await?;
         let mut answers = Vec::new();
         let mut failed = None;
-        for (group, leader) in status.leaders() {
-            let answer = match leader {
-                Some(addr) => {
-                    async {
-                        let conn = self.routes.pool().get(&addr).await?;
-                        conn.call::<Req, Resp>(api, request, Bytes::new(), None)
-                            .await
-                    }
-                    .await
-                }
-                None => Err(ClientError::Server {
-                    code: ErrorCode::NotLeader,
-                    message: format!("broker group {group} has no leader now; retry shortly"),
-                }),
+        let leaders = status.leaders();
+        for (group, _) in &leaders {
+            let answer = match leader_of(&leaders, group) {
+                Ok(addr) => self.call_at::<Req, Resp>(&addr, api, request).await,
+                Err(e) => Err(e),
             };
             match answer {
-                Ok((answer, _)) => answers.push(answer),
+                Ok(answer) => answers.push(answer),
                 Err(e) if all_must_succeed => return Err(e),
                 Err(e) => failed = Some(e),
             }
@@ -175,27 +205,8 @@ impl Admin {
         let leaders = status.leaders();
         let mut answers = Vec::with_capacity(groups.len());
         for group in groups {
-            let Some((_, leader)) = leaders.iter().find(|(g, _)| g == group) else {
-                return Err(ClientError::NoRoute(format!(
-                    "broker group {group} (the name servers know {})",
-                    leaders
-                        .iter()
-                        .map(|(g, _)| g.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
-            };
-            let Some(addr) = leader else {
-                return Err(ClientError::Server {
-                    code: ErrorCode::NotLeader,
-                    message: format!("broker group {group} has no leader now; retry shortly"),
-                });
-            };
-            let conn = self.routes.pool().get(addr).await?;
-            let (info, _) = conn
-                .call::<_, TopicInfo>(ApiKey::CreateTopic, &request, Bytes::new(), None)
-                .await?;
-            answers.push(info);
+            let addr = leader_of(&leaders, group)?;
+            answers.push(self.call_at(&addr, ApiKey::CreateTopic, &request).await?);
         }
         Ok(answers)
     }

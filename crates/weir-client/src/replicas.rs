@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use weir_proto::pb::change_replicas_request::Action;
 use weir_proto::{ApiKey, ErrorCode, pb};
 
 use crate::Admin;
+use crate::admin::leader_of;
 use crate::error::{ClientError, Result};
 use crate::route::leader_hint;
 
@@ -70,18 +70,7 @@ impl Admin {
                 },
             };
             let answer = match &target {
-                Some(addr) => async {
-                    let conn = self.routes.pool().get(addr).await?;
-                    conn.call::<_, ReplicaChange>(
-                        ApiKey::ChangeReplicas,
-                        request,
-                        Bytes::new(),
-                        None,
-                    )
-                    .await
-                }
-                .await
-                .map(|(answer, _)| answer),
+                Some(addr) => self.call_at(addr, ApiKey::ChangeReplicas, request).await,
                 // The servers name no group: they are brokers, one of which leads.
                 None => self
                     .routes
@@ -115,30 +104,17 @@ impl Admin {
         if leaders.is_empty() {
             return Ok(None);
         }
-        let chosen = match group {
-            Some(name) => leaders
-                .into_iter()
-                .find(|(g, _)| g == name)
-                .ok_or_else(|| {
-                    ClientError::NoRoute(format!(
-                        "broker group {name} (the name servers know none)"
-                    ))
-                })?,
-            None if leaders.len() == 1 => leaders.into_iter().next().ok_or(ClientError::Closed)?,
+        let name = match group {
+            Some(name) => name.to_owned(),
+            None if leaders.len() == 1 => leaders[0].0.clone(),
             None => {
-                let names: Vec<String> = leaders.into_iter().map(|(g, _)| g).collect();
+                let names: Vec<&str> = leaders.iter().map(|(g, _)| g.as_str()).collect();
                 return Err(ClientError::Protocol(format!(
                     "several broker groups ({}): name one",
                     names.join(", ")
                 )));
             }
         };
-        match chosen {
-            (_, Some(addr)) => Ok(Some(addr)),
-            (name, None) => Err(ClientError::Server {
-                code: ErrorCode::NotLeader,
-                message: format!("broker group {name} has no leader now; retry shortly"),
-            }),
-        }
+        leader_of(&leaders, &name).map(Some)
     }
 }

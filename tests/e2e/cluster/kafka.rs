@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::nodes::Cluster;
 use crate::harness::ok_at;
-use crate::kafka::{Record, clients_ready, run_clients};
+use crate::kafka::{Record, clients_json, clients_ready, committed_of};
 
 const TOPIC: &str = "payments";
 
@@ -22,15 +22,7 @@ fn kafka(
     args: &[&str],
     stdin: Option<&Value>,
 ) -> Value {
-    let out = run_clients(bootstrap, command, args, stdin);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "clients.py {command} {args:?} failed:\n{stdout}\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        cluster.logs_tail()
-    );
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+    clients_json(bootstrap, command, args, stdin, || cluster.logs_tail())
 }
 
 /// Produces `values` to partition `partition` with acks=all (idempotent); their offsets.
@@ -64,8 +56,7 @@ fn produce(cluster: &Cluster, bootstrap: &str, partition: i32, values: &[String]
         .collect()
 }
 
-/// A group's committed (offset, metadata) per partition, read by kafka-python (confluent-kafka,
-/// which commits them, sends its metadata with a C string's trailing NUL: dropped here).
+/// A group's committed (offset, metadata) per partition, read by kafka-python.
 fn committed(cluster: &Cluster, bootstrap: &str, group: &str) -> Vec<(i64, Option<String>)> {
     let out = kafka(
         cluster,
@@ -83,19 +74,7 @@ fn committed(cluster: &Cluster, bootstrap: &str, group: &str) -> Vec<(i64, Optio
         ],
         None,
     );
-    out["committed"]
-        .as_array()
-        .expect("committed")
-        .iter()
-        .map(|c| {
-            (
-                c["offset"].as_i64().unwrap_or(-1),
-                c["metadata"]
-                    .as_str()
-                    .map(|m| m.trim_end_matches('\0').to_owned()),
-            )
-        })
-        .collect()
+    committed_of(&out)
 }
 
 #[test]

@@ -37,6 +37,23 @@ fn wait_voters(cluster: &Cluster, want: &[u64]) {
     }
 }
 
+/// `weir cluster add-replica` for node 4, reached at `raft_addr`; its output.
+fn add_replica_4(servers: &str, raft_addr: &str) -> String {
+    ok_at(
+        servers,
+        &[
+            "cluster",
+            "add-replica",
+            "--node-id",
+            "4",
+            "--raft-addr",
+            raft_addr,
+            "--timeout",
+            "60s",
+        ],
+    )
+}
+
 #[test]
 fn a_replica_with_an_empty_disk_joins_and_an_old_one_leaves_under_load() {
     let _heavy = crate::harness::heavy();
@@ -51,23 +68,10 @@ fn a_replica_with_an_empty_disk_joins_and_an_old_one_leaves_under_load() {
 
     // Node 4 starts empty and waits; the command adds it, and returns once it votes.
     let raft_addr = cluster.start_joining(4).to_string();
-    let out = ok_at(
-        &servers,
-        &[
-            "cluster",
-            "add-replica",
-            "--node-id",
-            "4",
-            "--raft-addr",
-            &raft_addr,
-            "--timeout",
-            "60s",
-        ],
-    );
+    let out = add_replica_4(&servers, &raft_addr);
     assert!(out.contains("node 4 is a voter"), "{out}");
     wait_voters(&cluster, &[1, 2, 3, 4]);
     cluster.wait_caught_up(4, Duration::from_secs(60));
-    println!("after adding node 4: {:?}", cluster.statuses());
     let status = ok_at(&servers, &["cluster", "status"]);
     assert!(
         status
@@ -77,17 +81,7 @@ fn a_replica_with_an_empty_disk_joins_and_an_old_one_leaves_under_load() {
     );
 
     // Adding it again changes nothing.
-    let again = ok_at(
-        &servers,
-        &[
-            "cluster",
-            "add-replica",
-            "--node-id",
-            "4",
-            "--raft-addr",
-            &raft_addr,
-        ],
-    );
+    let again = add_replica_4(&servers, &raft_addr);
     assert!(again.contains("voters [1, 2, 3, 4]"), "{again}");
 
     // Node 1 leaves (leader or not), then goes away.

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{Member, Record, bootstrap, clients_ready, driver, kafka_node, wait_until};
+use super::{
+    Member, Record, bootstrap, clients_ready, committed_of, driver, kafka_node, wait_until,
+};
 use crate::harness::Node;
 use crate::http_api::Http;
 
@@ -136,8 +138,7 @@ fn missing(members: &[&Member], want: &BTreeSet<(i64, String)>) -> Vec<(i64, Str
 ///
 /// Not confluent-kafka: its Python binding reads the metadata librdkafka hands back as a
 /// NUL-terminated string although librdkafka does not terminate it, so it sometimes returns
-/// the metadata followed by whatever lies after it in memory (librdkafka issue #4649). The
-/// same binding commits metadata with its C terminator, so a trailing NUL is dropped here.
+/// the metadata followed by whatever lies after it in memory (librdkafka issue #4649).
 fn committed_offsets(node: &Node, group: &str) -> Vec<(i64, Option<String>)> {
     let out = driver(
         node,
@@ -154,19 +155,7 @@ fn committed_offsets(node: &Node, group: &str) -> Vec<(i64, Option<String>)> {
         ],
         None,
     );
-    out["committed"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                c["offset"].as_i64().unwrap(),
-                c["metadata"]
-                    .as_str()
-                    .map(|m| m.trim_end_matches('\0').to_owned()),
-            )
-        })
-        .collect()
+    committed_of(&out)
 }
 
 /// How the third member goes away.

@@ -94,7 +94,7 @@ pub fn driver(node: &Node, command: &str, args: &[&str], stdin: Option<&Value>) 
 }
 
 /// Runs `clients.py COMMAND --bootstrap ADDR ARGS...` with `stdin` as JSON, to its end.
-pub fn run_clients(
+fn run_clients(
     bootstrap: &str,
     command: &str,
     args: &[&str],
@@ -128,17 +128,49 @@ pub fn driver_at(
     args: &[&str],
     stdin: Option<&Value>,
 ) -> Value {
+    clients_json(bootstrap, command, args, stdin, || {
+        format!("node log (tail):\n{}", log_tail(node))
+    })
+}
+
+/// Runs `clients.py COMMAND --bootstrap ADDR ARGS...` with `stdin` as JSON; its JSON answer.
+/// Panics with the script's output and `context` (the brokers' logs) when it fails.
+pub fn clients_json(
+    bootstrap: &str,
+    command: &str,
+    args: &[&str],
+    stdin: Option<&Value>,
+    context: impl FnOnce() -> String,
+) -> Value {
     let out = run_clients(bootstrap, command, args, stdin);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "clients.py {command} {args:?} failed ({}):\n{stdout}\n{stderr}\nnode log (tail):\n{}",
+        "clients.py {command} {args:?} failed ({}):\n{stdout}\n{stderr}\n{}",
         out.status,
-        log_tail(node)
+        context()
     );
     serde_json::from_str(stdout.trim())
         .unwrap_or_else(|e| panic!("clients.py {command}: not JSON ({e}): {stdout}\n{stderr}"))
+}
+
+/// A `committed` answer as (offset, metadata) per partition. confluent-kafka commits metadata
+/// with its C string's trailing NUL; that one NUL is dropped.
+pub fn committed_of(out: &Value) -> Vec<(i64, Option<String>)> {
+    out["committed"]
+        .as_array()
+        .expect("a committed list")
+        .iter()
+        .map(|c| {
+            (
+                c["offset"].as_i64().unwrap_or(-1),
+                c["metadata"]
+                    .as_str()
+                    .map(|m| m.trim_end_matches('\0').to_owned()),
+            )
+        })
+        .collect()
 }
 
 /// Waits for `child` to exit (killing it after `timeout`) and returns its output.
