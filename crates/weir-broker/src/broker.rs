@@ -59,6 +59,8 @@ pub struct Broker {
     http_addr: Option<SocketAddr>,
     /// The bound address of the Kafka listener, when one is configured.
     kafka_addr: Option<SocketAddr>,
+    /// Set when the process must start again (a replica that accepted a snapshot).
+    restart: watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -119,8 +121,12 @@ impl Broker {
         let data_dir = config.data_dir.clone();
         let mut store_config = config.store_config()?;
         if config.node_id != 0 {
-            // A replica makes readable only what its group has committed.
+            // A snapshot accepted before the last stop replaces the log first.
+            crate::replication::finish_install(&data_dir)?;
+            // A replica makes readable only what its group has committed, and lets retention
+            // delete only what its Raft log has let go of.
             store_config.dispatch_limit = Some(crate::replication::commit_point(&data_dir)?);
+            store_config.retention_floor = Some(crate::replication::retention_floor(&data_dir));
         }
         // Opening recovers the log, which reads files: keep it off the async workers.
         let store = tokio::task::spawn_blocking(move || Store::open(store_config))
@@ -184,6 +190,7 @@ impl Broker {
         let delay_progress = Arc::new(DelayProgress::load(&config.data_dir)?);
         let mut replication = None;
         let mut raft_tasks = Vec::new();
+        let (restart, _) = watch::channel(false);
         if config.node_id != 0 {
             // Until Raft reports, a replica registers as a follower with its own node id, never
             // as a standalone node 0 that leads.
@@ -208,6 +215,7 @@ impl Broker {
                     log: log.clone(),
                     delay_progress: delay_progress.clone(),
                 }),
+                restart: restart.clone(),
             };
             let (started, tasks) = Replication::start(&config, parts, shutdown_rx.clone()).await?;
             log.replicate(Arc::new(started.clone()));
@@ -359,6 +367,7 @@ impl Broker {
             tasks,
             http_addr: None,
             kafka_addr,
+            restart,
         })
     }
 
@@ -381,6 +390,17 @@ impl Broker {
     /// The bound address of the Kafka listener, if one is configured.
     pub fn kafka_addr(&self) -> Option<SocketAddr> {
         self.kafka_addr
+    }
+
+    /// Resolves when this process must start again with the same arguments: a replica of a
+    /// broker group has accepted a snapshot from its leader (it needed entries the leader's
+    /// retention had deleted), and installs it when it starts. Never resolves otherwise.
+    /// The caller should re-execute at once, without [`Broker::shutdown`]: everything the
+    /// replica holds is replaced by the snapshot, and its Raft log refuses writes meanwhile.
+    pub async fn restart_requested(&self) {
+        let mut rx = self.restart.subscribe();
+        // The sender lives as long as `self`.
+        let _ = rx.wait_for(|restart| *restart).await;
     }
 
     /// The address put in routes and message ids.

@@ -66,6 +66,10 @@ pub struct StoreConfig {
     /// (not readable) until [`crate::Store::set_dispatch_limit`] moves it. `None` (a
     /// standalone broker): everything written is dispatched.
     pub dispatch_limit: Option<u64>,
+    /// A replicated log's retention floor at open: retention deletes no segment that ends past
+    /// it until [`crate::Store::set_retention_floor`] raises it (the replicas' Raft log must
+    /// let go of a segment's entries first). `None` (a standalone broker): no floor.
+    pub retention_floor: Option<u64>,
 }
 
 impl StoreConfig {
@@ -114,6 +118,7 @@ impl Default for StoreConfig {
             index_slots: 500_000,
             index_entries: 2_000_000,
             dispatch_limit: None,
+            retention_floor: None,
         }
     }
 }

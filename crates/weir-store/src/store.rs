@@ -171,6 +171,9 @@ pub(crate) struct Inner {
     /// How far the dispatcher may go: `u64::MAX` standalone, the commit point of a
     /// replicated log.
     pub dispatch_limit: AtomicU64,
+    /// Retention deletes no segment ending past this: `u64::MAX` standalone, the end of the
+    /// Raft entries a replica has purged in a broker group.
+    pub retention_floor: AtomicU64,
     pub flushed: AtomicU64,
     flushed_tx: watch::Sender<u64>,
     dispatched_tx: watch::Sender<u64>,
@@ -350,7 +353,7 @@ fn check_topic(topic: &str) -> Result<(), StoreError> {
 
 /// The storage engine. Open with [`Store::open`]; share as `Arc<Store>`.
 pub struct Store {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     _lock: File,
 }
@@ -502,6 +505,7 @@ impl Store {
             dispatch: Mutex::new(DispatchState::new(rec.start, tombstones, &rec.holes)),
             dispatched: AtomicU64::new(rec.start),
             dispatch_limit: AtomicU64::new(config.dispatch_limit.unwrap_or(u64::MAX)),
+            retention_floor: AtomicU64::new(config.retention_floor.unwrap_or(u64::MAX)),
             flushed: AtomicU64::new(rec.end),
             flushed_tx,
             dispatched_tx,

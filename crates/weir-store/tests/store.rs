@@ -684,3 +684,87 @@ async fn topic_sizes_follow_appends_restarts_retention_cuts_and_deletions() {
     assert_eq!(store.topic_bytes("a"), size(&batches, "a", log_min));
     assert_eq!(store.topic_bytes("b"), fresh_len);
 }
+
+/// A broker group's retention floor holds retention back until it is raised; a copy of the
+/// log made with `log_span` / `read_log_bytes` / `StagedLog` and put in place with
+/// `replace_log` opens into the same queues, offsets and messages (from the first segment
+/// still on disk), and takes appends after them.
+#[tokio::test]
+async fn the_retention_floor_holds_retention_and_a_log_copy_opens_as_the_same_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        retention_disk_ratio: 0.0,
+        retention_floor: Some(0),
+        ..small_config(dir.path())
+    };
+    let store = Store::open(config).unwrap();
+    for i in 0..60u64 {
+        let topic = if i % 3 == 0 { "a" } else { "b" };
+        store
+            .append(topic, (i % 2) as u32, batch(topic, i, 1, 500))
+            .await
+            .unwrap();
+    }
+    wait_dispatched(&store).await;
+    let segments = store.stats().segment_count;
+    assert!(segments > 3, "{segments} segments");
+    // Nothing goes while the floor is 0, although the disk is "full".
+    assert_eq!(store.run_retention().unwrap(), 0);
+    let wanted = store
+        .retention_wanted()
+        .unwrap()
+        .expect("retention wants a segment");
+    store.set_retention_floor(wanted);
+    assert_eq!(store.run_retention().unwrap(), 1);
+    assert_eq!(store.stats().segment_count, segments - 1);
+
+    // Copy what is left, up to the end, into a staging directory, then into a new data dir.
+    let end = store.stats().written_offset;
+    let span = store.log_span(end).unwrap();
+    assert_eq!(span.start, store.stats().min_offset);
+    assert!(span.start > 0);
+    let staging = tempfile::tempdir().unwrap();
+    let mut staged = weir_store::StagedLog::create(&staging.path().join("s")).unwrap();
+    for (base, capacity) in &span.segments {
+        let upto = (base + capacity).min(end);
+        let mut at = *base;
+        while at < upto {
+            let len = (upto - at).min(1000);
+            let bytes = store.read_log_bytes(at, len as usize).unwrap();
+            staged.write(*base, *capacity, at - base, &bytes).unwrap();
+            at += len;
+        }
+    }
+    staged.write_tombstones(&span.tombstones).unwrap();
+    staged.finish().unwrap();
+    let copy = tempfile::tempdir().unwrap();
+    // Whatever the replica had before goes.
+    {
+        let old = Store::open(small_config(copy.path())).unwrap();
+        old.append("old", 0, batch("old", 0, 3, 100)).await.unwrap();
+        old.shutdown().unwrap();
+    }
+    weir_store::replace_log(copy.path(), &staging.path().join("s")).unwrap();
+    let copied = Store::open(small_config(copy.path())).unwrap();
+    wait_dispatched(&copied).await;
+    assert_eq!(copied.queue_offsets("old", 0).max, 0);
+    for (topic, queue) in [("a", 0), ("a", 1), ("b", 0), ("b", 1)] {
+        let want = store.queue_offsets(topic, queue);
+        let have = copied.queue_offsets(topic, queue);
+        assert_eq!(have.max, want.max, "{topic}/{queue}");
+        assert!(
+            have.min <= want.min && have.min > 0,
+            "{topic}/{queue}: {have:?} {want:?}"
+        );
+        let from = want.min;
+        let theirs: Vec<_> = read_all(&store, topic, queue);
+        let ours: Vec<_> = read_all(&copied, topic, queue)
+            .into_iter()
+            .filter(|m| m.queue_offset >= from)
+            .collect();
+        assert_eq!(ours, theirs, "{topic}/{queue}");
+    }
+    let r = copied.append("a", 0, batch("a", 99, 1, 100)).await.unwrap();
+    assert_eq!(r.queue_offset, store.queue_offsets("a", 0).max);
+    assert_eq!(r.commit_log_offset, end);
+}

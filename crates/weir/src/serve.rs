@@ -107,8 +107,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
         _ = sigterm.recv() => tracing::info!("SIGTERM received, shutting down"),
+        _ = broker.restart_requested() => return restart(),
     }
     broker.shutdown().await.context("shutting down")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts this process again in place, with the same arguments (a replica installing a
+/// snapshot from its leader: see `Broker::restart_requested`). Returns only on failure.
+fn restart() -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    tracing::warn!("starting again to install the snapshot received from the leader");
+    let exe = std::env::current_exe().context("finding this executable")?;
+    let err = std::process::Command::new(&exe)
+        .args(std::env::args_os().skip(1))
+        .exec();
+    Err(err).with_context(|| format!("re-executing {}", exe.display()))
 }

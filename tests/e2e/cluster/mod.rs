@@ -44,3 +44,4 @@ mod kafka;
 mod membership;
 mod name_servers;
 mod smoke;
+mod snapshots;

@@ -179,6 +179,8 @@ pub struct Replica {
     kafka: bool,
     /// Its Kafka address, once started (kept over restarts).
     pub kafka_addr: Option<String>,
+    /// More config lines, appended to its config file.
+    pub extra_config: String,
 }
 
 impl Replica {
@@ -200,6 +202,7 @@ impl Replica {
             http_addr: None,
             kafka: false,
             kafka_addr: None,
+            extra_config: String::new(),
         }
     }
 
@@ -272,6 +275,7 @@ impl Replica {
                 text.push_str("raft_join = true\n");
             }
         }
+        text.push_str(&self.extra_config);
         text
     }
 
@@ -321,6 +325,9 @@ impl Replica {
         }
         // Keep draining stdout in the reader thread: the receiver goes, the sends fail
         // quietly.
+        // From now on the config names the addresses bound: a process that starts itself
+        // again (a replica installing a snapshot) listens where it did.
+        std::fs::write(self.config_path(), self.config_text()).expect("write config");
     }
 
     /// Starts it (again), same config and data directory, and waits until it listens.
@@ -547,7 +554,17 @@ impl Cluster {
         Cluster::start_with(name_servers, replicas, true)
     }
 
+    /// Like [`Cluster::start`], with `extra` appended to every replica's config file (and to
+    /// that of a replica started later with [`Cluster::start_joining`]).
+    pub fn start_with_config(name_servers: usize, replicas: u64, extra: &str) -> Cluster {
+        Cluster::start_configured(name_servers, replicas, false, extra)
+    }
+
     fn start_with(name_servers: usize, replicas: u64, kafka: bool) -> Cluster {
+        Cluster::start_configured(name_servers, replicas, kafka, "")
+    }
+
+    fn start_configured(name_servers: usize, replicas: u64, kafka: bool, extra: &str) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let servers = start_name_servers(dir.path(), name_servers);
         let addrs: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
@@ -583,6 +600,7 @@ impl Cluster {
         drop(reserved);
         for replica in &mut group {
             replica.kafka = kafka;
+            replica.extra_config = extra.to_owned();
         }
         // Start them all before waiting for any: a replica may wait for a quorum.
         let lines: Vec<_> = group.iter_mut().map(Replica::spawn).collect();
@@ -627,6 +645,11 @@ impl Cluster {
                 join: true,
             }),
         );
+        replica.extra_config = self
+            .replicas
+            .first()
+            .map(|r| r.extra_config.clone())
+            .unwrap_or_default();
         replica.start();
         self.replicas.push(replica);
         inbound

@@ -22,6 +22,17 @@
 //! record whose range ends past the recovered commit log (its bytes were lost with the
 //! process); the caller then cuts the commit log back to the last record's end, so the two
 //! agree again.
+//!
+//! Purging (once retention wants a segment's bytes gone, see `compaction.rs`) first records
+//! the last purged entry in `raft/purged`, then forgets the entries up to it; records at or
+//! below it that are still in `log.index` are skipped when it is read, and the file is
+//! rewritten without them once they are half of it.
+//!
+//! ```text
+//! raft/purged:  crc u32 BE | postcard Purged { index, term, end, membership }
+//!   membership: the last membership entry at or before `index` (its index, term, payload),
+//!               which the state machine still needs once the entry itself is gone
+//! ```
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -29,6 +40,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 
 const HEADER_LEN: usize = 8;
 const FIXED_LEN: usize = 33;
@@ -79,9 +91,43 @@ pub(crate) struct Slot {
     file_pos: u64,
 }
 
+/// The last purged entry: where the log held in `log.index` continues from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Purged {
+    /// Its Raft index.
+    pub index: u64,
+    /// Its term.
+    pub term: u64,
+    /// The commit-log offset just past it.
+    pub end: u64,
+    /// The last membership entry at or before it: (index, term, encoded membership).
+    pub membership: Option<(u64, u64, Vec<u8>)>,
+}
+
+impl Purged {
+    /// Reads `dir/purged`, if it reads back whole.
+    pub fn read(dir: &Path) -> Option<Purged> {
+        let bytes = std::fs::read(dir.join("purged")).ok()?;
+        let (crc, body) = bytes.split_at_checked(4)?;
+        if crc32c::crc32c(body).to_be_bytes() != crc {
+            return None;
+        }
+        postcard::from_bytes(body).ok()
+    }
+
+    /// Writes `dir/purged` atomically and durably.
+    pub fn write(&self, dir: &Path) -> io::Result<()> {
+        let body = postcard::to_stdvec(self).map_err(io::Error::other)?;
+        let mut bytes = crc32c::crc32c(&body).to_be_bytes().to_vec();
+        bytes.extend_from_slice(&body);
+        crate::atomic_file::write_atomic(&dir.join("purged"), &bytes)
+    }
+}
+
 /// The index, in memory and in its file.
 #[derive(Debug)]
 pub(crate) struct LogIndex {
+    dir: std::path::PathBuf,
     file: File,
     /// Index of `slots[0]`.
     first: u64,
@@ -92,6 +138,8 @@ pub(crate) struct LogIndex {
     pending: Vec<u8>,
     /// The commit log's end when the index is empty (a log that starts later).
     base_end: u64,
+    /// The last purged entry.
+    purged: Option<Purged>,
 }
 
 impl LogIndex {
@@ -108,18 +156,25 @@ impl LogIndex {
             .open(&path)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
+        let purged = Purged::read(dir);
         let mut index = LogIndex {
+            dir: dir.to_owned(),
             file,
-            first: 0,
+            first: purged.as_ref().map_or(0, |p| p.index + 1),
             slots: VecDeque::new(),
             file_len: 0,
             pending: Vec::new(),
-            base_end: 0,
+            base_end: purged.as_ref().map_or(0, |p| p.end),
+            purged,
         };
         let mut pos = 0usize;
         while let Some((index_no, slot, len)) = decode(&bytes[pos..], pos as u64) {
             if slot.end > log_end {
                 break;
+            }
+            if index.purged.as_ref().is_some_and(|p| index_no <= p.index) {
+                pos += len;
+                continue;
             }
             if index.slots.is_empty() {
                 index.first = index_no;
@@ -258,19 +313,89 @@ impl LogIndex {
         Ok(())
     }
 
-    /// Forgets entries up to and including `upto` (their batches stay in the commit log
-    /// until retention removes them).
-    pub fn purge(&mut self, upto: u64) {
+    /// The last purged entry, if any.
+    pub fn purged(&self) -> Option<&Purged> {
+        self.purged.as_ref()
+    }
+
+    /// The last entry whose bytes end at or before commit-log offset `offset`.
+    pub fn last_ending_by(&self, offset: u64) -> Option<u64> {
+        let n = self.slots.partition_point(|s| s.end <= offset);
+        (n > 0).then(|| self.first + n as u64 - 1)
+    }
+
+    /// Forgets entries up to and including `upto` (of term `term`): records it in
+    /// `raft/purged` first, then drops them from memory (their batches stay in the commit log
+    /// until retention removes them). Returns the commit-log offset the held log continues
+    /// from.
+    pub fn purge(&mut self, upto: u64, term: u64) -> io::Result<u64> {
+        if self.purged.as_ref().is_some_and(|p| p.index >= upto) {
+            return Ok(self.base_end);
+        }
+        // Past the entries held (a follower told to purge what a snapshot covers): the
+        // log's end is not vouched for, so retention is let go no further than before.
+        let end = self.get(upto).map_or(self.base_end, |slot| slot.end);
+        let membership = match self.membership_at_or_before(upto) {
+            Some((i, slot)) => Some((
+                i,
+                slot.term,
+                slot.extra.as_deref().unwrap_or_default().to_vec(),
+            )),
+            None => self.purged.as_ref().and_then(|p| p.membership.clone()),
+        };
+        let purged = Purged {
+            index: upto,
+            term,
+            end,
+            membership,
+        };
+        purged.write(&self.dir)?;
+        self.purged = Some(purged);
         while upto >= self.first {
-            match self.slots.pop_front() {
-                Some(s) => self.base_end = s.end,
-                None => break,
+            if self.slots.pop_front().is_none() {
+                break;
             }
             self.first += 1;
         }
         if self.slots.is_empty() {
             self.first = upto + 1;
         }
+        self.base_end = end;
+        self.compact()?;
+        Ok(end)
+    }
+
+    /// Rewrites `log.index` without the purged records once they take half of it.
+    fn compact(&mut self) -> io::Result<()> {
+        self.write_pending()?;
+        let dead = self.slots.front().map_or(self.file_len, |s| s.file_pos);
+        if dead == 0 || dead * 2 < self.file_len {
+            return Ok(());
+        }
+        let mut bytes = Vec::new();
+        let mut pos = Vec::with_capacity(self.slots.len());
+        for (i, slot) in self.slots.iter().enumerate() {
+            pos.push(bytes.len() as u64);
+            encode(
+                &mut bytes,
+                self.first + i as u64,
+                slot.term,
+                slot.kind,
+                slot.start,
+                slot.end,
+                slot.extra.as_deref(),
+            );
+        }
+        let path = self.dir.join("log.index");
+        crate::atomic_file::write_atomic(&path, &bytes)?;
+        let mut file = OpenOptions::new().read(true).write(true).open(&path)?;
+        file.seek(SeekFrom::Start(bytes.len() as u64))?;
+        self.file = file;
+        self.file_len = bytes.len() as u64;
+        for (slot, at) in self.slots.iter_mut().zip(pos) {
+            slot.file_pos = at;
+        }
+        Ok(())
     }
 }
 
@@ -367,12 +492,65 @@ mod tests {
         assert!(index.push(4, 2, Kind::Blank, 30, 30, None).is_err());
         index.push(3, 2, Kind::Blank, 30, 30, None).unwrap();
         index.write_pending().unwrap();
-        index.purge(1);
+        assert_eq!(index.purge(1, 1).unwrap(), 20);
         assert_eq!(index.first_index(), 2);
         assert!(index.get(1).is_none());
         drop(index);
         let index = LogIndex::open(dir.path(), 30).unwrap();
         assert_eq!(index.last(), Some((3, 2)));
+        assert_eq!(index.first_index(), 2);
+        assert_eq!(
+            index.purged().map(|p| (p.index, p.term, p.end)),
+            Some((1, 1, 20))
+        );
+    }
+
+    #[test]
+    fn a_purge_keeps_the_membership_and_compacts_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut index = LogIndex::open(dir.path(), 0).unwrap();
+        index
+            .push(0, 1, Kind::Membership, 0, 0, Some(Bytes::from_static(b"m")))
+            .unwrap();
+        for i in 1..10 {
+            push_batch(&mut index, i, i * 10, i * 10 + 10);
+        }
+        index.write_pending().unwrap();
+        let len = std::fs::metadata(dir.path().join("log.index"))
+            .unwrap()
+            .len();
+        assert_eq!(index.last_ending_by(55), Some(4));
+        assert_eq!(index.purge(7, 1).unwrap(), 80);
+        // Purged records were most of the file: it was rewritten with the two left.
+        assert!(
+            std::fs::metadata(dir.path().join("log.index"))
+                .unwrap()
+                .len()
+                < len / 2
+        );
+        push_batch(&mut index, 10, 100, 110);
+        index.write_pending().unwrap();
+        drop(index);
+        let index = LogIndex::open(dir.path(), 110).unwrap();
+        assert_eq!(index.first_index(), 8);
+        assert_eq!(index.last(), Some((10, 1)));
+        let purged = index.purged().unwrap();
+        assert_eq!(purged.membership, Some((0, 1, b"m".to_vec())));
+        // Everything purged: the log continues at the purge point.
+        let dir = tempfile::tempdir().unwrap();
+        Purged {
+            index: 41,
+            term: 3,
+            end: 4096,
+            membership: None,
+        }
+        .write(dir.path())
+        .unwrap();
+        let index = LogIndex::open(dir.path(), 4096).unwrap();
+        assert_eq!(
+            (index.first_index(), index.end(), index.last()),
+            (42, 4096, None)
+        );
     }
 
     #[test]

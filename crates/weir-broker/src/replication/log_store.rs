@@ -39,10 +39,24 @@ pub(crate) struct LogShared {
     pub index: Mutex<LogIndex>,
     /// Outcomes of batches written here as leader, by Raft index, until applied.
     pub outcomes: Mutex<HashMap<u64, Outcome>>,
-    dir: PathBuf,
+    /// Set once a snapshot from the leader is accepted: the process starts again on it, and
+    /// nothing may be written to this log meanwhile.
+    pub installing: std::sync::atomic::AtomicBool,
+    /// `data_dir/raft`.
+    pub dir: PathBuf,
 }
 
 impl LogShared {
+    /// Fails once a snapshot is being installed (see `snapshot.rs`).
+    pub fn check_writable(&self) -> io::Result<()> {
+        if self.installing.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(io::Error::other(
+                "a snapshot from the leader is being installed: this replica starts again",
+            ));
+        }
+        Ok(())
+    }
+
     /// Opens the index under `data_dir/raft` and makes it and the commit log agree: the index
     /// drops records the commit log lost, the commit log drops bytes no record covers.
     pub fn open(store: Arc<Store>, data_dir: &Path) -> io::Result<Arc<LogShared>> {
@@ -61,6 +75,7 @@ impl LogShared {
             store,
             index: Mutex::new(index),
             outcomes: Mutex::new(HashMap::new()),
+            installing: std::sync::atomic::AtomicBool::new(false),
             dir,
         }))
     }
@@ -69,30 +84,43 @@ impl LogShared {
     /// that entry.
     pub fn read_committed_held(&self) -> Option<LogIdOf<TypeConfig>> {
         let committed = read_committed_file(&self.dir)?;
-        let log = self.index.lock();
-        log.get(committed.index)
-            .filter(|slot| slot.term == committed.leader_id.term)
-            .map(|_| committed)
+        held(&self.index.lock(), committed)
     }
 
     fn write_committed(&self, committed: &Option<LogIdOf<TypeConfig>>) -> io::Result<()> {
-        write_log_id(&self.dir.join("committed"), committed)
+        write_committed_log_id(&self.dir, committed)
     }
 
     /// Records that everything up to `applied` is applied here (its state changes are on
     /// disk), so a restart replays only what follows.
     pub fn write_applied(&self, applied: &Option<LogIdOf<TypeConfig>>) -> io::Result<()> {
-        write_log_id(&self.dir.join("applied"), applied)
+        write_applied_log_id(&self.dir, applied)
     }
 
     /// The last entry applied before the process stopped, if this log still holds it.
     pub fn read_applied_held(&self) -> Option<LogIdOf<TypeConfig>> {
         let applied = read_applied_file(&self.dir)?;
-        let log = self.index.lock();
-        log.get(applied.index)
-            .filter(|slot| slot.term == applied.leader_id.term)
-            .map(|_| applied)
+        held(&self.index.lock(), applied)
     }
+
+    /// The commit-log offset just past entry `index`: held, or the last one purged.
+    pub fn end_of(&self, index: u64) -> Option<u64> {
+        let log = self.index.lock();
+        match log.get(index) {
+            Some(slot) => Some(slot.end),
+            None => log.purged().filter(|p| p.index == index).map(|p| p.end),
+        }
+    }
+}
+
+/// `id`, if `log` holds that entry (or purged it last).
+pub(crate) fn held(log: &LogIndex, id: LogIdOf<TypeConfig>) -> Option<LogIdOf<TypeConfig>> {
+    let term = id.leader_id.term;
+    let here = log
+        .get(id.index)
+        .map(|slot| slot.term)
+        .or_else(|| log.purged().filter(|p| p.index == id.index).map(|p| p.term));
+    (here == Some(term)).then_some(id)
 }
 
 /// The commit point in `dir/committed`, if it reads back whole.
@@ -103,6 +131,19 @@ pub(crate) fn read_committed_file(dir: &Path) -> Option<LogIdOf<TypeConfig>> {
 /// The last entry applied, in `dir/applied`, if it reads back whole.
 pub(crate) fn read_applied_file(dir: &Path) -> Option<LogIdOf<TypeConfig>> {
     read_log_id(&dir.join("applied"))
+}
+
+/// Records `id` as the last entry applied, in `dir/applied`.
+pub(crate) fn write_applied_log_id(dir: &Path, id: &Option<LogIdOf<TypeConfig>>) -> io::Result<()> {
+    write_log_id(&dir.join("applied"), id)
+}
+
+/// Records `id` as the commit point, in `dir/committed`.
+pub(crate) fn write_committed_log_id(
+    dir: &Path,
+    id: &Option<LogIdOf<TypeConfig>>,
+) -> io::Result<()> {
+    write_log_id(&dir.join("committed"), id)
 }
 
 /// Writes a log id as `crc | postcard` (no fsync: an older value read back is still true).
@@ -230,13 +271,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let log = self.shared.index.lock();
-        let last_purged = log
-            .first_index()
-            .checked_sub(1)
-            .filter(|_| log.first_index() > 0 && log.get(log.first_index()).is_none());
-        let last = log.last().map(|(i, t)| LogId::new_term_index(t, i));
+        let last_purged = log.purged().map(|p| LogId::new_term_index(p.term, p.index));
+        let last = log
+            .last()
+            .map(|(i, t)| LogId::new_term_index(t, i))
+            .or(last_purged);
         Ok(LogState {
-            last_purged_log_id: last_purged.map(|i| LogId::new_term_index(0, i)),
+            last_purged_log_id: last_purged,
             last_log_id: last,
         })
     }
@@ -270,6 +311,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = EntryOf<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
+        self.shared.check_writable()?;
         let store = &self.shared.store;
         let (end, file) = {
             let mut log = self.shared.index.lock();
@@ -347,6 +389,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         &mut self,
         last_log_id: Option<LogIdOf<TypeConfig>>,
     ) -> Result<(), io::Error> {
+        self.shared.check_writable()?;
         let last = last_log_id.map(|id| id.index);
         let end = {
             let mut log = self.shared.index.lock();
@@ -362,7 +405,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogIdOf<TypeConfig>) -> Result<(), io::Error> {
-        self.shared.index.lock().purge(log_id.index);
+        if self
+            .shared
+            .installing
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            // The snapshot being installed replaces this log whole.
+            return Ok(());
+        }
+        let end = self
+            .shared
+            .index
+            .lock()
+            .purge(log_id.index, log_id.leader_id.term)?;
+        // Retention may now delete the segments that held only purged entries.
+        self.shared.store.set_retention_floor(end);
+        tracing::info!(upto = log_id.index, commit_log = end, "raft log purged");
         Ok(())
     }
 }

@@ -13,7 +13,10 @@
 //!   `Refused`) and what applying answers
 //! * `log_index`     `raft/log.index`: each entry's term, kind and commit-log range
 //! * `log_store`     openraft's log storage over the commit log and the index
-//! * `state_machine` applying = moving the store's dispatch limit
+//! * `state_machine` applying = moving the store's dispatch limit; building and installing
+//!   snapshots
+//! * `snapshot`      what a snapshot is, sending and receiving it, installing it at start
+//! * `compaction`    purging the Raft log where retention wants segments gone
 //! * `membership`    adding (learner, then voter) and removing replicas
 //! * `network`       the Raft listener and the per-peer clients
 //! * `status`        Raft metrics → this replica's status and the role signal
@@ -22,10 +25,12 @@
 //! naming the leader's client address, learned from the leader's own requests.
 
 mod command;
+mod compaction;
 mod log_index;
 mod log_store;
 mod membership;
 mod network;
+mod snapshot;
 mod state_machine;
 mod status;
 
@@ -109,8 +114,27 @@ pub(crate) fn commit_point(data_dir: &Path) -> Result<u64, BrokerError> {
     })?;
     let applied = log_store::read_applied_file(&dir);
     Ok(applied
-        .and_then(|c| index.get(c.index).filter(|s| s.term == c.leader_id.term))
-        .map_or(0, |slot| slot.end))
+        .and_then(|id| log_store::held(&index, id))
+        .and_then(|id| match index.get(id.index) {
+            Some(slot) => Some(slot.end),
+            None => index.purged().map(|p| p.end),
+        })
+        .unwrap_or(0))
+}
+
+/// Installs the snapshot accepted before the last stop, if there is one; returns whether
+/// there was. Must run before the store is opened.
+pub(crate) fn finish_install(data_dir: &Path) -> Result<bool, BrokerError> {
+    snapshot::finish_install(data_dir).map_err(|source| BrokerError::Io {
+        context: "installing the snapshot received from the leader".into(),
+        source,
+    })
+}
+
+/// The retention floor a replicated store must open with: the end of the entries this
+/// replica's Raft log has purged (0 when it has purged none).
+pub(crate) fn retention_floor(data_dir: &Path) -> u64 {
+    log_index::Purged::read(&data_dir.join("raft")).map_or(0, |p| p.end)
 }
 
 /// What a replica is started with, besides its configuration.
@@ -127,6 +151,8 @@ pub(crate) struct Parts {
     pub role: RoleSetter,
     /// Applies committed state changes to this replica's tables.
     pub applier: Arc<dyn StateApplier>,
+    /// Set when the process must start again (on a snapshot from the leader).
+    pub restart: watch::Sender<bool>,
 }
 
 /// A running broker-group replica.
@@ -156,6 +182,7 @@ impl Replication {
             status,
             role,
             applier,
+            restart,
         } = parts;
         let node_id = config.node_id;
         let voters = parse_peers(&config.raft_peers)?;
@@ -169,7 +196,10 @@ impl Replication {
             heartbeat_interval: config.raft_heartbeat_ms,
             election_timeout_min: config.raft_election_timeout_ms,
             election_timeout_max: config.raft_election_timeout_ms * 3 / 2,
+            // Snapshots are built and logs purged only where retention wants segments gone
+            // (`compaction.rs`), never by openraft's own policy.
             snapshot_policy: SnapshotPolicy::Never,
+            max_in_snapshot_log_to_keep: u64::MAX,
             max_payload_entries: 512,
             enable_pre_vote: Some(true),
             // A replica that comes back with an empty data directory (a replaced disk or
@@ -205,7 +235,7 @@ impl Replication {
             Arc::new(raft_config),
             network,
             LogStore::new(shared.clone()),
-            StateMachine::new(shared, applied, applier),
+            StateMachine::new(shared.clone(), applied, applier, restart),
         )
         .await
         .map_err(|e| BrokerError::Replication(e.to_string()))?;
@@ -233,6 +263,12 @@ impl Replication {
                 listener,
                 raft.clone(),
                 peers.clone(),
+                config.data_dir.join("raft"),
+                shutdown.clone(),
+            )),
+            tokio::spawn(compaction::run(
+                raft.clone(),
+                shared.clone(),
                 shutdown.clone(),
             )),
             tokio::spawn(status::run(

@@ -4,9 +4,13 @@
 //!
 //! ```text
 //! frame:    len u32 BE | postcard body (len bytes)
-//! request:  Request { from, from_addr, rpc: Append | Vote | PreVote }
-//! response: Response::Append(Result<..>) | Response::Vote(Result<..>)  (error: its text)
+//! request:  Request { from, from_addr, rpc: Append | Vote | PreVote | Snapshot }
+//! response: Response::Append(Result<..>) | Response::Vote(Result<..>)
+//!           | Response::Snapshot(Result<..>)                         (error: its text)
 //! ```
+//!
+//! A snapshot goes over a connection of its own, its head followed by the pieces of the
+//! commit log (drawn in `snapshot.rs`).
 //!
 //! Every request names its sender's node id and native (client) address, so a follower
 //! knows where its leader takes writes and can name it in `NOT_LEADER` answers.
@@ -14,6 +18,7 @@
 //! openraft backs off from a peer that cannot be reached.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +35,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufStream};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use super::state_machine::SnapshotData;
+use super::snapshot::{Head, PIECE_LEN, Piece, Receiving, SnapshotData};
 use super::{Raft, TypeConfig};
 
 /// Largest frame accepted: a batch of entries up to the Raft payload limit, with room.
@@ -45,6 +50,7 @@ enum Rpc {
     Append(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<TypeConfig>),
     PreVote(VoteRequest<TypeConfig>),
+    Snapshot(Box<Head>),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -58,6 +64,7 @@ struct Request {
 enum Response {
     Append(Result<AppendEntriesResponse<TypeConfig>, String>),
     Vote(Result<VoteResponse<TypeConfig>, String>),
+    Snapshot(Result<SnapshotResponse<TypeConfig>, String>),
 }
 
 /// Native addresses of the group's replicas, as their requests name them.
@@ -219,7 +226,7 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         {
             Response::Append(Ok(r)) => Ok(r),
             Response::Append(Err(e)) => Err(RPCError::Network(NetworkError::from_string(e))),
-            Response::Vote(_) => Err(unexpected()),
+            _ => Err(unexpected()),
         }
     }
 
@@ -235,7 +242,7 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         {
             Response::Vote(Ok(r)) => Ok(r),
             Response::Vote(Err(e)) => Err(RPCError::Network(NetworkError::from_string(e))),
-            Response::Append(_) => Err(unexpected()),
+            _ => Err(unexpected()),
         }
     }
 
@@ -251,20 +258,121 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         {
             Response::Vote(Ok(r)) => Ok(r),
             Response::Vote(Err(e)) => Err(RPCError::Network(NetworkError::from_string(e))),
-            Response::Append(_) => Err(unexpected()),
+            _ => Err(unexpected()),
         }
     }
 
     async fn full_snapshot(
         &mut self,
-        _vote: VoteOf<TypeConfig>,
-        _snapshot: SnapshotOf<TypeConfig, SnapshotData>,
-        _cancel: impl std::future::Future<Output = ReplicationClosed> + Send + 'static,
+        vote: VoteOf<TypeConfig>,
+        snapshot: SnapshotOf<TypeConfig, SnapshotData>,
+        cancel: impl std::future::Future<Output = ReplicationClosed> + Send + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        Err(StreamingError::Network(NetworkError::from_string(
-            "broker groups do not send snapshots",
-        )))
+        let SnapshotData::Local(local) = snapshot.snapshot else {
+            return Err(StreamingError::Network(NetworkError::from_string(
+                "a received snapshot is not sent on",
+            )));
+        };
+        tracing::debug!(
+            target = self.target,
+            at = ?snapshot.meta.last_log_id,
+            "sending a snapshot"
+        );
+        let send = self.send_snapshot(vote, snapshot.meta, &local);
+        tokio::select! {
+            result = send => result.map_err(|e| match e {
+                CallError::Unreachable(e) => StreamingError::Unreachable(Unreachable::new(&e)),
+                CallError::Failed(msg) => StreamingError::Network(NetworkError::from_string(msg)),
+            }),
+            closed = cancel => Err(StreamingError::Closed(closed)),
+        }
+    }
+}
+
+impl Peer {
+    /// Sends a snapshot on a connection of its own: the head, the commit log in pieces, the
+    /// end; then waits for the answer.
+    async fn send_snapshot(
+        &self,
+        vote: VoteOf<TypeConfig>,
+        meta: openraft::alias::SnapshotMetaOf<TypeConfig>,
+        local: &super::snapshot::LocalSnapshot,
+    ) -> Result<SnapshotResponse<TypeConfig>, CallError> {
+        let failed = |e: std::io::Error| CallError::Failed(e.to_string());
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
+            .await
+            .map_err(|_| CallError::Unreachable(std::io::ErrorKind::TimedOut.into()))?
+            .map_err(CallError::Unreachable)?;
+        stream.set_nodelay(true).map_err(CallError::Unreachable)?;
+        let mut conn = BufStream::new(stream);
+        // The segments are those on disk now: retention may have deleted older ones since
+        // the snapshot was built.
+        let span = local
+            .store
+            .log_span(local.end)
+            .map_err(|e| CallError::Failed(e.to_string()))?;
+        let head_at = meta.last_log_id;
+        let head = Head {
+            vote,
+            meta,
+            end: local.end,
+            state: local.state.clone(),
+            tombstones: span.tombstones.clone(),
+        };
+        let request = Request {
+            from: self.me,
+            from_addr: self.my_addr.clone(),
+            rpc: Rpc::Snapshot(Box::new(head)),
+        };
+        let body = postcard::to_stdvec(&request).map_err(|e| CallError::Failed(e.to_string()))?;
+        write_frame(&mut conn, &body).await.map_err(failed)?;
+        let mut sent = 0u64;
+        for (base, capacity) in &span.segments {
+            let upto = (base + capacity).min(local.end);
+            let mut at = *base;
+            while at < upto {
+                let len = (upto - at).min(PIECE_LEN);
+                let store = Arc::clone(&local.store);
+                let bytes =
+                    tokio::task::spawn_blocking(move || store.read_log_bytes(at, len as usize))
+                        .await
+                        .map_err(|e| CallError::Failed(e.to_string()))?
+                        .map_err(|e| CallError::Failed(e.to_string()))?;
+                let piece = Piece {
+                    base: *base,
+                    capacity: *capacity,
+                    pos: at - base,
+                    bytes: bytes.to_vec(),
+                };
+                let body =
+                    postcard::to_stdvec(&piece).map_err(|e| CallError::Failed(e.to_string()))?;
+                write_frame(&mut conn, &body).await.map_err(failed)?;
+                at += len;
+                sent += len;
+            }
+        }
+        let last = Piece {
+            base: 0,
+            capacity: 0,
+            pos: 0,
+            bytes: Vec::new(),
+        };
+        let body = postcard::to_stdvec(&last).map_err(|e| CallError::Failed(e.to_string()))?;
+        write_frame(&mut conn, &body).await.map_err(failed)?;
+        tracing::info!(
+            target = self.target,
+            at = ?head_at,
+            bytes = sent,
+            "snapshot sent"
+        );
+        let answer = read_frame(&mut conn).await.map_err(failed)?;
+        match postcard::from_bytes(&answer) {
+            Ok(Response::Snapshot(Ok(r))) => Ok(r),
+            Ok(Response::Snapshot(Err(e))) => Err(CallError::Failed(e)),
+            Ok(_) => Err(CallError::Failed("unexpected raft response kind".into())),
+            Err(e) => Err(CallError::Failed(format!("undecodable raft response: {e}"))),
+        }
     }
 }
 
@@ -273,6 +381,7 @@ pub(crate) async fn serve(
     listener: TcpListener,
     raft: Raft,
     peers: Arc<PeerAddrs>,
+    raft_dir: PathBuf,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -291,8 +400,9 @@ pub(crate) async fn serve(
         let raft = raft.clone();
         let peers = peers.clone();
         let shutdown = shutdown.clone();
+        let raft_dir = raft_dir.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection(stream, raft, peers, shutdown).await {
+            if let Err(e) = connection(stream, raft, peers, raft_dir, shutdown).await {
                 tracing::debug!(%from, error = %e, "raft connection closed");
             }
         });
@@ -303,6 +413,7 @@ async fn connection(
     stream: TcpStream,
     raft: Raft,
     peers: Arc<PeerAddrs>,
+    raft_dir: PathBuf,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
@@ -322,8 +433,50 @@ async fn connection(
             Rpc::PreVote(rpc) => {
                 Response::Vote(raft.pre_vote(rpc).await.map_err(|e| e.to_string()))
             }
+            Rpc::Snapshot(head) => {
+                Response::Snapshot(receive_snapshot(&mut stream, &raft, &raft_dir, *head).await)
+            }
         };
         let bytes = postcard::to_stdvec(&response).map_err(std::io::Error::other)?;
         write_frame(&mut stream, &bytes).await?;
     }
+}
+
+/// Receives a snapshot's pieces after its head, stages it and hands it to Raft.
+async fn receive_snapshot(
+    stream: &mut BufStream<TcpStream>,
+    raft: &Raft,
+    raft_dir: &std::path::Path,
+    head: Head,
+) -> Result<SnapshotResponse<TypeConfig>, String> {
+    tracing::info!(at = ?head.meta.last_log_id, "receiving a snapshot from the leader");
+    let mut receiving = Receiving::start(raft_dir).map_err(|e| e.to_string())?;
+    let mut bytes = 0u64;
+    loop {
+        let body = read_frame(stream).await.map_err(|e| e.to_string())?;
+        let piece: Piece = postcard::from_bytes(&body).map_err(|e| e.to_string())?;
+        if piece.capacity == 0 {
+            break;
+        }
+        bytes += piece.bytes.len() as u64;
+        receiving =
+            tokio::task::spawn_blocking(move || receiving.piece(&piece).map(|()| receiving))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+    }
+    let vote = head.vote;
+    let meta = head.meta.clone();
+    let staged = tokio::task::spawn_blocking(move || receiving.finish(&head))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    tracing::info!(bytes, "snapshot received");
+    let snapshot = openraft::storage::Snapshot {
+        meta,
+        snapshot: SnapshotData::Staged(staged),
+    };
+    raft.install_full_snapshot(vote, snapshot)
+        .await
+        .map_err(|e| e.to_string())
 }

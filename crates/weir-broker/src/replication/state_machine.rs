@@ -8,24 +8,35 @@
 //! `StateApplier`; after each applied run the last entry is recorded in `raft/applied`, from
 //! which a restarted replica replays.
 //!
-//! No snapshot is ever built or sent: the state is the commit log and the tables the applier
-//! keeps on disk, and Raft never purges the log (see `docs/clusters.md`).
+//! A snapshot (see `snapshot.rs`) is built only when retention wants segments whose entries
+//! the Raft log still holds (`compaction.rs`), and sent to a replica that needs purged
+//! entries; installing one starts the process again on it.
 
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, LogId, RaftSnapshotBuilder, StoredMembership};
+use parking_lot::Mutex;
+use tokio::sync::watch;
 
 use super::TypeConfig;
 use super::command::{Applied, Command};
 use super::log_store::LogShared;
+use super::snapshot::{self, LocalSnapshot};
 use crate::core::state_change::StateApplier;
 
-/// Snapshot data: never built (the commit log is the state).
-pub(crate) type SnapshotData = std::io::Cursor<Vec<u8>>;
+pub(crate) use super::snapshot::SnapshotData;
+
+/// How long an accepted snapshot waits before the process starts again on it: long enough for
+/// the answer to reach the leader.
+const RESTART_DELAY: Duration = Duration::from_millis(300);
+
+/// The snapshot built last here.
+type Current = Arc<Mutex<Option<(SnapshotMetaOf<TypeConfig>, Arc<LocalSnapshot>)>>>;
 
 /// The state machine handle openraft drives.
 #[derive(Debug)]
@@ -34,6 +45,10 @@ pub(crate) struct StateMachine {
     applied: Option<LogIdOf<TypeConfig>>,
     /// Applies broker state changes to this replica's tables.
     applier: Arc<dyn StateApplier>,
+    /// The snapshot built last.
+    current: Current,
+    /// Asks the process to start again (on an accepted snapshot).
+    restart: watch::Sender<bool>,
 }
 
 impl StateMachine {
@@ -43,11 +58,14 @@ impl StateMachine {
         shared: Arc<LogShared>,
         applied: Option<LogIdOf<TypeConfig>>,
         applier: Arc<dyn StateApplier>,
+        restart: watch::Sender<bool>,
     ) -> StateMachine {
         StateMachine {
             shared,
             applied,
             applier,
+            current: Current::default(),
+            restart,
         }
     }
 
@@ -56,42 +74,84 @@ impl StateMachine {
             return Ok(StoredMembership::default());
         };
         let log = self.shared.index.lock();
-        match log.membership_at_or_before(applied.index) {
-            Some((index, slot)) => {
-                let bytes = slot.extra.clone().unwrap_or_default();
-                let membership = postcard::from_bytes(&bytes).map_err(io::Error::other)?;
-                Ok(StoredMembership::new(
-                    Some(LogId::new_term_index(slot.term, index)),
-                    membership,
-                ))
-            }
-            None => Ok(StoredMembership::default()),
-        }
+        let (index, term, bytes) = match log.membership_at_or_before(applied.index) {
+            Some((index, slot)) => (index, slot.term, slot.extra.clone().unwrap_or_default()),
+            // Purged with its entry: the purge kept it.
+            None => match log.purged().and_then(|p| p.membership.clone()) {
+                Some((index, term, bytes)) => (index, term, bytes.into()),
+                None => return Ok(StoredMembership::default()),
+            },
+        };
+        let membership = postcard::from_bytes(&bytes).map_err(io::Error::other)?;
+        Ok(StoredMembership::new(
+            Some(LogId::new_term_index(term, index)),
+            membership,
+        ))
     }
 }
 
-fn unsupported() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::Unsupported,
-        "broker groups replicate the commit log entry by entry; snapshots are not used",
-    )
+/// Builds a snapshot at the entry applied when it was made (see `snapshot.rs`).
+#[derive(Debug)]
+pub(crate) struct Builder {
+    /// What it is built from, read between two applies; `None` when nothing is applied.
+    made: io::Result<Option<(SnapshotMetaOf<TypeConfig>, LocalSnapshot)>>,
+    current: Current,
 }
 
-/// Never asked to build (snapshots are off).
-#[derive(Debug)]
-pub(crate) struct NoSnapshots;
-
-impl RaftSnapshotBuilder<TypeConfig> for NoSnapshots {
+impl RaftSnapshotBuilder<TypeConfig> for Builder {
     type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<TypeConfig, SnapshotData>, io::Error> {
-        Err(unsupported())
+        let made = std::mem::replace(&mut self.made, Ok(None))?;
+        let Some((meta, local)) = made else {
+            return Err(io::Error::other(
+                "nothing is applied yet: no snapshot to build",
+            ));
+        };
+        let local = Arc::new(local);
+        tracing::info!(
+            at = ?meta.last_log_id,
+            commit_log_end = local.end,
+            "raft snapshot built"
+        );
+        *self.current.lock() = Some((meta.clone(), Arc::clone(&local)));
+        Ok(openraft::storage::Snapshot {
+            meta,
+            snapshot: SnapshotData::Local(local),
+        })
+    }
+}
+
+impl StateMachine {
+    /// What a snapshot at the entry applied now is made of.
+    fn made_now(&self) -> io::Result<Option<(SnapshotMetaOf<TypeConfig>, LocalSnapshot)>> {
+        let Some(applied) = self.applied else {
+            return Ok(None);
+        };
+        let end = self.shared.end_of(applied.index).ok_or_else(|| {
+            io::Error::other(format!("applied entry {} is not held", applied.index))
+        })?;
+        let data_dir = self
+            .shared
+            .dir
+            .parent()
+            .ok_or_else(|| io::Error::other("the raft directory has no parent"))?;
+        let meta = SnapshotMetaOf::<TypeConfig> {
+            last_log_id: Some(applied),
+            last_membership: self.membership()?,
+        };
+        let local = LocalSnapshot {
+            store: Arc::clone(&self.shared.store),
+            end,
+            state: snapshot::read_state(data_dir)?,
+        };
+        Ok(Some((meta, local)))
     }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotData = SnapshotData;
-    type SnapshotBuilder = NoSnapshots;
+    type SnapshotBuilder = Builder;
 
     async fn applied_state(
         &mut self,
@@ -105,6 +165,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             + Unpin
             + Send,
     {
+        self.shared.check_writable()?;
         let mut answers = Vec::new();
         let mut last = None;
         while let Some(item) = entries.next().await {
@@ -147,20 +208,49 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        NoSnapshots
+        Builder {
+            made: self.made_now(),
+            current: Arc::clone(&self.current),
+        }
     }
 
     async fn install_snapshot(
         &mut self,
-        _meta: &SnapshotMetaOf<TypeConfig>,
-        _snapshot: Self::SnapshotData,
+        meta: &SnapshotMetaOf<TypeConfig>,
+        snapshot: Self::SnapshotData,
     ) -> Result<(), io::Error> {
-        Err(unsupported())
+        let SnapshotData::Staged(staged) = snapshot else {
+            return Err(io::Error::other(
+                "only a snapshot received from the leader is installed",
+            ));
+        };
+        self.shared
+            .installing
+            .store(true, std::sync::atomic::Ordering::Release);
+        snapshot::accept(&self.shared.dir, &staged)?;
+        tracing::warn!(
+            at = ?meta.last_log_id,
+            "snapshot from the leader accepted: starting again on it"
+        );
+        self.applied = meta.last_log_id;
+        let restart = self.restart.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(RESTART_DELAY).await;
+            restart.send_replace(true);
+        });
+        Ok(())
     }
 
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<SnapshotOf<TypeConfig, Self::SnapshotData>>, io::Error> {
-        Ok(None)
+        Ok(self
+            .current
+            .lock()
+            .as_ref()
+            .map(|(meta, local)| openraft::storage::Snapshot {
+                meta: meta.clone(),
+                snapshot: SnapshotData::Local(Arc::clone(local)),
+            }))
     }
 }
