@@ -68,6 +68,12 @@ pub(crate) async fn run(raft: Raft, shared: Arc<LogShared>, mut shutdown: watch:
                 continue;
             }
             last_built = Some(Instant::now());
+            tracing::info!(
+                upto,
+                applied,
+                commit_log = wanted,
+                "building a raft snapshot for retention"
+            );
             if let Err(e) = raft.trigger().snapshot().await {
                 tracing::warn!(error = %e, "cannot build a raft snapshot");
             }
