@@ -133,6 +133,9 @@ pub struct BrokerConfig {
     /// forming one with `raft_peers`: it never initializes the group itself and waits for the
     /// group's leader to bring it in.
     pub raft_join: bool,
+    /// The least time between two Raft snapshots built so that retention may delete segments
+    /// (see `docs/clusters.md`, "Retention and snapshots"), ms.
+    pub raft_snapshot_min_interval_ms: u64,
 }
 
 /// Accepts a list of strings or one comma-separated string.
@@ -207,6 +210,7 @@ impl Default for BrokerConfig {
             raft_heartbeat_ms: 100,
             raft_election_timeout_ms: 600,
             raft_join: false,
+            raft_snapshot_min_interval_ms: 30_000,
         }
     }
 }

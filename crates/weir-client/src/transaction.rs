@@ -23,7 +23,9 @@
 //! ```
 //!
 //! The producer registers its group (`RegisterProducer`) on its connection to every broker it
-//! talks to, and again every [`REGISTER_INTERVAL`] (after a reconnect). A broker that finds a
+//! talks to, and again every [`REGISTER_INTERVAL`] (after a reconnect), with the brokers that
+//! serve the topics it sent to or answers for as the name servers say then (a broker group's
+//! new leader after a failover). A broker that finds a
 //! transaction undecided sends a one-way `CheckTransaction` on the connection of a live member
 //! of the group; the member runs the [`TransactionChecker`] on the message and answers with a
 //! one-way `EndTransaction` (nothing for [`TxState::Unknown`]: the broker asks again later).
@@ -95,6 +97,8 @@ struct Inner {
     routes: RouteCache,
     /// Broker address → the connection our group is registered on.
     registered: Mutex<std::collections::HashMap<String, Connection>>,
+    /// Topics sent to or answered for: their brokers are registered with again and again.
+    topics: Mutex<std::collections::BTreeSet<String>>,
     next_transaction: AtomicU64,
     round_robin: AtomicUsize,
 }
@@ -137,6 +141,7 @@ impl TransactionProducer {
             checker: Arc::new(checker),
             routes,
             registered: Mutex::new(std::collections::HashMap::new()),
+            topics: Mutex::new(std::collections::BTreeSet::new()),
             next_transaction: AtomicU64::new(0),
             round_robin: AtomicUsize::new(rand::random::<u16>() as usize),
             config,
@@ -146,6 +151,10 @@ impl TransactionProducer {
         for server in inner.config.servers.clone() {
             match inner.ensure_registered(&server).await {
                 Ok(_) => registered = true,
+                // A name server: the group registers with brokers as their routes name them.
+                Err(e) if e.code() == Some(weir_proto::ErrorCode::UnsupportedApi) => {
+                    registered = true
+                }
                 Err(e) => last_error = Some(e),
             }
         }
@@ -166,11 +175,8 @@ impl TransactionProducer {
     /// only answers check-backs calls it for each topic it answers for. (The servers in the
     /// configuration are registered with already; in standalone mode that is the broker.)
     pub async fn register_for_topic(&self, topic: &str) -> Result<()> {
-        let route = self.inner.routes.get(topic).await?;
-        for broker in route.brokers() {
-            self.inner.ensure_registered(&broker).await?;
-        }
-        Ok(())
+        self.inner.topics.lock().insert(topic.to_owned());
+        self.inner.register_for(topic).await
     }
 
     /// Sends `message` as a half message, runs `local_tx` with where it was stored, and
@@ -196,6 +202,7 @@ impl TransactionProducer {
             None => inner.round_robin.fetch_add(1, Ordering::Relaxed) % route.queues.len(),
         };
         let queue = &route.queues[index];
+        inner.topics.lock().insert(message.topic().to_owned());
         let conn = inner.ensure_registered(&queue.broker_addr).await?;
         let message = message
             .with_property(PROP_TRANSACTION_ID, transaction_id.clone())
@@ -272,6 +279,19 @@ impl TransactionProducer {
 }
 
 impl Inner {
+    /// Registers the group with every broker serving `topic`; a broker that fails makes the
+    /// route be asked again next time.
+    async fn register_for(&self, topic: &str) -> Result<()> {
+        let route = self.routes.get(topic).await?;
+        for broker in route.brokers() {
+            if let Err(e) = self.ensure_registered(&broker).await {
+                self.routes.invalidate(topic);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
     /// The connection to `addr`, our group registered on it (registering it if it is new).
     async fn ensure_registered(&self, addr: &str) -> Result<Connection> {
         let conn = self.routes.pool().get(addr).await?;
@@ -383,6 +403,12 @@ async fn reregister(inner: Weak<Inner>) {
         for addr in addrs {
             if let Err(e) = inner.ensure_registered(&addr).await {
                 debug!(addr, error = %e, "registering the producer group failed");
+            }
+        }
+        let topics: Vec<String> = inner.topics.lock().iter().cloned().collect();
+        for topic in topics {
+            if let Err(e) = inner.register_for(&topic).await {
+                debug!(topic, error = %e, "registering the producer group failed");
             }
         }
     }

@@ -45,3 +45,4 @@ mod membership;
 mod name_servers;
 mod smoke;
 mod snapshots;
+mod transactions;

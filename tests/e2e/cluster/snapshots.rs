@@ -16,7 +16,8 @@ use serde_json::Value;
 use super::nodes::Cluster;
 use crate::harness::{WEIR, ok_at};
 
-const EXTRA: &str = "segment_size = 1048576\nmax_message_size = 1000000\nretention_hours = 0\n";
+const EXTRA: &str = "segment_size = 1048576\nmax_message_size = 1000000\nretention_hours = 0\n\
+                     raft_snapshot_min_interval_ms = 2000\n";
 const TOPIC: &str = "snap";
 const QUEUES: u32 = 2;
 

@@ -21,11 +21,13 @@ use super::log_store::LogShared;
 /// How often retention's wishes are checked.
 const CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
-/// The least time between two snapshots built for purging.
-pub(crate) const MIN_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(30);
-
-/// Runs until shutdown.
-pub(crate) async fn run(raft: Raft, shared: Arc<LogShared>, mut shutdown: watch::Receiver<bool>) {
+/// Runs until shutdown, building a snapshot at most every `min_interval`.
+pub(crate) async fn run(
+    raft: Raft,
+    shared: Arc<LogShared>,
+    min_interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut last_built: Option<Instant> = None;
     loop {
         tokio::select! {
@@ -64,7 +66,7 @@ pub(crate) async fn run(raft: Raft, shared: Arc<LogShared>, mut shutdown: watch:
             continue;
         }
         if snapshot.is_none_or(|s| s < upto) {
-            if last_built.is_some_and(|at| at.elapsed() < MIN_SNAPSHOT_INTERVAL) {
+            if last_built.is_some_and(|at| at.elapsed() < min_interval) {
                 continue;
             }
             last_built = Some(Instant::now());

@@ -269,6 +269,7 @@ impl Replication {
             tokio::spawn(compaction::run(
                 raft.clone(),
                 shared.clone(),
+                Duration::from_millis(config.raft_snapshot_min_interval_ms),
                 shutdown.clone(),
             )),
             tokio::spawn(status::run(

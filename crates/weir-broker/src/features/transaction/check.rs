@@ -65,6 +65,9 @@ pub(crate) async fn run(
     sender: Arc<dyn CheckBackSender>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    if transactions.log.is_replicated() && !take_over(&transactions, &mut shutdown).await {
+        return;
+    }
     let timings = transactions.timings;
     let tick = (timings.first.min(timings.interval) / 4)
         .clamp(Duration::from_millis(50), Duration::from_secs(1));
@@ -113,6 +116,32 @@ pub(crate) async fn run(
             Ok(Ok(())) => {}
         }
     }
+}
+
+/// Longest a new leader waits for its log to be applied before it rebuilds the pending set.
+const APPLY_WAIT: Duration = Duration::from_secs(10);
+
+/// A new leader of a broker group waits until everything its log held when it took over is
+/// applied (decisions of the previous leader included), then rebuilds the pending set from
+/// the log. Returns false on shutdown.
+async fn take_over(transactions: &Arc<Transactions>, shutdown: &mut watch::Receiver<bool>) -> bool {
+    let target = transactions.log.stats().written_offset;
+    let deadline = tokio::time::Instant::now() + APPLY_WAIT;
+    while transactions.log.stats().dispatched_offset < target
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            _ = crate::shutdown::requested(shutdown) => return false,
+        }
+    }
+    let rebuilt = transactions.clone();
+    match tokio::task::spawn_blocking(move || rebuilt.rebuild()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "rebuilding undecided transactions failed"),
+        Err(e) => tracing::error!(error = %e, "rebuilding undecided transactions failed"),
+    }
+    true
 }
 
 /// The transactions whose check is due (their schedule advanced and their count raised) and

@@ -5,6 +5,11 @@
 //! have been had the broker kept running (its last check + `interval`), but not before `first`
 //! after the start, so its producers have time to connect again; one never checked is due
 //! `first` after the start.
+//!
+//! A new leader of a broker group does the same when it takes over ([`Transactions::rebuild`]):
+//! half messages and op records are entries of the group's log, so every replica holds them,
+//! but the pending set it built when it started is stale — halves written and transactions
+//! decided while it followed.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -93,24 +98,16 @@ fn next_check(
     (started + timings.interval.saturating_sub(since)).max(grace)
 }
 
-/// Loads the low-water mark and rebuilds the pending set from the log.
-pub(crate) fn load(
-    log: MessageLog,
-    topics: Arc<TopicTable>,
-    data_dir: &Path,
+/// The pending set as the log says: every op record, then the halves from queue offset
+/// `from` of `%HALF%` on.
+fn scan_pending(
+    log: &MessageLog,
+    from: u64,
     timings: CheckTimings,
-) -> Result<Transactions, BrokerError> {
-    let path = Transactions::path(data_dir);
-    let low_water: LowWater = match atomic_file::read_if_exists(&path)
-        .map_err(|e| BrokerError::io(format!("reading {}", path.display()), e))?
-    {
-        Some(bytes) => serde_json::from_slice(&bytes)
-            .map_err(|e| BrokerError::Config(format!("{}: {e}", path.display())))?,
-        None => LowWater::default(),
-    };
+) -> Result<BTreeMap<u64, Pending>, BrokerError> {
     let mut decided = HashSet::new();
     let mut checked: HashMap<u64, LastCheck> = HashMap::new();
-    scan(&log, OP_TOPIC, 0, |_, record| {
+    scan(log, OP_TOPIC, 0, |_, record| {
         match decode_op(record.body()) {
             Ok((half_offset, HalfOp::Decided(_))) => {
                 decided.insert(half_offset);
@@ -135,30 +132,44 @@ pub(crate) fn load(
     let mut pending = BTreeMap::new();
     let started = Instant::now();
     let now = now_ms();
-    scan(
-        &log,
-        HALF_TOPIC,
-        low_water.half_queue_offset,
-        |entry, record| {
-            let stamp = entry.stamp();
-            if decided.contains(&stamp.commit_log_offset) {
-                return;
-            }
-            if let Some(info) = half::info(entry, record) {
-                let last = checked.get(&stamp.commit_log_offset).copied();
-                pending.insert(
-                    stamp.commit_log_offset,
-                    Pending {
-                        info,
-                        half_queue_offset: stamp.base_offset + u64::from(record.offset_delta),
-                        next_check: next_check(timings, started, now, last),
-                        checks: last.map_or(0, |c| c.attempt),
-                        deciding: false,
-                    },
-                );
-            }
-        },
-    )?;
+    scan(log, HALF_TOPIC, from, |entry, record| {
+        let stamp = entry.stamp();
+        if decided.contains(&stamp.commit_log_offset) {
+            return;
+        }
+        if let Some(info) = half::info(entry, record) {
+            let last = checked.get(&stamp.commit_log_offset).copied();
+            pending.insert(
+                stamp.commit_log_offset,
+                Pending {
+                    info,
+                    half_queue_offset: stamp.base_offset + u64::from(record.offset_delta),
+                    next_check: next_check(timings, started, now, last),
+                    checks: last.map_or(0, |c| c.attempt),
+                    deciding: false,
+                },
+            );
+        }
+    })?;
+    Ok(pending)
+}
+
+/// Loads the low-water mark and rebuilds the pending set from the log.
+pub(crate) fn load(
+    log: MessageLog,
+    topics: Arc<TopicTable>,
+    data_dir: &Path,
+    timings: CheckTimings,
+) -> Result<Transactions, BrokerError> {
+    let path = Transactions::path(data_dir);
+    let low_water: LowWater = match atomic_file::read_if_exists(&path)
+        .map_err(|e| BrokerError::io(format!("reading {}", path.display()), e))?
+    {
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| BrokerError::Config(format!("{}: {e}", path.display())))?,
+        None => LowWater::default(),
+    };
+    let pending = scan_pending(&log, low_water.half_queue_offset, timings)?;
     if !pending.is_empty() {
         tracing::info!(
             pending = pending.len(),
@@ -175,6 +186,30 @@ pub(crate) fn load(
         low_water_path: path,
         persisted_low_water: Mutex::new(low_water.half_queue_offset),
     })
+}
+
+impl Transactions {
+    /// A new leader of a broker group starts from the log (see the module docs): the pending
+    /// set becomes what the log says up to where it ended when the rebuild began; halves
+    /// written after that (by this leader, during the scan) stay as the write path put them.
+    pub(crate) fn rebuild(&self) -> Result<(), BrokerError> {
+        let written = self.log.stats().written_offset;
+        let from = *self.persisted_low_water.lock();
+        let scanned = scan_pending(&self.log, from, self.timings)?;
+        let count = scanned.len();
+        let mut pending = self.pending.lock();
+        let newer = pending.split_off(&written);
+        *pending = scanned;
+        for (offset, p) in newer {
+            pending.entry(offset).or_insert(p);
+        }
+        drop(pending);
+        tracing::info!(
+            pending = count,
+            "undecided transactions rebuilt by the new leader"
+        );
+        Ok(())
+    }
 }
 
 #[cfg(test)]
