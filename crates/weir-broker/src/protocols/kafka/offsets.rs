@@ -54,8 +54,9 @@ pub(crate) fn list_offsets(
                             answer.offset = offset;
                             answer.timestamp = timestamp;
                             if version >= 4 && offset >= 0 {
+                                let at = (queue_id, offset as u64);
                                 answer.leader_epoch =
-                                    epoch_of(state, epochs, &weir_topic, queue_id, offset as u64);
+                                    epoch_of(state, epochs, &weir_topic, at, current);
                             }
                         }
                         Err(e) => answer.error_code = errors::kafka_code(e.code),
@@ -71,17 +72,18 @@ pub(crate) fn list_offsets(
     ListOffsetsResponse::default().with_topics(topics)
 }
 
-/// The epoch of the batch holding `offset`; the current one for the log end.
+/// The epoch of the batch holding `(queue, offset)`; the newest one (the leader's: `current`)
+/// for the log end.
 fn epoch_of(
     state: &BrokerState,
     epochs: &LeaderEpochs,
     topic: &str,
-    queue_id: u32,
-    offset: u64,
+    (queue_id, offset): (u32, u64),
+    current: i32,
 ) -> i32 {
     let (history, offsets) = epochs.history(state, topic, queue_id);
     if offset >= offsets.max {
-        history.latest(epochs::current(state))
+        history.latest(current)
     } else {
         history.epoch_of(offset)
     }
