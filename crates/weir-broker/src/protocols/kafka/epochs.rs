@@ -179,7 +179,7 @@ impl EpochHistory {
     /// answered with itself and the first known start; an unknown one (newer than the
     /// leader's, or -1) with (-1, -1).
     pub fn end_of(&self, requested: i32, current: i32, end: u64) -> (i32, i64) {
-        let latest = self.latest_stamped().map_or(current, |e| e.max(current));
+        let latest = self.latest(current);
         if requested < 0 || requested > latest {
             return (UNDEFINED, i64::from(UNDEFINED));
         }
