@@ -339,6 +339,7 @@ impl Broker {
                 state: state.clone(),
                 endpoint,
                 peers: Default::default(),
+                epochs: Default::default(),
             });
             tasks.push(tokio::spawn(kafka::server::serve(
                 listener,

@@ -532,3 +532,140 @@ async fn bad_produce_and_fetch_input_gets_typed_errors_and_the_connection_goes_o
     assert_eq!(set.records[0].value.as_deref(), Some(&b"ok"[..]));
     broker.shutdown().await.unwrap();
 }
+
+/// A standalone broker is in leader epoch 0 for good, and says so everywhere: the batches it
+/// stamps (whatever the producer wrote there), Metadata, ListOffsets and OffsetForLeaderEpoch;
+/// a client that believes in a newer epoch is told `UNKNOWN_LEADER_EPOCH` (75).
+#[tokio::test]
+async fn a_standalone_broker_says_leader_epoch_0_everywhere() {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{
+        OffsetForLeaderPartition, OffsetForLeaderTopic,
+    };
+    use kafka_protocol::messages::{ListOffsetsRequest, OffsetForLeaderEpochRequest};
+
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path()).await;
+    let mut conn = Conn::open(&broker).await;
+    let name = || TopicName(StrBytes::from_static_str("epochs"));
+    // Created by Metadata, which says epoch 0.
+    let metadata = RequestKind::Metadata(
+        MetadataRequest::default()
+            .with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(name())),
+            ]))
+            .with_allow_auto_topic_creation(true),
+    );
+    conn.send(ApiKey::Metadata, 9, 1, &metadata).await;
+    let (_, ResponseKind::Metadata(m)) = conn.recv(ApiKey::Metadata, 9).await else {
+        panic!("not a metadata answer");
+    };
+    assert_eq!(m.topics[0].partitions[0].leader_epoch, 0);
+
+    // A producer's batch claiming epoch 9 (outside the batch CRC) is stamped with 0.
+    let mut claimed = BytesMut::from(&batch(&["a", "b", "c"])[..]);
+    claimed[12..16].copy_from_slice(&9i32.to_be_bytes());
+    conn.send(
+        ApiKey::Produce,
+        9,
+        2,
+        &produce("epochs", 0, -1, claimed.freeze()),
+    )
+    .await;
+    let (_, ResponseKind::Produce(p)) = conn.recv(ApiKey::Produce, 9).await else {
+        panic!("not a produce answer");
+    };
+    assert_eq!(p.responses[0].partition_responses[0].error_code, 0);
+    conn.send(ApiKey::Fetch, 12, 3, &fetch("epochs", 0, 0, 0, 1 << 20))
+        .await;
+    let (_, ResponseKind::Fetch(f)) = conn.recv(ApiKey::Fetch, 12).await else {
+        panic!("not a fetch answer");
+    };
+    let mut records = f.responses[0].partitions[0].records.clone().unwrap();
+    let set = RecordBatchDecoder::decode(&mut records).unwrap();
+    assert!(set.records.iter().all(|r| r.partition_leader_epoch == 0));
+
+    // OffsetForLeaderEpoch: epoch 0 ends at the log end; epoch 1 is unknown; a client in
+    // epoch 1 is ahead of the broker.
+    let epoch_end = |current: i32, epoch: i32| {
+        RequestKind::OffsetForLeaderEpoch(OffsetForLeaderEpochRequest::default().with_topics(vec![
+                OffsetForLeaderTopic::default()
+                    .with_topic(name())
+                    .with_partitions(vec![
+                        OffsetForLeaderPartition::default()
+                            .with_partition(0)
+                            .with_current_leader_epoch(current)
+                            .with_leader_epoch(epoch),
+                    ]),
+            ]))
+    };
+    for (i, (current, epoch, want)) in [
+        (-1, 0, (0, 0, 3)),
+        (0, 0, (0, 0, 3)),
+        (0, 1, (0, -1, -1)),
+        (1, 0, (75, -1, -1)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        conn.send(
+            ApiKey::OffsetForLeaderEpoch,
+            4,
+            10 + i as i32,
+            &epoch_end(current, epoch),
+        )
+        .await;
+        let (_, ResponseKind::OffsetForLeaderEpoch(o)) =
+            conn.recv(ApiKey::OffsetForLeaderEpoch, 4).await
+        else {
+            panic!("not an OffsetForLeaderEpoch answer");
+        };
+        let p = &o.topics[0].partitions[0];
+        assert_eq!(
+            (p.error_code, p.leader_epoch, p.end_offset),
+            want,
+            "current {current}, epoch {epoch}"
+        );
+    }
+
+    // ListOffsets: the log end in epoch 0; a client in epoch 1 is ahead.
+    let list = |current: i32| {
+        RequestKind::ListOffsets(ListOffsetsRequest::default().with_topics(vec![
+                ListOffsetsTopic::default()
+                    .with_name(name())
+                    .with_partitions(vec![
+                        ListOffsetsPartition::default()
+                            .with_partition_index(0)
+                            .with_current_leader_epoch(current)
+                            .with_timestamp(-1),
+                    ]),
+            ]))
+    };
+    conn.send(ApiKey::ListOffsets, 6, 20, &list(0)).await;
+    let (_, ResponseKind::ListOffsets(l)) = conn.recv(ApiKey::ListOffsets, 6).await else {
+        panic!("not a ListOffsets answer");
+    };
+    let p = &l.topics[0].partitions[0];
+    assert_eq!((p.error_code, p.offset, p.leader_epoch), (0, 3, 0));
+    conn.send(ApiKey::ListOffsets, 6, 21, &list(1)).await;
+    let (_, ResponseKind::ListOffsets(l)) = conn.recv(ApiKey::ListOffsets, 6).await else {
+        panic!("not a ListOffsets answer");
+    };
+    assert_eq!(l.topics[0].partitions[0].error_code, 75);
+
+    // Fetch from a client in epoch 1: no records, UNKNOWN_LEADER_EPOCH.
+    let RequestKind::Fetch(mut ahead) = fetch("epochs", 0, 0, 500, 1 << 20) else {
+        unreachable!("fetch() makes a Fetch");
+    };
+    ahead.topics[0].partitions[0].current_leader_epoch = 1;
+    conn.send(ApiKey::Fetch, 12, 30, &RequestKind::Fetch(ahead))
+        .await;
+    let (_, ResponseKind::Fetch(f)) = conn.recv(ApiKey::Fetch, 12).await else {
+        panic!("not a fetch answer");
+    };
+    let p = &f.responses[0].partitions[0];
+    assert_eq!(p.error_code, 75);
+    assert_eq!(p.records.as_ref().map_or(0, Bytes::len), 0);
+    broker.shutdown().await.unwrap();
+}

@@ -1106,6 +1106,36 @@ impl Store {
             })
     }
 
+    /// The leader epoch stamped on the batch holding queue offset `offset` of
+    /// `topic`/`queue_id` (Kafka's partition leader epoch: the Raft term the batch was written
+    /// in, 0 standalone). Reads one consume-queue entry and the batch's header in place: the
+    /// envelope CRC (which covers the epoch) is checked, the records are neither read nor
+    /// copied. `None` when that offset is not readable now (outside the queue's range, lost,
+    /// or its entry does not point at a batch holding it).
+    pub fn leader_epoch_at(&self, topic: &str, queue_id: u32, offset: u64) -> Option<i32> {
+        let cq = self.inner.queues.get(topic, queue_id)?;
+        if offset < cq.min() || offset >= cq.max() {
+            return None;
+        }
+        let entry = cq.entry(offset).ok()?;
+        if !entry.is_written() || entry.is_lost() {
+            return None;
+        }
+        self.inner
+            .log
+            .with_bytes(entry.offset, entry.size as usize, |bytes| {
+                let parsed = batch::Entry::parse(bytes).ok()?;
+                parsed.verify_envelope().ok()?;
+                let stamp = parsed.stamp();
+                let holds = stamp.commit_log_offset == entry.offset
+                    && stamp.queue_id == queue_id
+                    && stamp.base_offset <= offset
+                    && offset - stamp.base_offset < u64::from(parsed.record_count());
+                holds.then_some(stamp.leader_epoch)
+            })
+            .flatten()
+    }
+
     /// The commit-log bytes `topic`'s readable batches take (their whole stored entries,
     /// envelope included); 0 for an unknown topic. Follows retention, cuts and deletions,
     /// and survives a restart (see `topic_bytes.rs`).

@@ -92,3 +92,29 @@ fn a_reopened_replica_keeps_uncommitted_records_unreadable_and_counts_them() {
     store.set_dispatch_limit(r.end_offset);
     assert_eq!(store.queue_offsets("t", 1).max, 7);
 }
+
+#[test]
+fn every_readable_queue_offset_names_the_leader_epoch_of_its_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(replicated(dir.path(), 0)).unwrap();
+    let mut end = 0;
+    for (queue, first, n, epoch) in [(0, 0, 3, 1), (1, 0, 2, 9), (0, 3, 2, 1), (0, 5, 4, 4)] {
+        let mut b = batch("t", first, n, 40);
+        end = store
+            .append_as_leader("t", queue, &mut b, epoch)
+            .unwrap()
+            .end_offset;
+    }
+    assert_eq!(store.leader_epoch_at("t", 0, 0), None, "not committed yet");
+    store.set_dispatch_limit(end);
+    let epochs: Vec<Option<i32>> = (0..10).map(|o| store.leader_epoch_at("t", 0, o)).collect();
+    let want: Vec<Option<i32>> = [1, 1, 1, 1, 1, 4, 4, 4, 4]
+        .into_iter()
+        .map(Some)
+        .chain([None])
+        .collect();
+    assert_eq!(epochs, want, "one epoch per batch, none past the end");
+    assert_eq!(store.leader_epoch_at("t", 1, 1), Some(9));
+    assert_eq!(store.leader_epoch_at("t", 2, 0), None, "no such queue");
+    assert_eq!(store.leader_epoch_at("u", 0, 0), None, "no such topic");
+}

@@ -41,6 +41,8 @@ pub mod proxy;
 mod delays;
 mod faults;
 mod kafka;
+mod kafka_epochs;
+mod kafka_wire;
 mod membership;
 mod name_servers;
 mod smoke;

@@ -14,6 +14,9 @@ stderr when something fails. Every wait has a timeout and the whole run has a de
               timestamp, received_ms}]}
   member      a subscribed group member that commits each record (with --metadata) before
               printing it as committed; stops cleanly (LeaveGroup) when stdin closes
+  follow      assign partitions 0..--partitions of --topic at offset 0 and print each record
+              as read, one JSON object a line (confluent only), until stdin closes; a lost
+              position is an error event, never a reset (auto.offset.reset=error)
   committed   a group's committed offsets and metadata -> {"committed": [...]}
   commit      commits --offsets P:O,... for a group -> {"committed": [...]}
   longpoll    an idle consumer on an empty partition, a record produced 1 s later: how many
@@ -280,6 +283,29 @@ class Confluent:
                 emit(
                     {
                         "event": "committed",
+                        "partition": msg.partition(),
+                        "offset": msg.offset(),
+                        "value": text(msg.value()),
+                    }
+                )
+        consumer.close()
+
+    def follow(self, topic, partitions, stop):
+        TP = self.ck.TopicPartition
+        consumer = self.consumer(
+            **{"auto.offset.reset": "error", "topic.metadata.refresh.interval.ms": 1000},
+            **dict(conf_pairs(self.args)),
+        )
+        consumer.assign([TP(topic, p, 0) for p in range(partitions)])
+        while not stop.is_set():
+            for msg in consumer.consume(100, 0.1):
+                if msg.error() is not None:
+                    error = msg.error()
+                    emit({"event": "error", "name": error.name(), "error": str(error)})
+                    continue
+                emit(
+                    {
+                        "event": "record",
                         "partition": msg.partition(),
                         "offset": msg.offset(),
                         "value": text(msg.value()),
@@ -711,7 +737,7 @@ def main():
         "--conf",
         action="append",
         default=[],
-        help="client settings, KEY=VALUE (confluent: produce, consume; kafka-python: consume)",
+        help="client settings, KEY=VALUE (confluent: produce, consume, follow; kafka-python: consume)",
     )
     parser.add_argument("--seek", default="beginning")
     parser.add_argument("--count", type=int, default=0)
@@ -731,7 +757,7 @@ def main():
     signal.setitimer(signal.ITIMER_REAL, args.timeout)
     client = CLIENTS[args.client](args)
     command = args.command
-    per_client = ("produce", "consume", "member", "committed", "commit", "longpoll")
+    per_client = ("produce", "consume", "member", "follow", "committed", "commit", "longpoll")
     if command in per_client and not hasattr(client, command):
         fail(f"{command} is not written for {args.client}")
     if command == "produce":
@@ -755,6 +781,16 @@ def main():
 
         threading.Thread(target=watch_stdin, daemon=True).start()
         client.member(args.topic, args.group, args.strategy, args.metadata, stop)
+        emit({"event": "closed"})
+    elif command == "follow":
+        stop = threading.Event()
+
+        def watch_stdin():
+            sys.stdin.read()
+            stop.set()
+
+        threading.Thread(target=watch_stdin, daemon=True).start()
+        client.follow(args.topic, args.partitions, stop)
         emit({"event": "closed"})
     elif command == "committed":
         emit({"committed": client.committed(args.topic, args.group, args.partitions)})

@@ -397,12 +397,26 @@ impl Member {
         topic: &str,
         extra: &[&str],
     ) -> Member {
+        let mut args = vec!["--client", client, "--group", group, "--topic", topic];
+        args.extend_from_slice(extra);
+        Member::spawn(name, "member", bootstrap(node), &args)
+    }
+
+    /// Starts `clients.py follow` (confluent-kafka) on partitions `0..partitions` of `topic`,
+    /// bootstrapped from `bootstrap` (a comma-separated list).
+    pub fn follow(name: &str, bootstrap: &str, topic: &str, partitions: u32) -> Member {
+        let partitions = partitions.to_string();
+        let args = ["--topic", topic, "--partitions", &partitions];
+        Member::spawn(name, "follow", bootstrap, &args)
+    }
+
+    /// Starts `clients.py COMMAND --bootstrap BOOTSTRAP ARGS...`, a long-running driver.
+    fn spawn(name: &str, command: &str, bootstrap: &str, args: &[&str]) -> Member {
         let mut child = Command::new("python3")
             .arg(script())
-            .args(["member", "--bootstrap", bootstrap(node)])
-            .args(["--client", client, "--group", group, "--topic", topic])
+            .args([command, "--bootstrap", bootstrap])
+            .args(args)
             .args(["--timeout", "150"])
-            .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -231,6 +231,12 @@ impl MessageLog {
         )
     }
 
+    /// The leader epoch stamped on the batch holding a queue offset (see
+    /// [`Store::leader_epoch_at`]).
+    pub fn leader_epoch_at(&self, topic: &str, queue_id: u32, offset: u64) -> Option<i32> {
+        self.store.leader_epoch_at(topic, queue_id, offset)
+    }
+
     /// The checked record at a commit-log offset.
     pub fn read_at(&self, commit_log_offset: u64) -> Result<Bytes, StoreError> {
         self.store.read_at(commit_log_offset)

@@ -13,6 +13,7 @@ use kafka_protocol::protocol::Encodable;
 
 use crate::metrics_catalog::REQUESTS_TOTAL;
 use crate::protocols::kafka::connection::Request;
+use crate::protocols::kafka::epochs::LeaderEpochs;
 use crate::protocols::kafka::replicas::{self, PeerCache};
 use crate::protocols::kafka::{
     Endpoint, admin, fetch, groups, metadata, offsets, produce, versions,
@@ -27,6 +28,8 @@ pub(crate) struct Listener {
     pub endpoint: Endpoint,
     /// The other replicas' Kafka addresses, in a broker group.
     pub peers: PeerCache,
+    /// Where each leader epoch starts in each queue, as far as clients have asked.
+    pub epochs: LeaderEpochs,
 }
 
 /// What a request gets back.
@@ -70,11 +73,11 @@ pub(crate) async fn handle(
         },
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::fetch(state, r).await),
         RequestKind::ListOffsets(r) => {
-            ResponseKind::ListOffsets(offsets::list_offsets(state, r, version))
+            ResponseKind::ListOffsets(offsets::list_offsets(state, &listener.epochs, r, version))
         }
-        RequestKind::OffsetForLeaderEpoch(r) => {
-            ResponseKind::OffsetForLeaderEpoch(offsets::offset_for_leader_epoch(state, r))
-        }
+        RequestKind::OffsetForLeaderEpoch(r) => ResponseKind::OffsetForLeaderEpoch(
+            offsets::offset_for_leader_epoch(state, &listener.epochs, r),
+        ),
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(admin::init_producer_id(state, r).await)
         }

@@ -10,6 +10,10 @@
 //! message is dispatched to any of its partitions (or the wait, capped by
 //! `long_poll_max_ms`, ends) and reads again; it never spins. Fetch sessions (KIP-227) are not
 //! kept: every answer says session 0, and clients send full fetches.
+//!
+//! A partition whose current leader epoch, as the client gives it, is not the broker's gets
+//! `FENCED_LEADER_EPOCH` (older: the client refreshes its metadata) or `UNKNOWN_LEADER_EPOCH`
+//! (newer: this broker has not caught up) and no records (see [`super::epochs`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,6 +21,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::FetchRequest;
 use kafka_protocol::messages::fetch_response::{
     FetchResponse, FetchableTopicResponse, PartitionData,
@@ -29,17 +34,19 @@ use weir_store::TagFilter;
 use crate::error::RequestError;
 use crate::metrics_catalog::{BYTES_OUT_TOTAL, MESSAGES_OUT_TOTAL};
 use crate::ops::pull::WaiterGauge;
-use crate::protocols::kafka::errors;
 use crate::protocols::kafka::names::{to_kafka, to_weir};
+use crate::protocols::kafka::{epochs, errors};
 use crate::state::BrokerState;
 
-/// One partition to read: (topic index in the answer, Weir topic, queue, offset, byte limit).
+/// One partition to read: (topic index in the answer, Weir topic, queue, offset, byte limit,
+/// the leader epoch the client believes current).
 struct Wanted {
     topic: usize,
     weir_topic: String,
     partition: i32,
     offset: i64,
     max_bytes: u32,
+    leader_epoch: i32,
 }
 
 /// Serves `Fetch`.
@@ -56,6 +63,7 @@ pub(crate) async fn fetch(state: &BrokerState, request: FetchRequest) -> FetchRe
                 partition: partition.partition,
                 offset: partition.fetch_offset,
                 max_bytes: partition.partition_max_bytes.max(0) as u32,
+                leader_epoch: partition.current_leader_epoch,
             });
         }
         answer.push(FetchableTopicResponse::default().with_topic(topic.topic));
@@ -91,7 +99,13 @@ pub(crate) async fn fetch(state: &BrokerState, request: FetchRequest) -> FetchRe
             n.as_mut().enable();
         }
         let (partitions, found) = read_all(state, &wanted, max_bytes);
+        // A client in another leader epoch hears so at once (Kafka answers errors at once).
+        let fenced_any = partitions.iter().any(|p| {
+            p.error_code == ResponseError::FencedLeaderEpoch.code()
+                || p.error_code == ResponseError::UnknownLeaderEpoch.code()
+        });
         let give_up = found >= min_bytes
+            || fenced_any
             || notified.is_empty()
             || state.is_shutting_down()
             || Instant::now() >= deadline;
@@ -120,9 +134,13 @@ fn read_all(
     max_bytes: usize,
 ) -> (Vec<PartitionData>, usize) {
     let mut total = 0usize;
+    let epoch = epochs::current(state);
     let partitions = wanted
         .iter()
         .map(|w| {
+            if let Err(e) = epochs::check_current(w.leader_epoch, epoch) {
+                return fenced(w, e);
+            }
             // The response's limit is soft for the first partition with data (at least one
             // batch is always returned), hard for the rest.
             let room = if total == 0 {
@@ -195,6 +213,15 @@ fn read_partition(state: &BrokerState, w: &Wanted, max_bytes: u32) -> PartitionD
         }
     }
     data
+}
+
+/// A partition the client asked for in another leader epoch than the broker's: the error only.
+fn fenced(w: &Wanted, error: ResponseError) -> PartitionData {
+    PartitionData::default()
+        .with_partition_index(w.partition)
+        .with_error_code(error.code())
+        .with_high_watermark(-1)
+        .with_records(Some(Bytes::new()))
 }
 
 /// A partition left out of this answer because the response is full: its offsets only.

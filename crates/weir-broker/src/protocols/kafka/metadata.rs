@@ -3,9 +3,9 @@
 //!
 //! Metadata creates a topic it is asked about when the client allows it and the broker's
 //! `auto_create_topics` is on. Internal topics are left out, but for retry and dead-letter
-//! topics under their Kafka names (see [`super::names`]). Leader epochs are 0 everywhere (a
-//! standalone broker's epoch), the same number the stored batches carry and
-//! OffsetForLeaderEpoch answers.
+//! topics under their Kafka names (see [`super::names`]). A partition's leader epoch is the
+//! one its leader stamps on the batches it writes (see [`super::epochs`]): the group's Raft
+//! term, 0 standalone; -1 while no leader is known.
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::{Coordinator, FindCoordinatorResponse};
@@ -17,13 +17,10 @@ use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
 use crate::ops;
-use crate::protocols::kafka::errors;
 use crate::protocols::kafka::names::{to_kafka, to_weir};
 use crate::protocols::kafka::replicas::KafkaBrokers;
+use crate::protocols::kafka::{epochs, errors};
 use crate::state::BrokerState;
-
-/// The leader epoch of every partition: a standalone broker's.
-pub(crate) const LEADER_EPOCH: i32 = 0;
 
 /// A topic's id: stable, derived from its name (the id APIs that use it are not offered).
 pub(crate) fn topic_id(name: &str) -> Uuid {
@@ -129,16 +126,24 @@ fn partition(brokers: &KafkaBrokers, index: i32, version: i16) -> MetadataRespon
         .with_partition_index(index)
         .with_replica_nodes(replicas.clone())
         .with_isr_nodes(replicas);
-    match brokers.leader_endpoint() {
-        Some((leader, _)) => partition.leader_id = BrokerId(leader),
+    let led = match brokers.leader_endpoint() {
+        Some((leader, _)) => {
+            partition.leader_id = BrokerId(leader);
+            true
+        }
         // No leader now, or not yet known where clients reach it: the client asks again.
         None => {
             partition.leader_id = BrokerId(-1);
             partition.error_code = ResponseError::LeaderNotAvailable.code();
+            false
         }
-    }
+    };
     if version >= 7 {
-        partition.leader_epoch = LEADER_EPOCH;
+        partition.leader_epoch = if led {
+            brokers.epoch
+        } else {
+            epochs::UNDEFINED
+        };
     }
     partition
 }

@@ -12,6 +12,7 @@
 //! dispatch     API key + version → handler; encodes the response with its header
 //! versions     the advertised API version ranges; ApiVersions
 //! names        Kafka topic names ↔ Weir topic names (retry and dead-letter topics)
+//! epochs       leader epochs: the current one, fencing, where each starts in a queue
 //! errors       Weir error codes → Kafka error codes
 //! metadata     Metadata (auto-creating topics), FindCoordinator
 //! replicas     a broker group as Kafka brokers: broker id = node id, the leader leads
@@ -25,6 +26,7 @@
 pub(crate) mod admin;
 pub(crate) mod connection;
 pub(crate) mod dispatch;
+pub(crate) mod epochs;
 pub(crate) mod errors;
 pub(crate) mod fetch;
 pub(crate) mod groups;

@@ -1,7 +1,10 @@
 //! `ListOffsets` (earliest, latest, by the records' own timestamps, the newest timestamp)
-//! and `OffsetForLeaderEpoch` (one epoch, 0, so its end is the partition's end).
+//! and `OffsetForLeaderEpoch` (where an epoch ends: see [`super::epochs`]).
+//!
+//! Both first check the client's current leader epoch against the broker's
+//! ([`epochs::check_current`]); each answer names the epoch of the offset it gives (the
+//! newest epoch for the log end).
 
-use kafka_protocol::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsResponse, ListOffsetsTopicResponse,
 };
@@ -11,8 +14,8 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, OffsetForLeaderEpochRequest};
 
 use crate::error::RequestError;
+use crate::protocols::kafka::epochs::{self, LeaderEpochs, UNDEFINED};
 use crate::protocols::kafka::errors;
-use crate::protocols::kafka::metadata::LEADER_EPOCH;
 use crate::protocols::kafka::names::{to_kafka, to_weir};
 use crate::state::BrokerState;
 
@@ -24,9 +27,11 @@ const MAX_TIMESTAMP: i64 = -3;
 /// Serves `ListOffsets`.
 pub(crate) fn list_offsets(
     state: &BrokerState,
+    epochs: &LeaderEpochs,
     request: ListOffsetsRequest,
     version: i16,
 ) -> ListOffsetsResponse {
+    let current = epochs::current(state);
     let topics = request
         .topics
         .into_iter()
@@ -37,20 +42,24 @@ pub(crate) fn list_offsets(
                 .iter()
                 .map(|p| {
                     let mut answer = ListOffsetsPartitionResponse::default()
-                        .with_partition_index(p.partition_index);
-                    if version >= 4 {
-                        answer.leader_epoch = LEADER_EPOCH;
+                        .with_partition_index(p.partition_index)
+                        .with_offset(-1)
+                        .with_timestamp(-1);
+                    if let Err(e) = epochs::check_current(p.current_leader_epoch, current) {
+                        answer.error_code = e.code();
+                        return answer;
                     }
                     match lookup(state, &weir_topic, p.partition_index, p.timestamp) {
-                        Ok((offset, timestamp)) => {
+                        Ok((offset, timestamp, queue_id)) => {
                             answer.offset = offset;
                             answer.timestamp = timestamp;
+                            if version >= 4 && offset >= 0 {
+                                let at = (queue_id, offset as u64);
+                                answer.leader_epoch =
+                                    epoch_of(state, epochs, &weir_topic, at, current);
+                            }
                         }
-                        Err(e) => {
-                            answer.error_code = errors::kafka_code(e.code);
-                            answer.offset = -1;
-                            answer.timestamp = -1;
-                        }
+                        Err(e) => answer.error_code = errors::kafka_code(e.code),
                     }
                     answer
                 })
@@ -63,16 +72,34 @@ pub(crate) fn list_offsets(
     ListOffsetsResponse::default().with_topics(topics)
 }
 
-/// (offset, timestamp) for one partition; (-1, -1) when no record is that new.
+/// The epoch of the batch holding `(queue, offset)`; the newest one (the leader's: `current`)
+/// for the log end.
+fn epoch_of(
+    state: &BrokerState,
+    epochs: &LeaderEpochs,
+    topic: &str,
+    (queue_id, offset): (u32, u64),
+    current: i32,
+) -> i32 {
+    let (history, offsets) = epochs.history(state, topic, queue_id);
+    if offset >= offsets.max {
+        history.latest(current)
+    } else {
+        history.epoch_of(offset)
+    }
+}
+
+/// (offset, timestamp, queue) for one partition; offset and timestamp -1 when no record is
+/// that new.
 fn lookup(
     state: &BrokerState,
     topic: &str,
     partition: i32,
     timestamp: i64,
-) -> Result<(i64, i64), RequestError> {
+) -> Result<(i64, i64, u32), RequestError> {
     let queue_id = queue_of(state, topic, partition)?;
     let offsets = state.log.queue_offsets(topic, queue_id);
-    Ok(match timestamp {
+    let (offset, timestamp) = match timestamp {
         LATEST => (offsets.max as i64, -1),
         EARLIEST => (offsets.min as i64, -1),
         MAX_TIMESTAMP if offsets.max > offsets.min => {
@@ -86,7 +113,8 @@ fn lookup(
             Some((offset, ts)) => (offset as i64, ts),
             None => (-1, -1),
         },
-    })
+    };
+    Ok((offset, timestamp, queue_id))
 }
 
 /// The timestamp of the record at `offset`.
@@ -130,12 +158,15 @@ fn queue_of(state: &BrokerState, topic: &str, partition: i32) -> Result<u32, Req
     }
 }
 
-/// Serves `OffsetForLeaderEpoch`: every batch carries epoch 0, so epoch 0 ends at the
-/// partition's end; a later epoch is unknown, as Kafka answers one it has not seen.
+/// Serves `OffsetForLeaderEpoch`: per partition, where the requested epoch ends (the first
+/// offset of the next newer epoch, the log end for the newest) and the largest epoch not
+/// newer than it, as Kafka's leader-epoch cache answers (see [`LeaderEpochs`]).
 pub(crate) fn offset_for_leader_epoch(
     state: &BrokerState,
+    epochs: &LeaderEpochs,
     request: OffsetForLeaderEpochRequest,
 ) -> OffsetForLeaderEpochResponse {
+    let current = epochs::current(state);
     let topics = request
         .topics
         .into_iter()
@@ -145,23 +176,22 @@ pub(crate) fn offset_for_leader_epoch(
                 .partitions
                 .iter()
                 .map(|p| {
-                    let mut answer = EpochEndOffset::default().with_partition(p.partition);
+                    let mut answer = EpochEndOffset::default()
+                        .with_partition(p.partition)
+                        .with_leader_epoch(UNDEFINED)
+                        .with_end_offset(i64::from(UNDEFINED));
+                    if let Err(e) = epochs::check_current(p.current_leader_epoch, current) {
+                        answer.error_code = e.code();
+                        return answer;
+                    }
                     match queue_of(state, &weir_topic, p.partition) {
-                        Ok(_) if p.leader_epoch > LEADER_EPOCH => {
-                            answer.error_code = ResponseError::UnknownLeaderEpoch.code();
-                            answer.leader_epoch = -1;
-                            answer.end_offset = -1;
-                        }
                         Ok(queue_id) => {
-                            answer.leader_epoch = LEADER_EPOCH;
-                            answer.end_offset =
-                                state.log.queue_offsets(&weir_topic, queue_id).max as i64;
+                            let (history, offsets) = epochs.history(state, &weir_topic, queue_id);
+                            let (epoch, end) = history.end_of(p.leader_epoch, current, offsets.max);
+                            answer.leader_epoch = epoch;
+                            answer.end_offset = end;
                         }
-                        Err(e) => {
-                            answer.error_code = errors::kafka_code(e.code);
-                            answer.leader_epoch = -1;
-                            answer.end_offset = -1;
-                        }
+                        Err(e) => answer.error_code = errors::kafka_code(e.code),
                     }
                     answer
                 })

@@ -26,6 +26,8 @@ pub(crate) struct KafkaBrokers {
     pub replicas: Vec<i32>,
     /// Where clients reach each broker: this one always, the others when known.
     pub endpoints: Endpoints,
+    /// The leader's epoch (the group's Raft term, 0 standalone), seen with `leader`.
+    pub epoch: i32,
 }
 
 impl KafkaBrokers {
@@ -55,6 +57,7 @@ pub(crate) async fn brokers(state: &BrokerState, me: &Endpoint, peers: &PeerCach
             leader: Some(NODE_ID),
             replicas: vec![NODE_ID],
             endpoints: vec![(NODE_ID, me.clone())],
+            epoch: 0,
         };
     }
     let status = state.replica.borrow().clone();
@@ -70,6 +73,7 @@ pub(crate) async fn brokers(state: &BrokerState, me: &Endpoint, peers: &PeerCach
         leader: status.leader_id.map(broker_id),
         replicas,
         endpoints,
+        epoch: i32::try_from(status.term).unwrap_or(i32::MAX),
     }
 }
 
