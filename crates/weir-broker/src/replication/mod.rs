@@ -393,7 +393,13 @@ impl Consensus for Replication {
         // would wait behind Raft's next metrics update, which waits for the first.
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow_watched();
+        // A new leader serves nothing until it has applied an entry of its own term (the
+        // blank entry it starts with): before, entries its predecessor committed may not be
+        // applied here, and a consumer asking for its group's offsets would be rewound.
         metrics.state == openraft::ServerState::Leader
+            && metrics
+                .last_applied
+                .is_some_and(|a| a.leader_id.term == metrics.current_term)
             && metrics.last_quorum_acked.as_ref().is_some_and(|at| {
                 openraft::Instant::elapsed(&**at) <= Duration::from_millis(self.lease_ms)
             })

@@ -1,5 +1,6 @@
 //! Raft's metrics turned into this replica's status (`core::replica`) and the role signal
-//! that starts and stops leader-only work, plus the cluster gauges.
+//! that starts and stops leader-only work (raised once a new leader has applied an entry of
+//! its own term), plus the cluster gauges.
 
 use std::sync::Arc;
 
@@ -23,8 +24,13 @@ pub(crate) async fn run(
 ) {
     let mut metrics = raft.metrics();
     loop {
-        let next = {
+        let (next, caught_up) = {
             let now = metrics.borrow_and_update();
+            // A new leader has applied everything its predecessors committed once it has
+            // applied an entry of its own term (the blank entry it starts with).
+            let caught_up = now
+                .last_applied
+                .is_some_and(|a| a.leader_id.term == now.current_term);
             let replica_role = match now.state {
                 ServerState::Leader => ReplicaRole::Leader,
                 ServerState::Follower => ReplicaRole::Follower,
@@ -32,7 +38,7 @@ pub(crate) async fn run(
                 ServerState::Learner => ReplicaRole::Learner,
                 ServerState::Shutdown => ReplicaRole::Shutdown,
             };
-            ReplicaStatus {
+            let status = ReplicaStatus {
                 node_id: now.id,
                 role: replica_role,
                 term: now.current_term,
@@ -54,12 +60,14 @@ pub(crate) async fn run(
                     })
                     .unwrap_or_default(),
                 voters: now.membership_config.voter_ids().collect(),
-            }
+            };
+            (status, caught_up)
         };
         metrics::gauge!(m::RAFT_TERM).set(next.term as f64);
         metrics::gauge!(m::RAFT_COMMIT_INDEX).set(next.commit_index as f64);
         metrics::gauge!(m::RAFT_LEADER).set(if next.is_leader() { 1.0 } else { 0.0 });
-        role.set_leader(next.is_leader());
+        // Leader-only work starts from the state its predecessors left: once it is applied.
+        role.set_leader(next.is_leader() && caught_up);
         status.send_if_modified(|old| {
             let changed = *old != next;
             if changed {
