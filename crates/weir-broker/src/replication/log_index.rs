@@ -326,11 +326,12 @@ impl LogIndex {
 
     /// Forgets entries up to and including `upto` (of term `term`): records it in
     /// `raft/purged` first, then drops them from memory (their batches stay in the commit log
-    /// until retention removes them). Returns the commit-log offset the held log continues
-    /// from.
+    /// until retention removes them). Returns how far retention may now delete: up to where
+    /// the purged entries end, and never past the first byte an entry still held needs.
     pub fn purge(&mut self, upto: u64, term: u64) -> io::Result<u64> {
         if self.purged.as_ref().is_some_and(|p| p.index >= upto) {
-            return Ok(self.base_end);
+            let needed = self.slots.iter().map(|s| s.start).min();
+            return Ok(needed.map_or(self.base_end, |n| n.min(self.base_end)));
         }
         // Past the entries held (a follower told to purge what a snapshot covers): the
         // log's end is not vouched for, so retention is let go no further than before.
@@ -362,7 +363,8 @@ impl LogIndex {
         }
         self.base_end = end;
         self.compact()?;
-        Ok(end)
+        let needed = self.slots.iter().map(|s| s.start).min().unwrap_or(end);
+        Ok(end.min(needed))
     }
 
     /// Rewrites `log.index` without the purged records once they take half of it.
