@@ -231,13 +231,4 @@ fn replicas_behind_the_leaders_retention_catch_up_from_a_snapshot() {
     let next_http = cluster.replica(next).http_addr.clone().expect("http");
     let total: u64 = ranges(&next_http).iter().map(|(_, max)| max).sum();
     assert_eq!(total, 8400, "every message produced has a queue offset");
-    for r in &cluster.replicas {
-        let lines: Vec<String> = r
-            .log()
-            .lines()
-            .filter(|l| l.contains("snapshot") || l.contains("purged"))
-            .map(str::to_owned)
-            .collect();
-        println!("node {}:\n{}", r.node_id, lines.join("\n"));
-    }
 }

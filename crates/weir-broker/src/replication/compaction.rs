@@ -5,7 +5,7 @@
 //! (`log_store.rs`), and retention deletes the segments on its next run.
 //!
 //! A replica that then needs a purged entry gets the snapshot instead (`snapshot.rs`). A new
-//! snapshot is built at most every [`MIN_SNAPSHOT_INTERVAL`]: a replica receiving one starts
+//! snapshot is built at most every `raft_snapshot_min_interval_ms` (30 s): a replica receiving one starts
 //! again on it, and while it does the leader may send that same snapshot again, which the
 //! replica then already holds; a newer one each time could keep it starting again for ever.
 

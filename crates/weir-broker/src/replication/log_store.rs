@@ -15,6 +15,7 @@ use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use openraft::alias::{EntryOf, LogIdOf, VoteOf};
@@ -41,15 +42,25 @@ pub(crate) struct LogShared {
     pub outcomes: Mutex<HashMap<u64, Outcome>>,
     /// Set once a snapshot from the leader is accepted: the process starts again on it, and
     /// nothing may be written to this log meanwhile.
-    pub installing: std::sync::atomic::AtomicBool,
+    installing: AtomicBool,
     /// `data_dir/raft`.
     pub dir: PathBuf,
 }
 
 impl LogShared {
+    /// From now on this log takes no writes: a snapshot from the leader replaces it.
+    pub fn begin_install(&self) {
+        self.installing.store(true, Ordering::Release);
+    }
+
+    /// Whether a snapshot from the leader is being installed.
+    pub fn is_installing(&self) -> bool {
+        self.installing.load(Ordering::Acquire)
+    }
+
     /// Fails once a snapshot is being installed (see `snapshot.rs`).
     pub fn check_writable(&self) -> io::Result<()> {
-        if self.installing.load(std::sync::atomic::Ordering::Acquire) {
+        if self.is_installing() {
             return Err(io::Error::other(
                 "a snapshot from the leader is being installed: this replica starts again",
             ));
@@ -75,7 +86,7 @@ impl LogShared {
             store,
             index: Mutex::new(index),
             outcomes: Mutex::new(HashMap::new()),
-            installing: std::sync::atomic::AtomicBool::new(false),
+            installing: AtomicBool::new(false),
             dir,
         }))
     }
@@ -405,11 +416,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogIdOf<TypeConfig>) -> Result<(), io::Error> {
-        if self
-            .shared
-            .installing
-            .load(std::sync::atomic::Ordering::Acquire)
-        {
+        if self.shared.is_installing() {
             // The snapshot being installed replaces this log whole.
             return Ok(());
         }

@@ -88,6 +88,31 @@ impl StateMachine {
             membership,
         ))
     }
+
+    /// What a snapshot at the entry applied now is made of.
+    fn made_now(&self) -> io::Result<Option<(SnapshotMetaOf<TypeConfig>, LocalSnapshot)>> {
+        let Some(applied) = self.applied else {
+            return Ok(None);
+        };
+        let end = self.shared.end_of(applied.index).ok_or_else(|| {
+            io::Error::other(format!("applied entry {} is not held", applied.index))
+        })?;
+        let data_dir = self
+            .shared
+            .dir
+            .parent()
+            .ok_or_else(|| io::Error::other("the raft directory has no parent"))?;
+        let meta = SnapshotMetaOf::<TypeConfig> {
+            last_log_id: Some(applied),
+            last_membership: self.membership()?,
+        };
+        let local = LocalSnapshot {
+            store: Arc::clone(&self.shared.store),
+            end,
+            state: snapshot::read_state(data_dir)?,
+        };
+        Ok(Some((meta, local)))
+    }
 }
 
 /// Builds a snapshot at the entry applied when it was made (see `snapshot.rs`).
@@ -119,33 +144,6 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
             meta,
             snapshot: SnapshotData::Local(local),
         })
-    }
-}
-
-impl StateMachine {
-    /// What a snapshot at the entry applied now is made of.
-    fn made_now(&self) -> io::Result<Option<(SnapshotMetaOf<TypeConfig>, LocalSnapshot)>> {
-        let Some(applied) = self.applied else {
-            return Ok(None);
-        };
-        let end = self.shared.end_of(applied.index).ok_or_else(|| {
-            io::Error::other(format!("applied entry {} is not held", applied.index))
-        })?;
-        let data_dir = self
-            .shared
-            .dir
-            .parent()
-            .ok_or_else(|| io::Error::other("the raft directory has no parent"))?;
-        let meta = SnapshotMetaOf::<TypeConfig> {
-            last_log_id: Some(applied),
-            last_membership: self.membership()?,
-        };
-        let local = LocalSnapshot {
-            store: Arc::clone(&self.shared.store),
-            end,
-            state: snapshot::read_state(data_dir)?,
-        };
-        Ok(Some((meta, local)))
     }
 }
 
@@ -224,9 +222,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 "only a snapshot received from the leader is installed",
             ));
         };
-        self.shared
-            .installing
-            .store(true, std::sync::atomic::Ordering::Release);
+        self.shared.begin_install();
         snapshot::accept(&self.shared.dir, &staged)?;
         tracing::warn!(
             at = ?meta.last_log_id,
