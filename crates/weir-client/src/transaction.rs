@@ -50,6 +50,10 @@ use crate::route::RouteCache;
 
 /// How often the producer registers its group again with each broker it knows.
 pub const REGISTER_INTERVAL: Duration = Duration::from_secs(10);
+/// Tries at registering with a topic's brokers before it is left to the next interval.
+const REGISTER_ATTEMPTS: u32 = 5;
+/// Between two of those tries.
+const REGISTER_RETRY: Duration = Duration::from_millis(500);
 
 /// The state of a local transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -282,14 +286,24 @@ impl Inner {
     /// Registers the group with every broker serving `topic`; a broker that fails makes the
     /// route be asked again next time.
     async fn register_for(&self, topic: &str) -> Result<()> {
-        let route = self.routes.get(topic).await?;
-        for broker in route.brokers() {
-            if let Err(e) = self.ensure_registered(&broker).await {
-                self.routes.invalidate(topic);
+        // A route may still name a leader that died: asked again, it names the new one.
+        let mut attempt = 0;
+        loop {
+            let route = self.routes.get(topic).await?;
+            let mut failed = None;
+            for broker in route.brokers() {
+                if let Err(e) = self.ensure_registered(&broker).await {
+                    failed = Some(e);
+                }
+            }
+            let Some(e) = failed else { return Ok(()) };
+            self.routes.invalidate(topic);
+            attempt += 1;
+            if attempt >= REGISTER_ATTEMPTS {
                 return Err(e);
             }
+            tokio::time::sleep(REGISTER_RETRY).await;
         }
-        Ok(())
     }
 
     /// The connection to `addr`, our group registered on it (registering it if it is new).

@@ -132,7 +132,10 @@ async fn answer(
     let producer =
         TransactionProducer::new(ProducerConfig::new(servers), group.clone(), checker).await?;
     for topic in topics {
-        producer.register_for_topic(topic).await?;
+        // A broker not reachable now is registered with again every few seconds.
+        if let Err(e) = producer.register_for_topic(topic).await {
+            eprintln!("warning: registering for {topic} failed for now: {e}");
+        }
     }
     eprintln!(
         "answering check-backs of producer group {group} with {} (Ctrl-C to stop)",
