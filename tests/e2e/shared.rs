@@ -419,61 +419,74 @@ fn cli_shared_mode_prints_and_acks() {
 #[ignore = "benchmark; run in release with --ignored"]
 fn shared_throughput() {
     const MESSAGES: usize = 200_000;
-    const CONSUMERS: usize = 8;
-    const BATCH: u32 = 32;
     let node = Node::start(&[]);
     node.ok(&["topic", "create", "bench", "--queues", "2"]);
     runtime().block_on(async {
-        let producer = Producer::new(ProducerConfig::new([node.addr.clone()])).unwrap();
-        let body = vec![b'x'; 100];
-        let mut pending = Vec::with_capacity(MESSAGES);
-        for _ in 0..MESSAGES {
-            pending.push(producer.send_async(Message::new("bench", body.clone())));
-        }
-        for p in pending {
-            p.await.unwrap();
-        }
-        producer.close().await;
-
-        let started = Instant::now();
-        let mut tasks = Vec::new();
-        for _ in 0..CONSUMERS {
-            let c = consumer(&node.addr, "bench-g", "bench", Duration::from_millis(200));
-            tasks.push(tokio::spawn(async move {
-                let mut acked = 0usize;
-                let mut idle = 0;
-                let mut last_ack = Instant::now();
-                while idle < 2 {
-                    let got = c.receive(BATCH, Duration::from_secs(30)).await.unwrap();
-                    if got.is_empty() {
-                        idle += 1;
-                        continue;
-                    }
-                    idle = 0;
-                    assert!(c.ack(&got).await.unwrap().is_empty());
-                    acked += got.len();
-                    last_ack = Instant::now();
-                }
-                (acked, last_ack)
-            }));
-        }
-        let mut total = 0;
-        let mut per_consumer = Vec::new();
-        let mut last_ack = started;
-        for t in tasks {
-            let (acked, done) = t.await.unwrap();
-            total += acked;
-            per_consumer.push(acked);
-            last_ack = last_ack.max(done);
-        }
-        assert_eq!(total, MESSAGES);
-        let secs = (last_ack - started).as_secs_f64();
-        println!(
-            "shared: {CONSUMERS} consumers, 2 queues, batch {BATCH}, 100 B bodies: {total} messages \
-             received and acked in {secs:.2} s = {:.0} msgs/s; per consumer {per_consumer:?}",
-            total as f64 / secs
-        );
+        let servers = [node.addr.clone()];
+        produce_bench_messages(&servers, "bench", MESSAGES).await;
+        drain_shared(&servers, "bench", MESSAGES).await;
     });
+}
+
+/// Sends `n` messages of 100 B to `topic`, pipelined.
+pub(crate) async fn produce_bench_messages(servers: &[String], topic: &str, n: usize) {
+    let producer = Producer::new(ProducerConfig::new(servers.to_vec())).unwrap();
+    let body = vec![b'x'; 100];
+    let mut pending = Vec::with_capacity(n);
+    for _ in 0..n {
+        pending.push(producer.send_async(Message::new(topic, body.clone())));
+    }
+    for p in pending {
+        p.await.unwrap();
+    }
+    producer.close().await;
+}
+
+/// 8 shared consumers of group `bench-g`, each looping `receive(32, 30 s)` → `ack` until
+/// `topic` is drained; checks that `messages` were acked and prints the rate.
+pub(crate) async fn drain_shared(servers: &[String], topic: &str, messages: usize) {
+    const CONSUMERS: usize = 8;
+    const BATCH: u32 = 32;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..CONSUMERS {
+        let mut config = SharedConsumerConfig::new(servers.to_vec(), "bench-g", topic);
+        config.max_wait = Duration::from_millis(200);
+        let c = SharedConsumer::new(config).unwrap();
+        tasks.push(tokio::spawn(async move {
+            let mut acked = 0usize;
+            let mut idle = 0;
+            let mut last_ack = Instant::now();
+            while idle < 2 {
+                let got = c.receive(BATCH, Duration::from_secs(30)).await.unwrap();
+                if got.is_empty() {
+                    idle += 1;
+                    continue;
+                }
+                idle = 0;
+                assert!(c.ack(&got).await.unwrap().is_empty());
+                acked += got.len();
+                last_ack = Instant::now();
+            }
+            (acked, last_ack)
+        }));
+    }
+    let mut total = 0;
+    let mut per_consumer = Vec::new();
+    let mut last_ack = started;
+    for t in tasks {
+        let (acked, done) = t.await.unwrap();
+        total += acked;
+        per_consumer.push(acked);
+        last_ack = last_ack.max(done);
+    }
+    assert_eq!(total, messages);
+    let secs = (last_ack - started).as_secs_f64();
+    println!(
+        "shared: {CONSUMERS} consumers, batch {BATCH}, 100 B bodies: {total} messages \
+         received and acked in {secs:.2} s = {:.0} msgs/s; per consumer {per_consumer:?}",
+        total as f64 / secs
+    );
 }
 
 /// A receive whose client disconnected while it long-polled reserves nothing: the message that

@@ -26,6 +26,7 @@ use crate::features::groups::classic::ClassicGroups;
 use crate::features::groups::coordinator::GroupCoordinator;
 use crate::features::groups::offsets::OffsetTable;
 use crate::features::groups::shared::SharedGroups;
+use crate::features::groups::shared_progress;
 use crate::features::idempotence::{self, Idempotence};
 use crate::features::retry::Retries;
 use crate::features::transaction::{self, Transactions};
@@ -217,6 +218,7 @@ impl Broker {
                 }),
                 restart: restart.clone(),
             };
+            shared.keep_changes();
             let (started, tasks) = Replication::start(&config, parts, shutdown_rx.clone()).await?;
             log.replicate(Arc::new(started.clone()));
             replication = Some(started);
@@ -511,8 +513,9 @@ async fn load_features(
     .map_err(|e| BrokerError::Config(format!("feature load task failed: {e}")))?
 }
 
-/// Work only the group's leader does, started and stopped with the role: delayed delivery and
-/// transaction check-backs (over the native protocol's server-to-client channel).
+/// Work only the group's leader does, started and stopped with the role: delayed delivery,
+/// transaction check-backs (over the native protocol's server-to-client channel) and, in a
+/// broker group, sending the shared groups' changes to the other replicas.
 async fn leader_only_work(
     state: Arc<BrokerState>,
     role: Role,
@@ -521,14 +524,24 @@ async fn leader_only_work(
 ) {
     let delays = state.delays.clone();
     let transactions = state.transactions.clone();
+    let shared = state.shared.clone();
+    let log = state.log.clone();
     drop(state);
     let delivery = role::while_leader(role.clone(), shutdown.clone(), move |stop| {
         delay::run(delays.clone(), stop)
     });
-    let check_backs = role::while_leader(role, shutdown, move |stop| {
+    let shared_progress = async {
+        if log.is_replicated() {
+            role::while_leader(role.clone(), shutdown.clone(), move |stop| {
+                shared_progress::run(shared.clone(), log.clone(), stop)
+            })
+            .await;
+        }
+    };
+    let check_backs = role::while_leader(role.clone(), shutdown.clone(), move |stop| {
         transaction::check::run(transactions.clone(), outboxes.clone(), stop)
     });
-    tokio::join!(delivery, check_backs);
+    tokio::join!(delivery, shared_progress, check_backs);
 }
 
 /// The address another listener bound at `local` is reached at: on an unspecified IP, the

@@ -45,6 +45,7 @@ mod kafka_epochs;
 mod kafka_wire;
 mod membership;
 mod name_servers;
+mod shared;
 mod smoke;
 mod snapshots;
 mod transactions;

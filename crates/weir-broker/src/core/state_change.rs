@@ -50,10 +50,63 @@ pub(crate) enum StateChange {
         /// Queue offsets of `%DELAY%` queue 0.
         offsets: Vec<u64>,
     },
+    /// The leader's shared groups changed: what each changed queue holds now (see
+    /// `features::groups::shared`, "In a broker group").
+    SharedProgress {
+        /// The queues changed since the leader last sent this.
+        queues: Vec<SharedQueueProgress>,
+    },
+}
+
+/// A shared group's progress on one queue, as the leader holds it, for the offsets that
+/// changed since it last sent one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SharedQueueProgress {
+    /// The group.
+    pub group: String,
+    /// The topic.
+    pub topic: String,
+    /// The queue.
+    pub queue_id: u32,
+    /// The group was reset on this queue: forget its acks and deliveries first.
+    pub reset: bool,
+    /// Every offset below it is acked (or gone).
+    pub low_water: u64,
+    /// The next offset never delivered.
+    pub cursor: u64,
+    /// Changed offsets now acked, as runs `(first offset, count)`.
+    pub acked: Vec<(u64, u64)>,
+    /// Changed offsets now in flight.
+    pub in_flight: Vec<InFlightRun>,
+}
+
+/// Consecutive in-flight offsets with consecutive tokens, of one attempt, visible again at
+/// the same time (the fresh messages one receive took, or a single delivery).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct InFlightRun {
+    /// The first offset.
+    pub offset: u64,
+    /// How many offsets.
+    pub count: u64,
+    /// Deliveries so far.
+    pub attempt: u32,
+    /// The first offset's token; each next offset's is one more.
+    pub token: u64,
+    /// Wall-clock Unix time in ms at which they are visible again.
+    pub visible_at_ms: u64,
+}
+
+/// Where a committed change was proposed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// By this replica, leading, in this process: its tables may already be ahead of it.
+    Here,
+    /// Elsewhere (another replica, or this one before a restart).
+    Elsewhere,
 }
 
 /// Applies committed state changes to this replica's tables.
 pub(crate) trait StateApplier: Send + Sync + std::fmt::Debug {
-    /// Applies one change (idempotently).
-    fn apply(&self, change: &StateChange);
+    /// Applies one change (idempotently), proposed at `origin`.
+    fn apply(&self, change: &StateChange, origin: Origin);
 }

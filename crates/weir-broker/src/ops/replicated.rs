@@ -5,13 +5,14 @@
 use std::sync::Arc;
 
 use crate::core::message_log::MessageLog;
-use crate::core::state_change::{StateApplier, StateChange};
+use crate::core::state_change::{Origin, StateApplier, StateChange};
 use crate::core::topics::TopicTable;
 use crate::features::delay::DelayProgress;
 use crate::features::groups::offsets::OffsetTable;
 use crate::features::groups::shared::SharedGroups;
 
-/// Applies state changes to the topic table, the consumer offsets and the shared groups.
+/// Applies state changes to the topic table, the consumer offsets, the shared groups and the
+/// delay progress.
 #[derive(Debug)]
 pub(crate) struct Applier {
     /// The topic table.
@@ -27,7 +28,7 @@ pub(crate) struct Applier {
 }
 
 impl StateApplier for Applier {
-    fn apply(&self, change: &StateChange) {
+    fn apply(&self, change: &StateChange, origin: Origin) {
         let result = match change {
             StateChange::TopicCreated { name, queues } => match self.topics.get(name) {
                 Some(_) => Ok(()),
@@ -56,6 +57,23 @@ impl StateApplier for Applier {
             StateChange::DelaysDelivered { offsets } => {
                 self.delay_progress.mark_all(offsets.iter().copied());
                 self.delay_progress.persist().map_err(|e| {
+                    crate::error::RequestError::new(
+                        weir_proto::ErrorCode::StorageError,
+                        e.to_string(),
+                    )
+                })
+            }
+            // The leader's own tables are already ahead of what it sent.
+            StateChange::SharedProgress { .. } if origin == Origin::Here => Ok(()),
+            StateChange::SharedProgress { queues } => {
+                // Sent before a deletion that came first here: nothing to keep of it.
+                let live: Vec<_> = queues
+                    .iter()
+                    .filter(|p| self.topics.get(&p.topic).is_some())
+                    .cloned()
+                    .collect();
+                self.shared.apply_progress(&live);
+                self.shared.persist().map_err(|e| {
                     crate::error::RequestError::new(
                         weir_proto::ErrorCode::StorageError,
                         e.to_string(),

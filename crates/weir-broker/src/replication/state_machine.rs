@@ -27,7 +27,7 @@ use super::TypeConfig;
 use super::command::{Applied, Command};
 use super::log_store::LogShared;
 use super::snapshot::{self, LocalSnapshot};
-use crate::core::state_change::StateApplier;
+use crate::core::state_change::{Origin, StateApplier};
 
 pub(crate) use super::snapshot::SnapshotData;
 
@@ -171,7 +171,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let index = entry.log_id.index;
             last = Some(entry.log_id);
             if let EntryPayload::Normal(Command::State(change)) = &entry.payload {
-                self.applier.apply(change);
+                // A responder waits here only for what this replica proposed as leader.
+                let origin = if responder.is_some() {
+                    Origin::Here
+                } else {
+                    Origin::Elsewhere
+                };
+                self.applier.apply(change, origin);
             }
             let outcome = self.shared.outcomes.lock().remove(&index);
             if let Some(responder) = responder {

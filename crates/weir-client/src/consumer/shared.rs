@@ -39,6 +39,13 @@ use crate::route::{Broker, RouteCache};
 /// Extra time a long-poll receive is given over its `max_wait` before it counts as timed out.
 const RECEIVE_GRACE: Duration = Duration::from_secs(10);
 
+/// How many times an ack, nack or change of invisibility follows its broker group's leader
+/// (gone or moved) before it fails, [`LEADER_WAIT`] apart: about the time a group takes to
+/// elect a new leader and the name servers to learn it.
+const LEADER_ATTEMPTS: usize = 40;
+/// The wait between two of those attempts.
+const LEADER_WAIT: Duration = Duration::from_millis(250);
+
 /// Settings of a [`SharedConsumer`].
 #[derive(Debug, Clone)]
 pub struct SharedConsumerConfig {
@@ -88,6 +95,8 @@ pub struct SharedMessage {
     pub attempt: u32,
     /// The broker it came from (acks go there).
     pub broker: String,
+    /// The broker group it came from: in a replicated group, acks follow its leader.
+    pub broker_group: String,
 }
 
 /// A member of a shared group. Cheap to share (`Arc`) between tasks.
@@ -203,6 +212,7 @@ impl SharedConsumer {
                     receipt: entry.receipt,
                     attempt: entry.attempt,
                     broker: broker.addr.clone(),
+                    broker_group: broker.name.to_string(),
                 })
             })
             .collect()
@@ -221,32 +231,73 @@ impl SharedConsumer {
     }
 
     async fn settle(&self, api: ApiKey, messages: &[SharedMessage]) -> Result<Vec<String>> {
-        let mut by_broker: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        let mut by_broker: BTreeMap<(&str, &str), Vec<String>> = BTreeMap::new();
         for m in messages {
             by_broker
-                .entry(&m.broker)
+                .entry((&m.broker_group, &m.broker))
                 .or_default()
                 .push(m.receipt.clone());
         }
         let mut rejected = Vec::new();
-        for (broker, receipts) in by_broker {
-            let conn = self.pool().get(broker).await?;
+        for ((broker_group, broker), receipts) in by_broker {
             let group = self.config.group.clone();
-            let (response, _) = match api {
+            let response: pb::AckResponse = match api {
                 ApiKey::Nack => {
                     let request = pb::NackRequest { group, receipts };
-                    conn.call::<_, pb::AckResponse>(api, &request, Bytes::new(), None)
-                        .await?
+                    self.call_group(broker_group, broker, api, &request).await?
                 }
                 _ => {
                     let request = pb::AckRequest { group, receipts };
-                    conn.call::<_, pb::AckResponse>(api, &request, Bytes::new(), None)
-                        .await?
+                    self.call_group(broker_group, broker, api, &request).await?
                 }
             };
             rejected.extend(response.rejected);
         }
         Ok(rejected)
+    }
+
+    /// Calls `api` at `addr`, a broker of `broker_group`; when that broker is gone or no
+    /// longer leads, again at the group's leader now (a receipt handed out before a failover
+    /// still names its delivery there).
+    async fn call_group<Req, Resp>(
+        &self,
+        broker_group: &str,
+        addr: &str,
+        api: ApiKey,
+        request: &Req,
+    ) -> Result<Resp>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        let mut addr = addr.to_owned();
+        let mut attempt = 0;
+        loop {
+            let answer = match self.pool().get(&addr).await {
+                Ok(conn) => conn.call::<_, Resp>(api, request, Bytes::new(), None).await,
+                Err(e) => Err(e),
+            };
+            let e = match answer {
+                Ok((response, _)) => return Ok(response),
+                Err(e) => e,
+            };
+            attempt += 1;
+            if attempt == LEADER_ATTEMPTS {
+                return Err(e);
+            }
+            let Some(next) = self
+                .routes
+                .reroute(broker_group, &self.config.topic, &e)
+                .await
+            else {
+                return Err(e);
+            };
+            if next == addr || attempt > 1 {
+                // The group may have no leader yet, or the name servers may not know it yet.
+                tokio::time::sleep(LEADER_WAIT).await;
+            }
+            addr = next;
+        }
     }
 
     /// Hides a delivery for `invisible_time` from now (extend it while processing takes
@@ -262,12 +313,11 @@ impl SharedConsumer {
             receipt: message.receipt.clone(),
             invisible_time_ms: u32::try_from(invisible_time.as_millis()).unwrap_or(u32::MAX),
         };
-        let conn = self.pool().get(&message.broker).await?;
-        conn.call::<_, pb::ChangeInvisibilityResponse>(
+        self.call_group::<_, pb::ChangeInvisibilityResponse>(
+            &message.broker_group,
+            &message.broker,
             ApiKey::ChangeInvisibility,
             &request,
-            Bytes::new(),
-            None,
         )
         .await?;
         Ok(())

@@ -62,6 +62,19 @@
 //! (its message is delivered again when its invisibility runs out), a fresh delivery (delivered
 //! again at attempt 1), a nack or a change of invisibility (the delivery keeps its earlier
 //! visible-again time). Delivery is at least once.
+//!
+//! **In a broker group** only the leader serves shared groups, so only it changes them. It
+//! notes which offsets of which queues changed, and every
+//! [`PROGRESS_INTERVAL`](super::shared_progress::PROGRESS_INTERVAL) its leader work sends what
+//! those queues hold now through the group's log
+//! ([`StateChange::SharedProgress`](crate::core::state_change::StateChange)): per queue its
+//! `low_water` and `cursor`, the changed offsets now acked (as runs) and those now in flight
+//! (as runs of consecutive offsets and tokens with one attempt and visible-again time, so
+//! the fresh messages of one receive are one run). Every other replica applies it to its own
+//! state (and file); the leader skips its own. A new leader therefore starts from its
+//! predecessor's acks, cursors and deliveries: receipts handed out before the failover still
+//! ack, messages in flight stay hidden, and only what changed in the last interval before a
+//! failover is lost, as in the last second before a crash.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -76,6 +89,7 @@ use weir_proto::ErrorCode;
 use weir_store::QueueOffsets;
 
 use crate::atomic_file;
+use crate::core::state_change::{InFlightRun, SharedQueueProgress};
 use crate::error::{BrokerError, RequestError};
 
 /// How long a message out of attempts stays hidden while it is moved to the dead-letter topic;
@@ -226,12 +240,24 @@ impl QueueState {
 /// A key of [`TopicState::by_visibility`].
 type VisibilityKey = (Instant, u32, u64);
 
+/// What changed on one queue since the leader last sent its progress.
+#[derive(Debug, Default)]
+struct Touched {
+    /// The group was reset on the queue.
+    reset: bool,
+    /// Offsets acked, delivered or whose delivery changed.
+    offsets: BTreeSet<u64>,
+}
+
 #[derive(Debug, Default)]
 struct TopicState {
     next_queue: u32,
     queues: BTreeMap<u32, QueueState>,
     /// `(visible_at, queue, offset)` of every in-flight entry of every queue, and nothing else.
     by_visibility: BTreeSet<VisibilityKey>,
+    /// Per queue, what changed since the last [`SharedGroups::take_progress`] (on a
+    /// standalone broker, which sends nothing, cleared by [`SharedGroups::persist`]).
+    touched: BTreeMap<u32, Touched>,
 }
 
 impl TopicState {
@@ -245,8 +271,15 @@ impl TopicState {
             .copied()
     }
 
+    /// Notes a change of a queue (its low water or cursor) and of `offset`, if any.
+    fn touch(&mut self, queue_id: u32, offset: Option<u64>) {
+        let touched = self.touched.entry(queue_id).or_default();
+        touched.offsets.extend(offset);
+    }
+
     /// Adds or replaces the in-flight entry of an offset, index included.
     fn put(&mut self, queue_id: u32, offset: u64, entry: InFlight) {
+        self.touch(queue_id, Some(offset));
         let q = self.queues.entry(queue_id).or_default();
         if let Some(old) = q.in_flight.insert(offset, entry) {
             self.by_visibility
@@ -259,6 +292,10 @@ impl TopicState {
     /// Marks an offset acked, dropping its in-flight entry and index key. `false` when the
     /// queue has no state.
     fn ack(&mut self, queue_id: u32, offset: u64) -> bool {
+        if !self.queues.contains_key(&queue_id) {
+            return false;
+        }
+        self.touch(queue_id, Some(offset));
         let Some(q) = self.queues.get_mut(&queue_id) else {
             return false;
         };
@@ -289,12 +326,120 @@ impl TopicState {
             changed = true;
         }
         q.cursor = q.cursor.max(q.low_water);
+        if changed {
+            self.touch(queue_id, None);
+        }
         changed
+    }
+
+    /// Removes the in-flight entries of a queue below `below` (all of them: `u64::MAX`),
+    /// index keys included.
+    fn drop_in_flight_below(&mut self, queue_id: u32, below: u64) {
+        let Some(q) = self.queues.get_mut(&queue_id) else {
+            return;
+        };
+        let kept = q.in_flight.split_off(&below);
+        for (offset, gone) in std::mem::replace(&mut q.in_flight, kept) {
+            self.by_visibility
+                .remove(&(gone.visible_at, queue_id, offset));
+        }
+    }
+
+    /// What a queue holds now for the offsets changed on it, for the other replicas.
+    fn progress(
+        &self,
+        group: &str,
+        topic: &str,
+        queue_id: u32,
+        touched: &Touched,
+        now: Instant,
+        now_ms: u64,
+    ) -> SharedQueueProgress {
+        let never_received = QueueState::default();
+        let q = self.queues.get(&queue_id).unwrap_or(&never_received);
+        let mut acked: Vec<(u64, u64)> = Vec::new();
+        let mut in_flight: Vec<InFlightRun> = Vec::new();
+        for &offset in touched.offsets.range(q.low_water..) {
+            if let Some(f) = q.in_flight.get(&offset) {
+                let visible_at_ms = to_unix_ms(f.visible_at, now, now_ms);
+                match in_flight.last_mut() {
+                    Some(run)
+                        if run.offset + run.count == offset
+                            && run.attempt == f.attempt
+                            && run.token.wrapping_add(run.count) == f.token
+                            && run.visible_at_ms == visible_at_ms =>
+                    {
+                        run.count += 1;
+                    }
+                    _ => in_flight.push(InFlightRun {
+                        offset,
+                        count: 1,
+                        attempt: f.attempt,
+                        token: f.token,
+                        visible_at_ms,
+                    }),
+                }
+            } else if q.acked.contains(&offset) {
+                match acked.last_mut() {
+                    Some((first, count)) if *first + *count == offset => *count += 1,
+                    _ => acked.push((offset, 1)),
+                }
+            }
+        }
+        SharedQueueProgress {
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            queue_id,
+            reset: touched.reset,
+            low_water: q.low_water,
+            cursor: q.cursor,
+            acked,
+            in_flight,
+        }
+    }
+
+    /// Makes a queue hold what the leader's progress says; returns the next token above every
+    /// token it put.
+    fn apply(&mut self, p: &SharedQueueProgress, now: Instant, now_ms: u64) -> u64 {
+        let queue_id = p.queue_id;
+        let below = if p.reset { u64::MAX } else { p.low_water };
+        self.drop_in_flight_below(queue_id, below);
+        let q = self.queues.entry(queue_id).or_default();
+        if p.reset {
+            q.acked.clear();
+        }
+        q.acked = q.acked.split_off(&p.low_water);
+        q.low_water = p.low_water;
+        q.cursor = p.cursor.max(p.low_water);
+        let mut acked = Vec::new();
+        for &(first, count) in &p.acked {
+            acked.extend((first..first.saturating_add(count)).filter(|o| *o >= p.low_water));
+        }
+        for offset in acked {
+            self.ack(queue_id, offset);
+        }
+        let mut next_token = 0;
+        for run in &p.in_flight {
+            let visible_at = from_unix_ms(run.visible_at_ms, now, now_ms);
+            for i in 0..run.count {
+                let token = run.token.wrapping_add(i);
+                next_token = next_token.max(token.wrapping_add(1));
+                let entry = InFlight {
+                    visible_at,
+                    attempt: run.attempt,
+                    token,
+                };
+                self.put(queue_id, run.offset + i, entry);
+            }
+        }
+        // Not a change of this replica's own.
+        self.touched.remove(&queue_id);
+        next_token
     }
 }
 
 /// A queue's state as `config/shared_acks.json` holds it (see the module doc).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct QueueFile {
     low_water: u64,
     #[serde(default)]
@@ -306,7 +451,7 @@ struct QueueFile {
 }
 
 /// An in-flight entry in `config/shared_acks.json`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct InFlightFile {
     attempt: u32,
     token: u64,
@@ -336,6 +481,9 @@ pub struct SharedGroups {
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
     next_token: AtomicU64,
     dirty: AtomicBool,
+    /// Whether this broker is a replica of a broker group: its changes are kept until its
+    /// leader work sends them to the others.
+    in_group: AtomicBool,
     /// Serialises file writes so an older snapshot never overwrites a newer one.
     write_lock: Mutex<()>,
 }
@@ -413,6 +561,7 @@ impl SharedGroups {
             wakers: Mutex::new(HashMap::new()),
             next_token: AtomicU64::new(next_token),
             dirty: AtomicBool::new(false),
+            in_group: AtomicBool::new(false),
             write_lock: Mutex::new(()),
         }
     }
@@ -543,6 +692,7 @@ impl SharedGroups {
             let range = offsets(queue_id);
             changed |= state.clamp(queue_id, range.min);
             let mut run: Option<(u64, Vec<Receipt>)> = None;
+            let cursor_before = state.queues.get(&queue_id).map(|q| q.cursor);
             loop {
                 let q = state.queues.entry(queue_id).or_default();
                 if q.cursor >= range.max || room == 0 {
@@ -579,6 +729,9 @@ impl SharedGroups {
             }
             if let Some((first, receipts)) = run {
                 out.runs.push((queue_id, first, receipts));
+            }
+            if state.queues.get(&queue_id).map(|q| q.cursor) != cursor_before {
+                state.touch(queue_id, None);
             }
         }
         out.next_visible = state.by_visibility.first().map(|&(at, _, _)| at);
@@ -722,6 +875,13 @@ impl SharedGroups {
             .entry((group.to_owned(), topic.to_owned()))
             .or_default();
         for &(queue_id, offset) in offsets {
+            state.touched.insert(
+                queue_id,
+                Touched {
+                    reset: true,
+                    offsets: BTreeSet::new(),
+                },
+            );
             let q = state.queues.entry(queue_id).or_default();
             for (at, gone) in std::mem::take(&mut q.in_flight) {
                 state.by_visibility.remove(&(gone.visible_at, queue_id, at));
@@ -800,8 +960,77 @@ impl SharedGroups {
         Some(out)
     }
 
+    /// This broker is a replica of a broker group: what changes is kept for
+    /// [`SharedGroups::take_progress`]. Only a serving leader changes anything (a follower's
+    /// [`SharedGroups::apply_progress`] is not a change to send), so what a leader changed
+    /// before its leader work started is sent too.
+    pub(crate) fn keep_changes(&self) {
+        self.in_group.store(true, Ordering::Release);
+    }
+
+    /// What every queue changed since the last call holds now, for the other replicas.
+    pub(crate) fn take_progress(&self) -> Vec<SharedQueueProgress> {
+        self.take_progress_at(Instant::now(), unix_ms_now())
+    }
+
+    fn take_progress_at(&self, now: Instant, now_ms: u64) -> Vec<SharedQueueProgress> {
+        let mut groups = self.groups.lock();
+        let mut out = Vec::new();
+        for ((group, topic), state) in groups.iter_mut() {
+            for (queue_id, touched) in std::mem::take(&mut state.touched) {
+                out.push(state.progress(group, topic, queue_id, &touched, now, now_ms));
+            }
+        }
+        out
+    }
+
+    /// Notes again what [`SharedGroups::take_progress`] returned but could not be sent, so the
+    /// next call sends it (as it is then).
+    pub(crate) fn retake(&self, progress: &[SharedQueueProgress]) {
+        let mut groups = self.groups.lock();
+        for p in progress {
+            let Some(state) = groups.get_mut(&(p.group.clone(), p.topic.clone())) else {
+                continue;
+            };
+            let touched = state.touched.entry(p.queue_id).or_default();
+            touched.reset |= p.reset;
+            for &(first, count) in &p.acked {
+                touched.offsets.extend(first..first.saturating_add(count));
+            }
+            for run in &p.in_flight {
+                touched
+                    .offsets
+                    .extend(run.offset..run.offset.saturating_add(run.count));
+            }
+        }
+    }
+
+    /// Applies the leader's progress (another replica's [`SharedGroups::take_progress`]).
+    pub(crate) fn apply_progress(&self, progress: &[SharedQueueProgress]) {
+        self.apply_progress_at(Instant::now(), unix_ms_now(), progress);
+    }
+
+    fn apply_progress_at(&self, now: Instant, now_ms: u64, progress: &[SharedQueueProgress]) {
+        let mut groups = self.groups.lock();
+        for p in progress {
+            let state = groups
+                .entry((p.group.clone(), p.topic.clone()))
+                .or_default();
+            let next_token = state.apply(p, now, now_ms);
+            self.next_token.fetch_max(next_token, Ordering::Relaxed);
+        }
+        drop(groups);
+        self.mark_dirty();
+    }
+
     /// Writes the state to disk if it changed since the last write.
     pub fn persist(&self) -> Result<(), BrokerError> {
+        if !self.in_group.load(Ordering::Acquire) {
+            // Nobody takes them: changes are noted by every operation, and forgotten here.
+            for state in self.groups.lock().values_mut() {
+                state.touched.clear();
+            }
+        }
         let _serial = self.write_lock.lock();
         if !self.dirty.swap(false, Ordering::AcqRel) {
             return Ok(());
@@ -1029,6 +1258,40 @@ mod tests {
                 .describe("other", &|_| 1, &|_, _| QueueOffsets::default())
                 .is_none()
         );
+        Ok(())
+    }
+
+    #[test]
+    fn a_follower_takes_the_leaders_progress_a_reset_included() -> Result<(), BrokerError> {
+        let dir = tempfile::tempdir().map_err(|e| BrokerError::io("tempdir", e))?;
+        let leader = SharedGroups::load(&dir.path().join("leader"), settings())?;
+        let follower = SharedGroups::load(&dir.path().join("follower"), settings())?;
+        let long = Duration::from_secs(60);
+        leader.keep_changes();
+        let got = receipts(&leader.reserve("g", "t", 1, limits(4, long), &range(8)));
+        assert!(leader.ack("g", &got[0]));
+        assert!(leader.ack("g", &got[2]));
+        let progress = leader.take_progress();
+        assert_eq!(progress.len(), 1);
+        assert_eq!(progress[0].acked, [(2, 1)], "below low water: implied");
+        assert_eq!(
+            progress[0]
+                .in_flight
+                .iter()
+                .map(|r| (r.offset, r.count))
+                .collect::<Vec<_>>(),
+            [(1, 1), (3, 1)]
+        );
+        follower.apply_progress(&progress);
+        assert!(follower.ack("g", &got[1]), "the leader's receipt acks here");
+        assert!(!follower.ack("g", &got[0]), "acked already");
+        // A reset forgets acks and deliveries on the follower too.
+        leader.reset("g", "t", &[(0, 6)]);
+        follower.apply_progress(&leader.take_progress());
+        assert!(!follower.ack("g", &got[3]), "forgotten by the reset");
+        let next = receipts(&follower.reserve("g", "t", 1, limits(4, long), &range(8)));
+        assert_eq!(next.iter().map(|r| r.offset).collect::<Vec<_>>(), [6, 7]);
+        assert!(leader.take_progress().is_empty(), "nothing changed since");
         Ok(())
     }
 
@@ -1273,6 +1536,10 @@ mod tests {
             let base = Instant::now();
             let mut clock = 0u64;
             let mut shared = SharedGroups::load(dir.path(), settings.clone()).expect("load");
+            shared.keep_changes();
+            // Another replica of a broker group, applying what the leader sends.
+            let follower =
+                SharedGroups::load(&dir.path().join("follower"), settings.clone()).expect("load");
             let mut model = Model::default();
             let mut ranges = vec![
                 QueueOffsets { min: 0, max: 6 },
@@ -1427,6 +1694,7 @@ mod tests {
                             now,
                             BASE_MS + clock,
                         );
+                        shared.keep_changes();
                         model.next_queue = 0;
                         for q in model.queues.values_mut() {
                             for f in q.in_flight.values_mut() {
@@ -1436,8 +1704,39 @@ mod tests {
                     }
                 }
                 check(&shared, &model)?;
+                let now_ms = BASE_MS + clock;
+                let progress = shared.take_progress_at(now, now_ms);
+                follower.apply_progress_at(now, now_ms, &progress);
+                prop_assert_eq!(
+                    comparable(shared.snapshot(now, now_ms), now_ms),
+                    comparable(follower.snapshot(now, now_ms), now_ms),
+                    "the follower holds what the leader holds"
+                );
             }
             Ok(())
+        }
+
+        /// A snapshot with what means the same written the same: past visible-again times
+        /// as `now_ms` (visible now), and no queues or topics that hold nothing.
+        fn comparable(mut persisted: Persisted, now_ms: u64) -> Persisted {
+            for topics in persisted.values_mut() {
+                for queues in topics.values_mut() {
+                    queues.retain(|_, q| {
+                        q.low_water != 0
+                            || q.cursor.unwrap_or(0) != 0
+                            || !q.acked.is_empty()
+                            || !q.in_flight.is_empty()
+                    });
+                    for q in queues.values_mut() {
+                        for f in q.in_flight.values_mut() {
+                            f.visible_at_ms = f.visible_at_ms.max(now_ms);
+                        }
+                    }
+                }
+                topics.retain(|_, queues| !queues.is_empty());
+            }
+            persisted.retain(|_, topics| !topics.is_empty());
+            persisted
         }
 
         proptest! {
