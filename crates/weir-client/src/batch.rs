@@ -776,11 +776,15 @@ impl Batcher {
             if not_leader
                 || matches!(
                     e,
-                    ClientError::Connect { .. } | ClientError::ConnectionLost { .. }
+                    ClientError::Connect { .. }
+                        | ClientError::ConnectionLost { .. }
+                        | ClientError::Timeout { .. }
                 )
             {
                 // Follow the group's leader: named in the answer (at once), else as the name
-                // servers route it now.
+                // servers route it now (a leader that hangs, stopped or cut off from its
+                // clients, answers nothing: once the others have elected a new one, the name
+                // servers name it).
                 let named = not_leader && crate::route::leader_hint(&e.to_string()).is_some();
                 if not_leader && !named {
                     let pause = jittered(backoff(self.config.retry_backoff, sure_resends + 1));

@@ -234,7 +234,8 @@ impl RouteCache {
 
     /// After `error` from broker group `group` for `topic`: the address to try next for the
     /// group — the leader a `NOT_LEADER` answer names (switched to at once), else, for a
-    /// `NOT_LEADER` without a name or a failed connection, whatever the name servers say now.
+    /// `NOT_LEADER` without a name, a failed connection or a request unanswered in time,
+    /// whatever the name servers say now.
     /// `None` when the error is of another kind or no route names the group.
     pub(crate) async fn reroute(
         &self,
@@ -252,7 +253,9 @@ impl RouteCache {
                     return Some(leader.to_owned());
                 }
             }
-            ClientError::Connect { .. } | ClientError::ConnectionLost { .. } => {}
+            ClientError::Connect { .. }
+            | ClientError::ConnectionLost { .. }
+            | ClientError::Timeout { .. } => {}
             _ => return None,
         }
         let route = self.refresh(topic).await.ok()?;

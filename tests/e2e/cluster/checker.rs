@@ -186,7 +186,15 @@ pub struct Recovery {
     pub at: Duration,
     /// From the fault to the first produce acknowledged after it (`None`: none was).
     pub to_next_ack: Option<Duration>,
+    /// The longest acknowledged produce begun from [`NEAR_BEFORE`] before the fault to
+    /// [`NEAR_AFTER`] after it: how long a client stalled on it.
+    pub longest_send: Option<Duration>,
 }
+
+/// How long before a fault a produce may have begun to count in [`Recovery::longest_send`].
+const NEAR_BEFORE: Duration = Duration::from_secs(1);
+/// How long after a fault a produce may have begun to count in [`Recovery::longest_send`].
+const NEAR_AFTER: Duration = Duration::from_secs(5);
 
 /// What a run shows.
 #[derive(Debug, Clone, Default)]
@@ -281,9 +289,12 @@ impl fmt::Display for Report {
             let took = r
                 .to_next_ack
                 .map_or_else(|| "never".to_owned(), |t| format!("{t:?}"));
+            let stall = r
+                .longest_send
+                .map_or_else(|| "none".to_owned(), |t| format!("{t:?}"));
             writeln!(
                 f,
-                "  {:>8.3?} {} on node {}: next ack after {took}",
+                "  {:>8.3?} {} on node {}: next ack after {took}, longest send around it {stall}",
                 r.at, r.what, r.node
             )?;
         }
@@ -435,11 +446,18 @@ pub fn check(history: &History) -> Report {
         .iter()
         .map(|fault| {
             let next = ack_times.partition_point(|&t| t <= fault.at);
+            let longest_send = history
+                .acks
+                .iter()
+                .filter(|a| a.sent + NEAR_BEFORE >= fault.at && a.sent <= fault.at + NEAR_AFTER)
+                .map(|a| a.at.saturating_sub(a.sent))
+                .max();
             Recovery {
                 what: fault.what.clone(),
                 node: fault.node,
                 at: fault.at,
                 to_next_ack: ack_times.get(next).map(|&t| t - fault.at),
+                longest_send,
             }
         })
         .collect();
@@ -484,6 +502,7 @@ mod tests {
                     queue,
                     offset: seq,
                     message_id: format!("id-{producer}-{seq}"),
+                    sent: ms(100 * seq + 10 * u64::from(producer)),
                     at: ms(100 * seq + 10 * u64::from(producer)),
                 });
                 stored.insert(

@@ -42,6 +42,8 @@ pub struct Ack {
     pub offset: u64,
     /// Its message id, as the acknowledgement named it.
     pub message_id: String,
+    /// When the send began.
+    pub sent: Duration,
     /// When the acknowledgement arrived.
     pub at: Duration,
 }

@@ -310,6 +310,7 @@ async fn produce(id: u32, config: LoadConfig, shared: Arc<Shared>) {
         let key = MessageKey { producer: id, seq };
         shared.history.lock().attempted.insert(id, seq + 1);
         let body = key.body();
+        let began = shared.now();
         let result = producer
             .send(Message::new(config.topic.clone(), body.clone()).with_key(body))
             .await;
@@ -321,6 +322,7 @@ async fn produce(id: u32, config: LoadConfig, shared: Arc<Shared>) {
                     queue: sent.queue_id,
                     offset: sent.queue_offset,
                     message_id: sent.message_id.to_string(),
+                    sent: began,
                     at,
                 });
                 let mut last = shared.last_ack.lock();
