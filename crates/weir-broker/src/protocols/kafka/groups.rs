@@ -321,6 +321,18 @@ pub(crate) async fn offset_commit(
     let refusal = check
         .err()
         .map(|error| refused("OffsetCommit", group, &error));
+    tracing::debug!(
+        group,
+        member = request.member_id.as_str(),
+        generation = request.generation_id_or_member_epoch,
+        ?refusal,
+        commits = ?request
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| (p.partition_index, p.committed_offset)))
+            .collect::<Vec<_>>(),
+        "OffsetCommit"
+    );
     // Each partition's outcome: an error code, or the offset to store.
     let mut accepted = Vec::new();
     let mut outcomes: Vec<(TopicName, Vec<Outcome>)> = Vec::new();
