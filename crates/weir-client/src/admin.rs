@@ -1,6 +1,7 @@
 //! Administration: topics, consumer groups, offsets and message lookup.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use weir_proto::{ApiKey, ErrorCode, MessageId, pb};
@@ -13,6 +14,12 @@ use crate::error::{ClientError, Result};
 use crate::message::ReceivedMessage;
 use crate::pool::Pool;
 use crate::route::{RouteCache, TopicRoute};
+
+/// How many times a request for a broker group's leader is made while the group has no
+/// leader ready (one being elected, or elected and not serving yet), [`LEADER_WAIT`] apart.
+pub(crate) const LEADER_ATTEMPTS: usize = 20;
+/// The wait between two of those attempts.
+pub(crate) const LEADER_WAIT: Duration = Duration::from_millis(250);
 
 pub use weir_proto::pb::{
     ConsumeMode as GroupMode, DescribeGroupResponse as GroupDescription, GroupListing, GroupMember,
@@ -160,10 +167,9 @@ impl Admin {
         let mut failed = None;
         let leaders = status.leaders();
         for (group, _) in &leaders {
-            let answer = match leader_of(&leaders, group) {
-                Ok(addr) => self.call_at::<Req, Resp>(&addr, api, request).await,
-                Err(e) => Err(e),
-            };
+            let answer = self
+                .call_leader_of::<Req, Resp>(group, &leaders, api, request)
+                .await;
             match answer {
                 Ok(answer) => answers.push(answer),
                 Err(e) if all_must_succeed => return Err(e),
@@ -205,10 +211,45 @@ impl Admin {
         let leaders = status.leaders();
         let mut answers = Vec::with_capacity(groups.len());
         for group in groups {
-            let addr = leader_of(&leaders, group)?;
-            answers.push(self.call_at(&addr, ApiKey::CreateTopic, &request).await?);
+            answers.push(
+                self.call_leader_of(group, &leaders, ApiKey::CreateTopic, &request)
+                    .await?,
+            );
         }
         Ok(answers)
+    }
+
+    /// Sends `request` to broker group `group`'s leader as `leaders` name it; while the group
+    /// has no leader ready (`NOT_LEADER`: one being elected, or elected and not serving yet),
+    /// asks the name servers again and retries, for up to [`LEADER_ATTEMPTS`] tries. A refused
+    /// request was not carried out, so trying it again is safe.
+    async fn call_leader_of<Req, Resp>(
+        &self,
+        group: &str,
+        leaders: &[(String, Option<String>)],
+        api: ApiKey,
+        request: &Req,
+    ) -> Result<Resp>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        let mut leaders = leaders.to_vec();
+        let mut attempt = 1;
+        loop {
+            let answer = match leader_of(&leaders, group) {
+                Ok(addr) => self.call_at::<Req, Resp>(&addr, api, request).await,
+                Err(e) => Err(e),
+            };
+            match answer {
+                Err(e) if e.code() == Some(ErrorCode::NotLeader) && attempt < LEADER_ATTEMPTS => {
+                    attempt += 1;
+                    tokio::time::sleep(LEADER_WAIT).await;
+                    leaders = self.cluster_status().await?.leaders();
+                }
+                answer => return answer,
+            }
+        }
     }
 
     /// Deletes `name` and its queues.

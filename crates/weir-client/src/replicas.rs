@@ -2,20 +2,15 @@
 //! [`Admin::remove_replica`]): the request goes to the group's leader, found through the
 //! name servers, or through a `NOT_LEADER` answer's hint when the servers are brokers.
 
-use std::time::Duration;
-
 use weir_proto::pb::change_replicas_request::Action;
 use weir_proto::{ApiKey, ErrorCode, pb};
 
 use crate::Admin;
-use crate::admin::leader_of;
+use crate::admin::{LEADER_ATTEMPTS, LEADER_WAIT, leader_of};
 use crate::error::{ClientError, Result};
 use crate::route::leader_hint;
 
 pub use weir_proto::pb::ChangeReplicasResponse as ReplicaChange;
-
-/// How many times a request follows a moved leader before giving up.
-const LEADER_ATTEMPTS: usize = 20;
 
 impl Admin {
     /// Asks broker group `group` (`None`: the only group the servers know) to take node
@@ -56,7 +51,7 @@ impl Admin {
         let mut last_error = None;
         for attempt in 0..LEADER_ATTEMPTS {
             if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(250)).await;
+                tokio::time::sleep(LEADER_WAIT).await;
             }
             let target = match hint.take() {
                 Some(addr) => Some(addr),

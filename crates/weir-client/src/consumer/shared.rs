@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 use weir_proto::{ApiKey, pb};
 
+use crate::admin::LEADER_WAIT;
 use crate::connection::ConnectionConfig;
 use crate::consumer::ConsumeResult;
 use crate::entries;
@@ -42,9 +43,7 @@ const RECEIVE_GRACE: Duration = Duration::from_secs(10);
 /// How many times an ack, nack or change of invisibility follows its broker group's leader
 /// (gone or moved) before it fails, [`LEADER_WAIT`] apart: about the time a group takes to
 /// elect a new leader and the name servers to learn it.
-const LEADER_ATTEMPTS: usize = 40;
-/// The wait between two of those attempts.
-const LEADER_WAIT: Duration = Duration::from_millis(250);
+const SETTLE_ATTEMPTS: usize = 40;
 
 /// Settings of a [`SharedConsumer`].
 #[derive(Debug, Clone)]
@@ -282,7 +281,7 @@ impl SharedConsumer {
                 Err(e) => e,
             };
             attempt += 1;
-            if attempt == LEADER_ATTEMPTS {
+            if attempt == SETTLE_ATTEMPTS {
                 return Err(e);
             }
             let Some(next) = self
