@@ -136,11 +136,7 @@ impl Admin {
         Req: prost::Message,
         Resp: prost::Message + Default,
     {
-        let conn = self.routes.pool().get(addr).await?;
-        let (answer, _) = conn
-            .call::<Req, Resp>(api, request, Bytes::new(), None)
-            .await?;
-        Ok(answer)
+        self.routes.pool().call(addr, api, request).await
     }
 
     /// Sends an admin request to the configured servers; through name servers, to every broker

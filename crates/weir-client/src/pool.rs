@@ -2,7 +2,9 @@
 
 use std::collections::HashMap;
 
+use bytes::Bytes;
 use parking_lot::Mutex;
+use weir_proto::ApiKey;
 
 use crate::connection::{Connection, ConnectionConfig};
 use crate::error::Result;
@@ -22,6 +24,20 @@ impl Pool {
             config,
             connections: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Sends `request` (without a payload) to the server at `addr`, with the connection's
+    /// request timeout; its answer.
+    pub async fn call<Req, Resp>(&self, addr: &str, api: ApiKey, request: &Req) -> Result<Resp>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        let conn = self.get(addr).await?;
+        let (answer, _) = conn
+            .call::<Req, Resp>(api, request, Bytes::new(), None)
+            .await?;
+        Ok(answer)
     }
 
     /// The open connection to `addr`, opening one if there is none or the last one failed.

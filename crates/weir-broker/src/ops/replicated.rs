@@ -67,12 +67,8 @@ impl StateApplier for Applier {
             StateChange::SharedProgress { .. } if origin == Origin::Here => Ok(()),
             StateChange::SharedProgress { queues } => {
                 // Sent before a deletion that came first here: nothing to keep of it.
-                let live: Vec<_> = queues
-                    .iter()
-                    .filter(|p| self.topics.get(&p.topic).is_some())
-                    .cloned()
-                    .collect();
-                self.shared.apply_progress(&live);
+                self.shared
+                    .apply_progress(queues, |topic| self.topics.get(topic).is_some());
                 self.shared.persist().map_err(|e| {
                     crate::error::RequestError::new(
                         weir_proto::ErrorCode::StorageError,

@@ -272,12 +272,8 @@ impl SharedConsumer {
         let mut addr = addr.to_owned();
         let mut attempt = 0;
         loop {
-            let answer = match self.pool().get(&addr).await {
-                Ok(conn) => conn.call::<_, Resp>(api, request, Bytes::new(), None).await,
-                Err(e) => Err(e),
-            };
-            let e = match answer {
-                Ok((response, _)) => return Ok(response),
+            let e = match self.pool().call::<_, Resp>(&addr, api, request).await {
+                Ok(response) => return Ok(response),
                 Err(e) => e,
             };
             attempt += 1;

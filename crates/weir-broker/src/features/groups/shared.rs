@@ -255,8 +255,10 @@ struct TopicState {
     queues: BTreeMap<u32, QueueState>,
     /// `(visible_at, queue, offset)` of every in-flight entry of every queue, and nothing else.
     by_visibility: BTreeSet<VisibilityKey>,
-    /// Per queue, what changed since the last [`SharedGroups::take_progress`] (on a
-    /// standalone broker, which sends nothing, cleared by [`SharedGroups::persist`]).
+    /// Whether changes are noted in `touched` (in a broker group; a standalone broker sends
+    /// nothing and notes nothing).
+    keep_changes: bool,
+    /// Per queue, what changed since the last [`SharedGroups::take_progress`].
     touched: BTreeMap<u32, Touched>,
 }
 
@@ -273,8 +275,10 @@ impl TopicState {
 
     /// Notes a change of a queue (its low water or cursor) and of `offset`, if any.
     fn touch(&mut self, queue_id: u32, offset: Option<u64>) {
-        let touched = self.touched.entry(queue_id).or_default();
-        touched.offsets.extend(offset);
+        if self.keep_changes {
+            let touched = self.touched.entry(queue_id).or_default();
+            touched.offsets.extend(offset);
+        }
     }
 
     /// Adds or replaces the in-flight entry of an offset, index included.
@@ -411,12 +415,10 @@ impl TopicState {
         q.acked = q.acked.split_off(&p.low_water);
         q.low_water = p.low_water;
         q.cursor = p.cursor.max(p.low_water);
-        let mut acked = Vec::new();
         for &(first, count) in &p.acked {
-            acked.extend((first..first.saturating_add(count)).filter(|o| *o >= p.low_water));
-        }
-        for offset in acked {
-            self.ack(queue_id, offset);
+            for offset in first.max(p.low_water)..first.saturating_add(count) {
+                self.ack(queue_id, offset);
+            }
         }
         let mut next_token = 0;
         for run in &p.in_flight {
@@ -630,7 +632,7 @@ impl SharedGroups {
         let mut groups = self.groups.lock();
         let state = groups
             .entry((group.to_owned(), topic.to_owned()))
-            .or_default();
+            .or_insert_with(|| self.new_state());
         let mut room = max;
         let mut changed = false;
 
@@ -873,15 +875,15 @@ impl SharedGroups {
         let mut groups = self.groups.lock();
         let state = groups
             .entry((group.to_owned(), topic.to_owned()))
-            .or_default();
+            .or_insert_with(|| self.new_state());
         for &(queue_id, offset) in offsets {
-            state.touched.insert(
-                queue_id,
-                Touched {
+            if state.keep_changes {
+                let reset = Touched {
                     reset: true,
                     offsets: BTreeSet::new(),
-                },
-            );
+                };
+                state.touched.insert(queue_id, reset);
+            }
             let q = state.queues.entry(queue_id).or_default();
             for (at, gone) in std::mem::take(&mut q.in_flight) {
                 state.by_visibility.remove(&(gone.visible_at, queue_id, at));
@@ -965,7 +967,19 @@ impl SharedGroups {
     /// [`SharedGroups::apply_progress`] is not a change to send), so what a leader changed
     /// before its leader work started is sent too.
     pub(crate) fn keep_changes(&self) {
+        let mut groups = self.groups.lock();
         self.in_group.store(true, Ordering::Release);
+        for state in groups.values_mut() {
+            state.keep_changes = true;
+        }
+    }
+
+    /// The state of a group on a topic it never received from.
+    fn new_state(&self) -> TopicState {
+        TopicState {
+            keep_changes: self.in_group.load(Ordering::Acquire),
+            ..TopicState::default()
+        }
     }
 
     /// What every queue changed since the last call holds now, for the other replicas.
@@ -1005,17 +1019,28 @@ impl SharedGroups {
         }
     }
 
-    /// Applies the leader's progress (another replica's [`SharedGroups::take_progress`]).
-    pub(crate) fn apply_progress(&self, progress: &[SharedQueueProgress]) {
+    /// Applies the leader's progress (another replica's [`SharedGroups::take_progress`]) on the
+    /// topics `live` says still exist.
+    pub(crate) fn apply_progress(
+        &self,
+        progress: &[SharedQueueProgress],
+        live: impl Fn(&str) -> bool,
+    ) {
+        let progress = progress.iter().filter(|p| live(&p.topic));
         self.apply_progress_at(Instant::now(), unix_ms_now(), progress);
     }
 
-    fn apply_progress_at(&self, now: Instant, now_ms: u64, progress: &[SharedQueueProgress]) {
+    fn apply_progress_at<'a>(
+        &self,
+        now: Instant,
+        now_ms: u64,
+        progress: impl IntoIterator<Item = &'a SharedQueueProgress>,
+    ) {
         let mut groups = self.groups.lock();
         for p in progress {
             let state = groups
                 .entry((p.group.clone(), p.topic.clone()))
-                .or_default();
+                .or_insert_with(|| self.new_state());
             let next_token = state.apply(p, now, now_ms);
             self.next_token.fetch_max(next_token, Ordering::Relaxed);
         }
@@ -1025,12 +1050,6 @@ impl SharedGroups {
 
     /// Writes the state to disk if it changed since the last write.
     pub fn persist(&self) -> Result<(), BrokerError> {
-        if !self.in_group.load(Ordering::Acquire) {
-            // Nobody takes them: changes are noted by every operation, and forgotten here.
-            for state in self.groups.lock().values_mut() {
-                state.touched.clear();
-            }
-        }
         let _serial = self.write_lock.lock();
         if !self.dirty.swap(false, Ordering::AcqRel) {
             return Ok(());
@@ -1282,12 +1301,12 @@ mod tests {
                 .collect::<Vec<_>>(),
             [(1, 1), (3, 1)]
         );
-        follower.apply_progress(&progress);
+        follower.apply_progress(&progress, |_| true);
         assert!(follower.ack("g", &got[1]), "the leader's receipt acks here");
         assert!(!follower.ack("g", &got[0]), "acked already");
         // A reset forgets acks and deliveries on the follower too.
         leader.reset("g", "t", &[(0, 6)]);
-        follower.apply_progress(&leader.take_progress());
+        follower.apply_progress(&leader.take_progress(), |_| true);
         assert!(!follower.ack("g", &got[3]), "forgotten by the reset");
         let next = receipts(&follower.reserve("g", "t", 1, limits(4, long), &range(8)));
         assert_eq!(next.iter().map(|r| r.offset).collect::<Vec<_>>(), [6, 7]);
