@@ -14,6 +14,7 @@ when what a user would see holds, and prints what it saw.
 
 import argparse
 import collections
+import os
 import sys
 import threading
 import time
@@ -21,12 +22,16 @@ import time
 WAIT = 30  # seconds any one step may take
 
 
-def wait_until(what, done):
+def wait_until(what, done, exit_on_timeout=True):
+    """Waits up to WAIT seconds for `done()`; on a timeout exits, or returns False."""
     deadline = time.time() + WAIT
     while not done():
         if time.time() > deadline:
-            sys.exit(f"timed out waiting for {what}")
+            if exit_on_timeout:
+                sys.exit(f"timed out waiting for {what}")
+            return False
         time.sleep(0.05)
+    return True
 
 
 def create_topic(boot, topic, partitions):
@@ -59,7 +64,13 @@ def grow(args):
     seen = collections.defaultdict(list)
     owned = {}
     stop = {}
+    events = []  # (seconds, member, what): printed when the check fails
+    began = time.monotonic()
     cooperative = args.strategy == "cooperative-sticky"
+
+    def note(name, what):
+        with lock:
+            events.append((round(time.monotonic() - began, 3), name, what))
 
     def member(name):
         consumer = Consumer(
@@ -78,43 +89,62 @@ def grow(args):
         def on_assign(c, parts):
             if cooperative:
                 c.incremental_assign(parts)
+            note(name, f"assigned {sorted(p.partition for p in parts)}")
             with lock:
                 owned[name] = owned.get(name, set()) | {p.partition for p in parts}
 
         def on_revoke(c, parts):
             if cooperative:
                 c.incremental_unassign(parts)
+            note(name, f"revoked {sorted(p.partition for p in parts)}")
             with lock:
                 owned[name] = owned.get(name, set()) - {p.partition for p in parts}
 
-        consumer.subscribe([topic], on_assign=on_assign, on_revoke=on_revoke)
+        def on_lost(c, parts):
+            note(name, f"lost {sorted(p.partition for p in parts)}")
+            on_revoke(c, parts)
+
+        consumer.subscribe([topic], on_assign=on_assign, on_revoke=on_revoke, on_lost=on_lost)
         while not stop.get(name):
             message = consumer.poll(0.1)
             if message is None:
                 continue
             if message.error():
-                print(name, "error", message.error(), flush=True)
+                note(name, f"error {message.error()}")
                 continue
+            where = (message.partition(), message.offset())
             try:
                 consumer.commit(message=message, asynchronous=False)
             except Exception as error:  # a rebalance took the partition: not committed work
-                print(name, "commit failed", error, flush=True)
+                note(name, f"commit of {where} failed: {error}")
                 continue
+            note(name, f"read and committed {where}")
             with lock:
-                seen[message.value().decode()].append((name, message.partition(), message.offset()))
+                seen[message.value().decode()].append((name, *where))
         consumer.close()
+        note(name, "closed")
         with lock:
             owned.pop(name, None)
 
     threads = {}
 
     def start(name):
-        threads[name] = threading.Thread(target=member, args=(name,))
+        # A daemon: a member stuck in its client cannot keep the scenario from exiting.
+        threads[name] = threading.Thread(target=member, args=(name,), daemon=True)
         threads[name].start()
+
+    def fail(why):
+        print(why, flush=True)
+        with lock:
+            for event in events:
+                print(*event, flush=True)
+        os._exit(1)  # members may still be inside librdkafka
 
     def leave(name):
         stop[name] = True
-        threads[name].join()
+        threads[name].join(WAIT)
+        if threads[name].is_alive():
+            fail(f"{name} did not close within {WAIT} s")
 
     def shared_by(names):
         """Every partition owned by exactly one of `names`, and each of them owns some."""
@@ -123,19 +153,23 @@ def grow(args):
             union = set().union(*sets)
             return union == set(range(partitions)) and sum(map(len, sets)) == partitions and all(sets)
 
+    def step(what, done):
+        if not wait_until(what, done, exit_on_timeout=False):
+            fail(f"timed out waiting for {what}")
+
     start("c1")
-    wait_until("c1 owns everything", lambda: shared_by(["c1"]))
+    step("c1 owns everything", lambda: shared_by(["c1"]))
     start("c2")
-    wait_until("c1 and c2 share the partitions", lambda: shared_by(["c1", "c2"]))
+    step("c1 and c2 share the partitions", lambda: shared_by(["c1", "c2"]))
     produce(args.bootstrap, topic, total // 3, 2 * total // 3)
     start("c3")
-    wait_until("three members share the partitions", lambda: shared_by(["c1", "c2", "c3"]))
+    step("three members share the partitions", lambda: shared_by(["c1", "c2", "c3"]))
     produce(args.bootstrap, topic, 2 * total // 3, total)
-    wait_until("every record consumed", lambda: len(seen) == total)
+    step("every record consumed", lambda: len(seen) == total)
     leave("c3")
-    wait_until("c1 and c2 take c3's partitions", lambda: shared_by(["c1", "c2"]))
+    step("c1 and c2 take c3's partitions", lambda: shared_by(["c1", "c2"]))
     leave("c2")
-    wait_until("c1 owns everything again", lambda: shared_by(["c1"]))
+    step("c1 owns everything again", lambda: shared_by(["c1"]))
     leave("c1")
 
     missing = [i for i in range(total) if f"v{i}" not in seen]
@@ -149,7 +183,8 @@ def grow(args):
     committed_total = sum(tp.offset for tp in committed)
     print(f"{args.strategy}: committed {committed_total}")
     if missing or twice or committed_total != total:
-        sys.exit(f"missing {missing[:10]}, twice {list(twice.items())[:5]}, committed {committed_total}")
+        print("committed by partition:", [(tp.partition, tp.offset) for tp in committed])
+        fail(f"missing {missing[:10]}, twice {list(twice.items())[:5]}, committed {committed_total}")
 
 
 def commit(args):

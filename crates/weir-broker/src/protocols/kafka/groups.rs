@@ -123,7 +123,16 @@ pub(crate) async fn join_group(
         require_known_member_id: version >= 4,
     };
     match state.classic_groups.join(join).await {
-        Ok(joined) => join_response(joined, version),
+        Ok(joined) => {
+            tracing::debug!(
+                group,
+                member = joined.member_id.as_str(),
+                generation = joined.generation,
+                leader = joined.leader.as_str(),
+                "JoinGroup answered"
+            );
+            join_response(joined, version)
+        }
         Err(error) => {
             let code = refused("JoinGroup", &group, &error);
             let member_id = match error {
@@ -212,8 +221,16 @@ pub(crate) async fn sync_group(
             .map(|a| (a.member_id.as_str().to_owned(), a.assignment))
             .collect(),
     };
+    let (generation, member) = (sync.generation, sync.member_id.clone());
     match state.classic_groups.sync(sync).await {
         Ok(synced) => {
+            tracing::debug!(
+                group,
+                member,
+                generation,
+                assignment_bytes = synced.assignment.len(),
+                "SyncGroup answered"
+            );
             let response = SyncGroupResponse::default().with_assignment(synced.assignment);
             if version >= 5 {
                 response
@@ -444,6 +461,24 @@ type Fetched = (i32, i64, String);
 /// A group's committed offsets for the listed partitions, or for every partition it committed
 /// (`None`), by topic.
 fn fetch_offsets(
+    state: &BrokerState,
+    group: &str,
+    topics: Option<Vec<(TopicName, Vec<i32>)>>,
+) -> Vec<(TopicName, Vec<Fetched>)> {
+    let fetched = committed_offsets(state, group, topics);
+    tracing::debug!(
+        group,
+        offsets = ?fetched
+            .iter()
+            .flat_map(|(_, partitions)| partitions.iter().map(|(p, offset, _)| (*p, *offset)))
+            .collect::<Vec<_>>(),
+        "OffsetFetch"
+    );
+    fetched
+}
+
+/// What [`fetch_offsets`] answers, before it is logged.
+fn committed_offsets(
     state: &BrokerState,
     group: &str,
     topics: Option<Vec<(TopicName, Vec<i32>)>>,
