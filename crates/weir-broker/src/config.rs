@@ -49,6 +49,10 @@ pub struct BrokerConfig {
     pub flush: String,
     /// How often `async` mode flushes, ms.
     pub flush_interval_ms: u64,
+    /// How much of the newest flushed commit log the page cache keeps, MiB; older pages are
+    /// let go after each flush. Unset: a quarter of the machine's memory. A value above the
+    /// machine's memory leaves it all to the kernel.
+    pub page_cache_window_mb: Option<u64>,
     /// Size of a commit-log segment file, bytes.
     pub segment_size: u64,
     /// Largest record accepted, bytes.
@@ -177,6 +181,7 @@ impl Default for BrokerConfig {
             broker_name: "broker-a".to_owned(),
             flush: "async".to_owned(),
             flush_interval_ms: 500,
+            page_cache_window_mb: None,
             segment_size: 1 << 30,
             max_message_size: 4 << 20,
             max_frame_size: 16 << 20,
@@ -336,6 +341,9 @@ impl BrokerConfig {
         config.segment_size = self.segment_size;
         config.flush = flush;
         config.flush_interval = Duration::from_millis(self.flush_interval_ms.max(1));
+        if let Some(mb) = self.page_cache_window_mb {
+            config.page_cache_window = Some(mb.saturating_mul(1 << 20));
+        }
         config.max_message_size = usize::try_from(self.max_message_size).map_err(|_| {
             BrokerError::Config("max_message_size does not fit in memory".to_owned())
         })?;

@@ -5,6 +5,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::StoreError;
+use crate::page_cache;
 
 /// When appended data is made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -62,6 +63,10 @@ pub struct StoreConfig {
     pub index_slots: u32,
     /// Entries per key-index file (default 2,000,000).
     pub index_entries: u32,
+    /// How much of the newest flushed commit log the page cache keeps, in bytes: older pages
+    /// are let go after each flush (see `page_cache.rs`). Default: a quarter of the machine's
+    /// memory. `None`: the kernel keeps all it can and reclaims when memory runs short.
+    pub page_cache_window: Option<u64>,
     /// A replicated log's commit point at open: records past it are kept but not dispatched
     /// (not readable) until [`crate::Store::set_dispatch_limit`] moves it. `None` (a
     /// standalone broker): everything written is dispatched.
@@ -117,6 +122,7 @@ impl Default for StoreConfig {
             retention_check_interval: Duration::from_secs(10),
             index_slots: 500_000,
             index_entries: 2_000_000,
+            page_cache_window: page_cache::default_window(),
             dispatch_limit: None,
             retention_floor: None,
         }

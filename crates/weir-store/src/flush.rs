@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::FlushMode;
 use crate::metric_names;
+use crate::page_cache::Release;
 use crate::store::Inner;
 
 /// An fdatasync slower than this is logged.
@@ -53,6 +54,10 @@ pub(crate) fn flush_to(inner: &Inner, target: u64) -> io::Result<()> {
 /// The flusher thread.
 pub(crate) fn run(inner: Arc<Inner>) {
     let interval = inner.config.flush_interval;
+    let mut release = Release::new(
+        inner.config.page_cache_window,
+        inner.flushed.load(Ordering::Acquire),
+    );
     loop {
         {
             let mut guard = inner.wake.lock();
@@ -79,6 +84,9 @@ pub(crate) fn run(inner: Arc<Inner>) {
             tracing::error!(error = %e, "flush failed; retrying");
             std::thread::sleep(Duration::from_millis(50));
             continue;
+        }
+        if let Some(release) = release.as_mut() {
+            release.after_flush(&inner);
         }
         if inner.stopping() && inner.log.written() <= inner.flushed.load(Ordering::Acquire) {
             return;

@@ -23,6 +23,7 @@ mod key_index;
 mod log_copy;
 pub mod metric_names;
 mod mmap;
+mod page_cache;
 mod recovery;
 mod retention;
 mod segment;

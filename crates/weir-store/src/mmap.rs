@@ -22,6 +22,16 @@ pub(crate) fn map_read(file: &File) -> io::Result<Mmap> {
     unsafe { Mmap::map(file) }
 }
 
+/// Unmaps `[offset, offset + len)` of a read-only file map from this process (the start is
+/// rounded down to a page); the next read there faults the file's bytes in again.
+pub(crate) fn release(map: &Mmap, offset: usize, len: usize) -> io::Result<()> {
+    // SAFETY: `map` is a shared, read-only map of a store-owned file (see `map_read`).
+    // MADV_DONTNEED only drops this process's page-table entries for the range; a later read
+    // (by a thread holding a slice into it meanwhile, too) faults in the same file bytes, as
+    // the released range lies below the flushed position and is never written again.
+    unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len) }
+}
+
 /// Maps the whole of `file` read-write.
 pub(crate) fn map_write(file: &File) -> io::Result<MmapMut> {
     // SAFETY: the file is a store-owned key-index file, preallocated to its full length and

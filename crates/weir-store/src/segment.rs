@@ -26,6 +26,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::num::NonZeroU64;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -255,6 +256,18 @@ impl Segment {
         Some((start, end.min(self.capacity)))
     }
 
+    /// Lets the page cache go of segment positions `[from, to)`: unmaps them from this
+    /// process and asks the kernel to drop them (clean pages only; see `page_cache.rs`).
+    pub fn release_cache(&self, from: u64, to: u64) -> io::Result<()> {
+        let to = to.min(self.capacity);
+        let Some(len) = to.checked_sub(from).and_then(NonZeroU64::new) else {
+            return Ok(());
+        };
+        mmap::release(&self.map, from as usize, len.get() as usize)?;
+        rustix::fs::fadvise(&self.file, from, Some(len), rustix::fs::Advice::DontNeed)?;
+        Ok(())
+    }
+
     /// fdatasync: the data written so far is on disk once this returns.
     pub fn sync(&self) -> io::Result<()> {
         self.file.sync_data()
@@ -303,6 +316,23 @@ mod tests {
         assert_eq!(seg.bytes(10, 5), Some(&b"he\0\0\0"[..]));
         assert_eq!(seg.end(), 4096 + 8192);
         assert!(seg.bytes(8190, 5).is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn bytes_let_go_of_read_back_the_same() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let capacity = 1 << 20;
+        let seg = Segment::create(dir.path(), 0, capacity)?;
+        let data: Vec<u8> = (0..capacity).map(|i| (i % 251) as u8).collect();
+        seg.write_at(0, &data)?;
+        // Read through the map first, so the released pages are mapped and cached.
+        assert_eq!(seg.bytes(0, data.len()), Some(&data[..]));
+        seg.sync()?;
+        seg.release_cache(4096 + 17, capacity - 100)?;
+        seg.release_cache(0, 0)?;
+        seg.release_cache(capacity, capacity + 4096)?;
+        assert_eq!(seg.bytes(0, data.len()), Some(&data[..]));
         Ok(())
     }
 }

@@ -150,6 +150,9 @@ pub struct StoreStats {
     pub appends: u64,
     /// Records appended since open.
     pub messages: u64,
+    /// The page cache was let go of the log below here (0 without a
+    /// [`StoreConfig::page_cache_window`]).
+    pub cache_released_offset: u64,
 }
 
 #[derive(Debug, Default)]
@@ -175,6 +178,8 @@ pub(crate) struct Inner {
     /// Raft entries a replica has purged in a broker group.
     pub retention_floor: AtomicU64,
     pub flushed: AtomicU64,
+    /// The page cache was let go of the log below here (see `page_cache.rs`).
+    pub cache_released: AtomicU64,
     flushed_tx: watch::Sender<u64>,
     dispatched_tx: watch::Sender<u64>,
     /// Set while dispatching fails (a full disk, an I/O error); holds whether the disk is
@@ -507,6 +512,7 @@ impl Store {
             dispatch_limit: AtomicU64::new(config.dispatch_limit.unwrap_or(u64::MAX)),
             retention_floor: AtomicU64::new(config.retention_floor.unwrap_or(u64::MAX)),
             flushed: AtomicU64::new(rec.end),
+            cache_released: AtomicU64::new(0),
             flushed_tx,
             dispatched_tx,
             dispatch_stall: Mutex::new(None),
@@ -1416,6 +1422,7 @@ impl Store {
             fsyncs: inner.stats.fsyncs.load(Ordering::Relaxed),
             appends: inner.stats.appends.load(Ordering::Relaxed),
             messages: inner.stats.messages.load(Ordering::Relaxed),
+            cache_released_offset: inner.cache_released.load(Ordering::Acquire),
         }
     }
 

@@ -125,6 +125,47 @@ async fn sync_mode_group_commits() {
     assert!(fsyncs < 64 * 20 / 4, "{fsyncs} fsyncs for 1280 appends");
 }
 
+/// With a page-cache window of 0, the flusher lets go of everything flushed and dispatched
+/// (64 MiB at a time); readers fault it back in from the files, whole and in order.
+#[tokio::test]
+async fn a_log_let_go_of_by_the_page_cache_reads_back_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        segment_size: 16 << 20,
+        consume_queue_segment_entries: 100_000,
+        index_slots: 65_536,
+        index_entries: 100_000,
+        max_message_size: 4 << 20,
+        page_cache_window: Some(0),
+        ..small_config(dir.path())
+    };
+    let store = Store::open(config).unwrap();
+    let (batches, per_batch, size) = (100u64, 500u64, 1500);
+    for i in 0..batches {
+        let r = store
+            .append("t", 0, batch("t", i * per_batch, per_batch, size))
+            .await
+            .unwrap();
+        assert_eq!(r.queue_offset, i * per_batch);
+    }
+    wait_dispatched(&store).await;
+    let mut released = 0;
+    for _ in 0..250 {
+        released = store.stats().cache_released_offset;
+        if released >= 64 << 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(released >= 64 << 20, "{:?}", store.stats());
+    let msgs = read_all(&store, "t", 0);
+    assert_eq!(msgs.len() as u64, batches * per_batch);
+    for (i, m) in msgs.iter().enumerate() {
+        assert_eq!(m.queue_offset, i as u64);
+        assert_eq!(seq_of(m), i as u64);
+    }
+}
+
 #[tokio::test]
 async fn tag_filter_skips_using_entries_and_advances() {
     let dir = tempfile::tempdir().unwrap();
