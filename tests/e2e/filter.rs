@@ -19,7 +19,7 @@ fn consume(node: &Node, group: &str, filter: &str) -> Vec<String> {
         // Long enough, on a loaded machine, for every queue's first pull to come back (one
         // that matches nothing still answers where the next pull starts, which is committed).
         "--idle-timeout",
-        "6s",
+        "10s",
     ]);
     let mut bodies: Vec<String> = out.lines().map(str::to_owned).collect();
     bodies.sort();
