@@ -11,10 +11,11 @@
 //! an object, every other one as a plain number; a later commit without metadata (native, or
 //! Kafka with an empty string) drops the string.
 //!
-//! Commits only touch memory and mark the table dirty; a background task writes the file
+//! Kafka commits only touch memory and mark the table dirty; a background task writes the file
 //! atomically every second when dirty, and [`OffsetTable::persist`] runs once more at shutdown.
-//! A crash can so lose up to a second of commits: consumers then see those messages again
-//! (at-least-once), never skip any.
+//! A crash can so lose up to a second of them: consumers then see those messages again
+//! (at-least-once), never skip any. Native commits are written before they are answered, and
+//! before anyone can read them ([`OffsetTable::set_durably`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -142,13 +143,45 @@ impl OffsetTable {
             }
         };
         let mut offsets = self.offsets.lock();
-        offsets
-            .entry(group.to_owned())
-            .or_default()
-            .entry(topic.to_owned())
-            .or_default()
-            .insert(queue_id, committed);
+        insert(&mut offsets, group, topic, queue_id, committed);
         self.dirty.store(true, Ordering::Release);
+    }
+
+    /// Sets a group's offsets for queues, on disk before in the table: nobody reads an offset
+    /// that a crash could take back (what `set` leaves to the next write, up to a second).
+    pub fn set_durably(
+        &self,
+        group: &str,
+        commits: &[(String, u32, u64)],
+    ) -> Result<(), BrokerError> {
+        let _serial = self.write_lock.lock();
+        let json = {
+            let mut next = self.offsets.lock().clone();
+            for (topic, queue_id, offset) in commits {
+                insert(
+                    &mut next,
+                    group,
+                    topic,
+                    *queue_id,
+                    Committed::Plain(*offset),
+                );
+            }
+            serde_json::to_vec_pretty(&next)
+                .map_err(|e| BrokerError::Config(format!("encoding offsets: {e}")))?
+        };
+        atomic_file::write_atomic(&self.path, &json)
+            .map_err(|e| BrokerError::io(format!("writing {}", self.path.display()), e))?;
+        let mut offsets = self.offsets.lock();
+        for (topic, queue_id, offset) in commits {
+            insert(
+                &mut offsets,
+                group,
+                topic,
+                *queue_id,
+                Committed::Plain(*offset),
+            );
+        }
+        Ok(())
     }
 
     /// Every committed offset of a group: (topic, queue id, offset).
@@ -208,6 +241,16 @@ impl OffsetTable {
     }
 }
 
+/// Puts one committed offset into `offsets`.
+fn insert(offsets: &mut Offsets, group: &str, topic: &str, queue_id: u32, committed: Committed) {
+    offsets
+        .entry(group.to_owned())
+        .or_default()
+        .entry(topic.to_owned())
+        .or_default()
+        .insert(queue_id, committed);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,6 +267,23 @@ mod tests {
         assert_eq!(again.get("g", "t", 3), Some(42));
         assert_eq!(again.get("g", "u", 0), None);
         assert_eq!(again.groups(), vec!["g".to_owned()]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_durable_commit_is_read_only_once_it_is_on_disk() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let dir = tempfile::tempdir()?;
+        let table = OffsetTable::load(dir.path())?;
+        table.set_durably("g", &[("t".to_owned(), 0, 10), ("t".to_owned(), 1, 11)])?;
+        assert_eq!(table.get("g", "t", 1), Some(11));
+        assert_eq!(OffsetTable::load(dir.path())?.get("g", "t", 0), Some(10));
+
+        // A write that fails leaves the table as it was: the commit is refused, not shown.
+        std::fs::remove_dir_all(dir.path().join("config"))?;
+        std::fs::write(dir.path().join("config"), b"not a directory")?;
+        assert!(table.set_durably("g", &[("t".to_owned(), 0, 20)]).is_err());
+        assert_eq!(table.get("g", "t", 0), Some(10));
         Ok(())
     }
 

@@ -130,12 +130,11 @@ pub(crate) async fn commit(
         };
         state.log.propose(change).await?;
     } else {
-        for (topic, queue_id, offset) in accepted {
-            state.offsets.set(&request.group, &topic, queue_id, offset);
-        }
-        // On disk before the answer: a crash right after never rewinds the group.
+        // On disk before the answer, and before anyone reads them: a crash right after never
+        // rewinds the group, and no reader sees an offset a crash could take back.
         let offsets = state.offsets.clone();
-        tokio::task::spawn_blocking(move || offsets.persist())
+        let group = request.group;
+        tokio::task::spawn_blocking(move || offsets.set_durably(&group, &accepted))
             .await
             .map_err(|e| RequestError::new(ErrorCode::Internal, e.to_string()))?
             .map_err(|e| RequestError::new(ErrorCode::StorageError, e.to_string()))?;
