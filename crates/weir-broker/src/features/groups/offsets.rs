@@ -157,30 +157,13 @@ impl OffsetTable {
         let _serial = self.write_lock.lock();
         let json = {
             let mut next = self.offsets.lock().clone();
-            for (topic, queue_id, offset) in commits {
-                insert(
-                    &mut next,
-                    group,
-                    topic,
-                    *queue_id,
-                    Committed::Plain(*offset),
-                );
-            }
+            insert_plain(&mut next, group, commits);
             serde_json::to_vec_pretty(&next)
                 .map_err(|e| BrokerError::Config(format!("encoding offsets: {e}")))?
         };
         atomic_file::write_atomic(&self.path, &json)
             .map_err(|e| BrokerError::io(format!("writing {}", self.path.display()), e))?;
-        let mut offsets = self.offsets.lock();
-        for (topic, queue_id, offset) in commits {
-            insert(
-                &mut offsets,
-                group,
-                topic,
-                *queue_id,
-                Committed::Plain(*offset),
-            );
-        }
+        insert_plain(&mut self.offsets.lock(), group, commits);
         Ok(())
     }
 
@@ -249,6 +232,13 @@ fn insert(offsets: &mut Offsets, group: &str, topic: &str, queue_id: u32, commit
         .entry(topic.to_owned())
         .or_default()
         .insert(queue_id, committed);
+}
+
+/// Puts a group's commits without metadata into `offsets`.
+fn insert_plain(offsets: &mut Offsets, group: &str, commits: &[(String, u32, u64)]) {
+    for (topic, queue_id, offset) in commits {
+        insert(offsets, group, topic, *queue_id, Committed::Plain(*offset));
+    }
 }
 
 #[cfg(test)]
