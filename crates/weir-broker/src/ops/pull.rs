@@ -44,7 +44,8 @@ pub(crate) type Pulled = ReadResult;
 
 /// Answers with the records from `offset` on; when there are none and `max_wait_ms > 0`,
 /// waits until a message is dispatched to the queue or the wait (capped by
-/// `long_poll_max_ms`) ends. Dropping the future (the client went away) stops the wait.
+/// `long_poll_max_ms`) ends. A read that found no match but stepped over filtered messages
+/// answers at once, with the offset past them. Dropping the future (the client went away) stops the wait.
 #[tracing::instrument(level = "debug", skip_all, fields(topic = %request.topic, queue = request.queue_id, offset = request.offset))]
 pub(crate) async fn pull(
     state: &BrokerState,
@@ -71,7 +72,7 @@ pub(crate) async fn pull(
     let wait =
         Duration::from_millis(u64::from(request.max_wait_ms).min(state.config.long_poll_max_ms));
     let deadline = Instant::now() + wait;
-    let mut offset = request.offset;
+    let offset = request.offset;
     loop {
         // Registered before the read, so a message dispatched after the read still wakes us.
         let notify = (!wait.is_zero()).then(|| state.long_poll.waiter(topic, queue_id));
@@ -83,8 +84,12 @@ pub(crate) async fn pull(
             .log
             .read(topic, queue_id, offset, max_messages, max_bytes, &filter)
             .map_err(RequestError::from)?;
+        // Messages the tag filter stepped over end the wait too (RocketMQ's "no matched
+        // message"): the answer carries where the next pull starts, so the consumer can commit
+        // past them instead of waiting out the long poll.
         let give_up = read.count > 0
             || !read.skipped.is_empty()
+            || read.next_offset > offset
             || state.is_shutting_down()
             || Instant::now() >= deadline;
         let Some(notified) = notified.filter(|_| !give_up) else {
@@ -99,8 +104,6 @@ pub(crate) async fn pull(
             }
             return Ok(read);
         };
-        // Messages skipped by the tag filter are not read again.
-        offset = read.next_offset.max(offset);
         // On timeout, read once more and answer whatever is there.
         let _waiting = WaiterGauge::enter();
         let _ = tokio::time::timeout_at(deadline, notified).await;
