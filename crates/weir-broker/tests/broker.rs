@@ -271,6 +271,17 @@ async fn produce_then_pull_and_look_up() {
     assert_eq!(messages[0].body.as_deref(), Some(&b"two"[..]));
     assert!(response.next_offset >= 2);
 
+    // A long poll whose read steps over messages the filter rejects, matching none, answers
+    // at once with the offset past them (the consumer commits it) instead of waiting out the
+    // poll (15 s here).
+    let mut unmatched = pull_request("t", 1, 0, 60_000);
+    unmatched.tag_expression = "C".to_owned();
+    let (response, messages) = tokio::time::timeout(Duration::from_secs(5), c.pull(unmatched))
+        .await
+        .expect("answered without waiting out the long poll");
+    assert!(messages.is_empty());
+    assert_eq!((response.count, response.next_offset), (0, 4));
+
     // Nothing more, no wait: NO_NEW_MESSAGES at once.
     let (response, messages) = c.pull(pull_request("t", 1, 4, 0)).await;
     assert_eq!(response.status, pb::PullStatus::NoNewMessages as i32);

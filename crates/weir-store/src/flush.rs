@@ -54,10 +54,7 @@ pub(crate) fn flush_to(inner: &Inner, target: u64) -> io::Result<()> {
 /// The flusher thread.
 pub(crate) fn run(inner: Arc<Inner>) {
     let interval = inner.config.flush_interval;
-    let mut release = Release::new(
-        inner.config.page_cache_window,
-        inner.flushed.load(Ordering::Acquire),
-    );
+    let release = Release::new(inner.config.page_cache_window);
     loop {
         {
             let mut guard = inner.wake.lock();
@@ -85,7 +82,7 @@ pub(crate) fn run(inner: Arc<Inner>) {
             std::thread::sleep(Duration::from_millis(50));
             continue;
         }
-        if let Some(release) = release.as_mut() {
+        if let Some(release) = &release {
             release.after_flush(&inner);
         }
         if inner.stopping() && inner.log.written() <= inner.flushed.load(Ordering::Acquire) {

@@ -4,9 +4,9 @@
 //! and then reclaims. Where reclaim is dear (a virtual machine whose host takes freed memory
 //! back, see docs/benchmarks.md), a sustained write load larger than memory slows to the speed
 //! of that reclaim. With [`crate::StoreConfig::page_cache_window`] set (by default to a quarter
-//! of the machine's memory), the flusher lets go of
-//! the log's pages that lie more than the window behind both the flushed and the dispatched
-//! position, in steps of at least [`STEP`] bytes:
+//! of the machine's memory), the flusher lets go of the log's pages that lie more than the
+//! window behind both the flushed and the dispatched position, in steps of at least [`STEP`]
+//! bytes; `Inner::cache_released` says how far it has gone:
 //!
 //! ```text
 //! commit-log offsets ──────────────────────────────────────────────────────────────▶
@@ -39,45 +39,40 @@ pub(crate) fn default_window() -> Option<u64> {
 /// Least span let go at once: one pair of system calls per segment per this many bytes.
 pub(crate) const STEP: u64 = 64 << 20;
 
-/// How far the log's pages have been let go.
+/// Lets go of the log's pages behind a window.
 #[derive(Debug)]
 pub(crate) struct Release {
     window: u64,
-    released: u64,
 }
 
 impl Release {
-    /// A release behind `window` bytes, starting at log offset `from` (what is older was
-    /// not written by this process, so it is not cached because of it).
-    pub fn new(window: Option<u64>, from: u64) -> Option<Release> {
-        window.map(|window| Release {
-            window,
-            released: from,
-        })
+    /// A release behind `window` bytes, if there is one.
+    pub fn new(window: Option<u64>) -> Option<Release> {
+        window.map(|window| Release { window })
     }
 
     /// After a flush: lets go of what now lies more than the window behind the flushed and
-    /// the dispatched positions, if that is at least [`STEP`].
-    pub fn after_flush(&mut self, inner: &Inner) {
+    /// the dispatched positions, if that is at least [`STEP`] past what was let go before.
+    pub fn after_flush(&self, inner: &Inner) {
+        let released = inner.cache_released.load(Ordering::Acquire);
         let settled = inner
             .flushed
             .load(Ordering::Acquire)
             .min(inner.dispatched.load(Ordering::Acquire));
         let upto = settled.saturating_sub(self.window);
-        if upto < self.released.saturating_add(STEP) {
+        if upto < released.saturating_add(STEP) {
             return;
         }
         for seg in inner.log.segments() {
-            if seg.end() <= self.released || seg.base >= upto {
+            if seg.end() <= released || seg.base >= upto {
                 continue;
             }
-            let from = self.released.max(seg.base) - seg.base;
+            let from = released.max(seg.base) - seg.base;
             let to = upto.min(seg.end()) - seg.base;
             if let Err(e) = seg.release_cache(from, to) {
                 tracing::warn!(segment = seg.base, error = %e, "could not let the page cache go of flushed log bytes");
             }
         }
-        self.released = upto;
         inner.cache_released.store(upto, Ordering::Release);
     }
 }

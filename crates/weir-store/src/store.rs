@@ -150,8 +150,9 @@ pub struct StoreStats {
     pub appends: u64,
     /// Records appended since open.
     pub messages: u64,
-    /// The page cache was let go of the log below here (0 without a
-    /// [`StoreConfig::page_cache_window`]).
+    /// The page cache was let go of the log below here: the log's end at open (what is older
+    /// was not cached by this process's writes), then as far as the flusher let go; 0 without
+    /// a [`StoreConfig::page_cache_window`].
     pub cache_released_offset: u64,
 }
 
@@ -178,7 +179,8 @@ pub(crate) struct Inner {
     /// Raft entries a replica has purged in a broker group.
     pub retention_floor: AtomicU64,
     pub flushed: AtomicU64,
-    /// The page cache was let go of the log below here (see `page_cache.rs`).
+    /// The page cache was let go of the log below here (see `page_cache.rs`); the log's end
+    /// at open when there is a window, else 0.
     pub cache_released: AtomicU64,
     flushed_tx: watch::Sender<u64>,
     dispatched_tx: watch::Sender<u64>,
@@ -512,7 +514,11 @@ impl Store {
             dispatch_limit: AtomicU64::new(config.dispatch_limit.unwrap_or(u64::MAX)),
             retention_floor: AtomicU64::new(config.retention_floor.unwrap_or(u64::MAX)),
             flushed: AtomicU64::new(rec.end),
-            cache_released: AtomicU64::new(0),
+            cache_released: AtomicU64::new(if config.page_cache_window.is_some() {
+                rec.end
+            } else {
+                0
+            }),
             flushed_tx,
             dispatched_tx,
             dispatch_stall: Mutex::new(None),

@@ -45,7 +45,8 @@ pub(crate) type Pulled = ReadResult;
 /// Answers with the records from `offset` on; when there are none and `max_wait_ms > 0`,
 /// waits until a message is dispatched to the queue or the wait (capped by
 /// `long_poll_max_ms`) ends. A read that found no match but stepped over filtered messages
-/// answers at once, with the offset past them. Dropping the future (the client went away) stops the wait.
+/// answers at once, with the offset past them. Dropping the future (the client went away)
+/// stops the wait.
 #[tracing::instrument(level = "debug", skip_all, fields(topic = %request.topic, queue = request.queue_id, offset = request.offset))]
 pub(crate) async fn pull(
     state: &BrokerState,
