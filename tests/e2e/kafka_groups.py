@@ -5,7 +5,8 @@ when what a user would see holds, and prints what it saw.
 
   grow       a group grows from 1 to 3 members and shrinks back to 1 while records are
              produced; every record is consumed exactly once among committed work
-  commit     commits an offset with a metadata string;  check: reads it back
+  commit     commits an offset with a metadata string (and with --kill-pid, SIGKILLs the broker
+             the moment it is answered);  check: reads it back
   refused    a Kafka member of a group that native consumers use gets INCONSISTENT_GROUP_PROTOCOL
   hold       a Kafka member that holds a group for a while (prints "assigned" once it has
              partitions)
@@ -15,6 +16,7 @@ when what a user would see holds, and prints what it saw.
 import argparse
 import collections
 import os
+import signal
 import sys
 import threading
 import time
@@ -53,7 +55,8 @@ def produce(boot, topic, lo, hi):
 
 
 def grow(args):
-    """1 → 2 → 3 → 2 → 1 members; each member commits every record it processes."""
+    """1 → 2 → 3 → 2 → 1 members; each member commits every record it processes (again after a
+    refused commit, while it still owns the partition)."""
     from confluent_kafka import Consumer, TopicPartition
 
     topic, group, partitions = f"grow-{args.strategy}", f"g-{args.strategy}", 6
@@ -86,6 +89,18 @@ def grow(args):
             }
         )
 
+        # Records read whose commit was refused (a rebalance in progress), by partition. A real
+        # consumer keeps them and commits again: while it still owns the partition, a later
+        # commit covers them; once the partition is revoked or lost, its next owner reads them
+        # again from the committed offset.
+        pending = collections.defaultdict(list)
+
+        def drop_pending(parts):
+            for p in parts:
+                dropped = pending.pop(p.partition, [])
+                if dropped:
+                    note(name, f"dropped uncommitted {[o for _, o in dropped]} of {p.partition}")
+
         def on_assign(c, parts):
             if cooperative:
                 c.incremental_assign(parts)
@@ -94,6 +109,7 @@ def grow(args):
                 owned[name] = owned.get(name, set()) | {p.partition for p in parts}
 
         def on_revoke(c, parts):
+            drop_pending(parts)
             if cooperative:
                 c.incremental_unassign(parts)
             note(name, f"revoked {sorted(p.partition for p in parts)}")
@@ -104,23 +120,40 @@ def grow(args):
             note(name, f"lost {sorted(p.partition for p in parts)}")
             on_revoke(c, parts)
 
+        def commit(partition):
+            """Commits past the partition's pending records; on success they are consumed."""
+            records = pending[partition]
+            upto = records[-1][1] + 1
+            try:
+                consumer.commit(
+                    offsets=[TopicPartition(topic, partition, upto)], asynchronous=False
+                )
+            except Exception as error:  # a rebalance in progress: kept, committed again later
+                note(name, f"commit of {partition} up to {upto} failed: {error}")
+                return
+            note(name, f"read and committed {[o for _, o in records]} of {partition}")
+            with lock:
+                for value, offset in records:
+                    seen[value].append((name, partition, offset))
+            del pending[partition]
+
         consumer.subscribe([topic], on_assign=on_assign, on_revoke=on_revoke, on_lost=on_lost)
         while not stop.get(name):
             message = consumer.poll(0.1)
+            for partition in list(pending):
+                if message is None or message.partition() != partition:
+                    commit(partition)
             if message is None:
                 continue
             if message.error():
                 note(name, f"error {message.error()}")
                 continue
-            where = (message.partition(), message.offset())
-            try:
-                consumer.commit(message=message, asynchronous=False)
-            except Exception as error:  # a rebalance took the partition: not committed work
-                note(name, f"commit of {where} failed: {error}")
-                continue
-            note(name, f"read and committed {where}")
             with lock:
-                seen[message.value().decode()].append((name, *where))
+                stale = message.partition() not in owned.get(name, set())
+            if stale:
+                note(name, f"read {(message.partition(), message.offset())}, not its partition")
+            pending[message.partition()].append((message.value().decode(), message.offset()))
+            commit(message.partition())
         consumer.close()
         note(name, "closed")
         with lock:
@@ -193,6 +226,11 @@ def commit(args):
     create_topic(args.bootstrap, "meta", 2)
     consumer = Consumer({"bootstrap.servers": args.bootstrap, "group.id": "meta-g", "enable.auto.commit": False})
     consumer.commit(offsets=[TopicPartition("meta", 0, 17, metadata="state=abc")], asynchronous=False)
+    if args.kill_pid:
+        # The broker crashes the moment the commit is answered.
+        os.kill(args.kill_pid, signal.SIGKILL)
+        print("committed, broker killed", flush=True)
+        os._exit(0)  # the consumer cannot close without its broker
     consumer.close()
     check(args)
 
@@ -276,6 +314,7 @@ def main():
     parser.add_argument("--topic", default="t")
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--client-id", default="rdkafka")
+    parser.add_argument("--kill-pid", type=int, help="commit: SIGKILL this process once answered")
     args = parser.parse_args()
     {"grow": grow, "commit": commit, "check": check, "refused": refused, "hold": hold, "python": python}[
         args.scenario

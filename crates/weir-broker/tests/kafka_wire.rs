@@ -298,7 +298,8 @@ async fn an_unknown_api_versions_version_gets_the_list_and_error_35() {
 
 /// Responses leave in request order: a long-polling fetch sent first is answered before the
 /// metadata request sent after it, though the metadata is ready at once; a produce with
-/// acks=0 is never answered.
+/// acks=0 is never answered. A long poll alone waits; a request queued behind it on the
+/// connection ends the wait (its answer has to follow), so that request is not held up.
 #[tokio::test]
 async fn responses_keep_request_order_and_acks_0_gets_none() {
     let dir = tempfile::tempdir().unwrap();
@@ -313,23 +314,9 @@ async fn responses_keep_request_order_and_acks_0_gets_none() {
     .await;
     let (id, _) = conn.recv(ApiKey::Produce, 9).await;
     assert_eq!(id, 1);
-    // Waits up to 700 ms: nothing at offset 1.
+    // Alone, it waits up to 700 ms: nothing at offset 1.
     conn.send(ApiKey::Fetch, 12, 2, &fetch("order", 0, 1, 700, 1 << 20))
         .await;
-    conn.send(
-        ApiKey::Produce,
-        9,
-        3,
-        &produce("order", 1, 0, batch(&["y"])),
-    )
-    .await;
-    conn.send(
-        ApiKey::Metadata,
-        12,
-        4,
-        &RequestKind::Metadata(MetadataRequest::default()),
-    )
-    .await;
     let started = std::time::Instant::now();
     let (id, _) = conn.recv(ApiKey::Fetch, 12).await;
     assert_eq!(id, 2);
@@ -337,11 +324,40 @@ async fn responses_keep_request_order_and_acks_0_gets_none() {
         started.elapsed() >= Duration::from_millis(500),
         "the fetch waited"
     );
-    // The acks=0 produce (3) has no answer: the metadata (4) comes next.
+    // A poll of up to 15 s (the broker's cap), then two requests behind it.
+    conn.send(ApiKey::Fetch, 12, 3, &fetch("order", 0, 1, 60_000, 1 << 20))
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    conn.send(
+        ApiKey::Produce,
+        9,
+        4,
+        &produce("order", 1, 0, batch(&["y"])),
+    )
+    .await;
+    conn.send(
+        ApiKey::Metadata,
+        12,
+        5,
+        &RequestKind::Metadata(MetadataRequest::default()),
+    )
+    .await;
+    // Within `recv`'s 10 s, so the poll did not wait out its 15 s; nothing came for it.
+    let (id, ResponseKind::Fetch(answer)) = conn.recv(ApiKey::Fetch, 12).await else {
+        panic!("not a fetch answer");
+    };
+    assert_eq!(id, 3);
+    let partition = &answer.responses[0].partitions[0];
+    assert_eq!(partition.error_code, 0);
+    assert!(
+        partition.records.as_ref().is_none_or(Bytes::is_empty),
+        "no records past offset 1"
+    );
+    // The acks=0 produce (4) has no answer: the metadata (5) comes next.
     let (id, _) = conn.recv(ApiKey::Metadata, 12).await;
-    assert_eq!(id, 4);
+    assert_eq!(id, 5);
     // And it was stored.
-    conn.send(ApiKey::Fetch, 12, 5, &fetch("order", 1, 0, 0, 1 << 20))
+    conn.send(ApiKey::Fetch, 12, 6, &fetch("order", 1, 0, 0, 1 << 20))
         .await;
     let (_, ResponseKind::Fetch(answer)) = conn.recv(ApiKey::Fetch, 12).await else {
         panic!("not a fetch answer");

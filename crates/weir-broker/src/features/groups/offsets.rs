@@ -11,15 +11,20 @@
 //! an object, every other one as a plain number; a later commit without metadata (native, or
 //! Kafka with an empty string) drops the string.
 //!
-//! Kafka commits only touch memory and mark the table dirty; a background task writes the file
-//! atomically every second when dirty, and [`OffsetTable::persist`] runs once more at shutdown.
-//! A crash can so lose up to a second of them: consumers then see those messages again
-//! (at-least-once), never skip any. Native commits are written before they are answered, and
-//! before anyone can read them ([`OffsetTable::set_durably`]).
+//! A consumer's commit (native or Kafka, on a standalone broker) is written before it is
+//! answered, and before anyone can read it ([`OffsetTable::set_durably`]): a crash never
+//! takes back a commit that was answered or shown. Commits that arrive while a write is under
+//! way wait for the next one and share it, so a burst of commits costs a few writes, not one
+//! each. Other changes (a reset, a deleted topic, a broker group's replicated commits, which
+//! its log already keeps) touch memory and mark the table dirty; a background task writes the
+//! file atomically every second when dirty, and [`OffsetTable::persist`] runs once more at
+//! shutdown.
 
 use std::collections::BTreeMap;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -60,6 +65,15 @@ impl Committed {
     }
 }
 
+/// One commit of a queue: (topic, queue id, offset, metadata; empty when none).
+pub type QueueCommit = (String, u32, u64, String);
+
+/// What became of a waiting commit's write: `Ok`, or why the write failed.
+type Outcome = Arc<OnceLock<Result<(), (io::ErrorKind, String)>>>;
+
+/// A group's commits waiting for the next write, and where their outcome goes.
+type Waiting = (String, Vec<QueueCommit>, Outcome);
+
 /// The committed offsets of every group.
 #[derive(Debug)]
 pub struct OffsetTable {
@@ -68,6 +82,8 @@ pub struct OffsetTable {
     dirty: AtomicBool,
     /// Serialises file writes so an older snapshot never overwrites a newer one.
     write_lock: Mutex<()>,
+    /// Durable commits not yet written; the next writer takes them all.
+    waiting: Mutex<Vec<Waiting>>,
 }
 
 impl OffsetTable {
@@ -91,6 +107,7 @@ impl OffsetTable {
             offsets: Mutex::new(offsets),
             dirty: AtomicBool::new(false),
             write_lock: Mutex::new(()),
+            waiting: Mutex::new(Vec::new()),
         })
     }
 
@@ -134,36 +151,66 @@ impl OffsetTable {
         offset: u64,
         metadata: &str,
     ) {
-        let committed = if metadata.is_empty() {
-            Committed::Plain(offset)
-        } else {
-            Committed::WithMetadata {
-                offset,
-                metadata: metadata.to_owned(),
-            }
-        };
         let mut offsets = self.offsets.lock();
-        insert(&mut offsets, group, topic, queue_id, committed);
+        insert(
+            &mut offsets,
+            group,
+            topic,
+            queue_id,
+            committed(offset, metadata),
+        );
         self.dirty.store(true, Ordering::Release);
     }
 
-    /// Sets a group's offsets for queues, on disk before in the table: nobody reads an offset
-    /// that a crash could take back (what `set` leaves to the next write, up to a second).
-    pub fn set_durably(
-        &self,
-        group: &str,
-        commits: &[(String, u32, u64)],
-    ) -> Result<(), BrokerError> {
+    /// Sets a group's offsets for queues (with their metadata strings), on disk before in the
+    /// table: nobody reads an offset that a crash could take back (what `set` leaves to the
+    /// next write, up to a second). Blocks until written; call it off the async threads.
+    ///
+    /// Callers that arrive while a write is under way queue their commits; the first of them
+    /// to get the file writes them all in one go, and each learns its outcome. A failed write
+    /// changes nothing in the table, and every commit it carried is refused.
+    pub fn set_durably(&self, group: &str, commits: &[QueueCommit]) -> Result<(), BrokerError> {
+        let outcome = Outcome::default();
+        self.waiting
+            .lock()
+            .push((group.to_owned(), commits.to_vec(), outcome.clone()));
         let _serial = self.write_lock.lock();
+        if outcome.get().is_none() {
+            // Ours is still waiting (a writer takes all it finds and answers each): write.
+            let batch = std::mem::take(&mut *self.waiting.lock());
+            let written = self.write_with(&batch);
+            for (_, _, waiter) in &batch {
+                let _ = waiter.set(written.clone());
+            }
+        }
+        match outcome.get() {
+            Some(Ok(())) => Ok(()),
+            Some(Err((kind, why))) => Err(BrokerError::io(
+                format!("writing {}", self.path.display()),
+                io::Error::new(*kind, why.clone()),
+            )),
+            None => Err(BrokerError::io(
+                format!("writing {}", self.path.display()),
+                io::Error::other("no write carried this commit"),
+            )),
+        }
+    }
+
+    /// Writes the table with `batch` applied, then applies it to the table.
+    fn write_with(&self, batch: &[Waiting]) -> Result<(), (io::ErrorKind, String)> {
         let json = {
             let mut next = self.offsets.lock().clone();
-            insert_plain(&mut next, group, commits);
+            for (group, commits, _) in batch {
+                insert_all(&mut next, group, commits);
+            }
             serde_json::to_vec_pretty(&next)
-                .map_err(|e| BrokerError::Config(format!("encoding offsets: {e}")))?
+                .map_err(|e| (io::ErrorKind::InvalidData, format!("encoding offsets: {e}")))?
         };
-        atomic_file::write_atomic(&self.path, &json)
-            .map_err(|e| BrokerError::io(format!("writing {}", self.path.display()), e))?;
-        insert_plain(&mut self.offsets.lock(), group, commits);
+        atomic_file::write_atomic(&self.path, &json).map_err(|e| (e.kind(), e.to_string()))?;
+        let mut offsets = self.offsets.lock();
+        for (group, commits, _) in batch {
+            insert_all(&mut offsets, group, commits);
+        }
         Ok(())
     }
 
@@ -234,10 +281,28 @@ fn insert(offsets: &mut Offsets, group: &str, topic: &str, queue_id: u32, commit
         .insert(queue_id, committed);
 }
 
-/// Puts a group's commits without metadata into `offsets`.
-fn insert_plain(offsets: &mut Offsets, group: &str, commits: &[(String, u32, u64)]) {
-    for (topic, queue_id, offset) in commits {
-        insert(offsets, group, topic, *queue_id, Committed::Plain(*offset));
+/// Puts a group's commits into `offsets`.
+fn insert_all(offsets: &mut Offsets, group: &str, commits: &[QueueCommit]) {
+    for (topic, queue_id, offset, metadata) in commits {
+        insert(
+            offsets,
+            group,
+            topic,
+            *queue_id,
+            committed(*offset, metadata),
+        );
+    }
+}
+
+/// An offset as stored: plain, or with its metadata string when there is one.
+fn committed(offset: u64, metadata: &str) -> Committed {
+    if metadata.is_empty() {
+        Committed::Plain(offset)
+    } else {
+        Committed::WithMetadata {
+            offset,
+            metadata: metadata.to_owned(),
+        }
     }
 }
 
@@ -265,15 +330,66 @@ mod tests {
     {
         let dir = tempfile::tempdir()?;
         let table = OffsetTable::load(dir.path())?;
-        table.set_durably("g", &[("t".to_owned(), 0, 10), ("t".to_owned(), 1, 11)])?;
+        table.set_durably(
+            "g",
+            &[
+                ("t".to_owned(), 0, 10, String::new()),
+                ("t".to_owned(), 1, 11, "m".to_owned()),
+            ],
+        )?;
         assert_eq!(table.get("g", "t", 1), Some(11));
-        assert_eq!(OffsetTable::load(dir.path())?.get("g", "t", 0), Some(10));
+        let again = OffsetTable::load(dir.path())?;
+        assert_eq!(again.get("g", "t", 0), Some(10));
+        assert_eq!(
+            again.get_with_metadata("g", "t", 1),
+            Some((11, "m".to_owned()))
+        );
 
         // A write that fails leaves the table as it was: the commit is refused, not shown.
         std::fs::remove_dir_all(dir.path().join("config"))?;
         std::fs::write(dir.path().join("config"), b"not a directory")?;
-        assert!(table.set_durably("g", &[("t".to_owned(), 0, 20)]).is_err());
+        assert!(
+            table
+                .set_durably("g", &[("t".to_owned(), 0, 20, String::new())])
+                .is_err()
+        );
         assert_eq!(table.get("g", "t", 0), Some(10));
+        Ok(())
+    }
+
+    /// Commits from many threads at once share writes; each one is answered only once it is
+    /// in the file, and every one is there after a reload.
+    #[test]
+    fn concurrent_durable_commits_all_reach_the_file() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let table = Arc::new(OffsetTable::load(dir.path())?);
+        let threads: Vec<_> = (0..8u32)
+            .map(|queue| {
+                let table = table.clone();
+                std::thread::spawn(move || -> Result<(), BrokerError> {
+                    for offset in 1..=20u64 {
+                        let group = format!("g{}", queue % 3);
+                        let commit = ("t".to_owned(), queue, offset, format!("m{offset}"));
+                        table.set_durably(&group, &[commit])?;
+                        // Answered: on disk (a reload sees it) and in the table.
+                        assert_eq!(table.get(&group, "t", queue), Some(offset));
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().map_err(|_| "a committer panicked")??;
+        }
+        let again = OffsetTable::load(dir.path())?;
+        for queue in 0..8u32 {
+            let group = format!("g{}", queue % 3);
+            assert_eq!(
+                again.get_with_metadata(&group, "t", queue),
+                Some((20, "m20".to_owned()))
+            );
+        }
+        assert!(table.waiting.lock().is_empty());
         Ok(())
     }
 

@@ -18,6 +18,11 @@
 //! own task. Polling inline keeps a connection's produce requests in the log in the order
 //! they came, which idempotent producers with several requests in flight rely on.
 //!
+//! Because answers leave in order, a request behind a long-polling fetch would wait out that
+//! fetch's `max_wait_ms` (librdkafka sends its ListOffsets and Metadata on the connection it
+//! fetches on). So each new request wakes the fetches waiting ahead of it on its connection
+//! ([`Request::queued`]), and they answer with what they have; the client fetches again.
+//!
 //! Memory is bounded as on the native listener (see [`crate::protocols::in_flight`]): requests
 //! and responses are charged to the connection's and the broker's budgets and the reader
 //! waits while they are spent; at most [`MAX_IN_FLIGHT`] requests wait for their turn. A
@@ -36,7 +41,7 @@ use kafka_protocol::protocol::Decodable;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_util::codec::{Decoder, LengthDelimitedCodec};
 
 use crate::core::session::ConnectionId;
@@ -76,6 +81,9 @@ pub(crate) struct Request {
     pub api: ApiKey,
     /// The client's address.
     pub peer: SocketAddr,
+    /// Notified when a later request of the same connection starts: a long poll ahead of it
+    /// answers then, as the later one's answer has to wait for it.
+    pub queued: Arc<Notify>,
 }
 
 /// Serves one Kafka connection until the peer closes it, it fails, it stays idle too long,
@@ -106,6 +114,7 @@ pub(crate) async fn serve(
         slots,
         closed: closed_rx,
         peer,
+        queued: Arc::new(Notify::new()),
     };
     let stop = reader.run(&mut read, &mut shutdown).await;
     drop(reader);
@@ -126,6 +135,8 @@ struct Reader {
     slots: mpsc::Sender<Slot>,
     closed: watch::Receiver<bool>,
     peer: SocketAddr,
+    /// Wakes this connection's waiting long polls when a request queues behind them.
+    queued: Arc<Notify>,
 }
 
 impl Reader {
@@ -205,10 +216,13 @@ impl Reader {
         if self.slots.send(rx).await.is_err() {
             return Err("the writer is gone".to_owned());
         }
+        // Its answer goes out after theirs: the long polls ahead of it answer now.
+        self.queued.notify_waiters();
         let request = Request {
             header,
             api,
             peer: self.peer,
+            queued: self.queued.clone(),
         };
         let listener = self.listener.clone();
         let budget = self.budget.clone();

@@ -71,7 +71,7 @@ pub(crate) async fn handle(
             Some(response) => ResponseKind::Produce(response),
             None => return Response::Nothing,
         },
-        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::fetch(state, r).await),
+        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::fetch(state, r, &request.queued).await),
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(offsets::list_offsets(state, &listener.epochs, r, version))
         }

@@ -8,7 +8,9 @@
 //!
 //! When less than `min_bytes` is found and `max_wait_ms` allows, the fetch waits until a
 //! message is dispatched to any of its partitions (or the wait, capped by
-//! `long_poll_max_ms`, ends) and reads again; it never spins. Fetch sessions (KIP-227) are not
+//! `long_poll_max_ms`, ends) and reads again; it never spins. A request that arrives behind
+//! it on the same connection ends the wait at once (its answer has to follow this one): the
+//! fetch answers with what it has. Fetch sessions (KIP-227) are not
 //! kept: every answer says session 0, and clients send full fetches.
 //!
 //! A partition whose current leader epoch, as the client gives it, is not the broker's gets
@@ -49,8 +51,12 @@ struct Wanted {
     leader_epoch: i32,
 }
 
-/// Serves `Fetch`.
-pub(crate) async fn fetch(state: &BrokerState, request: FetchRequest) -> FetchResponse {
+/// Serves `Fetch`; `queued` is notified when a later request of the connection starts.
+pub(crate) async fn fetch(
+    state: &BrokerState,
+    request: FetchRequest,
+    queued: &Notify,
+) -> FetchResponse {
     let mut answer: Vec<FetchableTopicResponse> = Vec::with_capacity(request.topics.len());
     let mut wanted = Vec::new();
     for topic in request.topics {
@@ -75,6 +81,8 @@ pub(crate) async fn fetch(state: &BrokerState, request: FetchRequest) -> FetchRe
     );
     let deadline = Instant::now() + wait;
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0).max(1);
+    // Set once a request waits behind this one: answer with what there is.
+    let mut overtaken = false;
     let max_bytes = match request.max_bytes {
         n if n > 0 => n as usize,
         _ => usize::MAX,
@@ -98,6 +106,8 @@ pub(crate) async fn fetch(state: &BrokerState, request: FetchRequest) -> FetchRe
         for n in &mut notified {
             n.as_mut().enable();
         }
+        let mut behind = std::pin::pin!(queued.notified());
+        behind.as_mut().enable();
         let (partitions, found) = read_all(state, &wanted, max_bytes);
         // A client in another leader epoch hears so at once (Kafka answers errors at once).
         let fenced_any = partitions.iter().any(|p| {
@@ -107,6 +117,7 @@ pub(crate) async fn fetch(state: &BrokerState, request: FetchRequest) -> FetchRe
         let give_up = found >= min_bytes
             || fenced_any
             || notified.is_empty()
+            || overtaken
             || state.is_shutting_down()
             || Instant::now() >= deadline;
         if give_up {
@@ -117,7 +128,10 @@ pub(crate) async fn fetch(state: &BrokerState, request: FetchRequest) -> FetchRe
         }
         let _waiting = WaiterGauge::enter();
         let any = std::future::poll_fn(|cx| {
-            if notified.iter_mut().any(|n| n.as_mut().poll(cx).is_ready()) {
+            if behind.as_mut().poll(cx).is_ready() {
+                overtaken = true;
+                Poll::Ready(())
+            } else if notified.iter_mut().any(|n| n.as_mut().poll(cx).is_ready()) {
                 Poll::Ready(())
             } else {
                 Poll::Pending

@@ -36,6 +36,7 @@ use crate::core::state_change::StateChange;
 use crate::features::groups::classic::{
     ClassicError, GroupState, JoinRequest, Joined, Protocol, SyncRequest,
 };
+use crate::features::groups::offsets::QueueCommit;
 use crate::state::BrokerState;
 
 /// Longest commit metadata string stored, bytes (Kafka's `offset.metadata.max.bytes`).
@@ -400,7 +401,7 @@ pub(crate) async fn offset_commit(
 type Outcome = (i32, Result<(), i16>);
 
 /// One accepted commit: (Weir topic, queue, offset, metadata).
-type Commit = (String, u32, u64, String);
+type Commit = QueueCommit;
 
 /// Checks one partition's commit; the commit to store, or the partition's error code.
 fn check_commit(
@@ -426,20 +427,31 @@ fn check_commit(
     Ok((topic, queue_id, offset, metadata.to_owned()))
 }
 
-/// Stores accepted commits: in the offset table standalone, through the group's log in a
-/// broker group (a new leader has them). A replica that no longer leads answers
-/// NOT_COORDINATOR, and the client finds the coordinator again.
+/// Stores accepted commits: standalone, in the offset table's file before the table and the
+/// answer (a crash never takes back an answered commit; a failed write answers
+/// KAFKA_STORAGE_ERROR); in a broker group, through the group's log (a new leader has them).
+/// A replica that no longer leads answers NOT_COORDINATOR, and the client finds the
+/// coordinator again.
 async fn store_commits(state: &BrokerState, group: &str, commits: Vec<Commit>) -> Result<(), i16> {
     if commits.is_empty() {
         return Ok(());
     }
     if !state.log.is_replicated() {
-        for (topic, queue_id, offset, metadata) in commits {
-            state
-                .offsets
-                .set_with_metadata(group, &topic, queue_id, offset, &metadata);
-        }
-        return Ok(());
+        let offsets = state.offsets.clone();
+        let owned = group.to_owned();
+        let written =
+            tokio::task::spawn_blocking(move || offsets.set_durably(&owned, &commits)).await;
+        return match written {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                tracing::warn!(group, error = %e, "kafka offset commit not written");
+                Err(ResponseError::KafkaStorageError.code())
+            }
+            Err(e) => {
+                tracing::warn!(group, error = %e, "kafka offset commit not written");
+                Err(ResponseError::UnknownServerError.code())
+            }
+        };
     }
     let change = StateChange::OffsetsCommittedWithMetadata {
         group: group.to_owned(),

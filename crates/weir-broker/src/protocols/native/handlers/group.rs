@@ -134,7 +134,11 @@ pub(crate) async fn commit(
         // rewinds the group, and no reader sees an offset a crash could take back.
         let offsets = state.offsets.clone();
         let group = request.group;
-        tokio::task::spawn_blocking(move || offsets.set_durably(&group, &accepted))
+        let commits: Vec<_> = accepted
+            .into_iter()
+            .map(|(topic, queue_id, offset)| (topic, queue_id, offset, String::new()))
+            .collect();
+        tokio::task::spawn_blocking(move || offsets.set_durably(&group, &commits))
             .await
             .map_err(|e| RequestError::new(ErrorCode::Internal, e.to_string()))?
             .map_err(|e| RequestError::new(ErrorCode::StorageError, e.to_string()))?;
