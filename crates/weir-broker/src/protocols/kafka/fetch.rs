@@ -10,8 +10,8 @@
 //! message is dispatched to any of its partitions (or the wait, capped by
 //! `long_poll_max_ms`, ends) and reads again; it never spins. A request that arrives behind
 //! it on the same connection ends the wait at once (its answer has to follow this one): the
-//! fetch answers with what it has. Fetch sessions (KIP-227) are not
-//! kept: every answer says session 0, and clients send full fetches.
+//! fetch answers with what it has. Fetch sessions (KIP-227) are not kept: every answer says
+//! session 0, and clients send full fetches.
 //!
 //! A partition whose current leader epoch, as the client gives it, is not the broker's gets
 //! `FENCED_LEADER_EPOCH` (older: the client refreshes its metadata) or `UNKNOWN_LEADER_EPOCH`
