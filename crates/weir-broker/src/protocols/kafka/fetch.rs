@@ -81,8 +81,10 @@ pub(crate) async fn fetch(
     );
     let deadline = Instant::now() + wait;
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0).max(1);
-    // Set once a request waits behind this one: answer with what there is.
+    // Set once a request waits behind this one: answer with what there is. The future hears
+    // every request started after it is made (made once: none slips between two reads).
     let mut overtaken = false;
+    let mut behind = std::pin::pin!(queued.notified());
     let max_bytes = match request.max_bytes {
         n if n > 0 => n as usize,
         _ => usize::MAX,
@@ -106,8 +108,6 @@ pub(crate) async fn fetch(
         for n in &mut notified {
             n.as_mut().enable();
         }
-        let mut behind = std::pin::pin!(queued.notified());
-        behind.as_mut().enable();
         let (partitions, found) = read_all(state, &wanted, max_bytes);
         // A client in another leader epoch hears so at once (Kafka answers errors at once).
         let fenced_any = partitions.iter().any(|p| {
