@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::FlushMode;
 use crate::metric_names;
-use crate::page_cache::Release;
+use crate::page_cache;
 use crate::store::Inner;
 
 /// An fdatasync slower than this is logged.
@@ -54,7 +54,6 @@ pub(crate) fn flush_to(inner: &Inner, target: u64) -> io::Result<()> {
 /// The flusher thread.
 pub(crate) fn run(inner: Arc<Inner>) {
     let interval = inner.config.flush_interval;
-    let release = Release::new(inner.config.page_cache_window);
     loop {
         {
             let mut guard = inner.wake.lock();
@@ -82,8 +81,8 @@ pub(crate) fn run(inner: Arc<Inner>) {
             std::thread::sleep(Duration::from_millis(50));
             continue;
         }
-        if let Some(release) = &release {
-            release.after_flush(&inner);
+        if let Some(window) = inner.config.page_cache_window {
+            page_cache::release_behind(&inner, window);
         }
         if inner.stopping() && inner.log.written() <= inner.flushed.load(Ordering::Acquire) {
             return;

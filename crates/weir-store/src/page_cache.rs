@@ -39,40 +39,27 @@ pub(crate) fn default_window() -> Option<u64> {
 /// Least span let go at once: one pair of system calls per segment per this many bytes.
 pub(crate) const STEP: u64 = 64 << 20;
 
-/// Lets go of the log's pages behind a window.
-#[derive(Debug)]
-pub(crate) struct Release {
-    window: u64,
-}
-
-impl Release {
-    /// A release behind `window` bytes, if there is one.
-    pub fn new(window: Option<u64>) -> Option<Release> {
-        window.map(|window| Release { window })
+/// After a flush: lets go of what now lies more than `window` bytes behind the flushed and
+/// the dispatched positions, if that is at least [`STEP`] past what was let go before.
+pub(crate) fn release_behind(inner: &Inner, window: u64) {
+    let released = inner.cache_released.load(Ordering::Acquire);
+    let settled = inner
+        .flushed
+        .load(Ordering::Acquire)
+        .min(inner.dispatched.load(Ordering::Acquire));
+    let upto = settled.saturating_sub(window);
+    if upto < released.saturating_add(STEP) {
+        return;
     }
-
-    /// After a flush: lets go of what now lies more than the window behind the flushed and
-    /// the dispatched positions, if that is at least [`STEP`] past what was let go before.
-    pub fn after_flush(&self, inner: &Inner) {
-        let released = inner.cache_released.load(Ordering::Acquire);
-        let settled = inner
-            .flushed
-            .load(Ordering::Acquire)
-            .min(inner.dispatched.load(Ordering::Acquire));
-        let upto = settled.saturating_sub(self.window);
-        if upto < released.saturating_add(STEP) {
-            return;
+    for seg in inner.log.segments() {
+        if seg.end() <= released || seg.base >= upto {
+            continue;
         }
-        for seg in inner.log.segments() {
-            if seg.end() <= released || seg.base >= upto {
-                continue;
-            }
-            let from = released.max(seg.base) - seg.base;
-            let to = upto.min(seg.end()) - seg.base;
-            if let Err(e) = seg.release_cache(from, to) {
-                tracing::warn!(segment = seg.base, error = %e, "could not let the page cache go of flushed log bytes");
-            }
+        let from = released.max(seg.base) - seg.base;
+        let to = upto.min(seg.end()) - seg.base;
+        if let Err(e) = seg.release_cache(from, to) {
+            tracing::warn!(segment = seg.base, error = %e, "could not let the page cache go of flushed log bytes");
         }
-        inner.cache_released.store(upto, Ordering::Release);
     }
+    inner.cache_released.store(upto, Ordering::Release);
 }

@@ -175,25 +175,22 @@ impl OffsetTable {
             .lock()
             .push((group.to_owned(), commits.to_vec(), outcome.clone()));
         let _serial = self.write_lock.lock();
-        if outcome.get().is_none() {
-            // Ours is still waiting (a writer takes all it finds and answers each): write.
+        // Answered by an earlier writer, or still waiting: then we write all that waits (ours
+        // among it) and answer each.
+        let written = outcome.get().cloned().unwrap_or_else(|| {
             let batch = std::mem::take(&mut *self.waiting.lock());
             let written = self.write_with(&batch);
             for (_, _, waiter) in &batch {
                 let _ = waiter.set(written.clone());
             }
-        }
-        match outcome.get() {
-            Some(Ok(())) => Ok(()),
-            Some(Err((kind, why))) => Err(BrokerError::io(
+            written
+        });
+        written.map_err(|(kind, why)| {
+            BrokerError::io(
                 format!("writing {}", self.path.display()),
-                io::Error::new(*kind, why.clone()),
-            )),
-            None => Err(BrokerError::io(
-                format!("writing {}", self.path.display()),
-                io::Error::other("no write carried this commit"),
-            )),
-        }
+                io::Error::new(kind, why),
+            )
+        })
     }
 
     /// Writes the table with `batch` applied, then applies it to the table.
